@@ -1,0 +1,63 @@
+"""Helpers shared by every config: the `file.py:key=value,...` switch parser and workdir naming.
+
+A config file is `get_config(arg)`; `arg` is whatever follows the colon in
+`--config=configs/hmdb51.py:split=2,frames=16`. Switches are typed by their defaults so that
+`frames=16` is an int and `frame_attention=False` a bool, and an unknown switch is an error that
+lists the known ones (a typo must never silently train the wrong system).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def _coerce(key: str, text: str, default):
+  if isinstance(default, bool):
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on", ""):
+      return True
+    if low in ("0", "false", "no", "off"):
+      return False
+    raise ValueError(f"config switch {key}={text!r}: expected a boolean (True/False).")
+  if isinstance(default, int):
+    try:
+      return int(text)
+    except ValueError:
+      raise ValueError(f"config switch {key}={text!r}: expected an integer.") from None
+  if isinstance(default, float):
+    try:
+      return float(text)
+    except ValueError:
+      raise ValueError(f"config switch {key}={text!r}: expected a number.") from None
+  if isinstance(default, (tuple, list)):
+    kind = type(default[0]) if default else str
+    return tuple(_coerce(key, part, kind()) for part in text.split("+") if part)
+  return text
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses `key=value,key2=value2` (a bare `key` means `key=True`) over typed defaults.
+
+  Tuples are written with `+` between items (`keep_ratios=0.25+0.5`), since `,` separates switches.
+  """
+  values = dict(defaults)
+  if arg:
+    for item in arg.split(","):
+      item = item.strip()
+      if not item:
+        continue
+      key, _, text = item.partition("=")
+      key = key.strip()
+      if key not in defaults:
+        known = ", ".join(sorted(defaults))
+        raise ValueError(f"unknown config switch {key!r}; this config knows: {known}.")
+      values[key] = _coerce(key, text if "=" in item else "", defaults[key])
+  return ml_collections.ConfigDict(values)
+
+
+def switches_suffix(arg: str | None) -> str:
+  """The part of a workdir name that records non-default switches, e.g. `_system=deepisc`."""
+  if not arg:
+    return ""
+  items = [item.strip() for item in arg.split(",") if item.strip()]
+  return "".join("_" + item.replace("/", "-") for item in items)

@@ -1,0 +1,44 @@
+"""Configs: every file loads, switches are typed and checked, workdir names record switches."""
+
+import importlib
+
+import pytest
+
+from configs import common
+
+CONFIGS = ["synthetic", "hmdb51", "ucf101"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_loads_and_documents_its_command(name):
+  module = importlib.import_module(f"configs.{name}")
+  config = module.get_config(None)
+  assert config.name == name
+  assert f"python train.py --config=configs/{name}.py" in module.__doc__.splitlines()[2]
+  assert config.data.frames > 0 and config.data.resolution > 0
+
+
+def test_switches_are_typed():
+  from configs import hmdb51
+  config = hmdb51.get_config("split=2,frames=8,frame_attention=False,system=deepisc")
+  assert config.data.split == 2 and isinstance(config.data.split, int)
+  assert config.data.frames == 8
+  assert config.system == "deepisc"
+  assert config.name == "hmdb51_split=2_frames=8_frame_attention=False_system=deepisc"
+
+
+def test_unknown_switch_names_the_known_ones():
+  with pytest.raises(ValueError, match="unknown config switch 'splt'.*split"):
+    common.parse_arg("splt=2", split=1)
+
+
+def test_bad_switch_value_is_explained():
+  with pytest.raises(ValueError, match="expected an integer"):
+    common.parse_arg("split=two", split=1)
+  with pytest.raises(ValueError, match="expected a boolean"):
+    common.parse_arg("flip=maybe", flip=True)
+
+
+def test_tuple_switch_and_bare_flag():
+  a = common.parse_arg("keep=0.25+0.5,fast", keep=(0.5,), fast=False)
+  assert a.keep == (0.25, 0.5) and a.fast is True
