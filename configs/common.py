@@ -55,9 +55,16 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(values)
 
 
+#: Switches that pick which system is trained, not which data or setting: they do not change the
+#: workdir (runs/<name>); each system trains into its own folder inside it, so that evaluate.py finds
+#: and compares every system trained on the same data with the same classifier.
+SYSTEM_SWITCHES = ("system", "frame_attention", "spatial_attention")
+
+
 def switches_suffix(arg: str | None) -> str:
-  """The part of a workdir name that records non-default switches, e.g. `_system=deepisc`."""
+  """The part of a workdir name that records non-default data/setting switches, e.g. `_split=2`."""
   if not arg:
     return ""
   items = [item.strip() for item in arg.split(",") if item.strip()]
+  items = [item for item in items if item.partition("=")[0].strip() not in SYSTEM_SWITCHES]
   return "".join("_" + item.replace("/", "-") for item in items)

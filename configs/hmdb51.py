@@ -50,4 +50,7 @@ def get_config(arg=None):
       workers=8,
       prefetch=4,
   ))
+
+  # Models (stae_jax/models): one sub-config per module.
+  c.model = ml_collections.ConfigDict()
   return c

@@ -52,4 +52,7 @@ def get_config(arg=None):
       workers=0,                  # grain worker processes (0: in-process)
       prefetch=2,
   ))
+
+  # Models (stae_jax/models): one sub-config per module.
+  c.model = ml_collections.ConfigDict()
   return c

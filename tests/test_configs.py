@@ -24,7 +24,8 @@ def test_switches_are_typed():
   assert config.data.split == 2 and isinstance(config.data.split, int)
   assert config.data.frames == 8
   assert config.system == "deepisc"
-  assert config.name == "hmdb51_split=2_frames=8_frame_attention=False_system=deepisc"
+  # System switches choose a folder inside the workdir, not a new workdir.
+  assert config.name == "hmdb51_split=2_frames=8"
 
 
 def test_unknown_switch_names_the_known_ones():
