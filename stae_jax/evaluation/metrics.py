@@ -1,0 +1,131 @@
+"""The report definitions of DESIGN.md, as small functions every table and plot shares.
+
+One definition per quantity, so that the STAE codec, DeepISC and H.264 are never compared through
+two slightly different formulas: the compression ratio always divides the bytes of the sampled
+uint8 clip at model resolution (T*H*W*3) by the bytes of the whole bitstream, and accuracy loss is
+always in percentage points of top-1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+def raw_clip_bytes(clip_shape: Sequence[int]) -> int:
+  """Bytes of a uint8[T,H,W,3] clip: the numerator of every compression ratio."""
+  shape = tuple(int(d) for d in clip_shape)
+  if len(shape) != 4 or shape[-1] != 3 or min(shape) <= 0:
+    raise ValueError(
+        f"clip shape {shape}: expected (T, H, W, 3) with positive sizes; pass `clip.shape` of the "
+        "sampled uint8 clip at model resolution.")
+  return math.prod(shape)
+
+
+def _positive_bytes(num_bytes) -> float:
+  value = float(num_bytes)
+  if not value > 0 or not math.isfinite(value):
+    raise ValueError(
+        f"bitstream size {num_bytes!r} bytes: expected a positive, finite byte count (the length "
+        "of the whole bitstream, header and masks included).")
+  return value
+
+
+def compression_ratio(clip_shape: Sequence[int], num_bytes: float) -> float:
+  """T*H*W*3 uint8 bytes of the sampled clip / bytes of the whole bitstream."""
+  return raw_clip_bytes(clip_shape) / _positive_bytes(num_bytes)
+
+
+def bits_per_clip(num_bytes: float) -> float:
+  """Bits of one clip's bitstream (8 per byte): what the channel has to carry."""
+  return 8.0 * _positive_bytes(num_bytes)
+
+
+def bits_per_pixel(clip_shape: Sequence[int], num_bytes: float) -> float:
+  """Bitstream bits per pixel of the sampled clip (T*H*W pixels, colour not counted separately)."""
+  num_pixels = raw_clip_bytes(clip_shape) // 3
+  return bits_per_clip(num_bytes) / num_pixels
+
+
+def _check_fraction(name: str, value: float) -> float:
+  value = float(value)
+  if not 0.0 <= value <= 1.0:
+    raise ValueError(
+        f"{name}={value}: expected a top-1 accuracy as a fraction in [0, 1] (e.g. 0.72, not 72).")
+  return value
+
+
+def accuracy_loss_points(top1_clean: float, top1_compressed: float) -> float:
+  """Top-1 on uncompressed clips minus top-1 on reconstructed clips, in percentage points.
+
+  Both are fractions in [0, 1] measured on the same split and views; a positive result is a loss.
+  """
+  return 100.0 * (_check_fraction("top1_clean", top1_clean)
+                  - _check_fraction("top1_compressed", top1_compressed))
+
+
+def top1(predictions: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = None) -> float:
+  """Top-1 accuracy as a fraction.
+
+  `predictions` are logits [N, C] (argmax taken) or class indices [N]. `valid` marks real examples
+  in a batch padded to a static shape: invalid rows leave the numerator and the denominator. (A clip
+  that misses its deadline is not invalid, it is wrong: see `stae_jax.channel.accuracy_under_deadline`.)
+  """
+  predictions = np.asarray(predictions)
+  labels = np.asarray(labels)
+  if predictions.ndim == 2:
+    predicted = predictions.argmax(axis=-1)
+  elif predictions.ndim == 1:
+    predicted = predictions
+  else:
+    raise ValueError(f"predictions of shape {predictions.shape}: expected logits [N, C] or classes [N].")
+  if labels.shape != predicted.shape:
+    raise ValueError(
+        f"labels of shape {labels.shape} do not match {predicted.shape[0]} predictions; pass one "
+        "integer label per clip.")
+  correct = predicted == labels
+  if valid is None:
+    valid = np.ones_like(correct, dtype=bool)
+  else:
+    valid = np.asarray(valid)
+    if valid.shape != correct.shape or valid.dtype != np.bool_:
+      raise ValueError(
+          f"valid mask {valid.dtype}{list(valid.shape)}: expected bool[{correct.shape[0]}], True for "
+          "real (not padding) examples.")
+  num_valid = int(valid.sum())
+  if num_valid == 0:
+    raise ValueError("top1 of no valid example is undefined; the mask marks every row as padding.")
+  return float((correct & valid).sum() / num_valid)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyBreakdown:
+  """Where one clip's end-to-end latency went, in seconds.
+
+  `wait_seconds` is time queued behind earlier clips on the same link (zero for an idle link).
+  The total is what a deadline is checked against (DESIGN.md: encode + bits / rate integrated over
+  the channel's slots + decode + ViT).
+  """
+  encode_seconds: float
+  wait_seconds: float
+  transmit_seconds: float
+  decode_seconds: float
+  classify_seconds: float
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"{field.name}={value}: a latency component must be finite and >= 0 seconds.")
+
+  @property
+  def total_seconds(self) -> float:
+    return (self.encode_seconds + self.wait_seconds + self.transmit_seconds + self.decode_seconds
+            + self.classify_seconds)
+
+  def as_dict(self) -> dict[str, float]:
+    """A JSON-ready record, total included."""
+    return {**dataclasses.asdict(self), "total_seconds": self.total_seconds}

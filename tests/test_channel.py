@@ -1,0 +1,228 @@
+"""The fading channel, transmission time, replay, deadline accounting and the adaptive policy."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import special
+
+from stae_jax import channel
+from stae_jax.channel import ChannelConfig, ChannelTrace, OperatingPoint
+
+
+def _constant_trace(rate_bps: float, num_slots: int = 100, slot_seconds: float = 1e-3):
+  """A trace whose every slot has |h| = 1, at an SNR chosen so that the rate is `rate_bps`."""
+  bandwidth_hz = 1e6
+  snr = 2.0 ** (rate_bps / bandwidth_hz) - 1.0
+  config = ChannelConfig(bandwidth_hz=bandwidth_hz, mean_snr_db=10 * math.log10(snr),
+                         slot_seconds=slot_seconds)
+  return ChannelTrace(gains=np.ones(num_slots, np.complex128), config=config)
+
+
+def test_doppler_and_jakes_correlation():
+  config = ChannelConfig(carrier_hz=3e9, speed_mps=10.0, slot_seconds=2e-3)
+  assert config.max_doppler_hz == pytest.approx(10.0 * 3e9 / channel.SPEED_OF_LIGHT_MPS)
+  assert config.correlation == pytest.approx(special.j0(2 * np.pi * config.max_doppler_hz * 2e-3))
+  assert ChannelConfig(doppler_hz=50.0, speed_mps=99.0).max_doppler_hz == 50.0
+  assert ChannelConfig(speed_mps=0.0).correlation == 1.0  # A still device: a static channel.
+  with pytest.raises(ValueError, match="bandwidth"):
+    ChannelConfig(bandwidth_hz=0.0)
+
+
+def test_fading_statistics_match_the_gauss_markov_model():
+  config = ChannelConfig(doppler_hz=100.0, slot_seconds=1e-3)  # rho = J0(0.63) ~ 0.90.
+  rho = config.correlation
+  trace = ChannelTrace.generate(200.0, config, seed=3)
+  gains = trace.gains
+  assert trace.num_slots == 200_000
+  assert np.mean(np.abs(gains) ** 2) == pytest.approx(1.0, abs=0.03)
+  lag1 = np.vdot(gains[:-1], gains[1:]) / np.vdot(gains, gains)
+  assert lag1.real == pytest.approx(rho, abs=0.01)
+  assert abs(lag1.imag) < 0.01
+  # Rayleigh: |h|^2 is exponential with mean 1, so P(|h|^2 < 0.1) = 1 - exp(-0.1).
+  assert np.mean(trace.power_gains < 0.1) == pytest.approx(1 - math.exp(-0.1), abs=0.01)
+
+
+def test_generation_is_seeded():
+  a = ChannelTrace.generate(1.0, seed=7)
+  b = ChannelTrace.generate(1.0, seed=7)
+  c = ChannelTrace.generate(1.0, seed=8)
+  np.testing.assert_array_equal(a.gains, b.gains)
+  assert not np.array_equal(a.gains, c.gains)
+
+
+def test_rate_is_monotone_in_snr_and_shannon_at_unit_gain():
+  rates = [ChannelConfig(mean_snr_db=snr).rate_bps(1.0) for snr in (-5, 0, 5, 10, 20, 30)]
+  assert all(np.diff(rates) > 0)
+  assert ChannelConfig(bandwidth_hz=2e6, mean_snr_db=0.0).rate_bps(1.0) == pytest.approx(2e6)
+  trace = ChannelTrace.generate(0.5, ChannelConfig(mean_snr_db=5.0), seed=0)
+  better = ChannelTrace(gains=trace.gains, config=ChannelConfig(mean_snr_db=15.0))
+  assert (better.rates_bps > trace.rates_bps).all()
+
+
+def test_constant_rate_transmission_time_is_bits_over_rate():
+  trace = _constant_trace(2e6, num_slots=200)
+  assert trace.rates_bps[0] == pytest.approx(2e6, rel=1e-12)
+  rate = trace.rates_bps[0]
+  for bits, start in [(1000, 0.0), (1000, 0.0005), (5e4, 0.0), (5e4, 0.0123), (1.5e5, 0.0301)]:
+    assert trace.transmission_seconds(bits, start) == pytest.approx(bits / rate, rel=1e-12)
+  assert trace.transmission_seconds(0, 0.05) == 0.0
+
+
+def test_transmission_spans_slots_with_partial_first_and_last_slots():
+  config = ChannelConfig(bandwidth_hz=1e6, mean_snr_db=0.0, slot_seconds=1e-3)  # |h|=1 -> 1 Mbit/s.
+  power = np.array([1.0, 3.0, 0.0, 7.0, 1.0])  # Rates 1, 2, 0, 3, 1 Mbit/s (log2(1+g)).
+  trace = ChannelTrace(gains=np.sqrt(power).astype(np.complex128), config=config)
+  np.testing.assert_allclose(trace.rates_bps, [1e6, 2e6, 0.0, 3e6, 1e6])
+  # From 0.5 ms: 500 bits in slot 0, 2000 in slot 1, nothing in slot 2, then 500 of slot 3's 3000.
+  assert trace.transmission_seconds(3000, 0.0005) == pytest.approx(0.0005 + 0.001 + 0.001 + 500 / 3e6)
+  # Exactly filling the first partial slot ends at the slot boundary.
+  assert trace.transmission_seconds(500, 0.0005) == pytest.approx(0.0005)
+  # Starting in the dead slot waits it out.
+  assert trace.transmission_seconds(300, 0.0025) == pytest.approx(0.0005 + 300 / 3e6)
+  with pytest.raises(ValueError, match="longer trace"):
+    trace.transmission_seconds(1e6, 0.0)
+  with pytest.raises(ValueError, match="outside this trace"):
+    trace.transmission_seconds(10, 0.006)
+
+
+def test_long_transmission_agrees_with_cumulative_integral():
+  trace = ChannelTrace.generate(5.0, ChannelConfig(mean_snr_db=3.0), seed=11)
+  start, bits = 0.1234, 2e6  # Hundreds of slots, so several of the growing cumsum chunks.
+  seconds = trace.transmission_seconds(bits, start)
+  # Independent check: bits delivered by time t, from the cumulative capacity of whole slots.
+  slot = trace.config.slot_seconds
+  cumulative = np.concatenate([[0.0], np.cumsum(trace.rates_bps * slot)])
+
+  def delivered_by(t):
+    n = int(t // slot)
+    return cumulative[n] + trace.rates_bps[n] * (t - n * slot)
+
+  assert delivered_by(start + seconds) - delivered_by(start) == pytest.approx(bits, rel=1e-9)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_save_load_replays_identically(tmp_path, suffix):
+  trace = ChannelTrace.generate(0.3, ChannelConfig(mean_snr_db=7.0, speed_mps=30.0), seed=5)
+  loaded = ChannelTrace.load(trace.save(tmp_path / f"trace{suffix}"))
+  assert loaded.config == trace.config and loaded.seed == 5
+  np.testing.assert_array_equal(loaded.gains, trace.gains)
+  np.testing.assert_array_equal(loaded.rates_bps, trace.rates_bps)
+  times = [trace.transmission_seconds(b, t) for b, t in [(3e4, 0.0), (1e5, 0.1017), (7, 0.25)]]
+  replay = [loaded.transmission_seconds(b, t) for b, t in [(3e4, 0.0), (1e5, 0.1017), (7, 0.25)]]
+  assert times == replay
+
+
+def test_load_rejects_other_files(tmp_path):
+  (tmp_path / "x.json").write_text('{"format": "something else"}')
+  with pytest.raises(ValueError, match="not a channel trace"):
+    ChannelTrace.load(tmp_path / "x.json")
+  with pytest.raises(ValueError, match=".json or .npz"):
+    ChannelTrace.generate(0.01, seed=0).save(tmp_path / "x.pkl")
+
+
+def test_latency_queues_on_the_link_and_deadlines_count_as_wrong():
+  trace = _constant_trace(1e6, num_slots=1000)  # 1 Mbit/s for 1 s.
+  latencies = channel.clip_latencies(
+      trace, bits=[20_000, 20_000, 1_000], arrival_seconds=[0.0, 0.005, 0.5],
+      encode_seconds=0.01, decode_seconds=0.002, classify_seconds=0.003)
+  first, second, third = latencies
+  assert first.transmit_seconds == pytest.approx(0.02) and first.wait_seconds == 0.0
+  assert first.total_seconds == pytest.approx(0.01 + 0.02 + 0.002 + 0.003)
+  # The second clip is ready at 0.015 s but the link is busy until 0.03 s.
+  assert second.wait_seconds == pytest.approx(0.015)
+  assert second.total_seconds == pytest.approx(0.01 + 0.015 + 0.02 + 0.005)
+  assert third.wait_seconds == 0.0 and third.transmit_seconds == pytest.approx(0.001)
+  no_queue = channel.clip_latencies(trace, bits=[20_000, 20_000], arrival_seconds=[0.0, 0.005],
+                                    encode_seconds=0.01, queue=False)
+  assert no_queue[1].wait_seconds == 0.0
+  with pytest.raises(ValueError, match="one per clip"):
+    channel.clip_latencies(trace, bits=[1, 2, 3], arrival_seconds=[0.0, 0.1], encode_seconds=0.0)
+
+  report = channel.accuracy_under_deadline(np.array([True, True, False]), latencies,
+                                           deadline_seconds=0.04)
+  # Clip 1 is right and on time, clip 2 right but late (0.05 s), clip 3 on time but wrong.
+  assert report.accuracy == pytest.approx(1 / 3)
+  assert report.on_time_fraction == pytest.approx(2 / 3)
+  assert report.num_clips == 3
+  with pytest.raises(ValueError, match="one per clip"):
+    channel.accuracy_under_deadline(np.array([True]), latencies, 0.04)
+
+
+def _points():
+  return [
+      OperatingPoint("small", bits=10_000, expected_accuracy=0.60, encode_seconds=0.005),
+      OperatingPoint("medium", bits=50_000, expected_accuracy=0.70, encode_seconds=0.005),
+      OperatingPoint("large", bits=200_000, expected_accuracy=0.75, encode_seconds=0.005),
+      OperatingPoint("large_twin", bits=250_000, expected_accuracy=0.75, encode_seconds=0.005),
+  ]
+
+
+def test_policy_picks_the_best_feasible_point_and_falls_back():
+  points = _points()
+  # At 10 Mbit/s all fit in 100 ms: the most accurate, and of the tied two the smaller.
+  assert channel.choose_operating_point(points, rate_bps=1e7, deadline_seconds=0.1) == 2
+  # At 1 Mbit/s the 200 kbit points take 0.2 s; 50 kbit takes 0.055 s.
+  assert channel.choose_operating_point(points, rate_bps=1e6, deadline_seconds=0.1) == 1
+  # At 100 kbit/s only the small one (0.105 s) fits a 0.11 s deadline.
+  assert channel.choose_operating_point(points, rate_bps=1e5, deadline_seconds=0.11) == 0
+  # Nothing fits: fall back to the quickest.
+  assert channel.choose_operating_point(points, rate_bps=1e4, deadline_seconds=0.1) == 0
+  assert channel.choose_operating_point(points, rate_bps=0.0, deadline_seconds=0.1) == 0
+  # A margin plans for a fraction of the known rate: 10% of 10 Mbit/s rules the large points out.
+  assert channel.choose_operating_point(points, rate_bps=1e7, deadline_seconds=0.1,
+                                        rate_margin=0.1) == 1
+  with pytest.raises(ValueError, match="rate_margin"):
+    channel.choose_operating_point(points, rate_bps=1e7, deadline_seconds=0.1, rate_margin=0.0)
+
+
+def _nested_correctness(num_clips, accuracies):
+  """bool[N, P]: clip n is right at point p for the first accuracies[p] share of every 20 clips.
+
+  Nested (a richer point is right wherever a poorer one is) and exactly at the expected accuracy,
+  so policies differ only through the channel, not through sampling noise.
+  """
+  rank = (np.arange(num_clips) % 20)[:, None] / 20
+  return rank < np.asarray(accuracies)[None, :]
+
+
+def _score(trace, points, choices, arrivals, correct, queue=True):
+  report, _ = channel.simulate_choices(trace, points, choices, arrival_seconds=arrivals,
+                                       deadline_seconds=0.1, correct_by_point=correct, queue=queue)
+  return report.accuracy
+
+
+def test_adaptive_policy_is_optimal_when_the_rate_holds_for_the_transmission():
+  # Block fading with 1 s blocks and clips arriving mid-block: the known rate is the true rate.
+  rng = np.random.default_rng(2)
+  block_gains = (rng.standard_normal(60) + 1j * rng.standard_normal(60)) / np.sqrt(2)
+  trace = ChannelTrace(gains=np.repeat(block_gains, 1000), config=ChannelConfig(mean_snr_db=5.0))
+  points = _points()[:3]
+  arrivals = np.arange(0.25, 59.0, 0.5)
+  correct = _nested_correctness(arrivals.size, [p.expected_accuracy for p in points])
+  choices = channel.adaptive_choices(trace, points, arrival_seconds=arrivals, deadline_seconds=0.1)
+  expected = [channel.choose_operating_point(points, rate_bps=trace.rate_at(t), deadline_seconds=0.1)
+              for t in arrivals]
+  np.testing.assert_array_equal(choices, expected)
+  assert len(set(choices.tolist())) == 3  # The channel really does change the choice.
+  adaptive = _score(trace, points, choices, arrivals, correct, queue=False)
+  fixed = [_score(trace, points, np.full(arrivals.size, p), arrivals, correct, queue=False)
+           for p in range(3)]
+  assert adaptive > max(fixed)
+
+
+def test_rate_margin_pays_off_under_fast_fading():
+  points = _points()[:3]
+  arrivals = np.arange(0.0, 59.0, 0.5)
+  correct = _nested_correctness(arrivals.size, [p.expected_accuracy for p in points])
+  totals = np.zeros(5)  # adaptive margin 1, adaptive margin 0.7, three fixed points.
+  for seed in range(3):
+    trace = ChannelTrace.generate(120.0, ChannelConfig(mean_snr_db=5.0), seed=seed)
+    for column, margin in enumerate([1.0, 0.7]):
+      choices = channel.adaptive_choices(trace, points, arrival_seconds=arrivals,
+                                         deadline_seconds=0.1, rate_margin=margin)
+      totals[column] += _score(trace, points, choices, arrivals, correct)
+    for p in range(3):
+      totals[2 + p] += _score(trace, points, np.full(arrivals.size, p), arrivals, correct)
+  assert totals[1] > totals[0]
+  assert totals[1] > totals[2:].max()

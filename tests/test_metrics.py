@@ -1,0 +1,57 @@
+"""The report definitions: compression ratio, bits, accuracy loss, top-1 with a mask, latency."""
+
+import numpy as np
+import pytest
+
+from stae_jax.evaluation import metrics
+
+
+def test_compression_ratio_divides_raw_uint8_bytes_by_bitstream_bytes():
+  assert metrics.raw_clip_bytes((16, 112, 112, 3)) == 602_112
+  assert metrics.compression_ratio((16, 112, 112, 3), 9408) == pytest.approx(64.0)
+  assert metrics.compression_ratio(np.zeros((2, 4, 6, 3)).shape, 12) == pytest.approx(12.0)
+  with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+    metrics.compression_ratio((16, 112, 112), 100)
+  with pytest.raises(ValueError, match="positive, finite byte count"):
+    metrics.compression_ratio((16, 112, 112, 3), 0)
+
+
+def test_bits_per_clip_and_per_pixel():
+  assert metrics.bits_per_clip(1000) == 8000
+  # 16x112x112 pixels = 200704; 9408 bytes = 75264 bits -> 0.375 bit per pixel.
+  assert metrics.bits_per_pixel((16, 112, 112, 3), 9408) == pytest.approx(0.375)
+  with pytest.raises(ValueError):
+    metrics.bits_per_clip(-1)
+
+
+def test_accuracy_loss_is_in_points():
+  assert metrics.accuracy_loss_points(0.72, 0.67) == pytest.approx(5.0)
+  assert metrics.accuracy_loss_points(0.5, 0.6) == pytest.approx(-10.0)  # A gain is negative loss.
+  with pytest.raises(ValueError, match="fraction"):
+    metrics.accuracy_loss_points(72.0, 67.0)
+
+
+def test_top1_from_logits_or_classes_with_a_padding_mask():
+  logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+  labels = np.array([1, 1, 1, 0])
+  assert metrics.top1(logits, labels) == pytest.approx(0.75)
+  assert metrics.top1(logits.argmax(-1), labels) == pytest.approx(0.75)
+  # The wrong row is padding: it leaves the denominator too.
+  valid = np.array([True, False, True, True])
+  assert metrics.top1(logits, labels, valid) == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="bool"):
+    metrics.top1(logits, labels, valid.astype(np.int32))
+  with pytest.raises(ValueError, match="padding"):
+    metrics.top1(logits, labels, np.zeros(4, bool))
+  with pytest.raises(ValueError, match="do not match"):
+    metrics.top1(logits, labels[:3])
+
+
+def test_latency_breakdown_totals_and_serialises():
+  latency = metrics.LatencyBreakdown(encode_seconds=0.01, wait_seconds=0.0, transmit_seconds=0.05,
+                                     decode_seconds=0.02, classify_seconds=0.03)
+  assert latency.total_seconds == pytest.approx(0.11)
+  record = latency.as_dict()
+  assert record["total_seconds"] == pytest.approx(0.11) and record["transmit_seconds"] == 0.05
+  with pytest.raises(ValueError, match="transmit_seconds"):
+    metrics.LatencyBreakdown(0.0, 0.0, -1.0, 0.0, 0.0)

@@ -1,0 +1,134 @@
+"""The H.264 baseline: low-delay libx264 round trips, byte counting, odd sizes, a missing codec."""
+
+import re
+
+import av
+import numpy as np
+import pytest
+
+from stae_jax.evaluation import metrics
+from stae_jax.evaluation import x264
+
+
+def _moving_gradient(num_frames=8, height=64, width=96):
+  """A smooth clip with motion: easy to code well, so quality checks are meaningful."""
+  y, x = np.mgrid[0:height, 0:width]
+  frames = []
+  for t in range(num_frames):
+    red = 128 + 100 * np.sin((x + 2 * t) / 9.0)
+    green = 128 + 100 * np.cos((y - t) / 7.0)
+    blue = (x + y + 3 * t) % 256
+    frames.append(np.stack([red, green, blue], -1))
+  return np.clip(frames, 0, 255).astype(np.uint8)
+
+
+def _psnr(a, b):
+  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+  return 10 * np.log10(255.0 ** 2 / mse)
+
+
+def _nal_types(stream: bytes):
+  return [stream[m.end()] & 0x1F for m in re.finditer(b"\x00\x00\x01", stream)]
+
+
+def test_roundtrip_keeps_shape_and_quality_and_crf_trades_bytes():
+  clip = _moving_gradient()
+  results = {crf: x264.h264_roundtrip(clip, crf) for crf in (10, 23, 35, 51)}
+  for result in results.values():
+    assert result.decoded.shape == clip.shape and result.decoded.dtype == np.uint8
+    assert result.encode_seconds > 0 and result.decode_seconds > 0
+  # (On a clip this small and smooth, CRF 51 is not always smaller than 35: headers dominate.)
+  sizes = [results[crf].num_bytes for crf in (10, 23, 35)]
+  assert sizes[0] > sizes[1] > sizes[2] and results[51].num_bytes < sizes[1]
+  assert _psnr(results[10].decoded, clip) > 35
+  assert _psnr(results[10].decoded, clip) > _psnr(results[51].decoded, clip) + 5
+
+
+def test_one_closed_gop_without_b_frames():
+  stream = x264.encode_h264(_moving_gradient(num_frames=12), 23)
+  types = _nal_types(stream.data)
+  assert types.count(7) == 1 and types.count(8) == 1  # One SPS, one PPS: one GOP.
+  assert 6 not in types  # The SEI banner was dropped.
+  slices = [t for t in types if t in (1, 5)]
+  first_p = slices.index(1)
+  assert set(slices[:first_p]) == {5} and set(slices[first_p:]) == {1}  # IDR, then P only.
+  decoder = av.CodecContext.create("h264", "r")
+  frames = [f for p in decoder.parse(stream.data) + decoder.parse(None) for f in decoder.decode(p)]
+  frames += decoder.decode(None)
+  picture_types = [av.video.frame.PictureType(f.pict_type).name for f in frames]
+  assert picture_types == ["I"] + ["P"] * 11
+
+
+def test_dropping_the_sei_banner_changes_bytes_not_pictures():
+  clip = _moving_gradient()
+  without = x264.encode_h264(clip, 30)
+  full = x264.encode_h264(clip, 30, drop_sei=False)
+  assert 6 in _nal_types(full.data) and full.sei_bytes == 0
+  assert without.sei_bytes > 100 and without.num_bytes + without.sei_bytes == full.num_bytes
+  np.testing.assert_array_equal(x264.decode_h264(without), x264.decode_h264(full))
+
+
+@pytest.mark.parametrize("shape", [(3, 33, 47, 3), (1, 16, 17, 3), (2, 2, 2, 3)])
+def test_odd_and_tiny_frame_sizes_round_trip(shape):
+  clip = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+  result = x264.h264_roundtrip(clip, 0)
+  assert result.decoded.shape == shape
+
+
+def test_bad_input_is_refused_with_the_fix():
+  clip = _moving_gradient(num_frames=2)
+  with pytest.raises(ValueError, match="uint8"):
+    x264.encode_h264(clip.astype(np.float32) / 255, 23)
+  with pytest.raises(ValueError, match=r"\[0, 51\]"):
+    x264.encode_h264(clip, 60)
+  with pytest.raises(ValueError, match="preset"):
+    x264.encode_h264(clip, 23, preset="quick")
+
+
+def test_missing_libx264_raises_a_typed_error(monkeypatch):
+  assert x264.x264_available()
+  monkeypatch.setattr(x264, "ENCODER_NAME", "libx264_not_in_this_build")
+  assert not x264.x264_available()
+  with pytest.raises(x264.X264Unavailable, match="skip the H.264 baseline"):
+    x264.h264_roundtrip(_moving_gradient(num_frames=2), 23)
+  with pytest.raises(x264.X264Unavailable):
+    x264.sweep_crf([_moving_gradient(num_frames=2)], [23])
+
+
+def test_sweep_over_crfs():
+  clips = [_moving_gradient(num_frames=4), _moving_gradient(num_frames=4, height=32, width=32)]
+  sweep = x264.sweep_crf(clips, [20, 40])
+  assert list(sweep) == [20, 40] and all(len(results) == 2 for results in sweep.values())
+  assert all(r.decoded is None for r in sweep[20])
+  for small, large in zip(sweep[40], sweep[20]):
+    assert small.num_bytes < large.num_bytes
+
+
+def _sample_real_clip(path, num_frames, size):
+  """Uniformly sampled frames, short side resized to `size`, centre crop: the DESIGN.md table's set-up."""
+  with av.open(str(path), metadata_errors="ignore") as container:
+    frames = list(container.decode(video=0))
+  picked = [frames[i] for i in np.linspace(0, len(frames) - 1, num_frames).round().astype(int)]
+  scale = size / min(picked[0].height, picked[0].width)
+  height, width = round(picked[0].height * scale), round(picked[0].width * scale)
+  clip = np.stack([f.reformat(width=width, height=height, format="rgb24",
+                              interpolation="BILINEAR").to_ndarray() for f in picked])
+  top, left = (height - size) // 2, (width - size) // 2
+  return clip[:, top:top + size, left:left + size]
+
+
+@pytest.mark.real_data
+def test_real_hmdb51_compression_ratios_match_the_design_table(real_data):
+  # DESIGN.md measured (SEI included) ~64x at CRF 23 for 16x112x112 and ~91x for 16x224x224.
+  paths = sorted((real_data / "hmdb51").glob("*/*.avi"))
+  paths += sorted((real_data / "hmdb51_reencoded").glob("*/*.mp4"))[:2]
+  assert len(paths) == 4
+  for size, low, high in [(112, 35, 130), (224, 50, 200)]:
+    clips = [_sample_real_clip(path, 16, size) for path in paths]
+    assert clips[0].shape == (16, size, size, 3)
+    ratios = [metrics.compression_ratio(clip.shape, x264.encode_h264(clip, 23).num_bytes)
+              for clip in clips]
+    assert low < np.median(ratios) < high, ratios
+    coarse = [metrics.compression_ratio(clip.shape, x264.encode_h264(clip, 45).num_bytes)
+              for clip in clips]
+    assert np.median(coarse) > 3 * np.median(ratios)
