@@ -34,7 +34,9 @@ def get_config(arg=None):
 
   c.data = ml_collections.ConfigDict(dict(
       name="hmdb51",
-      builder_kwargs=dict(short_side=256),  # frames stored with this short side, JPEG
+      # Frames stored as JPEG with this short side. allow_incomplete=True builds from the clips
+      # that are there (missing/unreadable ones are logged and recorded), else they are errors.
+      builder_kwargs=dict(short_side=256, allow_incomplete=False),
       data_dir="data/tfds",
       manual_dir="data/hmdb51",   # the extracted official release
       split=a.split,              # 1, 2 or 3 (testTrainMulti_7030_splits)
@@ -53,4 +55,95 @@ def get_config(arg=None):
 
   # Models (stae_jax/models): one sub-config per module.
   c.model = ml_collections.ConfigDict()
+  # Learned entropy model of the latents (stae_jax/models/entropy.py) and its frozen coding tables.
+  c.model.entropy = ml_collections.ConfigDict(dict(
+      filters=(3, 3, 3),          # FactorizedPrior hidden widths per channel (Balle et al. 2018)
+      init_scale=10.0,            # initial density spread, in latent units
+      likelihood_bound=1e-9,      # floor on a bin's probability in the training rate
+      tail_mass=1e-9,             # freezing: table support holds all but this mass; rest escapes
+  ))
+  # Classifier (stae_jax/models/vit.py): ViT-B/16 with 2x16x16 tubelets, VideoMAE-B's layout
+  # (86.3 M parameters with the 51-way head; Hugging Face VideoMAE weights map one to one).
+  c.model.vit = ml_collections.ConfigDict(dict(
+      size="B", width=0, depth=0, num_heads=0, mlp_dim=0,  # 0 = the size's value
+      tubelet=2, patch=16,
+      num_classes=51,
+      layer_norm_eps=1e-6,
+      dtype="bfloat16",           # compute dtype; parameters are float32
+      attention="auto",           # cuDNN fused attention on GPUs in bf16, XLA elsewhere
+  ))
+  # DeepISC baseline (stae_jax/models/deepisc.py): every frame coded alone to <= 64 tokens x 32 ch.
+  c.model.deepisc = ml_collections.ConfigDict(dict(
+      patch=16, width=384, encoder_depth=6, decoder_depth=6, num_heads=6, mlp_dim=0,
+      max_tokens=64, channels=32,
+      token_choices=(4, 8, 16, 32, 64),  # operating points: latent tokens sent per frame
+      dtype="bfloat16",
+      attention="auto",
+  ))
+  # STAE encoder (stae_jax/models/stae.py). 16x16 blocks: 196 per 224x224 frame, latent 4x4x8 each.
+  c.model.stae = ml_collections.ConfigDict(dict(
+      block_size=16,              # p: spatial attention scores and codes p x p blocks
+      latent_channels=8,          # C of the [p/4, p/4, C] latent of a block
+      transform_width=32,         # channels inside the analysis/synthesis transforms
+      mode="latent",              # "latent" (learned transforms) or "pixel" (requantised pixels)
+      pixel_bits=6,               # bits per pixel value in "pixel" mode
+      frame_attention=a.frame_attention,      # off: keep every frame
+      spatial_attention=a.spatial_attention,  # off: keep every block of a kept frame
+      selection="attention",      # or "random": uniform random top-k at the same keep ratios
+      frame_pool=7,               # frame attention sees frames area-downscaled by this (224 -> 32)
+      frame_widths=(16, 32, 32),
+      spatial_widths=(16, 32),
+      temporal_kernel=3,          # frame attention's 1D convolution over time
+      temperature=1.0,            # straight-through top-k surrogate (in units of the scores' std)
+      dtype="bfloat16",           # compute dtype; parameters are float32
+      # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them).
+      keep_ratios=((0.25, 0.25), (0.5, 0.25), (0.5, 0.5), (1.0, 0.5)),
+  ))
+  # Receiver's 3D-2D CNN (stae_jax/models/decoder.py).
+  c.model.decoder = ml_collections.ConfigDict(dict(
+      width=32, temporal_layers=3, spatial_layers=2, dtype="bfloat16"))
+  # Training (stae_jax/training, train.py): stages run in train.stage_order; each names the
+  # parameters it trains (`trainable` regex; the rest get no optimizer state) and its loss weights.
+  c.stages = ml_collections.ConfigDict()
+  c.stages.classifier = dict(
+      kind="classifier", steps=20000, lr=0.0005, warmup_steps=1000, schedule="cosine",
+      optimizer="adamw", weight_decay=0.05, grad_clip=1.0,
+      trainable="^vit/", init_from="", init_params=".*",
+      loss=dict(task=1.0))
+  c.stages.compressor = dict(
+      kind="system", steps=20000, lr=0.0005, warmup_steps=500, schedule="cosine",
+      optimizer="adamw", weight_decay=0.0, grad_clip=1.0,
+      trainable="^(stae|prior|decoder|deepisc)/",  # the ViT stays frozen
+      init_from="classifier", init_params="^vit/",
+      # rate in bits per pixel: its weight sets the operating point's trade-off
+      loss=dict(task=1.0, distill=1.0, reconstruction=1.0, rate=0.05),
+      distill_temperature=2.0)
+  c.stages.joint = dict(
+      kind="system", steps=5000, lr=5e-05, warmup_steps=200, schedule="cosine",
+      optimizer="adamw", weight_decay=0.0, grad_clip=1.0,
+      trainable=".*", init_from="compressor", init_params=".*",
+      loss=dict(task=1.0, distill=0.0, reconstruction=1.0, rate=0.05))
+  c.train = ml_collections.ConfigDict(dict(
+      stage_order=("classifier", "compressor", "joint"),
+      log_every=50,              # steps between metric lines (and progress-bar updates)
+      eval_every=2000,            # steps between evaluations (0: only at the end of a stage)
+      eval_batches=0,        # test batches per evaluation (0: the whole split)
+      checkpoint_every=1000,      # steps between checkpoints (also at each evaluation)
+      keep_checkpoints=2,                 # the last few are kept, plus the best by eval loss
+      async_checkpoints=True,
+      progress=True, tensorboard=False,
+      model_axis_size=1,                  # devices per parameter shard (mesh axis `model`)
+      sharding_rules=(),                  # ((path regex, (axis or None per dim)), ...)
+  ))
+  # Systems trained by default, each into runs/<name>/systems/<tag>/. A system switch
+  # (`:system=deepisc`, `:frame_attention=False`) narrows the run to that one system.
+  explicit = {item.partition("=")[0].strip() for item in (arg or "").split(",")}
+  if explicit & set(common.SYSTEM_SWITCHES):
+    tag = a.system + ("" if a.frame_attention else "_no-frame-attention") + (
+        "" if a.spatial_attention else "_no-spatial-attention")
+    chosen = {tag: (a.system, a.frame_attention, a.spatial_attention)}
+  else:
+    chosen = {"stae": ("stae", True, True), "deepisc": ("deepisc", True, True)}
+  c.systems = ml_collections.ConfigDict({
+      tag: dict(system=s, frame_attention=f, spatial_attention=p) for tag, (s, f, p) in chosen.items()})
   return c
