@@ -1,0 +1,573 @@
+"""The clip bitstream: a small header, then the range-coded frame mask, block masks and latents.
+
+Layout (format version 1, all integers little-endian):
+
+  magic and version: 0xB0 | version     1 byte (0xB1 for version 1)
+  flags  bit 0: frame mask present      1 byte
+         bit 1: block masks present
+         bits 2-4: number of explicit extra latent dims (0..7); bits 5-7 zero
+  table hash prefix                     2 bytes (first bytes of CodingTables.table_hash)
+  varints (LEB128, minimal):            frame mask:  T, k_f
+                                        block masks: N, k_s, then rows R only without a frame mask
+                                        the explicit latent dims (those not implied by the masks)
+  payload                               constriction range coder words (uint32, 4-byte aligned)
+  crc32 of everything above, seeded     4 bytes
+  with the CRC of the full table hash
+
+What a clip is (`ClipPayload`): latents int32 [*lead, C] (C = the tables' channels), optionally a
+frame mask bool[T] keeping k_f frames (then lead[0] = k_f), optionally block masks bool[R, N] keeping
+k_s of N blocks per row (then lead[0] = R, lead[1] = k_s). STAE sends both masks with latents
+[k_f, k_s, h, w, C]; DeepISC sends neither, with latents [T, tokens, C].
+
+Payload order (the range coder is a queue, so decoding reads it in the same order):
+  1. masks with the exact adaptive Bernoulli code, p = picks left / places left. Places whose bit is
+     already determined (no picks left, or as many picks as places) are not coded at all, so a mask
+     costs log2 C(n, k) bits up to the coder's fixed-point rounding.
+  2. latents channel by channel, each channel one Categorical over its table (index = value - lower),
+     with index K_c meaning "escape".
+  3. each escaped value: side (below/above the support, uniform over 2), then the distance d beyond
+     the support as Elias-gamma-like fields: nb = floor(log2(d + 1)) uniform over 0..32, and the nb low
+     bits of d + 1 in uniform chunks of at most 16 bits. Nothing is ever clipped.
+
+The CRC makes truncated, extended or mutated streams fail loudly instead of decoding into a wrong clip
+(a range-coded stream otherwise decodes almost any bytes into *something*). Every decoding failure,
+including constriction's Rust panics (BaseException), surfaces as `DecodeError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import struct
+import zlib
+
+import constriction
+import numpy as np
+
+from stae_jax.coding.tables import CodingTables, require_tables
+
+__all__ = ["ClipPayload", "CodingStats", "DecodeError", "RateGap", "encode", "encode_with_stats",
+           "decode", "encode_batch", "decode_batch", "stae_batch", "estimate_bits", "rate_gap",
+           "MAGIC", "VERSION"]
+
+MAGIC = 0xB0       # high nibble of the first byte; the low nibble is the format version
+VERSION = 1
+_HASH_BYTES = 2    # header's table-hash prefix; the CRC, seeded with the full hash, does the rest
+_FLAG_FRAME_MASK = 1
+_FLAG_BLOCK_MASKS = 2
+_FIXED_HEADER = 1 + 1 + _HASH_BYTES
+_CRC_BYTES = 4
+#: Decoding refuses headers claiming more than this many mask places (bounds Python-loop time).
+MAX_MASK_PLACES = 1 << 18
+#: Default bound on latent symbols per clip a decoder accepts (bounds memory: ~100 bytes/symbol peak).
+MAX_LATENT_SYMBOLS = 1 << 20
+_MAX_DIM = (1 << 32) - 1
+_ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
+
+_model = constriction.stream.model
+_BERNOULLI = _model.Bernoulli(perfect=False)
+_UNIFORM = _model.Uniform()
+
+
+class DecodeError(ValueError):
+  """The bytes are not a valid stae-jax clip bitstream for these tables (malformed, truncated,
+  extended, corrupted, foreign, or coded with other tables). The message says which check failed."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ClipPayload:
+  """What one clip sends: integer latents and the optional masks that say where they belong.
+
+  latents: int32 [*lead, C]. frame_mask: bool [T] or None. block_masks: bool [R, N] or None.
+  """
+  latents: np.ndarray
+  frame_mask: np.ndarray | None = None
+  block_masks: np.ndarray | None = None
+
+  def __eq__(self, other):
+    if not isinstance(other, ClipPayload):
+      return NotImplemented
+    def same(a, b):
+      if a is None or b is None:
+        return a is None and b is None
+      return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b))
+    return (same(self.latents, other.latents) and same(self.frame_mask, other.frame_mask)
+            and same(self.block_masks, other.block_masks))
+
+  __hash__ = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CodingStats:
+  """What encoding one clip produced: sizes in bytes and the number of escape-coded latents."""
+  num_bytes: int
+  header_bytes: int   # fixed header + varints + CRC trailer
+  escapes: int
+  latent_symbols: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RateGap:
+  """The learned rate estimate beside the real bitstream length (all in bits)."""
+  estimated_bits: float   # model's estimate: latents' -log2 likelihood + log2 C(n, k) per mask
+  actual_bits: int        # 8 * len(bitstream), header included
+  header_bits: int
+  gap_bits: float         # actual - estimated
+  relative_gap: float     # gap / estimated
+
+
+# ----------------------------------------------------------------------------- validation helpers
+
+
+def _hash_prefix(tables: CodingTables) -> bytes:
+  return bytes.fromhex(tables.table_hash)[:_HASH_BYTES]
+
+
+def _crc_seed(tables: CodingTables) -> int:
+  """The CRC starts from the full table hash, so it also rejects other tables sharing the prefix."""
+  return zlib.crc32(bytes.fromhex(tables.table_hash))
+
+
+def _check_mask(name: str, mask, rows: bool) -> np.ndarray:
+  mask = np.asarray(mask)
+  if mask.dtype != np.bool_ or mask.ndim != (2 if rows else 1):
+    raise ValueError(f"{name} must be a bool array of rank {2 if rows else 1}, got {mask.dtype} "
+                     f"{mask.shape}; pass e.g. `scores_top_k_mask.astype(bool)`")
+  return mask
+
+
+def _check_payload(payload: ClipPayload, tables: CodingTables):
+  """Validates shapes/dtypes/counts; returns (latents int64 [M, C], header bytes, lead shape)."""
+  if not isinstance(payload, ClipPayload):
+    raise TypeError(f"encode expects a ClipPayload, got {type(payload).__name__}")
+  latents = np.asarray(payload.latents)
+  if not np.issubdtype(latents.dtype, np.integer):
+    raise ValueError(f"latents must be integers (round them first), got dtype {latents.dtype}")
+  if latents.ndim < 1 or latents.shape[-1] != tables.channels:
+    raise ValueError(f"latents must be [..., C] with C = {tables.channels} (the tables' channels), "
+                     f"got shape {latents.shape}")
+  if latents.size and (latents.min() < -2**31 or latents.max() >= 2**31):
+    raise ValueError("latents must fit in int32")
+  lead = latents.shape[:-1]
+  fields, implied, flags = [], 0, 0
+  if payload.frame_mask is not None:
+    mask = _check_mask("frame_mask", payload.frame_mask, rows=False)
+    kept = int(mask.sum())
+    if not lead or lead[0] != kept:
+      raise ValueError(f"frame_mask keeps {kept} frames but latents have shape {latents.shape} "
+                       f"(the first axis must be the kept frames)")
+    fields += [mask.shape[0], kept]
+    implied, flags = 1, flags | _FLAG_FRAME_MASK
+  if payload.block_masks is not None:
+    masks = _check_mask("block_masks", payload.block_masks, rows=True)
+    kept = masks.sum(axis=1)
+    rows, blocks = masks.shape
+    k_s = int(kept[0]) if rows else (lead[1] if len(lead) > 1 else 0)
+    if (kept != k_s).any() or len(lead) < 2 or lead[0] != rows or lead[1] != k_s:
+      raise ValueError(f"block_masks {masks.shape} must keep the same number k_s of blocks in every "
+                       f"row (kept: {kept.tolist()}), with latents [rows, k_s, ...]; got latents "
+                       f"{latents.shape}")
+    fields += [blocks, k_s] + ([] if implied else [rows])
+    implied, flags = 2, flags | _FLAG_BLOCK_MASKS
+  explicit = list(lead[implied:])
+  if len(explicit) > 7:
+    raise ValueError(f"latents have too many axes ({latents.ndim}); at most {implied + 8} allowed")
+  if any(d > _MAX_DIM for d in fields + explicit):
+    raise ValueError("a dimension exceeds 2^32 - 1")
+  flags |= len(explicit) << 2
+  header = (bytes([MAGIC | VERSION, flags]) + _hash_prefix(tables)
+            + b"".join(_varint(v) for v in fields + explicit))
+  return latents.reshape(-1, tables.channels).astype(np.int64), header
+
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while True:
+    byte = value & 0x7F
+    value >>= 7
+    if value:
+      out.append(byte | 0x80)
+    else:
+      out.append(byte)
+      return bytes(out)
+
+
+def _read_varint(data: bytes, offset: int, end: int) -> tuple[int, int]:
+  value, shift = 0, 0
+  while True:
+    if offset >= end:
+      raise DecodeError("header ends inside a size field (truncated or malformed header)")
+    byte = data[offset]
+    offset += 1
+    value |= (byte & 0x7F) << shift
+    if not byte & 0x80:
+      if byte == 0 and shift:
+        raise DecodeError("header has a non-minimal size field (malformed header)")
+      if value > _MAX_DIM:
+        raise DecodeError(f"header size field {value} exceeds 2^32 - 1")
+      return value, offset
+    shift += 7
+    if shift > 28:
+      raise DecodeError("header size field is longer than 5 bytes (malformed header)")
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def _mask_probabilities(masks: np.ndarray):
+  """For rows of bool masks: bits to code and their p = picks left / places left (vectorised).
+
+  Returns (bits int32 [m], p float64 [m]) over the places whose bit is not yet determined.
+  """
+  rows, n = masks.shape
+  if not n or not rows:
+    return np.zeros(0, np.int32), np.zeros(0, np.float64)
+  bits = masks.astype(np.int32)
+  k = bits.sum(axis=1, keepdims=True)
+  picks_before = np.cumsum(bits, axis=1) - bits
+  picks_left = k - picks_before
+  places_left = n - np.arange(n)[None, :]
+  undetermined = (picks_left > 0) & (picks_left < places_left)
+  p = picks_left / places_left
+  return bits[undetermined], p[undetermined].astype(np.float64)
+
+
+def _decode_mask(decoder, n: int, k: int) -> np.ndarray:
+  """Sequential adaptive Bernoulli decoding of one mask keeping k of n places."""
+  mask = np.zeros(n, np.bool_)
+  picks_left = k
+  for i in range(n):
+    places_left = n - i
+    if picks_left == 0:
+      break
+    if picks_left == places_left:
+      mask[i:] = True
+      break
+    bit = decoder.decode(_model.Bernoulli(picks_left / places_left, perfect=False))
+    if bit:
+      mask[i] = True
+      picks_left -= 1
+  return mask
+
+
+# ----------------------------------------------------------------------------- latents
+
+
+def _latent_symbols(flat: np.ndarray, tables: CodingTables):
+  """int64 [..., M, C] latents -> (symbols int32 [..., C, M], escaped bool [..., C, M])."""
+  index = flat - tables.lower
+  escaped = (index < 0) | (index >= tables.sizes)
+  symbols = np.where(escaped, tables.sizes, index).astype(np.int32)
+  return np.swapaxes(symbols, -1, -2).copy(), np.swapaxes(escaped, -1, -2)
+
+
+def _escape_fields(values: np.ndarray, lower: np.ndarray, upper: np.ndarray):
+  """Escaped values (int64) with their channel's bounds -> (head fields, head sizes, chunks, sizes)."""
+  above = values > upper
+  distance_plus_one = np.where(above, values - upper, lower - values)  # d + 1 >= 1
+  _, exponent = np.frexp(distance_plus_one.astype(np.float64))  # exact: values < 2^53
+  nb = (exponent - 1).astype(np.int64)
+  remainder = distance_plus_one - (np.int64(1) << nb)
+  head = np.stack([above.astype(np.int32), nb.astype(np.int32)], axis=1).reshape(-1)
+  head_sizes = np.tile(np.array(_ESCAPE_FIELD_SIZES, np.int32), len(values))
+  low_bits = np.minimum(nb, 16)
+  high_bits = nb - low_bits
+  chunks = np.stack([remainder & 0xFFFF, remainder >> 16], axis=1).reshape(-1)
+  chunk_bits = np.stack([low_bits, high_bits], axis=1).reshape(-1)
+  coded = chunk_bits > 0
+  return (head, head_sizes, chunks[coded].astype(np.int32),
+          (np.int64(1) << chunk_bits[coded]).astype(np.int32))
+
+
+def _encode_clip(header: bytes, frame_mask, block_masks, symbols: np.ndarray, escaped: np.ndarray,
+                 values_cm: np.ndarray, tables: CodingTables) -> bytes:
+  """Range-codes one clip whose latent symbols [C, M] were prepared; returns the whole stream."""
+  encoder = constriction.stream.queue.RangeEncoder()
+  for masks in ([frame_mask[None]] if frame_mask is not None else []) + (
+      [block_masks] if block_masks is not None else []):
+    bits, p = _mask_probabilities(np.asarray(masks))
+    if bits.size:
+      encoder.encode(bits, _BERNOULLI, p)
+  models = tables.categorical_models()
+  for c in range(symbols.shape[0]):
+    if symbols.shape[1]:
+      encoder.encode(symbols[c], models[c])
+  if escaped.any():
+    channel, _ = np.nonzero(escaped)
+    head, head_sizes, chunks, chunk_sizes = _escape_fields(
+        values_cm[escaped], tables.lower[channel].astype(np.int64),
+        tables.upper[channel].astype(np.int64))
+    encoder.encode(head, _UNIFORM, head_sizes)
+    if chunks.size:
+      encoder.encode(chunks, _UNIFORM, chunk_sizes)
+  body = header + encoder.get_compressed().astype("<u4").tobytes()
+  return body + struct.pack("<I", zlib.crc32(body, _crc_seed(tables)))
+
+
+def encode_with_stats(payload: ClipPayload, tables: CodingTables | None, *,
+                      model=None) -> tuple[bytes, CodingStats]:
+  """Encodes one clip; also returns its CodingStats (sizes, number of escaped latents).
+
+  Refuses to run without tables, or with tables not frozen from `model` when a model is given.
+  """
+  tables = require_tables(tables, model)
+  flat, header = _check_payload(payload, tables)
+  symbols, escaped = _latent_symbols(flat, tables)
+  data = _encode_clip(header, payload.frame_mask, payload.block_masks, symbols, escaped, flat.T,
+                      tables)
+  stats = CodingStats(num_bytes=len(data), header_bytes=len(header) + _CRC_BYTES,
+                      escapes=int(escaped.sum()), latent_symbols=int(flat.size))
+  return data, stats
+
+
+def encode(payload: ClipPayload, tables: CodingTables | None, *, model=None) -> bytes:
+  """Encodes one clip into a self-describing bitstream (see the module docstring for the format)."""
+  return encode_with_stats(payload, tables, model=model)[0]
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
+  if len(data) < _FIXED_HEADER + _CRC_BYTES:
+    raise DecodeError(f"{len(data)} bytes is shorter than the smallest possible clip bitstream "
+                      f"({_FIXED_HEADER + _CRC_BYTES} bytes): truncated or not a clip bitstream")
+  if data[0] & 0xF0 != MAGIC:
+    raise DecodeError(f"bad first byte 0x{data[0]:02x} (expected 0x{MAGIC | VERSION:02x}): not a "
+                      "stae-jax clip bitstream")
+  if data[0] & 0x0F != VERSION:
+    raise DecodeError(f"bitstream format version {data[0] & 0x0F} is not supported (this decoder "
+                      f"reads version {VERSION})")
+  prefix = data[2:_FIXED_HEADER]
+  if prefix != _hash_prefix(tables):
+    raise DecodeError(f"bitstream was coded with other tables (hash prefix {prefix.hex()}, "
+                      f"these tables {_hash_prefix(tables).hex()}): decode with the tables of the "
+                      "checkpoint that encoded it")
+  body_end = len(data) - _CRC_BYTES
+  (crc,) = struct.unpack("<I", data[body_end:])
+  if zlib.crc32(data[:body_end], _crc_seed(tables)) != crc:
+    raise DecodeError("checksum mismatch: the bitstream is truncated, extended or corrupted (or "
+                      "was coded with other tables whose hash shares this prefix)")
+  flags = data[1]
+  if flags >> 5:
+    raise DecodeError(f"header flags 0x{flags:02x} set reserved bits (malformed header)")
+  offset = _FIXED_HEADER
+  frames = frame_keep = blocks = block_keep = None
+  lead = []
+  if flags & _FLAG_FRAME_MASK:
+    frames, offset = _read_varint(data, offset, body_end)
+    frame_keep, offset = _read_varint(data, offset, body_end)
+    if frame_keep > frames:
+      raise DecodeError(f"header says {frame_keep} of {frames} frames are kept (malformed header)")
+    lead.append(frame_keep)
+  rows = None
+  if flags & _FLAG_BLOCK_MASKS:
+    blocks, offset = _read_varint(data, offset, body_end)
+    block_keep, offset = _read_varint(data, offset, body_end)
+    if block_keep > blocks:
+      raise DecodeError(f"header says {block_keep} of {blocks} blocks are kept (malformed header)")
+    if frame_keep is None:
+      rows, offset = _read_varint(data, offset, body_end)
+      lead.append(rows)
+    else:
+      rows = frame_keep
+    lead.append(block_keep)
+  for _ in range(flags >> 2 & 7):
+    size, offset = _read_varint(data, offset, body_end)
+    lead.append(size)
+  if (body_end - offset) % 4:
+    raise DecodeError(f"payload of {body_end - offset} bytes is not whole 32-bit words "
+                      "(truncated or extended bitstream)")
+  places = (frames or 0) + (rows * blocks if blocks is not None else 0)
+  if places > MAX_MASK_PLACES:
+    raise DecodeError(f"header claims {places} mask places, more than this decoder accepts "
+                      f"({MAX_MASK_PLACES})")
+  symbols = math.prod(lead) * tables.channels
+  if symbols > max_latent_symbols:
+    raise DecodeError(f"header claims {symbols} latent symbols, more than max_latent_symbols="
+                      f"{max_latent_symbols}; raise it if such clips are expected")
+  return offset, body_end, (frames, frame_keep, blocks, block_keep, rows), tuple(lead)
+
+
+def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+  head_sizes = np.tile(np.array(_ESCAPE_FIELD_SIZES, np.int32), count)
+  head = np.asarray(decoder.decode(_UNIFORM, head_sizes), np.int64).reshape(count, 2)
+  above, nb = head[:, 0].astype(bool), head[:, 1]
+  low_bits = np.minimum(nb, 16)
+  chunk_bits = np.stack([low_bits, nb - low_bits], axis=1).reshape(-1)
+  coded = chunk_bits > 0
+  chunks = np.zeros(2 * count, np.int64)
+  if coded.any():
+    sizes = (np.int64(1) << chunk_bits[coded]).astype(np.int32)
+    chunks[coded] = decoder.decode(_UNIFORM, sizes)
+  chunks = chunks.reshape(count, 2)
+  distance_plus_one = (np.int64(1) << nb) + chunks[:, 0] + (chunks[:, 1] << 16)
+  values = np.where(above, upper + distance_plus_one, lower - distance_plus_one)
+  if (values < -2**31).any() or (values >= 2**31).any():
+    raise DecodeError("an escaped latent decodes outside int32 (corrupted payload)")
+  return values
+
+
+def decode(data: bytes, tables: CodingTables | None, *, model=None,
+           max_latent_symbols: int = MAX_LATENT_SYMBOLS) -> ClipPayload:
+  """Decodes one clip bitstream; raises DecodeError for anything that is not a valid stream.
+
+  Checks: magic, version, CRC, table hash, header fields and limits, whole words, every mask count,
+  escaped values in int32, and that the range decoder consumed the whole payload.
+  """
+  tables = require_tables(tables, model)
+  if not isinstance(data, (bytes, bytearray, memoryview)):
+    raise DecodeError(f"decode expects bytes, got {type(data).__name__}")
+  data = bytes(data)
+  offset, body_end, mask_dims, lead = _parse_header(data, tables, max_latent_symbols)
+  frames, frame_keep, blocks, block_keep, rows = mask_dims
+  try:
+    words = np.frombuffer(data, "<u4", count=(body_end - offset) // 4, offset=offset)
+    decoder = constriction.stream.queue.RangeDecoder(words.astype(np.uint32))
+    frame_mask = block_masks = None
+    if frames is not None:
+      frame_mask = _decode_mask(decoder, frames, frame_keep)
+    if blocks is not None:
+      block_masks = np.stack([_decode_mask(decoder, blocks, block_keep) for _ in range(rows)]) \
+          if rows else np.zeros((0, blocks), np.bool_)
+    count = math.prod(lead)
+    channels = tables.channels
+    symbols = np.empty((channels, count), np.int64)
+    if count:
+      for c, model_c in enumerate(tables.categorical_models()):
+        symbols[c] = decoder.decode(model_c, count)
+    sizes = tables.sizes[:, None]
+    escaped = symbols == sizes
+    values = symbols + tables.lower[:, None]
+    num_escapes = int(escaped.sum())
+    if num_escapes:
+      channel, _ = np.nonzero(escaped)
+      values[escaped] = _decode_escapes(decoder, num_escapes, tables.lower[channel].astype(np.int64),
+                                        tables.upper[channel].astype(np.int64))
+    exhausted = decoder.maybe_exhausted()
+  except DecodeError:
+    raise
+  except BaseException as e:  # constriction raises AssertionError/ValueError, or panics (BaseException)
+    if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+      raise
+    raise DecodeError(f"range decoding failed ({type(e).__name__}: {e}): corrupted payload") from None
+  if not exhausted:
+    raise DecodeError("the payload has data left after the last symbol (extended or corrupted)")
+  latents = values.T.reshape(lead + (channels,)).astype(np.int32)
+  return ClipPayload(latents=latents, frame_mask=frame_mask, block_masks=block_masks)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, block_masks=None,
+                 model=None) -> tuple[list[bytes], dict[str, np.ndarray]]:
+  """Encodes B clips of equal shapes (one stream each); returns (streams, per-clip stats arrays).
+
+  latents int [B, *lead, C]; frame_masks bool [B, T] or None; block_masks bool [B, R, N] or None.
+  Symbol mapping and escape detection run vectorised over the whole batch; only the range coder
+  calls are per clip. Stats: num_bytes, bits, escapes (int64 [B] each).
+  """
+  tables = require_tables(tables, model)
+  latents = np.asarray(latents)
+  if latents.ndim < 2:
+    raise ValueError(f"encode_batch expects latents [B, ..., C], got shape {latents.shape}")
+  batch = latents.shape[0]
+  for name, masks in (("frame_masks", frame_masks), ("block_masks", block_masks)):
+    if masks is not None and np.shape(masks)[0] != batch:
+      raise ValueError(f"{name} has {np.shape(masks)[0]} clips, latents {batch}")
+  headers = []
+  for b in range(batch):  # per-clip validation and header (masks may differ); cheap next to coding
+    clip = ClipPayload(latents[b], None if frame_masks is None else np.asarray(frame_masks[b]),
+                       None if block_masks is None else np.asarray(block_masks[b]))
+    headers.append(_check_payload(clip, tables)[1])
+  flat = latents.reshape(batch, -1, tables.channels).astype(np.int64)
+  symbols, escaped = _latent_symbols(flat, tables)
+  values_cm = np.swapaxes(flat, 1, 2)
+  streams = [
+      _encode_clip(headers[b], None if frame_masks is None else np.asarray(frame_masks[b]),
+                   None if block_masks is None else np.asarray(block_masks[b]), symbols[b],
+                   escaped[b], values_cm[b], tables) for b in range(batch)]
+  num_bytes = np.array([len(s) for s in streams], np.int64)
+  stats = dict(num_bytes=num_bytes, bits=8 * num_bytes,
+               escapes=escaped.reshape(batch, -1).sum(axis=1).astype(np.int64))
+  return streams, stats
+
+
+def stae_batch(frame_mask, block_mask, latents) -> dict[str, np.ndarray]:
+  """STAE outputs -> `encode_batch` arguments: {latents, frame_masks, block_masks}.
+
+  frame_mask bool [B, T]; block_mask bool [B, T, N] (False in dropped frames, as `STAE` returns it);
+  latents integer-valued float or int [B, k_f, k_s, h, w, C] in ascending frame/block order.
+  The block mask rows of the kept frames are gathered (vectorised) into [B, k_f, N].
+  """
+  frame_mask = np.asarray(frame_mask, np.bool_)
+  block_mask = np.asarray(block_mask, np.bool_)
+  latents = np.asarray(latents)
+  batch, frames = frame_mask.shape
+  kept = frame_mask.sum(axis=1)
+  if (kept != latents.shape[1]).any() or block_mask.shape[:2] != (batch, frames):
+    raise ValueError(f"stae_batch: frame masks keep {kept.tolist()} frames, latents have "
+                     f"{latents.shape[1]}; block_mask {block_mask.shape} must be [B, T, N]")
+  frame_index = np.sort(np.argsort(~frame_mask, axis=1, kind="stable")[:, :latents.shape[1]], axis=1)
+  rows = np.take_along_axis(block_mask, frame_index[:, :, None], axis=1)
+  if np.issubdtype(latents.dtype, np.floating):
+    if not np.array_equal(latents, np.round(latents)):
+      raise ValueError("stae_batch: latents are not integer-valued; pass STAE's quantised latents")
+  return dict(latents=latents.astype(np.int32), frame_masks=frame_mask, block_masks=rows)
+
+
+def decode_batch(streams, tables: CodingTables | None, *, model=None,
+                 max_latent_symbols: int = MAX_LATENT_SYMBOLS) -> list[ClipPayload]:
+  """Decodes a list of clip streams (each with `decode`); the first bad one raises DecodeError."""
+  tables = require_tables(tables, model)
+  return [decode(s, tables, max_latent_symbols=max_latent_symbols) for s in streams]
+
+
+# ----------------------------------------------------------------------------- rate estimates
+
+
+def _mask_bits_of(payload: ClipPayload) -> float:
+  from stae_jax.models.entropy import mask_bits  # pylint: disable=g-import-not-at-top
+  total = 0.0
+  if payload.frame_mask is not None:
+    total += mask_bits(payload.frame_mask.shape[0], int(np.sum(payload.frame_mask)))
+  if payload.block_masks is not None:
+    rows, blocks = payload.block_masks.shape
+    if rows:
+      total += rows * mask_bits(blocks, int(np.sum(payload.block_masks[0])))
+  return total
+
+
+def estimate_bits(payload: ClipPayload, model=None, tables: CodingTables | None = None) -> float:
+  """The learned rate of a clip: sum of -log2 likelihood of its latents + log2 C(n, k) per mask.
+
+  With `model` (a FactorizedPrior) this is the training-time estimate (float32 JAX); with only
+  `tables` it is the ideal information content under the frozen float64 tables.
+  """
+  if model is not None:
+    latent_bits = float(np.sum(np.asarray(model.bits(np.asarray(payload.latents, np.float32)),
+                                          np.float64)))
+  elif tables is not None:
+    latent_bits = float(tables.information_content(payload.latents).sum())
+  else:
+    raise ValueError("estimate_bits needs a model or tables")
+  return latent_bits + _mask_bits_of(payload)
+
+
+def rate_gap(payload: ClipPayload, tables: CodingTables | None, *, model=None,
+             data: bytes | None = None) -> RateGap:
+  """Real bitstream length vs the learned estimate for one clip (encodes it if `data` is None).
+
+  Evaluation reports this beside the rate: the gap is the header, the coder's fixed-point rounding,
+  word alignment and escape payloads.
+  """
+  tables = require_tables(tables, model)
+  if data is None:
+    data = encode(payload, tables)
+  _, header = _check_payload(payload, tables)
+  estimated = estimate_bits(payload, model=model, tables=tables)
+  actual = 8 * len(data)
+  return RateGap(estimated_bits=estimated, actual_bits=actual,
+                 header_bits=8 * (len(header) + _CRC_BYTES), gap_bits=actual - estimated,
+                 relative_gap=(actual - estimated) / estimated if estimated else math.inf)

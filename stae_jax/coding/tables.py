@@ -1,0 +1,250 @@
+"""Freezing a trained entropy model into coding tables, and storing them beside the checkpoint.
+
+`freeze(model)` is the one explicit step between training and coding. It evaluates the model's density
+once, in float64 NumPy, into a probability table per channel over an integer support [lower, upper]
+plus one escape symbol for everything outside it. The range coder on the device and on the server both
+read these stored arrays; neither re-evaluates the network, so a bitstream decodes identically on any
+machine (constriction desynchronises on a 1e-12 change in a model parameter; see STACK.md).
+
+Two hashes tie things together:
+  * `model_hash`: sha256 of the entropy model's parameter values and shape. Coding with a model at hand
+    checks it, so tables from an older checkpoint cannot be used by mistake.
+  * `table_hash`: sha256 of the table arrays themselves. Its first two bytes go into every bitstream header
+    (and all of it seeds the stream's CRC),
+    so a decoder holding other tables refuses the stream instead of producing a wrong clip.
+
+Storage is plain `.npy` (allow_pickle=False) plus a JSON file in a folder (e.g. `<checkpoint>/tables`),
+verified against the hash on load; `to_pytree`/`from_pytree` give the same content as a pytree of NumPy
+arrays for an Orbax CheckpointManager item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+
+import numpy as np
+
+from stae_jax.models.entropy import FactorizedPrior, logits_numpy
+
+__all__ = ["CodingTables", "TablesError", "freeze", "model_fingerprint", "save_tables",
+           "load_tables", "require_tables", "FORMAT", "HOW_TO_BUILD"]
+
+FORMAT = "stae-jax coding tables v1"
+HOW_TO_BUILD = ("build them with `tables = stae_jax.coding.tables.freeze(entropy_model)` and store them "
+                "with `stae_jax.coding.tables.save_tables(checkpoint_dir / 'tables', tables)` "
+                "(evaluate.py does both after training)")
+_FILES = ("lower.npy", "upper.npy", "probabilities.npy")
+
+
+class TablesError(ValueError):
+  """Missing, corrupt, or mismatched coding tables; the message says how to (re)build them."""
+
+
+def model_fingerprint(model: FactorizedPrior) -> str:
+  """sha256 hex digest of an entropy model's architecture and float32 parameter values."""
+  digest = hashlib.sha256()
+  digest.update(f"FactorizedPrior channels={model.channels} filters={model.filters}".encode())
+  for name, value in sorted(model.numpy_parameters().items()):
+    digest.update(name.encode())
+    digest.update(np.ascontiguousarray(value.astype(np.float32)).tobytes())
+  return digest.hexdigest()
+
+
+def _table_hash(lower: np.ndarray, upper: np.ndarray, probabilities: np.ndarray,
+                model_hash: str) -> str:
+  digest = hashlib.sha256(FORMAT.encode())
+  digest.update(model_hash.encode())
+  for array in (lower, upper, probabilities):
+    digest.update(str((array.dtype.str, array.shape)).encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CodingTables:
+  """Per-channel integer supports and float64 probability tables (plus an escape symbol).
+
+  lower, upper: int32 [C], the support of channel c is lower[c]..upper[c] inclusive.
+  probabilities: float64 [C, K_max + 1]; row c holds the masses of its K_c = upper - lower + 1
+    symbols, then the escape mass at index K_c, then zeros (padding, never used).
+  """
+  lower: np.ndarray
+  upper: np.ndarray
+  probabilities: np.ndarray
+  model_hash: str
+  table_hash: str
+  tail_mass: float = 0.0
+  _models: list = dataclasses.field(default=None, repr=False, compare=False)
+
+  def __post_init__(self):
+    lower, upper, probabilities = self.lower, self.upper, self.probabilities
+    if lower.dtype != np.int32 or upper.dtype != np.int32 or lower.ndim != 1 or \
+        lower.shape != upper.shape:
+      raise TablesError(f"tables need int32 lower/upper of equal shape [C], got {lower.dtype} "
+                        f"{lower.shape} and {upper.dtype} {upper.shape}; {HOW_TO_BUILD}")
+    sizes = upper.astype(np.int64) - lower + 1
+    if probabilities.dtype != np.float64 or probabilities.ndim != 2 or \
+        probabilities.shape[0] != lower.shape[0] or (sizes < 1).any() or \
+        probabilities.shape[1] < sizes.max(initial=0) + 1:
+      raise TablesError(f"tables need float64 probabilities [C, K_max + 1] covering every support, "
+                        f"got {probabilities.dtype} {probabilities.shape}; {HOW_TO_BUILD}")
+    if not np.isfinite(probabilities).all() or (probabilities < 0).any():
+      raise TablesError(f"table probabilities must be finite and non-negative; {HOW_TO_BUILD}")
+    expected = _table_hash(lower, upper, probabilities, self.model_hash)
+    if expected != self.table_hash:
+      raise TablesError(f"table hash {self.table_hash[:16]}... does not match the arrays "
+                        f"({expected[:16]}...): the tables are corrupt; {HOW_TO_BUILD}")
+    for array in (lower, upper, probabilities):
+      array.setflags(write=False)  # shared by encoder and decoder: must never change
+
+  @property
+  def channels(self) -> int:
+    return int(self.lower.shape[0])
+
+  @property
+  def sizes(self) -> np.ndarray:
+    """K_c: number of in-support symbols per channel (the escape symbol is index K_c)."""
+    return (self.upper.astype(np.int64) - self.lower + 1)
+
+  def categorical_models(self) -> list:
+    """One constriction Categorical per channel (built once, then shared by every clip)."""
+    if self._models is None:
+      import constriction  # pylint: disable=g-import-not-at-top
+      models = [constriction.stream.model.Categorical(self.probabilities[c, :k + 1], perfect=False)
+                for c, k in enumerate(self.sizes)]
+      object.__setattr__(self, "_models", models)
+    return self._models
+
+  def information_content(self, latents: np.ndarray) -> np.ndarray:
+    """-log2 of each latent's table probability (escape mass for values outside the support).
+
+    The ideal cost of the in-support symbols under the frozen tables; latents is int [..., C].
+    """
+    latents = np.asarray(latents)
+    flat = latents.reshape(-1, self.channels).astype(np.int64)
+    index = flat - self.lower
+    outside = (index < 0) | (index >= self.sizes)
+    index = np.where(outside, self.sizes, index)
+    normaliser = self.probabilities.sum(axis=1)
+    probability = self.probabilities[np.arange(self.channels), index] / normaliser
+    return -np.log2(probability).reshape(latents.shape)
+
+  def check_model(self, model: FactorizedPrior | None):
+    """Raises TablesError unless these tables were frozen from `model` (no-op for model=None)."""
+    if model is None:
+      return
+    fingerprint = model_fingerprint(model)
+    if fingerprint != self.model_hash:
+      raise TablesError(
+          f"coding tables were frozen from another entropy model (tables' model hash "
+          f"{self.model_hash[:16]}..., this model {fingerprint[:16]}...); rebuild them: "
+          f"{HOW_TO_BUILD}")
+    if model.channels != self.channels:
+      raise TablesError(f"tables have {self.channels} channels, the model {model.channels}")
+
+  def to_pytree(self) -> dict[str, np.ndarray]:
+    """The tables as a pytree of NumPy arrays (hashes as uint8 bytes), e.g. for an Orbax item."""
+    return dict(lower=np.asarray(self.lower), upper=np.asarray(self.upper),
+                probabilities=np.asarray(self.probabilities),
+                model_hash=np.frombuffer(bytes.fromhex(self.model_hash), np.uint8).copy(),
+                table_hash=np.frombuffer(bytes.fromhex(self.table_hash), np.uint8).copy(),
+                tail_mass=np.asarray(self.tail_mass, np.float64))
+
+  @classmethod
+  def from_pytree(cls, tree) -> "CodingTables":
+    """Inverse of `to_pytree`; verifies the table hash."""
+    try:
+      return cls(lower=np.asarray(tree["lower"], np.int32).copy(),
+                 upper=np.asarray(tree["upper"], np.int32).copy(),
+                 probabilities=np.asarray(tree["probabilities"], np.float64).copy(),
+                 model_hash=bytes(np.asarray(tree["model_hash"], np.uint8)).hex(),
+                 table_hash=bytes(np.asarray(tree["table_hash"], np.uint8)).hex(),
+                 tail_mass=float(np.asarray(tree["tail_mass"])))
+    except KeyError as e:
+      raise TablesError(f"coding tables pytree lacks {e}; {HOW_TO_BUILD}") from None
+
+
+def freeze(model: FactorizedPrior, *, tail_mass: float = 1e-9,
+           max_symbols: int = 1 << 16) -> CodingTables:
+  """Evaluates `model` once in float64 into per-channel coding tables.
+
+  Each channel's support holds all but `tail_mass` of its density (see FactorizedPrior.support);
+  values outside it are escape-coded, so a small tail_mass only costs bits, never correctness. A
+  support wider than `max_symbols` (a density that has not learned to concentrate) is cut to
+  `max_symbols` values around the median to bound table memory.
+  """
+  params = model.numpy_parameters()
+  lower, upper = model.support(tail_mass)
+  median_lo, median_hi = model.support(1.0 - 1e-12)  # both ~ the median
+  median = np.round((median_lo + median_hi) / 2).astype(np.int64)
+  too_wide = upper - lower + 1 > max_symbols
+  lower = np.where(too_wide, median - max_symbols // 2, lower)
+  upper = np.where(too_wide, lower + max_symbols - 1, upper)
+  if (np.abs(lower) >= 2**30).any() or (np.abs(upper) >= 2**30).any():
+    raise TablesError("entropy model support is beyond +-2^30; its parameters are not usable")
+  sizes = upper - lower + 1
+  channels = model.channels
+  probabilities = np.zeros((channels, int(sizes.max()) + 1), np.float64)
+  for c in range(channels):
+    values = np.arange(lower[c], upper[c] + 1, dtype=np.float64)
+    channel = {k: v[c:c + 1] for k, v in params.items()}
+    # Same sign trick as FactorizedPrior.likelihood: take differences where the sigmoids are small.
+    below = logits_numpy(channel, values[None] - 0.5)[0]
+    above = logits_numpy(channel, values[None] + 0.5)[0]
+    sign = -np.sign(below + above)
+    sigmoid = lambda t: 0.5 * (1.0 + np.tanh(0.5 * t))  # overflow-free logistic
+    probabilities[c, :sizes[c]] = np.abs(sigmoid(sign * above) - sigmoid(sign * below))
+    tails = logits_numpy(channel, np.array([[lower[c] - 0.5, upper[c] + 0.5]]))[0]
+    probabilities[c, sizes[c]] = sigmoid(tails[0]) + sigmoid(-tails[1])
+  lower, upper = lower.astype(np.int32), upper.astype(np.int32)
+  model_hash = model_fingerprint(model)
+  return CodingTables(lower=lower, upper=upper, probabilities=probabilities, model_hash=model_hash,
+                      table_hash=_table_hash(lower, upper, probabilities, model_hash),
+                      tail_mass=float(tail_mass))
+
+
+def require_tables(tables: CodingTables | None, model: FactorizedPrior | None = None) -> CodingTables:
+  """The guard every coder calls first: tables must exist and belong to `model` (if given)."""
+  if tables is None:
+    raise TablesError(f"entropy coding needs frozen coding tables and none were given; {HOW_TO_BUILD}")
+  if not isinstance(tables, CodingTables):
+    raise TablesError(f"expected CodingTables, got {type(tables).__name__}; {HOW_TO_BUILD}")
+  tables.check_model(model)
+  return tables
+
+
+def save_tables(directory, tables: CodingTables) -> pathlib.Path:
+  """Writes the tables into `directory` (created) as .npy files plus tables.json; returns it."""
+  directory = pathlib.Path(directory).absolute()
+  directory.mkdir(parents=True, exist_ok=True)
+  for name, array in zip(_FILES, (tables.lower, tables.upper, tables.probabilities)):
+    np.save(directory / name, np.asarray(array), allow_pickle=False)
+  meta = dict(format=FORMAT, model_hash=tables.model_hash, table_hash=tables.table_hash,
+              tail_mass=tables.tail_mass, channels=tables.channels)
+  (directory / "tables.json").write_text(json.dumps(meta, indent=1) + "\n")
+  return directory
+
+
+def load_tables(directory, model: FactorizedPrior | None = None) -> CodingTables:
+  """Reads tables written by `save_tables`, verifying their hash (and the model's, if given)."""
+  directory = pathlib.Path(directory)
+  meta_path = directory / "tables.json"
+  if not meta_path.is_file():
+    raise TablesError(f"no coding tables in {directory} (missing tables.json); {HOW_TO_BUILD}")
+  try:
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+      raise TablesError(f"{meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}; "
+                        f"{HOW_TO_BUILD}")
+    lower, upper, probabilities = (np.load(directory / name, allow_pickle=False) for name in _FILES)
+    tables = CodingTables(lower=lower, upper=upper, probabilities=probabilities,
+                          model_hash=meta["model_hash"], table_hash=meta["table_hash"],
+                          tail_mass=float(meta["tail_mass"]))
+  except TablesError:
+    raise
+  except (OSError, ValueError, KeyError) as e:
+    raise TablesError(f"cannot read coding tables from {directory}: {e}; {HOW_TO_BUILD}") from e
+  return require_tables(tables, model)

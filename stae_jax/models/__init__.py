@@ -1,0 +1,1 @@
+"""Flax NNX models: ViT classifier, STAE encoder/decoder, entropy models and the DeepISC baseline."""

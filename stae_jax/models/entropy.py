@@ -1,0 +1,270 @@
+"""Learned entropy models: the differentiable rate that training minimises.
+
+`FactorizedPrior` is the per-channel factorized density of Balle et al., "Variational image compression
+with a scale hyperprior" (ICLR 2018, appendix 6.1): for each channel a small monotone network maps a
+value x to logits whose sigmoid is a cumulative distribution function. The probability of an integer
+latent is the mass of the unit bin around it, so the rate of a quantised latent under the model is
+exactly what an ideal entropy coder using the same density would spend. `stae_jax.coding.tables`
+freezes the same function into float64 tables for the real range coder, and the tests check that the
+two agree (the training rate is then an honest estimate of the bitstream, not a loose proxy).
+
+Everything here computes in float32 whatever the caller's dtype: latents in bfloat16 have 8 bits of
+mantissa, so at |y| ~ 100 the uniform noise of training would be rounded away and the rate would
+drift. Callers may pass bfloat16; the rate comes back in float32.
+
+Masks are not modelled by a network: a mask keeping k of n places is coded with the exact adaptive
+Bernoulli code (p = picks left / places left), whose cost `mask_bits(n, k)` = log2 C(n, k) depends
+only on the static shapes, so it is a constant for the rate loss and an exact figure for reports.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["FactorizedPrior", "quantize", "mask_bits", "lower_bound", "logits_numpy"]
+
+
+@jax.custom_vjp
+def lower_bound(x, bound):
+  """max(x, bound), letting gradients through wherever they would push x back above the bound.
+
+  A plain `jnp.maximum` has zero gradient below the bound, so a likelihood that once underflowed
+  could never recover; this is the "identity if towards" bound of tensorflow_compression.
+  """
+  return jnp.maximum(x, bound)
+
+
+def _lower_bound_fwd(x, bound):
+  return jnp.maximum(x, bound), (x, bound)
+
+
+def _lower_bound_bwd(residual, g):
+  x, bound = residual
+  # Pass the gradient where x is above the bound, or where descending it (x - g) would raise x.
+  pass_through = jnp.logical_or(x >= bound, g < 0)
+  return (jnp.where(pass_through, g, 0).astype(x.dtype), jnp.zeros_like(bound))
+
+
+lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
+
+
+def _layer_sizes(filters: Sequence[int]) -> tuple[int, ...]:
+  return (1,) + tuple(int(f) for f in filters) + (1,)
+
+
+def logits_numpy(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+  """The prior's logits in float64 NumPy, for freezing tables; `x` is [C, M], returns [C, M].
+
+  Mirrors `FactorizedPrior._logits` operation for operation so that the frozen tables are the
+  model's density evaluated more precisely (and identically on every host), not a re-derivation.
+  """
+  num_layers = sum(1 for key in params if key.startswith("matrix_"))
+  h = np.asarray(x, np.float64)[:, None, :]  # [C, 1, M]
+  for i in range(num_layers):
+    matrix = np.logaddexp(0.0, params[f"matrix_{i}"])  # softplus: positive weights -> monotone
+    h = np.einsum("coi,cim->com", matrix, h) + params[f"bias_{i}"]
+    if i < num_layers - 1:
+      h = h + np.tanh(params[f"factor_{i}"]) * np.tanh(h)
+  return h[:, 0, :]
+
+
+def _logits_flat(params: dict, x):
+  """The prior's logits in float32 JAX; `x` is [C, M], returns [C, M] (see logits_numpy)."""
+  num_layers = sum(1 for key in params if key.startswith("matrix_"))
+  h = x[:, None, :]
+  for i in range(num_layers):
+    matrix = jax.nn.softplus(params[f"matrix_{i}"].astype(jnp.float32))
+    h = jnp.einsum("coi,cim->com", matrix, h) + params[f"bias_{i}"].astype(jnp.float32)
+    if i < num_layers - 1:
+      h = h + jnp.tanh(params[f"factor_{i}"].astype(jnp.float32)) * jnp.tanh(h)
+  return h[:, 0, :]
+
+
+def _channels_first(x):
+  """[..., C] (any float dtype) -> float32 [C, M]."""
+  return jnp.asarray(x, jnp.float32).reshape(-1, x.shape[-1]).T
+
+
+# Jitted so eager callers (evaluation, tests) do not pay op-by-op dispatch; inside a caller's jit
+# these simply inline.
+@jax.jit
+def _logits_channels_last(params: dict, x):
+  return _logits_flat(params, _channels_first(x)).T.reshape(x.shape)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _likelihood(params: dict, y, bound: float):
+  y_flat = _channels_first(y)
+  lower = _logits_flat(params, y_flat - 0.5)
+  upper = _logits_flat(params, y_flat + 0.5)
+  sign = jax.lax.stop_gradient(-jnp.sign(lower + upper))
+  mass = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
+  return lower_bound(mass.T.reshape(y.shape), jnp.float32(bound))
+
+
+class FactorizedPrior(nnx.Module):
+  """Per-channel factorized density over integer latents (Balle et al. 2018, ICLR, appendix 6.1).
+
+  Channels are the last axis of every input. Each channel has its own monotone network
+  1 -> filters... -> 1 (softplus-positive matrices and tanh "factors" bounded in (-1, 1) keep it
+  monotone), whose sigmoid is the cumulative distribution function.
+  """
+
+  def __init__(self, channels: int, *, filters: Sequence[int] = (3, 3, 3), init_scale: float = 10.0,
+               likelihood_bound: float = 1e-9, rngs: nnx.Rngs):
+    if channels < 1:
+      raise ValueError(f"FactorizedPrior needs channels >= 1, got {channels}")
+    if not filters or any(int(f) < 1 for f in filters):
+      raise ValueError(f"filters must be a non-empty sequence of positive ints, got {filters!r}")
+    if init_scale <= 0:
+      raise ValueError(f"init_scale must be positive, got {init_scale}")
+    self.channels = int(channels)
+    self.filters = tuple(int(f) for f in filters)
+    self.init_scale = float(init_scale)
+    self.likelihood_bound = float(likelihood_bound)
+    sizes = _layer_sizes(self.filters)
+    num_layers = len(sizes) - 1
+    # Initialised as tensorflow_compression does: the initial density is roughly uniform-ish over
+    # [-init_scale, init_scale], wide enough that early latents are not all in the tails.
+    scale = self.init_scale ** (1.0 / num_layers)
+    # One random draw for all biases, sliced on the host: eager per-shape draws cost seconds of
+    # compilation on a CPU for a module this small.
+    bias_sizes = [self.channels * f for f in sizes[1:]]
+    biases = np.asarray(jax.random.uniform(rngs.params(), (sum(bias_sizes),), jnp.float32, -0.5, 0.5))
+    offsets = np.cumsum([0] + bias_sizes)
+    for i in range(num_layers):
+      fan_in, fan_out = sizes[i], sizes[i + 1]
+      init = math.log(math.expm1(1.0 / scale / fan_out))
+      setattr(self, f"matrix_{i}",
+              nnx.Param(jnp.asarray(np.full((self.channels, fan_out, fan_in), init, np.float32))))
+      setattr(self, f"bias_{i}", nnx.Param(
+          jnp.asarray(biases[offsets[i]:offsets[i + 1]].reshape(self.channels, fan_out, 1))))
+      if i < num_layers - 1:
+        setattr(self, f"factor_{i}",
+                nnx.Param(jnp.asarray(np.zeros((self.channels, fan_out, 1), np.float32))))
+
+  @property
+  def num_layers(self) -> int:
+    return len(self.filters) + 1
+
+  def _check_channels(self, x):
+    if x.ndim < 1 or x.shape[-1] != self.channels:
+      raise ValueError(f"FactorizedPrior has {self.channels} channels (last axis), got input of "
+                       f"shape {tuple(x.shape)}; move the channel axis last")
+
+  def _parameters(self) -> dict:
+    return {name: getattr(self, name)[...] for name in self._parameter_names()}
+
+  def _parameter_names(self) -> list[str]:
+    names = []
+    for i in range(self.num_layers):
+      names += [f"matrix_{i}", f"bias_{i}"] + ([f"factor_{i}"] if i < self.num_layers - 1 else [])
+    return names
+
+  def _prepare(self, x):
+    x = jnp.asarray(x)
+    self._check_channels(x)
+    return x
+
+  def logits(self, x):
+    """The monotone network's output (logit of the CDF), float32 [..., C]."""
+    return _logits_channels_last(self._parameters(), self._prepare(x))
+
+  def cdf(self, x):
+    """Cumulative distribution at x: float [..., C] -> float32 in (0, 1), [..., C]."""
+    return jax.nn.sigmoid(self.logits(x))
+
+  def likelihood(self, y):
+    """P(integer bin [y - 1/2, y + 1/2)) per element, bounded below by `likelihood_bound`.
+
+    Computed as a difference of sigmoids on the side of the median where both are small
+    (tensorflow_compression's sign trick): 1 - cdf would lose all precision in the upper tail.
+    """
+    return _likelihood(self._parameters(), self._prepare(y), self.likelihood_bound)
+
+  def bits(self, y):
+    """Information content -log2 P(bin around y), float32 [..., C]; sum it for the rate."""
+    return -jnp.log2(self.likelihood(y))
+
+  def numpy_parameters(self) -> dict[str, np.ndarray]:
+    """The parameters as float64 NumPy arrays (from their float32 values), keyed by name."""
+    return {name: np.asarray(jax.device_get(value), np.float32).astype(np.float64)
+            for name, value in self._parameters().items()}
+
+  def support(self, tail_mass: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+    """Integer bounds (lo, hi) per channel holding all but `tail_mass` of each channel's density.
+
+    The quantiles tail_mass/2 and 1 - tail_mass/2 of the learned density are found by bisection on
+    its float64 CDF (no auxiliary quantile parameters or loss are needed), then widened to integers:
+    lo = floor(lower quantile), hi = ceil(upper quantile). Returns two int64 NumPy arrays [C].
+    """
+    if not 0 < tail_mass < 1:
+      raise ValueError(f"tail_mass must be in (0, 1), got {tail_mass}")
+    params = self.numpy_parameters()
+    target = np.array([tail_mass / 2, 1 - tail_mass / 2])
+    target_logits = np.log(target) - np.log1p(-target)  # compare logits: no sigmoid saturation
+    quantiles = []
+    for goal in target_logits:
+      lo = np.full(self.channels, -1.0)
+      hi = np.full(self.channels, 1.0)
+      # Expand the bracket until it contains the quantile for every channel.
+      for _ in range(200):
+        below = logits_numpy(params, lo[:, None])[:, 0] > goal
+        above = logits_numpy(params, hi[:, None])[:, 0] < goal
+        if not (below.any() or above.any()):
+          break
+        lo = np.where(below, lo * 2, lo)
+        hi = np.where(above, hi * 2, hi)
+      else:
+        raise FloatingPointError("FactorizedPrior.support: the CDF never reaches the tail "
+                                 f"quantile {goal}; the density parameters are not finite")
+      for _ in range(100):
+        mid = (lo + hi) / 2
+        go_right = logits_numpy(params, mid[:, None])[:, 0] < goal
+        lo = np.where(go_right, mid, lo)
+        hi = np.where(go_right, hi, mid)
+      quantiles.append((lo + hi) / 2)
+    return (np.floor(quantiles[0]).astype(np.int64), np.ceil(quantiles[1]).astype(np.int64))
+
+
+def quantize(y, *, training: bool, rng=None):
+  """Returns (y_rate, y_decoder): what the rate is measured on and what the decoder sees.
+
+  Training: y_rate = y + U(-1/2, 1/2) (the additive-noise proxy of Balle et al., whose density
+  under the model is the bin mass, so the rate stays differentiable and unbiased), and y_decoder =
+  round(y) with a straight-through gradient, so the decoder trains on the integers it will really
+  receive (mixing the two, as Minnen & Singh 2020 found, beats feeding noise to the decoder).
+  Inference: both are round(y), so `bits(y_rate)` is the exact information content of what is coded.
+
+  y_rate is float32 whatever y's dtype (see the module docstring: bfloat16 would round the noise
+  away); y_decoder keeps y's dtype. `rng` is a JAX PRNG key, required when training.
+  """
+  y = jnp.asarray(y)
+  rounded = jnp.round(y)
+  if not training:
+    return rounded.astype(jnp.float32), rounded
+  if rng is None:
+    raise ValueError("quantize(training=True) needs rng=<jax PRNG key> for the uniform noise")
+  noise = jax.random.uniform(rng, y.shape, jnp.float32, -0.5, 0.5)
+  y_rate = y.astype(jnp.float32) + noise
+  y_decoder = y + jax.lax.stop_gradient(rounded - y)
+  return y_rate, y_decoder
+
+
+def mask_bits(n: int, k: int) -> float:
+  """Exact cost log2 C(n, k) in bits of a mask keeping k of n places (adaptive Bernoulli code).
+
+  Coding each place with p = picks left / places left gives every k-subset probability 1/C(n, k).
+  n and k are static Python ints; math.log2 of the exact integer binomial has no overflow.
+  """
+  n, k = int(n), int(k)
+  if n < 0 or not 0 <= k <= n:
+    raise ValueError(f"mask_bits needs 0 <= k <= n, got n={n}, k={k}")
+  return math.log2(math.comb(n, k))
