@@ -134,10 +134,11 @@ class FactorizedPrior(nnx.Module):
     # Initialised as tensorflow_compression does: the initial density is roughly uniform-ish over
     # [-init_scale, init_scale], wide enough that early latents are not all in the tails.
     scale = self.init_scale ** (1.0 / num_layers)
-    # One random draw for all biases, sliced on the host: eager per-shape draws cost seconds of
-    # compilation on a CPU for a module this small.
+    # One random draw for all biases, then sliced: eager per-shape draws cost seconds of
+    # compilation on a CPU for a module this small. It stays a jax array so that the module can be
+    # built under `jax.jit`/`nnx.eval_shape` (sharded initialisation on multi-host runs).
     bias_sizes = [self.channels * f for f in sizes[1:]]
-    biases = np.asarray(jax.random.uniform(rngs.params(), (sum(bias_sizes),), jnp.float32, -0.5, 0.5))
+    biases = jax.random.uniform(rngs.params(), (sum(bias_sizes),), jnp.float32, -0.5, 0.5)
     offsets = np.cumsum([0] + bias_sizes)
     for i in range(num_layers):
       fan_in, fan_out = sizes[i], sizes[i + 1]
@@ -145,7 +146,7 @@ class FactorizedPrior(nnx.Module):
       setattr(self, f"matrix_{i}",
               nnx.Param(jnp.asarray(np.full((self.channels, fan_out, fan_in), init, np.float32))))
       setattr(self, f"bias_{i}", nnx.Param(
-          jnp.asarray(biases[offsets[i]:offsets[i + 1]].reshape(self.channels, fan_out, 1))))
+          biases[int(offsets[i]):int(offsets[i + 1])].reshape(self.channels, fan_out, 1)))
       if i < num_layers - 1:
         setattr(self, f"factor_{i}",
                 nnx.Param(jnp.asarray(np.zeros((self.channels, fan_out, 1), np.float32))))
