@@ -1,0 +1,57 @@
+"""The dataset registry: `config.data.name` -> the TFDS builder that stores it, built on demand.
+
+Each dataset module exposes `make_builder(data_config, data_dir)`; modules are imported only when
+their dataset is asked for, so reading the synthetic data never imports the HMDB51/UCF101 readers.
+Building never downloads: the synthetic data is generated, and the real datasets read the manual
+directory the user extracted (see data/README.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import ml_collections
+import tensorflow_datasets as tfds
+
+from stae_jax.data import resolve
+
+#: config.data.name -> the module (under stae_jax.data) whose `make_builder` makes its builder.
+DATASET_MODULES = {
+    "synthetic_actions": "stae_jax.data.synthetic",
+    "hmdb51": "stae_jax.data.hmdb51",
+    "ucf101": "stae_jax.data.ucf101",
+}
+
+
+def get_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The builder of `data_config.name`, writing under `data_config.data_dir` (repo-relative)."""
+  name = data_config.name
+  if name not in DATASET_MODULES:
+    known = ", ".join(sorted(DATASET_MODULES))
+    raise ValueError(
+        f"unknown dataset {name!r} in config.data.name; known datasets: {known}. "
+        "Set --config.data.name to one of them (or register a new builder in "
+        "stae_jax/data/datasets.py).")
+  module = importlib.import_module(DATASET_MODULES[name])
+  return module.make_builder(data_config, str(resolve(data_config.data_dir)))
+
+
+def ensure_built(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """Returns the builder of `data_config`, first writing its ArrayRecord files if they are missing.
+
+  A builder whose files exist is returned without touching them, so this is cheap to call before
+  every run. TFDS shows its own progress while building.
+  """
+  builder = get_builder(data_config)
+  if not builder.is_prepared():
+    # The builders take config.data.manual_dir themselves; TFDS must not look for prepared
+    # copies on GCS (no network here, and none of these datasets is there).
+    builder.download_and_prepare(
+        file_format="array_record",
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return builder
+
+
+def class_names(builder: tfds.core.DatasetBuilder) -> list[str]:
+  """The label names of a built dataset, in label order."""
+  return list(builder.info.features["label"].names)

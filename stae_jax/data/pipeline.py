@@ -1,0 +1,263 @@
+"""grain input pipelines: built TFDS records -> batches of uint8 clips at model resolution.
+
+    loader = make_loader(config.data, "train", seed=config.seed, train=True)
+    for batch in loader:   # {"video": uint8[B,T,H,W,3], "label": int32[B]}
+      ...
+
+One clip is made from one record in three steps, all on the host and all in uint8:
+- temporal sampling (`temporal_indices`): T = `frames` indices `stride` apart, a random window for
+  training, the centre window for evaluation. Only those frames are decoded.
+- spatial view (`crop_box`): training takes a random resized crop whose area is a fraction in
+  [min_crop_scale, 1] of the largest centred square, with a modest aspect jitter (3/4 to 4/3);
+  evaluation takes the centred square, which is "resize the short side, then centre crop". The
+  crop is resized to resolution x resolution, and is the same for every frame of a clip (motion is
+  the signal; a per-frame crop would add motion that is not in the video).
+- optional horizontal flip of the whole clip (training only, `flip`).
+
+Randomness comes only from the per-record generator grain hands a `RandomMap` (seeded from the
+loader seed and the record's position in the stream), so the same seed gives the same batches, and
+a restored iterator state continues with the same batches. With `workers` > 0 each worker batches
+every workers-th record, so a different worker count gives the same clips grouped differently.
+
+Sharding: each JAX process reads its own part of the split (`grain.sharding.ShardByJaxProcess`).
+Training shards drop the remainder so every process has the same number of clips per epoch.
+Evaluation must count every clip exactly once, and every process must run the same number of steps
+(each step is a collective), so each process's contiguous part is padded up to the same whole
+number of batches (of every worker) by repeating its last clip, and batches carry `mask: bool[B]`,
+False on padding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import grain
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from stae_jax.data import datasets
+from stae_jax.data.features import decode_frames
+
+SAMPLINGS = ("random", "uniform")
+#: Records read ahead by background threads, per worker. A record holds every frame of its video
+#: (an HMDB51 clip is ~5 MB of JPEGs, of which a clip uses 16 frames), so grain's default (500
+#: records) would hold gigabytes per worker; reading a record takes a fraction of the time making
+#: a clip from it does, so a few records ahead keep the decoding busy.
+READ_OPTIONS = grain.ReadOptions(num_threads=4, prefetch_buffer_size=16)
+#: Aspect-ratio range of the training crop (width / height); log-uniform, modest on purpose.
+CROP_ASPECT_RANGE = (3 / 4, 4 / 3)
+
+
+def temporal_indices(num_frames: int, frames: int, stride: int, sampling: str,
+                     rng: np.random.Generator | None = None) -> np.ndarray:
+  """Indices of the `frames` frames to take from a clip of `num_frames`: int64[frames].
+
+  "random" places the window of (frames - 1) * stride + 1 frames anywhere in the clip (needs
+  `rng`); "uniform" centres it. A clip shorter than the window first gets the largest stride that
+  fits (the whole action at a faster pace beats a frozen tail), and if even stride 1 does not fit,
+  its last frame is repeated. A clip is never rejected for being short.
+  """
+  if sampling not in SAMPLINGS:
+    raise ValueError(f"temporal sampling {sampling!r} is not one of {SAMPLINGS}; set "
+                     "config.data.train_sampling / eval_sampling to one of them.")
+  if num_frames < 1:
+    raise ValueError("cannot sample frames from a clip with no frames; rebuild the dataset "
+                     "(its builder must skip unreadable videos).")
+  if frames < 1 or stride < 1:
+    raise ValueError(f"config.data.frames ({frames}) and stride ({stride}) must be >= 1.")
+  if frames > 1 and (frames - 1) * stride + 1 > num_frames:
+    stride = max(1, (num_frames - 1) // (frames - 1))
+  slack = max(num_frames - ((frames - 1) * stride + 1), 0)
+  if sampling == "random":
+    if rng is None:
+      raise ValueError("random temporal sampling needs a random generator.")
+    start = int(rng.integers(0, slack + 1))
+  else:
+    start = slack // 2
+  return np.minimum(start + stride * np.arange(frames), num_frames - 1)
+
+
+def crop_box(height: int, width: int, *, min_crop_scale: float = 1.0,
+             rng: np.random.Generator | None = None) -> tuple[float, float, float, float]:
+  """(left, top, right, bottom) of the crop to take from a height x width frame.
+
+  Without `rng`: the centred square of side min(height, width). With `rng`: a random resized crop
+  of area scale * side**2, scale uniform in [min_crop_scale, 1] and aspect log-uniform in
+  CROP_ASPECT_RANGE, at a uniform position. The area is relative to the centred square rather
+  than the whole frame so that a wide frame (HMDB51 is 4:3 and wider) does not make crops that
+  cannot fit, and so that scale 1 at aspect 1 shows exactly as much as the evaluation view.
+  """
+  side = min(height, width)
+  if rng is None:
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
+  if not 0 < min_crop_scale <= 1:
+    raise ValueError(f"config.data.min_crop_scale={min_crop_scale} must be in (0, 1].")
+  area = rng.uniform(min_crop_scale, 1.0) * side * side
+  aspect = math.exp(rng.uniform(*np.log(CROP_ASPECT_RANGE)))
+  crop_w = min(width, math.sqrt(area * aspect))
+  crop_h = min(height, math.sqrt(area / aspect))
+  left = rng.uniform(0, width - crop_w)
+  top = rng.uniform(0, height - crop_h)
+  return left, top, left + crop_w, top + crop_h
+
+
+def make_clip(record: dict, data_config: ml_collections.ConfigDict, *, train: bool,
+              rng: np.random.Generator | None = None) -> dict:
+  """One stored record -> {"video": uint8[T,R,R,3], "label": int32}, R = data_config.resolution.
+
+  Training uses `rng` for the window, the crop and the flip; evaluation is deterministic.
+  """
+  encoded = record["frames"]
+  sampling = data_config.train_sampling if train else data_config.eval_sampling
+  if not train and sampling == "random":
+    raise ValueError("config.data.eval_sampling='random' would make evaluation depend on the "
+                     "seed; set it to 'uniform'.")
+  indices = temporal_indices(len(encoded), data_config.frames, data_config.stride, sampling, rng)
+  # Repeated indices (short clips) are decoded and resized once.
+  unique, inverse = np.unique(indices, return_inverse=True)
+  decoded = decode_frames(encoded, unique.tolist())
+  height, width = decoded.shape[1:3]
+  box = crop_box(height, width, min_crop_scale=data_config.min_crop_scale,
+                 rng=rng if train else None)
+  size = (data_config.resolution, data_config.resolution)
+  resized = np.stack([
+      np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR, box=box))
+      for frame in decoded])
+  video = resized if len(unique) == len(indices) else resized[inverse]
+  if train and data_config.flip and rng.random() < 0.5:
+    video = video[:, :, ::-1]   # a view: batching copies it once, into the batch
+  return {"video": video, "label": np.int32(record["label"])}
+
+
+class _TrainClip(grain.transforms.RandomMap):
+  """Random window, random resized crop and optional flip, from grain's per-record generator."""
+
+  def __init__(self, data_config: ml_collections.ConfigDict):
+    self._data_config = data_config
+
+  def random_map(self, element, rng: np.random.Generator):
+    return make_clip(element, self._data_config, train=True, rng=rng)
+
+
+class _EvalClip(grain.transforms.Map):
+  """Centre window and centre crop; keeps the padding mask of `_PaddedShard`."""
+
+  def __init__(self, data_config: ml_collections.ConfigDict):
+    self._data_config = data_config
+
+  def map(self, element):
+    clip = make_clip(element, self._data_config, train=False)
+    clip["mask"] = np.bool_(element["mask"])
+    return clip
+
+
+class _PaddedShard(grain.sources.RandomAccessDataSource):
+  """Records [start, stop) of `source`, then copies of the last one up to `length`, with a mask.
+
+  Evaluation padding: every process gets the same `length`, a whole number of batches.
+  """
+
+  def __init__(self, source, start: int, stop: int, length: int):
+    self._source, self._start, self._count, self._length = source, start, stop - start, length
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> dict:
+    if not 0 <= index < self._length:
+      raise IndexError(f"index {index} out of range for a padded shard of {self._length}")
+    # An empty shard (fewer clips than processes) pads with clip 0; all of it is masked out.
+    position = self._start + min(index, self._count - 1) if self._count else 0
+    return {**self._source[position], "mask": index < self._count}
+
+
+def _shard_options(shard: bool | grain.sharding.ShardOptions, *, train: bool):
+  if isinstance(shard, grain.sharding.ShardOptions):
+    return shard
+  if shard:
+    return grain.sharding.ShardByJaxProcess(drop_remainder=train)
+  return grain.sharding.NoSharding()
+
+
+def eval_shard_bounds(num_records: int, batch_size: int,
+                      shard_options: grain.sharding.ShardOptions,
+                      workers: int = 0) -> tuple[int, int, int]:
+  """(start, stop, padded length) of one process's part of an evaluation split.
+
+  Parts are contiguous and differ by at most one clip; all are padded to the same length, a
+  multiple of batch_size * workers: grain's workers each batch every workers-th record, so only
+  then is every worker's last batch full (a partial batch would change shapes and recompile).
+  """
+  index, count = shard_options.shard_index, shard_options.shard_count
+  base, remainder = divmod(num_records, count)
+  start = index * base + min(index, remainder)
+  stop = start + base + (index < remainder)
+  per_shard = base + (remainder > 0)
+  round_size = batch_size * max(workers, 1)
+  return start, stop, -(-per_shard // round_size) * round_size
+
+
+def loader_from_source(source, data_config: ml_collections.ConfigDict, *, seed: int, train: bool,
+                       num_epochs: int | None = None,
+                       shard: bool | grain.sharding.ShardOptions = True) -> grain.DataLoader:
+  """The loader of `make_loader` over any random-access source of records (e.g. a test's)."""
+  options = _shard_options(shard, train=train)
+  if train:
+    sampler = grain.samplers.IndexSampler(
+        len(source), shard_options=options, shuffle=True, num_epochs=num_epochs, seed=seed)
+    operations = [_TrainClip(data_config),
+                  grain.transforms.Batch(data_config.batch_size, drop_remainder=True)]
+  else:
+    start, stop, length = eval_shard_bounds(
+        len(source), data_config.eval_batch_size, options, data_config.workers)
+    source = _PaddedShard(source, start, stop, length)
+    # The source is this process's part already: the sampler and the loader see no sharding.
+    options = grain.sharding.NoSharding()
+    sampler = grain.samplers.IndexSampler(
+        length, shard_options=options, shuffle=False, num_epochs=num_epochs, seed=seed)
+    operations = [_EvalClip(data_config),
+                  grain.transforms.Batch(data_config.eval_batch_size, drop_remainder=False)]
+  return grain.DataLoader(
+      data_source=source, sampler=sampler, operations=operations, shard_options=options,
+      worker_count=data_config.workers, worker_buffer_size=data_config.prefetch,
+      read_options=READ_OPTIONS)
+
+
+def make_loader(data_config: ml_collections.ConfigDict, split: str, *, seed: int, train: bool,
+                num_epochs: int | None = None,
+                shard: bool | grain.sharding.ShardOptions = True) -> grain.DataLoader:
+  """A grain DataLoader of `split` ("train" or "test") of the dataset `data_config` names.
+
+  Batches are {"video": uint8[B,T,R,R,3], "label": int32[B]}, plus "mask": bool[B] when not
+  `train` (False on the padding that completes the last batch; see the module docstring).
+  Training batches are shuffled anew each epoch and may span an epoch boundary (only a finite
+  stream's last partial batch is dropped); evaluation keeps the stored order.
+  `num_epochs=None` repeats forever (pass 1 for one evaluation pass). `shard`: True splits the data
+  across JAX processes, False reads all of it, or pass explicit `grain.sharding.ShardOptions`.
+  The loader's iterator has `get_state()`/`set_state()` for checkpointing. The dataset is built
+  first if it is not yet (single process only: several processes must not write it at once).
+  """
+  import jax  # pylint: disable=g-import-not-at-top  (only to know the process count)
+
+  if jax.process_count() == 1:
+    builder = datasets.ensure_built(data_config)
+  else:
+    builder = datasets.get_builder(data_config)
+    if not builder.is_prepared():
+      raise FileNotFoundError(
+          f"dataset {data_config.name!r} is not built under {builder.data_dir}; build it once "
+          "before a multi-process run: python -m stae_jax.data.build --config=<config>.")
+  source = builder.as_data_source(split=split)
+  return loader_from_source(source, data_config, seed=seed, train=train, num_epochs=num_epochs,
+                            shard=shard)
+
+
+def iterate(data_config: ml_collections.ConfigDict, split: str, *, seed: int, train: bool,
+            num_epochs: int | None = None,
+            shard: bool | grain.sharding.ShardOptions = True) -> Iterator[dict]:
+  """`iter(make_loader(...))`: the batches, for code that needs no checkpointing."""
+  return iter(make_loader(data_config, split, seed=seed, train=train, num_epochs=num_epochs,
+                          shard=shard))
