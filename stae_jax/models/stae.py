@@ -1,0 +1,461 @@
+"""The STAE encoder: frame attention, spatial attention, block selection and the block transforms.
+
+This is the part that runs on the edge device, so every piece is sized to be cheap next to the
+classifier it serves (at 16x224x224 with p=16 it costs 0.04-0.16% of a ViT-B/16's FLOPs, by keep
+ratio; see BENCHMARKS.md "Models"):
+
+- `FrameAttention` scores each frame from a small strided CNN on an area-downscaled copy of the
+  frame and its difference to the previous frame (motion is what separates actions), then a 1D
+  convolution over time so a frame's score depends on its neighbours (a frame that repeats its
+  neighbour is worth less than one where something changes).
+- `SpatialAttention` scores each p x p block of a frame from a small CNN over the frame downscaled
+  so that a block is 4x4 cells, again with the temporal difference as input.
+- Selection keeps the top k_f = round(rho_f*T) frames and, in each kept frame, the top
+  k_s = round(rho_s*N) blocks. k values are static Python ints (one compile per operating point);
+  the ratios are arguments of the forward pass, so one model serves every operating point it was
+  trained on.
+- `BlockAnalysis` / `BlockSynthesis` (per-block MLPs) map each kept p x p block to a
+  [p/4, p/4, C] latent and back.
+  In "pixel" mode the kept pixels themselves are sent, requantised to `pixel_bits` bits (C = 3).
+
+Training versus inference. At inference only the kept frames and blocks are gathered and transformed
+(fixed-size gathers): `STAE.encode` is the device side (selection, analysis, rounding) and
+`STAE.receive` the server side (synthesis, blocks put in place). In training everything is
+computed densely and multiplied by straight-through masks (see `top_k_mask`), so the losses reach
+the scores of dropped items too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from stae_jax.models.entropy import quantize
+
+__all__ = [
+    "keep_count", "top_k_mask", "FrameAttention", "SpatialAttention", "BlockAnalysis",
+    "BlockSynthesis", "STAE", "blockify", "unblockify", "normalize_video",
+]
+
+SELECTIONS = ("attention", "random")
+MODES = ("latent", "pixel")
+
+
+def keep_count(ratio: float, n: int) -> int:
+  """k = round(ratio * n) (halves round up), at least 1: a static Python int for top-k shapes."""
+  ratio = float(ratio)
+  if not 0.0 < ratio <= 1.0:
+    raise ValueError(f"keep ratio must be in (0, 1], got {ratio}; 1.0 keeps everything")
+  return max(1, min(int(n), int(math.floor(ratio * n + 0.5))))
+
+
+def normalize_video(video, dtype) -> jax.Array:
+  """uint8 or float 0..255 -> dtype in [-1, 1] (clips travel as uint8, are normalised on device)."""
+  return (jnp.asarray(video).astype(jnp.float32) / 127.5 - 1.0).astype(dtype)
+
+
+def area_pool(frames, factor: int):
+  """Mean over non-overlapping factor x factor cells of [..., H, W, C] (exact area downscaling)."""
+  if factor == 1:
+    return frames
+  *lead, h, w, c = frames.shape
+  if h % factor or w % factor:
+    raise ValueError(f"frame size {h}x{w} is not divisible by the pooling factor {factor}; pick a "
+                     "resolution that is a multiple of it (or change the config's frame_pool)")
+  pooled = frames.reshape(*lead, h // factor, factor, w // factor, factor, c)
+  return pooled.mean(axis=(-4, -2), dtype=jnp.float32).astype(frames.dtype)
+
+
+def with_temporal_difference(frames):
+  """[B,T,h,w,C] -> [B,T,h,w,2C]: each frame and its difference to the previous one (0 for t=0)."""
+  previous = jnp.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
+  return jnp.concatenate([frames, frames - previous], axis=-1)
+
+
+def blockify(video, p: int):
+  """[B,T,H,W,C] -> [B,T,N,p,p,C], blocks in raster order (N = (H/p)*(W/p))."""
+  b, t, h, w, c = video.shape
+  if h % p or w % p:
+    raise ValueError(f"frame size {h}x{w} is not divisible by the block size p={p}; use a "
+                     "resolution that is a multiple of p")
+  x = video.reshape(b, t, h // p, p, w // p, p, c).transpose(0, 1, 2, 4, 3, 5, 6)
+  return x.reshape(b, t, (h // p) * (w // p), p, p, c)
+
+
+def unblockify(blocks, height: int, width: int):
+  """Inverse of `blockify`: [B,T,N,p,p,C] -> [B,T,H,W,C]."""
+  b, t, n, p, _, c = blocks.shape
+  x = blocks.reshape(b, t, height // p, width // p, p, p, c).transpose(0, 1, 2, 4, 3, 5, 6)
+  return x.reshape(b, t, height, width, c)
+
+
+def top_k_mask(scores, k: int, *, training: bool, temperature: float = 1.0):
+  """Hard top-k over the last axis -> (mask float32 [..., n], indices int32 [..., k] ascending).
+
+  Why straight-through and not a soft top-k: the forward pass of training is then exactly what
+  inference does (the same k items, the same rate, a decoder that never sees dropped content), so
+  the rate and distortion it optimises are the real ones. The backward pass uses
+  sigmoid((s - threshold) / (temperature * std(s))) with the threshold halfway between the k-th and
+  (k+1)-th scores: items near the boundary get the largest gradient, each in proportion to how much
+  the loss would change if the item's mask moved (`STAE` computes dropped items densely in training
+  so that this derivative exists). Soft top-k relaxations (Sinkhorn, perturbed optimisers) cost more
+  and would show the decoder a blend of dropped blocks it never receives at test time.
+
+  The mask is `hard + (soft - stop_gradient(soft))`: the bracket is exactly 0.0 in floating point,
+  so the forward mask is exactly 0 or 1 and received pixels pass through the decoder bit-exactly.
+  Indices are sorted ascending: the order in which the coder sends items and a decoder rebuilds them
+  from the mask. Ties go to the lower index (`lax.top_k`).
+  """
+  n = scores.shape[-1]
+  if not 1 <= k <= n:
+    raise ValueError(f"top-k needs 1 <= k <= n, got k={k}, n={n}")
+  scores = scores.astype(jnp.float32)
+  values, indices = jax.lax.top_k(scores, min(k + 1, n))
+  indices = jnp.sort(indices[..., :k], axis=-1).astype(jnp.int32)
+  hard = jax.nn.one_hot(indices, n, dtype=jnp.float32).sum(axis=-2)
+  if not training or k == n:
+    return jax.lax.stop_gradient(hard), indices
+  threshold = jax.lax.stop_gradient((values[..., k - 1] + values[..., k]) / 2)[..., None]
+  spread = jax.lax.stop_gradient(jnp.std(scores, axis=-1, keepdims=True)) + 1e-6
+  soft = jax.nn.sigmoid((scores - threshold) / (temperature * spread))
+  return hard + (soft - jax.lax.stop_gradient(soft)), indices
+
+
+class FrameAttention(nnx.Module):
+  """One score per frame: strided CNN per (downscaled) frame, then a 1D convolution over time."""
+
+  def __init__(self, *, pool: int, widths=(16, 32, 32), temporal_kernel: int = 3,
+               dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    self.pool = int(pool)
+    self.dtype = dtype
+    channels = (6,) + tuple(int(w) for w in widths)
+    self.convs = nnx.List([
+        nnx.Conv(channels[i], channels[i + 1], (3, 3), strides=2, dtype=dtype, rngs=rngs)
+        for i in range(len(widths))])
+    self.temporal = nnx.Conv(channels[-1], channels[-1], (int(temporal_kernel),), dtype=dtype,
+                             rngs=rngs)
+    self.head = nnx.Linear(channels[-1], 1, dtype=dtype, rngs=rngs)
+
+  def __call__(self, frames):
+    """frames: normalised [B,T,H,W,3] -> scores float32 [B,T]."""
+    b, t = frames.shape[:2]
+    x = with_temporal_difference(area_pool(frames, self.pool))
+    x = x.reshape(b * t, *x.shape[2:])
+    for conv in self.convs:
+      x = jax.nn.gelu(conv(x))
+    x = x.mean(axis=(1, 2)).reshape(b, t, -1)
+    x = x + jax.nn.gelu(self.temporal(x))
+    return self.head(x)[..., 0].astype(jnp.float32)
+
+
+class SpatialAttention(nnx.Module):
+  """One score per p x p block: a CNN over the frame downscaled so that a block is 4x4 cells."""
+
+  def __init__(self, *, block_size: int, widths=(16, 32), dtype: Any = jnp.float32,
+               rngs: nnx.Rngs):
+    if block_size % 4:
+      raise ValueError(f"block_size must be a multiple of 4 (got {block_size})")
+    self.pool = block_size // 4
+    self.dtype = dtype
+    w1, w2 = (int(w) for w in widths)
+    self.conv_in = nnx.Conv(6, w1, (3, 3), dtype=dtype, rngs=rngs)
+    self.down_1 = nnx.Conv(w1, w2, (3, 3), strides=2, dtype=dtype, rngs=rngs)
+    self.down_2 = nnx.Conv(w2, w2, (3, 3), strides=2, dtype=dtype, rngs=rngs)
+    self.head = nnx.Conv(w2, 1, (1, 1), dtype=dtype, rngs=rngs)
+
+  def features(self, frames):
+    """Normalised [B,T,H,W,3] -> pooled frames with temporal differences [B,T,H/q,W/q,6].
+
+    Split from `__call__` so that inference can pool and difference all frames (the difference
+    needs the original neighbour) and then run the CNN on the kept frames only.
+    """
+    return with_temporal_difference(area_pool(frames, self.pool))
+
+  def __call__(self, features):
+    """features from `features` (any number of frames F) [B,F,h,w,6] -> scores float32 [B,F,N]."""
+    b, f = features.shape[:2]
+    x = features.reshape(b * f, *features.shape[2:])
+    x = jax.nn.gelu(self.conv_in(x))
+    x = jax.nn.gelu(self.down_1(x))
+    x = jax.nn.gelu(self.down_2(x))
+    return self.head(x).reshape(b, f, -1).astype(jnp.float32)
+
+
+class BlockAnalysis(nnx.Module):
+  """p x p x 3 block (normalised) -> [p/4, p/4, C] latent: a two-layer MLP over the whole block.
+
+  Why an MLP and not strided convolutions: a block is coded on its own, so the transform may mix
+  every pixel of the block with every other (a learned nonlinear block transform, as a KLT/DCT is
+  a linear one), and as one matmul over all blocks it is far faster on a CPU than convolutions over
+  thousands of 8x8 images (STAE's training step: 15 instead of 132 ms per clip; BENCHMARKS.md).
+  """
+
+  def __init__(self, *, block_size: int, latent_channels: int, width: int,
+               dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    self.latent_shape = (block_size // 4, block_size // 4, int(latent_channels))
+    self.hidden = nnx.Linear(block_size * block_size * 3, width, dtype=dtype, rngs=rngs)
+    self.out = nnx.Linear(width, math.prod(self.latent_shape), dtype=dtype, rngs=rngs)
+
+  def __call__(self, blocks):
+    lead = blocks.shape[:-3]
+    y = self.out(jax.nn.gelu(self.hidden(blocks.reshape(*lead, -1))))
+    return y.reshape(*lead, *self.latent_shape)
+
+
+class BlockSynthesis(nnx.Module):
+  """[p/4, p/4, C] latent -> p x p x 3 block in about [-1, 1]: the mirror MLP of `BlockAnalysis`."""
+
+  def __init__(self, *, block_size: int, latent_channels: int, width: int,
+               dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    self.block_shape = (block_size, block_size, 3)
+    latent_size = (block_size // 4) ** 2 * int(latent_channels)
+    self.hidden = nnx.Linear(latent_size, width, dtype=dtype, rngs=rngs)
+    self.out = nnx.Linear(width, math.prod(self.block_shape), dtype=dtype, rngs=rngs)
+
+  def __call__(self, latents):
+    lead = latents.shape[:-3]
+    x = self.out(jax.nn.gelu(self.hidden(latents.reshape(*lead, -1))))
+    return x.reshape(*lead, *self.block_shape)
+
+
+class STAE(nnx.Module):
+  """The device-side encoder (and its synthesis transform, which the server runs).
+
+  Built from `config.model.stae` (see `from_config`). Call with a clip and the keep ratios; the
+  result holds what the coder sends (masks, indices, integer latents), what the rate is measured on,
+  and the received clip the decoder starts from.
+  """
+
+  def __init__(self, *, block_size: int, latent_channels: int = 8, transform_width: int = 64,
+               mode: str = "latent", pixel_bits: int = 6, frame_attention: bool = True,
+               spatial_attention: bool = True, selection: str = "attention", frame_pool: int = 2,
+               frame_widths=(16, 32, 32), spatial_widths=(16, 32), temporal_kernel: int = 3,
+               temperature: float = 1.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    if mode not in MODES:
+      raise ValueError(f"stae mode {mode!r} is not one of {MODES}")
+    if selection not in SELECTIONS:
+      raise ValueError(f"stae selection {selection!r} is not one of {SELECTIONS}")
+    if block_size < 4 or block_size % 4:
+      raise ValueError(f"block_size must be a positive multiple of 4 (8 or 16), got {block_size}")
+    if mode == "pixel" and not 1 <= pixel_bits <= 8:
+      raise ValueError(f"pixel_bits must be in 1..8, got {pixel_bits}")
+    self.block_size = int(block_size)
+    self.mode = mode
+    self.pixel_bits = int(pixel_bits)
+    self.use_frame_attention = bool(frame_attention)
+    self.use_spatial_attention = bool(spatial_attention)
+    self.selection = selection
+    self.temperature = float(temperature)
+    self.dtype = dtype
+    self.latent_channels = 3 if mode == "pixel" else int(latent_channels)
+    self.frame_attention = (FrameAttention(pool=frame_pool, widths=frame_widths,
+                                           temporal_kernel=temporal_kernel, dtype=dtype, rngs=rngs)
+                            if frame_attention and selection == "attention" else None)
+    self.spatial_attention = (SpatialAttention(block_size=block_size, widths=spatial_widths,
+                                               dtype=dtype, rngs=rngs)
+                              if spatial_attention and selection == "attention" else None)
+    if mode == "latent":
+      transform = dict(block_size=block_size, latent_channels=latent_channels,
+                       width=transform_width, dtype=dtype, rngs=rngs)
+      self.analysis = BlockAnalysis(**transform)
+      self.synthesis = BlockSynthesis(**transform)
+    else:
+      self.analysis = None
+      self.synthesis = None
+
+  @classmethod
+  def from_config(cls, stae_config, *, rngs: nnx.Rngs) -> "STAE":
+    c = stae_config
+    return cls(block_size=c.block_size, latent_channels=c.latent_channels,
+               transform_width=c.transform_width, mode=c.mode, pixel_bits=c.pixel_bits,
+               frame_attention=c.frame_attention, spatial_attention=c.spatial_attention,
+               selection=c.selection, frame_pool=c.frame_pool, frame_widths=tuple(c.frame_widths),
+               spatial_widths=tuple(c.spatial_widths), temporal_kernel=c.temporal_kernel,
+               temperature=c.temperature, dtype=jnp.dtype(c.dtype), rngs=rngs)
+
+  # --- shapes -----------------------------------------------------------------------------------
+
+  def latent_shape(self) -> tuple[int, int, int]:
+    """(h, w, C) of one block's latent."""
+    if self.mode == "pixel":
+      return (self.block_size, self.block_size, 3)
+    return (self.block_size // 4, self.block_size // 4, self.latent_channels)
+
+  def keep_counts(self, frames: int, blocks: int, frame_keep: float, block_keep: float):
+    """(k_f, k_s) for a clip of `frames` frames and `blocks` blocks per frame; a switched-off
+    attention keeps everything (unless selection is "random", which drops at the same ratios)."""
+    random = self.selection == "random"
+    k_f = keep_count(frame_keep, frames) if (self.use_frame_attention or random) else frames
+    k_s = keep_count(block_keep, blocks) if (self.use_spatial_attention or random) else blocks
+    return k_f, k_s
+
+  # --- transforms --------------------------------------------------------------------------------
+
+  def analyse(self, blocks):
+    """Blocks uint8/float 0..255 [..., p, p, 3] -> continuous latents [..., h, w, C]."""
+    if self.mode == "pixel":
+      levels = 2 ** self.pixel_bits - 1
+      return blocks.astype(jnp.float32) * (levels / 255.0)
+    return self.analysis(normalize_video(blocks, self.dtype))
+
+  def synthesise(self, latents):
+    """Latents [..., h, w, C] -> block pixels float32 0..255 [..., p, p, 3]."""
+    if self.mode == "pixel":
+      levels = 2 ** self.pixel_bits - 1
+      return latents.astype(jnp.float32) * (255.0 / levels)
+    x = self.synthesis(latents.astype(self.dtype)).astype(jnp.float32)
+    return jnp.clip((x + 1.0) * 127.5, 0.0, 255.0)
+
+  # --- selection ---------------------------------------------------------------------------------
+
+  def _random_scores(self, rng, shape):
+    if rng is None:
+      raise ValueError("selection='random' needs rng=<jax PRNG key> in the forward pass")
+    return jax.random.uniform(rng, shape)
+
+  def frame_scores(self, frames, rng):
+    b, t = frames.shape[:2]
+    if self.selection == "random":
+      return self._random_scores(jax.random.fold_in(rng, 1) if rng is not None else None, (b, t))
+    if self.frame_attention is None:
+      return jnp.zeros((b, t), jnp.float32)
+    return self.frame_attention(frames)
+
+  def block_scores(self, frames, frame_index, rng, blocks_per_frame: int):
+    """Scores [B,F,N] for the frames `frame_index` [B,F] (None: all frames)."""
+    b, t = frames.shape[:2]
+    f = t if frame_index is None else frame_index.shape[1]
+    if self.selection == "random":
+      return self._random_scores(jax.random.fold_in(rng, 2) if rng is not None else None,
+                                 (b, f, blocks_per_frame))
+    if self.spatial_attention is None:
+      return jnp.zeros((b, f, blocks_per_frame), jnp.float32)
+    features = self.spatial_attention.features(frames)
+    if frame_index is not None:
+      features = jnp.take_along_axis(features, frame_index[:, :, None, None, None], axis=1)
+    return self.spatial_attention(features)
+
+  # --- forward -----------------------------------------------------------------------------------
+
+  def _check_clip(self, video):
+    video = jnp.asarray(video)
+    if video.ndim != 5 or video.shape[-1] != 3:
+      raise ValueError(f"STAE expects a clip [B,T,H,W,3], got shape {tuple(video.shape)}")
+    height, width = video.shape[2:4]
+    if height % self.block_size or width % self.block_size:
+      raise ValueError(f"clip size {height}x{width} is not divisible by "
+                       f"block_size={self.block_size}")
+    return video
+
+  def encode(self, video, *, frame_keep: float, block_keep: float, rng=None) -> dict:
+    """The device side at inference: select and analyse; nothing is synthesised or scattered.
+
+    Returns frame_index int32 [B,k_f], block_index int32 [B,k_f,k_s] (ascending: the coding order),
+    latents float32 [B,k_f,k_s,h,w,C] (integer-valued: what the coder sends), frame_scores [B,T],
+    kept_block_scores [B,k_f,N]. Spatial attention runs on the kept frames only.
+    """
+    video = self._check_clip(video)
+    b, t, height, width, _ = video.shape
+    p = self.block_size
+    n = (height // p) * (width // p)
+    k_f, k_s = self.keep_counts(t, n, frame_keep, block_keep)
+    frames = normalize_video(video, self.dtype)
+    frame_scores = self.frame_scores(frames, rng)
+    _, frame_index = top_k_mask(frame_scores, k_f, training=False)
+    kept_block_scores = self.block_scores(frames, frame_index, rng, n)
+    _, block_index = top_k_mask(kept_block_scores, k_s, training=False)
+    batch = jnp.arange(b)[:, None, None]
+    kept_blocks = blockify(video, p)[batch, frame_index[:, :, None], block_index]
+    _, latents = quantize(self.analyse(kept_blocks), training=False)
+    return dict(frame_index=frame_index, block_index=block_index,
+                latents=latents.astype(jnp.float32), frame_scores=frame_scores,
+                kept_block_scores=kept_block_scores)
+
+  def receive(self, frame_index, block_index, latents, *, frames: int, height: int, width: int):
+    """The server side before the decoder: synthesise the received latents and put each block in
+    place. Returns (received float32 [B,T,H,W,3], pixel_mask float32 [B,T,H,W,1],
+    block_mask float32 [B,T,N])."""
+    b, k_f, k_s = block_index.shape
+    p = self.block_size
+    n = (height // p) * (width // p)
+    batch = jnp.arange(b)[:, None, None]
+    place = (batch, frame_index[:, :, None], block_index)
+    decoded = self.synthesise(latents)
+    received = jnp.zeros((b, frames, n, p, p, 3), jnp.float32).at[place].set(decoded)
+    block_mask = jnp.zeros((b, frames, n), jnp.float32).at[place].set(1.0)
+    pixel_mask = jnp.broadcast_to(block_mask[..., None, None, None], (b, frames, n, p, p, 1))
+    return (unblockify(received, height, width), unblockify(pixel_mask, height, width),
+            block_mask)
+
+  def __call__(self, video, *, frame_keep: float, block_keep: float, training: bool, rng=None):
+    """Encodes a clip uint8/float 0..255 [B,T,H,W,3] at keep ratios (frame_keep, block_keep).
+
+    Returns a dict:
+      frame_mask bool [B,T]; block_mask bool [B,T,N] (False in dropped frames);
+      frame_index int32 [B,k_f]; block_index int32 [B,k_f,k_s] (ascending: the coding order);
+      latents float32 [B,k_f,k_s,h,w,C], integer-valued: what the coder sends;
+      rate_latents float32 [B,M...,h,w,C] and rate_weight [B,M...]: bits are
+        sum(rate_weight * prior.bits(rate_latents)); in training M... = (T, N) with noisy latents
+        and straight-through masks (the rate's gradient reaches both attention modules), at
+        inference M... = (k_f, k_s) with the integer latents and weight 1;
+      received float32 [B,T,H,W,3]: decoded kept blocks in place, 0 elsewhere;
+      pixel_mask float32 [B,T,H,W,1]: 1 where received (straight-through in training);
+      frame_scores [B,T], block_scores [B,T,N] (inference: rows of dropped frames are -inf).
+    `rng` is needed when training (quantisation noise) and for selection="random".
+    Inference is exactly `encode` followed by `receive`.
+    """
+    video = self._check_clip(video)
+    b, t, height, width, _ = video.shape
+    if training and rng is None:
+      raise ValueError("STAE(training=True) needs rng=<jax PRNG key> for quantisation noise")
+    select_rng = None if rng is None else jax.random.fold_in(rng, 0)
+    if not training:
+      sent = self.encode(video, frame_keep=frame_keep, block_keep=block_keep, rng=select_rng)
+      frame_index, block_index, latents = sent["frame_index"], sent["block_index"], sent["latents"]
+      received, pixel_mask, weight = self.receive(frame_index, block_index, latents, frames=t,
+                                                  height=height, width=width)
+      frame_mask = jnp.zeros((b, t), bool).at[jnp.arange(b)[:, None], frame_index].set(True)
+      block_scores = jnp.full(weight.shape, -jnp.inf, jnp.float32).at[
+          jnp.arange(b)[:, None], frame_index].set(sent["kept_block_scores"])
+      return dict(frame_mask=frame_mask, block_mask=weight > 0.5, frame_index=frame_index,
+                  block_index=block_index, latents=latents, rate_latents=latents,
+                  rate_weight=jnp.ones(block_index.shape, jnp.float32), received=received,
+                  pixel_mask=pixel_mask, frame_scores=sent["frame_scores"],
+                  block_scores=block_scores)
+
+    # Training: every block of every frame, weighted by straight-through masks.
+    p = self.block_size
+    n = (height // p) * (width // p)
+    k_f, k_s = self.keep_counts(t, n, frame_keep, block_keep)
+    frames = normalize_video(video, self.dtype)
+    frame_scores = self.frame_scores(frames, select_rng)
+    frame_weight, frame_index = top_k_mask(frame_scores, k_f, training=True,
+                                           temperature=self.temperature)
+    block_scores = self.block_scores(frames, None, select_rng, n)
+    block_weight, block_index_all = top_k_mask(block_scores, k_s, training=True,
+                                               temperature=self.temperature)
+    weight = frame_weight[:, :, None] * block_weight  # [B,T,N]
+    block_index = jnp.take_along_axis(block_index_all, frame_index[:, :, None], axis=1)
+    y_rate, y_decoder = quantize(self.analyse(blockify(video, p)), training=True,
+                                 rng=jax.random.fold_in(rng, 3))
+    w = weight[..., None, None, None]
+    received = unblockify(self.synthesise(y_decoder) * w, height, width)
+    pixel_mask = unblockify(jnp.broadcast_to(w, (b, t, n, p, p, 1)), height, width)
+    latents = y_decoder[jnp.arange(b)[:, None, None], frame_index[:, :, None], block_index]
+    return dict(
+        frame_mask=frame_weight > 0.5,
+        block_mask=weight > 0.5,
+        frame_index=frame_index,
+        block_index=block_index,
+        latents=jax.lax.stop_gradient(latents).astype(jnp.float32),
+        rate_latents=y_rate,
+        rate_weight=weight,
+        received=received,
+        pixel_mask=pixel_mask,
+        frame_scores=frame_scores,
+        block_scores=block_scores,
+    )

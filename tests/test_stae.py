@@ -1,0 +1,241 @@
+"""STAE encoder: selection counts, shapes at the config sizes, gradients through the selection,
+attention switches, random selection, pixel mode, and bfloat16 against float32."""
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import hmdb51, synthetic
+from stae_jax.models import stae as stae_lib
+from stae_jax.models.stae import STAE, keep_count, top_k_mask
+
+T, SIZE, P = 8, 32, 8  # small clip for most tests: 16 blocks per frame
+N = (SIZE // P) ** 2
+
+
+def rngs(seed=0):
+  """Parameter keys with the "rbg" PRNG: its kernels compile ~5x faster than threefry's on a CPU,
+  and eager initialisation compiles one kernel per parameter shape (seconds per model)."""
+  return nnx.Rngs(jax.random.key(seed, impl="rbg"))
+
+
+def small_stae(**overrides):
+  kwargs = dict(block_size=P, latent_channels=4, transform_width=8, frame_pool=2,
+                frame_widths=(8, 8, 8), spatial_widths=(8, 8), rngs=rngs(0))
+  kwargs.update(overrides)
+  return STAE(**kwargs)
+
+
+def run(model, video, **kwargs):
+  """The model's forward under jax.jit: one compile, far cheaper on a CPU than op-by-op dispatch."""
+  graphdef, state = nnx.split(model)
+  rng = kwargs.pop("rng", None)
+  fn = jax.jit(lambda state, video, rng: nnx.merge(graphdef, state)(video, rng=rng, **kwargs))
+  return fn(state, video, rng)
+
+
+def clip(batch=2, frames=T, size=SIZE, seed=0):
+  return jax.random.randint(jax.random.key(seed), (batch, frames, size, size, 3), 0, 256,
+                            jnp.int32).astype(jnp.uint8)
+
+
+def test_keep_count_rounds_and_checks():
+  assert keep_count(0.5, 16) == 8 and keep_count(0.25, 196) == 49 and keep_count(0.1, 16) == 2
+  assert keep_count(0.01, 16) == 1  # never zero: an empty selection has nothing to code
+  assert keep_count(1.0, 7) == 7
+  with pytest.raises(ValueError, match="keep ratio"):
+    keep_count(0.0, 16)
+  with pytest.raises(ValueError, match="keep ratio"):
+    keep_count(1.5, 16)
+
+
+def test_blockify_round_trip():
+  video = clip(batch=1)
+  blocks = stae_lib.blockify(video, P)
+  assert blocks.shape == (1, T, N, P, P, 3)
+  np.testing.assert_array_equal(blocks[0, 0, 1], video[0, 0, :P, P:2 * P])  # raster order
+  np.testing.assert_array_equal(stae_lib.unblockify(blocks, SIZE, SIZE), video)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_masks_keep_exactly_k_and_match_indices(training):
+  model = small_stae()
+  out = run(model, clip(), frame_keep=0.5, block_keep=0.25, training=training,
+            rng=jax.random.key(1))
+  k_f, k_s = keep_count(0.5, T), keep_count(0.25, N)
+  np.testing.assert_array_equal(out["frame_mask"].sum(-1), k_f)
+  blocks_kept = np.asarray(out["block_mask"].sum(-1))
+  np.testing.assert_array_equal(blocks_kept, np.where(out["frame_mask"], k_s, 0))
+  frame_index = np.asarray(out["frame_index"])
+  block_index = np.asarray(out["block_index"])
+  assert frame_index.shape == (2, k_f) and block_index.shape == (2, k_f, k_s)
+  assert (np.diff(frame_index, axis=-1) > 0).all() and (np.diff(block_index, axis=-1) > 0).all()
+  for b in range(2):
+    np.testing.assert_array_equal(np.flatnonzero(out["frame_mask"][b]), frame_index[b])
+    for j, f in enumerate(frame_index[b]):
+      np.testing.assert_array_equal(np.flatnonzero(out["block_mask"][b, f]), block_index[b, j])
+  assert out["latents"].shape == (2, k_f, k_s, P // 4, P // 4, 4)
+  np.testing.assert_array_equal(out["latents"], jnp.round(out["latents"]))
+  # Pixels are received exactly where blocks are kept.
+  mask = np.asarray(stae_lib.blockify(out["pixel_mask"], P)[..., 0, 0, 0])
+  np.testing.assert_array_equal(mask, np.asarray(out["block_mask"], np.float32))
+  assert float(jnp.abs(out["received"] * (1 - out["pixel_mask"])).max()) == 0.0
+
+
+def test_training_and_inference_select_and_receive_the_same():
+  """Training computes densely with straight-through masks; its forward must equal inference."""
+  model = small_stae()
+  video = clip()
+  a = run(model, video, frame_keep=0.5, block_keep=0.5, training=False)
+  b = run(model, video, frame_keep=0.5, block_keep=0.5, training=True, rng=jax.random.key(3))
+  for key in ("frame_mask", "block_mask", "frame_index", "block_index", "latents", "pixel_mask"):
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  np.testing.assert_allclose(a["received"], b["received"], atol=1e-3)
+  assert b["rate_latents"].shape == (2, T, N, 2, 2, 4)  # dense in training
+  # The noisy rate latents (y + U(-1/2, 1/2)) are within a step of the integers round(y) sent.
+  kept = b["rate_latents"][jnp.arange(2)[:, None, None], b["frame_index"][:, :, None],
+                           b["block_index"]]
+  assert float(jnp.abs(kept - a["latents"]).max()) < 1.0
+
+
+def test_gradients_reach_both_attention_modules_through_the_selection():
+  model = small_stae()
+  video = clip()
+  target = video.astype(jnp.float32)
+  graphdef, params = nnx.split(model, nnx.Param)
+
+  def loss(params):
+    m = nnx.merge(graphdef, params)
+    out = m(video, frame_keep=0.5, block_keep=0.25, training=True, rng=jax.random.key(2))
+    distortion = jnp.mean((out["received"] - target) ** 2)
+    rate = jnp.sum(out["rate_weight"][..., None, None, None] * out["rate_latents"] ** 2)
+    return distortion + 1e-3 * rate
+
+  grads = nnx.to_flat_state(jax.jit(jax.grad(loss))(params))
+  for module in ("frame_attention", "spatial_attention", "analysis", "synthesis"):
+    leaves = [v[...] for path, v in grads if path[0] == module]
+    assert leaves, module
+    assert all(bool(jnp.isfinite(g).all()) for g in leaves), module
+    assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0, module
+
+
+@pytest.mark.parametrize("frame_attention,spatial_attention", [(False, True), (True, False),
+                                                                (False, False)])
+def test_switching_attention_off_keeps_everything(frame_attention, spatial_attention):
+  model = small_stae(frame_attention=frame_attention, spatial_attention=spatial_attention)
+  assert (model.frame_attention is None) == (not frame_attention)
+  assert (model.spatial_attention is None) == (not spatial_attention)
+  out = run(model, clip(), frame_keep=0.25, block_keep=0.25, training=False)
+  k_f = keep_count(0.25, T) if frame_attention else T
+  k_s = keep_count(0.25, N) if spatial_attention else N
+  assert out["block_index"].shape == (2, k_f, k_s)
+  assert int(out["frame_mask"].sum()) == 2 * k_f
+  assert int(out["block_mask"].sum()) == 2 * k_f * k_s
+  if not frame_attention and not spatial_attention:
+    assert bool(out["block_mask"].all())
+
+
+def test_random_selection_keeps_the_ratios_and_needs_a_key():
+  model = small_stae(selection="random")
+  assert model.frame_attention is None and model.spatial_attention is None
+  a = run(model, clip(), frame_keep=0.5, block_keep=0.25, training=False, rng=jax.random.key(0))
+  b = run(model, clip(), frame_keep=0.5, block_keep=0.25, training=False, rng=jax.random.key(1))
+  assert a["block_index"].shape == (2, keep_count(0.5, T), keep_count(0.25, N))
+  assert not np.array_equal(a["block_mask"], b["block_mask"])
+  with pytest.raises(ValueError, match="rng"):
+    model(clip(), frame_keep=0.5, block_keep=0.25, training=False)
+
+
+def test_pixel_mode_sends_requantised_pixels():
+  bits = 4
+  model = small_stae(mode="pixel", pixel_bits=bits)
+  video = clip()
+  out = run(model, video, frame_keep=0.5, block_keep=0.5, training=False)
+  assert out["latents"].shape[-3:] == (P, P, 3)
+  latents = np.asarray(out["latents"])
+  assert latents.min() >= 0 and latents.max() <= 2 ** bits - 1
+  expected = np.round(np.asarray(video, np.float64) * (2 ** bits - 1) / 255) * 255 / (2 ** bits - 1)
+  received, mask = np.asarray(out["received"]), np.asarray(out["pixel_mask"])[..., 0] > 0
+  np.testing.assert_allclose(received[mask], expected[mask], atol=1e-3)
+
+
+def test_top_k_mask_forward_is_exactly_hard():
+  scores = jax.random.normal(jax.random.key(0), (3, 10))
+  mask, index = top_k_mask(scores, 4, training=True)
+  assert set(np.unique(np.asarray(mask))) == {0.0, 1.0}
+  np.testing.assert_array_equal(np.sort(np.argsort(-np.asarray(scores))[:, :4]), index)
+  weights = jnp.arange(1.0, 11.0)
+  grad = jax.grad(lambda s: (top_k_mask(s, 4, training=True)[0] * weights).sum())(scores)
+  assert bool(jnp.isfinite(grad).all()) and float(jnp.abs(grad).min()) > 0
+  with pytest.raises(ValueError, match="1 <= k <= n"):
+    top_k_mask(scores, 11, training=False)
+
+
+def test_bfloat16_agrees_with_float32():
+  f32 = small_stae()
+  bf16 = small_stae(dtype=jnp.bfloat16)
+  nnx.update(bf16, nnx.state(f32, nnx.Param))
+  video = clip()
+  latents_32 = f32.analyse(stae_lib.blockify(video, P)[:, :2])
+
+  def pieces(model, video, latents):
+    """Each learned piece on the same inputs (a near-tie could flip a selection, so the full
+    forward is not compared)."""
+    frames = stae_lib.normalize_video(video, model.dtype)
+    features = model.spatial_attention.features(frames)
+    return dict(frame_scores=model.frame_attention(frames),
+                block_scores=model.spatial_attention(features),
+                latents=model.analyse(stae_lib.blockify(video, P)[:, :2]).astype(jnp.float32),
+                pixels=model.synthesise(latents))
+
+  outputs = {}
+  for name, model in (("f32", f32), ("bf16", bf16)):
+    graphdef, state = nnx.split(model)
+    outputs[name] = jax.jit(lambda s, v, y: pieces(nnx.merge(graphdef, s), v, y))(
+        state, video, latents_32)
+  a, b = outputs["f32"], outputs["bf16"]
+  assert b["frame_scores"].dtype == jnp.float32 and b["pixels"].dtype == jnp.float32
+  for key, tolerance in (("frame_scores", 0.05), ("block_scores", 0.05), ("latents", 0.03)):
+    np.testing.assert_allclose(b[key], a[key], atol=tolerance * float(jnp.abs(a[key]).max()),
+                               err_msg=key)
+  np.testing.assert_allclose(b["pixels"], a["pixels"], atol=0.02 * 255)
+
+
+def test_bad_input_is_explained():
+  model = small_stae()
+  with pytest.raises(ValueError, match=r"\[B,T,H,W,3\]"):
+    model(jnp.zeros((T, SIZE, SIZE, 3), jnp.uint8), frame_keep=0.5, block_keep=0.5,
+          training=False)
+  with pytest.raises(ValueError, match="not divisible by block_size"):
+    model(jnp.zeros((1, T, 36, 36, 3), jnp.uint8), frame_keep=0.5, block_keep=0.5, training=False)
+  with pytest.raises(ValueError, match="needs rng"):
+    model(clip(), frame_keep=0.5, block_keep=0.5, training=True)
+  with pytest.raises(ValueError, match="selection"):
+    small_stae(selection="best")
+
+
+def test_config_sizes():
+  """Output shapes at every config's clip size and operating point (abstractly: nnx.eval_shape
+  and jax.eval_shape trace without computing, so 16x224x224 costs nothing)."""
+  for module in (synthetic, hmdb51):
+    config = module.get_config(None)
+    t, size = config.data.frames, config.data.resolution
+    p = config.model.stae.block_size
+    n = (size // p) ** 2
+    video = jax.ShapeDtypeStruct((1, t, size, size, 3), jnp.uint8)
+    model = nnx.eval_shape(lambda: STAE.from_config(config.model.stae, rngs=rngs(0)))
+    graphdef, state = nnx.split(model)
+    for rho_f, rho_s in config.model.stae.keep_ratios:
+      k_f, k_s = keep_count(rho_f, t), keep_count(rho_s, n)
+
+      def forward(state, video):
+        return nnx.merge(graphdef, state)(video, frame_keep=rho_f, block_keep=rho_s,
+                                          training=False)
+
+      out = jax.eval_shape(forward, state, video)
+      c = config.model.stae.latent_channels
+      assert out["latents"].shape == (1, k_f, k_s, p // 4, p // 4, c)
+      assert out["received"].shape == (1, t, size, size, 3)
+      assert out["block_mask"].shape == (1, t, n)
