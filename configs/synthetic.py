@@ -14,6 +14,8 @@ Results on two CPU cores are recorded in BENCHMARKS.md once the trainer lands (i
 from configs import common
 import ml_collections
 
+from stae_jax.data import synthetic as synthetic_data
+
 
 def get_config(arg=None):
   a = common.parse_arg(
@@ -55,4 +57,97 @@ def get_config(arg=None):
 
   # Models (stae_jax/models): one sub-config per module.
   c.model = ml_collections.ConfigDict()
+  # Learned entropy model of the latents (stae_jax/models/entropy.py) and its frozen coding tables.
+  c.model.entropy = ml_collections.ConfigDict(dict(
+      filters=(3, 3, 3),          # FactorizedPrior hidden widths per channel (Balle et al. 2018)
+      init_scale=10.0,            # initial density spread, in latent units
+      likelihood_bound=1e-9,      # floor on a bin's probability in the training rate
+      tail_mass=1e-9,             # freezing: table support holds all but this mass; rest escapes
+  ))
+  # Classifier (stae_jax/models/vit.py): a tiny VideoMAE-layout ViT, 4x8x8 tubelets -> 256 tokens.
+  # Tubelet 4 rather than VideoMAE's 2: ~3.5 ms per 16x64x64 clip forward on two CPU cores
+  # instead of ~17 ms (BENCHMARKS.md), which is what makes CPU training take minutes.
+  c.model.vit = ml_collections.ConfigDict(dict(
+      size="Ti",                  # Ti/S/B/L; the overrides below shrink it for CPUs (0 = size's)
+      width=128, depth=4, num_heads=4, mlp_dim=0,
+      tubelet=4, patch=8,
+      num_classes=synthetic_data.NUM_CLASSES,  # len(stae_jax.data.synthetic.CLASS_NAMES)
+      layer_norm_eps=1e-6,
+      dtype="float32",            # compute dtype; parameters are float32
+      attention="auto",           # jax.nn.dot_product_attention backend: auto/xla/cudnn
+  ))
+  # DeepISC baseline (stae_jax/models/deepisc.py): every frame coded alone to <= 16 tokens x 8 ch.
+  c.model.deepisc = ml_collections.ConfigDict(dict(
+      patch=16, width=128, encoder_depth=2, decoder_depth=2, num_heads=4, mlp_dim=0,
+      max_tokens=16, channels=8,
+      token_choices=(1, 2, 4, 8, 16),  # operating points: latent tokens sent per frame
+      dtype="float32",
+      attention="auto",
+  ))
+  # STAE encoder (stae_jax/models/stae.py). 8x8 blocks: 64 per 64x64 frame, latent 2x2x4 each.
+  c.model.stae = ml_collections.ConfigDict(dict(
+      block_size=8,               # p: spatial attention scores and codes p x p blocks
+      latent_channels=4,          # C of the [p/4, p/4, C] latent of a block
+      transform_width=64,         # hidden units of the per-block analysis/synthesis MLPs
+      mode="latent",              # "latent" (learned transforms) or "pixel" (requantised pixels)
+      pixel_bits=6,               # bits per pixel value in "pixel" mode
+      frame_attention=a.frame_attention,      # off: keep every frame
+      spatial_attention=a.spatial_attention,  # off: keep every block of a kept frame
+      selection="attention",      # or "random": uniform random top-k at the same keep ratios
+      frame_pool=2,               # frame attention sees frames area-downscaled by this (64 -> 32)
+      frame_widths=(8, 16, 16),
+      spatial_widths=(8, 16),
+      temporal_kernel=3,          # frame attention's 1D convolution over time
+      temperature=1.0,            # straight-through top-k surrogate (in units of the scores' std)
+      dtype="float32",            # compute dtype; parameters are float32
+      # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them).
+      keep_ratios=((0.25, 0.25), (0.5, 0.25), (0.5, 0.5), (1.0, 0.5)),
+  ))
+  # Receiver's 3D-2D CNN (stae_jax/models/decoder.py).
+  c.model.decoder = ml_collections.ConfigDict(dict(
+      width=8, temporal_layers=2, spatial_layers=1, dtype="float32"))
+  # Training (stae_jax/training, train.py): stages run in train.stage_order; each names the
+  # parameters it trains (`trainable` regex; the rest get no optimizer state) and its loss weights.
+  c.stages = ml_collections.ConfigDict()
+  c.stages.classifier = dict(
+      kind="classifier", steps=300, lr=0.001, warmup_steps=20, schedule="cosine",
+      optimizer="adamw", weight_decay=0.05, grad_clip=1.0,
+      trainable="^vit/", init_from="", init_params=".*",
+      loss=dict(task=1.0))
+  c.stages.compressor = dict(
+      kind="system", steps=300, lr=0.001, warmup_steps=20, schedule="cosine",
+      optimizer="adamw", weight_decay=0.0, grad_clip=1.0,
+      trainable="^(stae|prior|decoder|deepisc)/",  # the ViT stays frozen
+      init_from="classifier", init_params="^vit/",
+      # rate in bits per pixel: its weight sets the operating point's trade-off
+      loss=dict(task=1.0, distill=1.0, reconstruction=1.0, rate=0.05),
+      distill_temperature=2.0)
+  c.stages.joint = dict(
+      kind="system", steps=100, lr=0.0001, warmup_steps=10, schedule="cosine",
+      optimizer="adamw", weight_decay=0.0, grad_clip=1.0,
+      trainable=".*", init_from="compressor", init_params=".*",
+      loss=dict(task=1.0, distill=0.0, reconstruction=1.0, rate=0.05))
+  c.train = ml_collections.ConfigDict(dict(
+      stage_order=("classifier", "compressor", "joint"),
+      log_every=10,              # steps between metric lines (and progress-bar updates)
+      eval_every=0,            # steps between evaluations (0: only at the end of a stage)
+      eval_batches=4,        # test batches per evaluation (0: the whole split)
+      checkpoint_every=100,      # steps between checkpoints (also at each evaluation)
+      keep_checkpoints=2,                 # the last few are kept, plus the best by eval loss
+      async_checkpoints=True,
+      progress=True, tensorboard=False,
+      model_axis_size=1,                  # devices per parameter shard (mesh axis `model`)
+      sharding_rules=(),                  # ((path regex, (axis or None per dim)), ...)
+  ))
+  # Systems trained by default, each into runs/<name>/systems/<tag>/. A system switch
+  # (`:system=deepisc`, `:frame_attention=False`) narrows the run to that one system.
+  explicit = {item.partition("=")[0].strip() for item in (arg or "").split(",")}
+  if explicit & set(common.SYSTEM_SWITCHES):
+    tag = a.system + ("" if a.frame_attention else "_no-frame-attention") + (
+        "" if a.spatial_attention else "_no-spatial-attention")
+    chosen = {tag: (a.system, a.frame_attention, a.spatial_attention)}
+  else:
+    chosen = {"stae": ("stae", True, True), "deepisc": ("deepisc", True, True)}
+  c.systems = ml_collections.ConfigDict({
+      tag: dict(system=s, frame_attention=f, spatial_attention=p) for tag, (s, f, p) in chosen.items()})
   return c

@@ -62,8 +62,10 @@ def build_prior(model_config, *, rngs: nnx.Rngs) -> FactorizedPrior:
 
 def build_models(config, rngs: nnx.Rngs) -> nnx.Dict:
   """Instantiates what `config.system` needs, under the top-level names listed in the module doc."""
-  system = _check_system(config)
+  system = "classifier" if config.system == "classifier" else _check_system(config)
   vit = vit_lib.vit_from_config(config, rngs=rngs)
+  if system == "classifier":  # stage 1: the ViT alone, shared by every compression system
+    return nnx.Dict(vit=vit)
   if system == "stae":
     if "stae" not in config.model or "decoder" not in config.model:
       raise ValueError("config.model needs `stae` and `decoder` sections for system='stae'; see "

@@ -1,0 +1,172 @@
+"""The train state: plain pytrees from `nnx.split`, so `jax.jit` sees pure functions.
+
+    state = {"step": int32[], "params": nnx.State (nnx.Param), "opt_state": optax state,
+             "rest": nnx.State (everything else: batch statistics, ...)}
+
+The graphdef (the static structure of the modules) stays outside, closed over by the jitted step;
+`nnx.merge(graphdef, params, rest)` rebuilds the modules inside the trace for free.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from typing import Any, Callable
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from stae_jax.training import mesh as mesh_lib
+from stae_jax.training.optim import path_str
+
+
+def split_models(models: nnx.Module):
+  graphdef, params, rest = nnx.split(models, nnx.Param, ...)
+  return graphdef, params, rest
+
+
+def model_shapes(build_models: Callable[[nnx.Rngs], nnx.Module], seed: int):
+  """(graphdef, abstract params, abstract rest, host values) of the models built with `seed`.
+
+  The models are built eagerly and their values kept as NumPy. Tracing the initialisers under
+  `jax.jit` instead cost 40+ s of XLA compile per stage for the tiny CPU models here (every random
+  initialiser becomes one big program, recompiled for each new closure); eager ops compile once per
+  shape and are reused by every later stage of the process, and NumPy values can be placed on any
+  sharding in a multi-process run (see `create_state`).
+  """
+  graphdef, params, rest = split_models(build_models(nnx.Rngs(seed)))
+  host = jax.tree_util.tree_map(np.asarray, (params, rest))
+  shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), host)
+  return graphdef, shapes[0], shapes[1], host
+
+
+def create_state(build_models: Callable[[nnx.Rngs], nnx.Module], seed: int, tx, mesh, sharding_rules=(),
+                 shapes=None):
+  """The train state placed in its shardings; returns (graphdef, state, state_shardings).
+
+  Parameters follow `sharding_rules`, optimizer moments follow their parameters, everything else
+  is replicated. Each process makes only its addressable shards from the host values (never a
+  `device_put` of a global array, which breaks Orbax in multi-process runs), and the optimizer
+  state comes from a jitted `tx.init` with the right output shardings.
+  `shapes`: the result of `model_shapes`, if already computed.
+  """
+  graphdef, abstract_params, abstract_rest, host = shapes or model_shapes(build_models, seed)
+
+  def init_from(params, rest):
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rest": rest}
+
+  abstract = jax.eval_shape(init_from, abstract_params, abstract_rest)
+  shardings = state_shardings(abstract, mesh, sharding_rules)
+  place = lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+  params = jax.tree_util.tree_map(place, host[0], shardings["params"])
+  rest = jax.tree_util.tree_map(place, host[1], shardings["rest"])
+  opt_state = jax.jit(tx.init, out_shardings=shardings["opt_state"])(params)
+  step = jax.make_array_from_callback((), shardings["step"], lambda idx: np.zeros((), np.int32))
+  return graphdef, {"step": step, "params": params, "opt_state": opt_state, "rest": rest}, shardings
+
+
+def state_shardings(abstract_state, mesh, sharding_rules=()):
+  """Params by the rules; each optimizer leaf that mirrors a parameter (same path suffix and shape)
+  gets that parameter's sharding; the rest is replicated."""
+  param_sh = mesh_lib.param_shardings(abstract_state["params"], mesh, sharding_rules)
+  by_path = {}
+  for (path, leaf), sh in zip(jax.tree_util.tree_flatten_with_path(abstract_state["params"])[0],
+                              jax.tree_util.tree_leaves(param_sh)):
+    by_path[path_str(path)] = (leaf.shape, sh)
+  replicated = mesh_lib.replicated(mesh)
+
+  def opt_leaf(path, leaf):
+    name = path_str(path)
+    for param_name, (shape, sh) in by_path.items():
+      if name.endswith(param_name) and tuple(leaf.shape) == tuple(shape):
+        return sh
+    return replicated
+
+  return {
+      "step": replicated,
+      "params": param_sh,
+      "opt_state": jax.tree_util.tree_map_with_path(opt_leaf, abstract_state["opt_state"]),
+      "rest": jax.tree_util.tree_map(lambda _: replicated, abstract_state["rest"]),
+  }
+
+
+def abstract_state(state, shardings):
+  return jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def parameter_index(state) -> dict[str, list]:
+  """{path: [shape, dtype]} of params and other variables: stored in each checkpoint's meta, so a
+  later stage can import a subset without knowing the earlier stage's optimizer."""
+  index = {}
+  for group in ("params", "rest"):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state[group])[0]:
+      index[f"{group}/{path_str(path)}"] = [list(leaf.shape), str(leaf.dtype)]
+  return index
+
+
+def import_variables(state, shardings, checkpoint_dir: str | pathlib.Path, step: int, source_index: dict,
+                     regex: str) -> tuple[Any, list[str]]:
+  """Replaces the params/rest leaves whose path matches `regex` by those of an earlier checkpoint.
+
+  Only the matching leaves are read (Orbax partial restore). A matching leaf that the source lacks,
+  or has with another shape, is an error: a stage silently starting from random weights is the
+  failure this guards against. Returns the new state and the imported paths.
+  """
+  pattern = re.compile(regex)
+  target, imported, problems = {}, [], []
+  for group in ("params", "rest"):
+    flat = jax.tree_util.tree_flatten_with_path(state[group])[0]
+    sh_flat = jax.tree_util.tree_leaves(shardings[group])
+    for (path, leaf), sh in zip(flat, sh_flat):
+      name = path_str(path)
+      if not pattern.search(name):
+        continue
+      key = f"{group}/{name}"
+      if key not in source_index:
+        if group == "params":
+          problems.append(f"{name} (missing)")
+        continue
+      if list(leaf.shape) != source_index[key][0]:
+        problems.append(f"{name} (shape {source_index[key][0]} there, {list(leaf.shape)} here)")
+        continue
+      node = target.setdefault(group, {})
+      parts = name.split("/")
+      for part in parts[:-1]:
+        node = node.setdefault(part, {})
+      node[parts[-1]] = {"value": jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sh)}
+      imported.append(key)
+  if problems:
+    raise ValueError(f"cannot start from {checkpoint_dir}: parameters matching {regex!r} differ: "
+                     + ", ".join(problems[:8]) + (" ..." if len(problems) > 8 else "")
+                     + ". Was it trained with another model config?")
+  if not imported:
+    raise ValueError(f"init regex {regex!r} matches no variable of {checkpoint_dir}.")
+  manager = ocp.CheckpointManager(pathlib.Path(checkpoint_dir).absolute(),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))["state"]
+
+  def lookup(group, path, leaf):
+    node = restored.get(group)
+    if node is None or not pattern.search(path_str(path)):
+      return leaf
+    for part in path_str(path).split("/"):
+      node = node.get(part) if isinstance(node, dict) else None
+      if node is None:
+        return leaf
+    return node["value"]
+
+  new_state = dict(state)
+  for group in ("params", "rest"):
+    new_state[group] = jax.tree_util.tree_map_with_path(lambda p, x, g=group: lookup(g, p, x), state[group])
+  return new_state, imported
+
+
+def host_params(state) -> dict[str, np.ndarray]:
+  """{path: numpy array} of the params (fully gathered): for tests and for comparing runs."""
+  return {path_str(p): np.asarray(jax.device_get(x))
+          for p, x in jax.tree_util.tree_flatten_with_path(state["params"])[0]}

@@ -1,0 +1,433 @@
+"""The trainer: every stage of every system, through one loop (big_vision style, cut by banners).
+
+    runs/<config.name>/config.json                resolved config of the last run (process 0)
+    runs/<config.name>/classifier/                stage 1, shared by every system
+    runs/<config.name>/systems/<tag>/<stage>/     the other stages of each system (tag: stae, deepisc,
+                                                  stae_no-frame-attention, ...)
+each stage folder holding checkpoints/ (Orbax), metrics.jsonl and config.json.
+
+A stage is configuration (`config.stages.<name>`): which parameters train (`trainable` regex; the
+others get no optimizer state), steps, optimizer and schedule, loss weights, where its weights start
+(`init_from` an earlier stage, `init_params` regex). Stages run in `config.train.stage_order`; one
+whose last checkpoint is marked done is skipped, one that has checkpoints resumes from the newest
+(same step, same data order: the grain iterator state is in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import pathlib
+from typing import Callable
+
+from absl import logging
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from stae_jax.training import checkpoint as ckpt_lib
+from stae_jax.training import logging as log_lib
+from stae_jax.training import losses
+from stae_jax.training import mesh as mesh_lib
+from stae_jax.training import optim
+from stae_jax.training import state as state_lib
+
+#: Config keys that may change between runs on one workdir (they do not change what is trained).
+RUNTIME_KEYS = ("train.log_every", "train.progress", "train.tensorboard", "train.keep_checkpoints",
+                "train.checkpoint_every", "train.async_checkpoints", "data.workers", "data.prefetch",
+                "systems", "system", "train.eval_batches")
+CLASSIFIER = "classifier"
+
+
+@dataclasses.dataclass
+class ModelsAPI:
+  """What the trainer needs from the models (stae_jax.models.systems provides all of it)."""
+  build_models: Callable  # (config, rngs) -> nnx container, top-level names vit, stae, ...
+  classifier_forward: Callable  # (models, video) -> {"logits"}
+  system_forward: Callable  # (config, models, video, *, operating_point, training, rng) -> dict
+  operating_points: Callable  # (config) -> tuple of static operating points
+
+
+def default_models_api() -> ModelsAPI:
+  from stae_jax.models import systems  # pylint: disable=g-import-not-at-top
+  return ModelsAPI(systems.build_models, systems.classifier_forward, systems.system_forward,
+                   systems.operating_points)
+
+
+def default_loader(data_config, split, *, seed, train, num_epochs=None):
+  from stae_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.make_loader(data_config, split, seed=seed, train=train, num_epochs=num_epochs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Systems and the workdir layout
+# ------------------------------------------------------------------------------------------------
+
+def system_config(config: ml_collections.ConfigDict, tag: str) -> ml_collections.ConfigDict:
+  """The config of system `tag` (`config.systems.<tag>` applied: system, attention switches)."""
+  if tag not in config.systems:
+    raise ValueError(f"unknown system {tag!r}; config.systems has: {', '.join(config.systems)}.")
+  entry = config.systems[tag]
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    c.system = entry.system
+    if entry.system == "stae" and "stae" in c.model:
+      for key in ("frame_attention", "spatial_attention"):
+        if key in entry:
+          c.model.stae[key] = bool(entry[key])
+  return c
+
+
+def classifier_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config of the shared stage 1: the ViT alone (no codec modules to build or checkpoint)."""
+  c = copy.deepcopy(config)
+  with c.unlocked():
+    c.system = "classifier"
+  return c
+
+
+def stage_plan(config, workdir: pathlib.Path) -> list[tuple[str, str | None, pathlib.Path]]:
+  """[(stage, system tag or None, folder)] in run order: the classifier once, then per system."""
+  plan = []
+  for stage in config.train.stage_order:
+    if stage not in config.stages:
+      raise ValueError(f"train.stage_order names {stage!r}, which config.stages lacks "
+                       f"(it has: {', '.join(config.stages)}).")
+  if CLASSIFIER in config.train.stage_order:
+    plan.append((CLASSIFIER, None, workdir / CLASSIFIER))
+  for tag in config.systems:
+    for stage in config.train.stage_order:
+      if stage != CLASSIFIER:
+        plan.append((stage, tag, workdir / "systems" / tag / stage))
+  return plan
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def check_workdir_config(directory: pathlib.Path, config_dict: dict) -> None:
+  """Refuses a folder that holds a run of another config (runtime knobs may differ), else records it."""
+  path = directory / "config.json"
+  mine = _flatten(json.loads(json.dumps(config_dict)))
+  if path.exists():
+    theirs = _flatten(json.loads(path.read_text()))
+    keys = sorted(k for k in set(mine) | set(theirs)
+                  if mine.get(k, "<absent>") != theirs.get(k, "<absent>")
+                  and not any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS))
+    if keys:
+      diffs = "; ".join(f"{k}: {theirs.get(k, '<absent>')!r} there, {mine.get(k, '<absent>')!r} now"
+                        for k in keys[:6])
+      raise ValueError(
+          f"{directory} holds a run of a different config ({diffs}{' ...' if len(keys) > 6 else ''}). "
+          "Pass another --workdir, or delete that folder to start it again.")
+  elif jax.process_index() == 0:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _stage_config_dict(config, stage: str, tag: str | None) -> dict:
+  """What defines a stage folder's run: the classifier depends on data, ViT and its stage only."""
+  full = config.to_dict()
+  if tag is None:
+    return dict(seed=full["seed"], data=full["data"], model=dict(vit=full["model"].get("vit")),
+                stage=full["stages"][stage], batch=full["data"]["batch_size"])
+  return dict(full, stage_name=stage, system_tag=tag)
+
+
+# ------------------------------------------------------------------------------------------------
+# Losses of a stage
+# ------------------------------------------------------------------------------------------------
+
+def stage_loss(stage, api: ModelsAPI, config, models, batch, *, operating_point, training, rng):
+  """(loss, metrics) of one batch; `batch["mask"]` (evaluation padding) weights the clips."""
+  video, labels = batch["video"], batch["label"]
+  weights = batch.get("mask")
+  w = stage.loss
+  if stage.kind == "classifier":
+    logits = api.classifier_forward(models, video)["logits"]
+    task = losses.cross_entropy(logits, labels, weights)
+    return task, dict(loss=task, task=task, accuracy=losses.accuracy(logits, labels, weights))
+  out = api.system_forward(config, models, video, operating_point=operating_point, training=training,
+                           rng=rng)
+  task = losses.cross_entropy(out["logits"], labels, weights)
+  mse = losses.reconstruction_mse(out["reconstruction"], video, weights)
+  bpp = losses.bits_per_pixel(out["bits"]["total"], video.shape, weights)
+  total = w.get("task", 0.0) * task + w.get("reconstruction", 0.0) * mse + w.get("rate", 0.0) * bpp
+  metrics = dict(task=task, reconstruction_mse=mse, psnr=losses.psnr_from_mse(mse), bpp=bpp,
+                 accuracy=losses.accuracy(out["logits"], labels, weights))
+  if w.get("distill", 0.0):
+    teacher = api.classifier_forward(models, video)["logits"]
+    distill = losses.distillation(out["logits"], teacher, float(stage.get("distill_temperature", 1.0)),
+                                  weights)
+    total = total + w.distill * distill
+    metrics["distill"] = distill
+  metrics["loss"] = total
+  return total, metrics
+
+
+# ------------------------------------------------------------------------------------------------
+# Compiled steps
+# ------------------------------------------------------------------------------------------------
+
+class Steps:
+  """jit-compiled train and eval steps of one stage, one compile per operating point (cached).
+
+  `trace_count` counts traces, so a test can check that nothing recompiles after the first step.
+  """
+
+  def __init__(self, *, graphdef, tx, labels, stage, api, config, state_shardings, mesh, key):
+    self.trace_count = 0
+    self._train, self._eval = {}, {}
+    batch_sh = mesh_lib.batch_sharding(mesh)
+    replicated = mesh_lib.replicated(mesh)
+    trainable = [l == "train" for l in jax.tree_util.tree_leaves(labels)]
+
+    def loss_fn(params, rest, batch, rng, operating_point, training):
+      models = nnx.merge(graphdef, params, rest)
+      loss, metrics = stage_loss(stage, api, config, models, batch, operating_point=operating_point,
+                                 training=training, rng=rng)
+      new_rest = nnx.split(models, nnx.Param, ...)[2]
+      return loss, (metrics, new_rest)
+
+    def train_step(state, batch, operating_point):
+      self.trace_count += 1
+      rng = jax.random.fold_in(key, state["step"])
+      grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+      (_, (metrics, new_rest)), grads = grad_fn(state["params"], state["rest"], batch, rng,
+                                                operating_point, True)
+      updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+      params = optax.apply_updates(state["params"], updates)
+      leaves = [g for g, t in zip(jax.tree_util.tree_leaves(grads), trainable) if t]
+      metrics["grad_norm"] = optax.tree.norm(leaves)
+      new_state = dict(step=state["step"] + 1, params=params, opt_state=opt_state, rest=new_rest)
+      return new_state, metrics
+
+    def eval_step(state, batch, operating_point):
+      self.trace_count += 1
+      rng = jax.random.PRNGKey(0)
+      _, (metrics, _) = loss_fn(state["params"], state["rest"], batch, rng, operating_point, False)
+      count = jnp.sum(batch["mask"].astype(jnp.float32)) if "mask" in batch else jnp.float32(
+          batch["label"].shape[0])
+      return {k: v * count for k, v in metrics.items()} | {"count": count}
+
+    self._make_train = lambda op: jax.jit(
+        functools.partial(train_step, operating_point=op), donate_argnums=0,
+        in_shardings=(state_shardings, batch_sh), out_shardings=(state_shardings, replicated))
+    self._make_eval = lambda op: jax.jit(
+        functools.partial(eval_step, operating_point=op),
+        in_shardings=(state_shardings, batch_sh), out_shardings=replicated)
+
+  def train(self, state, batch, operating_point):
+    if operating_point not in self._train:
+      self._train[operating_point] = self._make_train(operating_point)
+    return self._train[operating_point](state, batch)
+
+  def eval(self, state, batch, operating_point):
+    if operating_point not in self._eval:
+      self._eval[operating_point] = self._make_eval(operating_point)
+    return self._eval[operating_point](state, batch)
+
+
+def _op_name(op) -> str:
+  if op is None:
+    return "drawn"
+  if isinstance(op, tuple):
+    return "keep=" + "x".join(f"{r:g}" for r in op)
+  return f"tokens={op}"
+
+
+# ------------------------------------------------------------------------------------------------
+# One stage
+# ------------------------------------------------------------------------------------------------
+
+def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path, *, mesh, api: ModelsAPI,
+              loader_fn, plan_dirs: dict[str, pathlib.Path], is_last_of_system: bool) -> dict:
+  """Trains one stage to its last step (or resumes it; or skips it if done). Returns a summary."""
+  stage = ml_collections.ConfigDict(config.stages[stage_name].to_dict())
+  with stage.unlocked():
+    stage.name = stage_name
+  train_cfg = config.train
+  check_workdir_config(directory, _stage_config_dict(config, stage_name, tag))
+  manager = ckpt_lib.make_manager(directory / "checkpoints", keep=train_cfg.keep_checkpoints,
+                                  asynchronous=train_cfg.get("async_checkpoints", True))
+  meta = ckpt_lib.latest_meta(manager)
+  if meta is not None and meta.get("done"):
+    logging.info("stage %s (%s) is done: %s", stage_name, tag or "shared", directory)
+    manager.close()
+    return dict(stage=stage_name, system=tag, directory=str(directory), skipped=True)
+
+  # --- Model and optimizer ---------------------------------------------------------------------
+  stage_seed = int(config.seed)
+  build = functools.partial(api.build_models, config)
+  shapes = state_lib.model_shapes(build, stage_seed)
+  tx, labels = optim.make_optimizer(stage, shapes[1])
+  counts = optim.count_parameters(shapes[1], labels)
+  graphdef, state, shardings = state_lib.create_state(
+      build, stage_seed, tx, mesh, [tuple(r) for r in train_cfg.get("sharding_rules", ())], shapes)
+
+  # --- Input pipeline ----------------------------------------------------------------------------
+  global_batch = int(config.data.batch_size)
+  mesh_lib.check_batch_size(global_batch, mesh)
+  mesh_lib.check_batch_size(int(config.data.eval_batch_size), mesh, "data.eval_batch_size")
+  local_data = ml_collections.ConfigDict(config.data.to_dict())
+  with local_data.unlocked():
+    local_data.batch_size = global_batch // jax.process_count()
+    local_data.eval_batch_size = int(config.data.eval_batch_size) // jax.process_count()
+  loader = loader_fn(local_data, "train", seed=int(config.seed), train=True)
+  iterator = iter(loader)
+
+  # --- Checkpoint load: resume this stage, or start from an earlier one ---------------------------
+  if meta is not None:
+    step = manager.latest_step()
+    state, _ = ckpt_lib.restore(manager, step, state_lib.abstract_state(state, shardings), iterator)
+    logging.info("resuming stage %s at step %d", stage_name, step)
+  elif stage.get("init_from"):
+    source = stage.init_from
+    source_dir = plan_dirs.get(source) or pathlib.Path(source)
+    src_manager = ckpt_lib.make_manager(source_dir / "checkpoints", asynchronous=False)
+    src_step = src_manager.latest_step()
+    src_meta = ckpt_lib.latest_meta(src_manager)
+    src_manager.close()
+    if src_step is None or not src_meta.get("done"):
+      raise ValueError(f"stage {stage_name} starts from {source!r} ({source_dir}), which has no "
+                       "finished checkpoint; train that stage first.")
+    state, imported = state_lib.import_variables(
+        state, shardings, source_dir / "checkpoints", src_step, src_meta["parameters"],
+        stage.get("init_params", ".*"))
+    logging.info("stage %s: %d variables from %s", stage_name, len(imported), source_dir)
+  start = int(jax.device_get(state["step"]))
+
+  # --- Update step ---------------------------------------------------------------------------------
+  key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), zlib_hash(f"{tag}/{stage_name}"))
+  steps = Steps(graphdef=graphdef, tx=tx, labels=labels, stage=stage, api=api, config=config,
+                state_shardings=shardings, mesh=mesh, key=key)
+  if stage.kind == "classifier":
+    train_points, eval_points = (None,), (None,)
+  else:
+    eval_points = tuple(api.operating_points(config))
+    train_points = eval_points if config.system == "stae" else (None,)
+
+  def evaluate(state) -> dict:
+    results = {}
+    for op in eval_points:
+      eval_loader = loader_fn(local_data, "test", seed=int(config.seed), train=False, num_epochs=1)
+      sums = None
+      for i, batch in enumerate(eval_loader):
+        if train_cfg.eval_batches and i >= train_cfg.eval_batches:
+          break
+        out = steps.eval(state, mesh_lib.global_batch(batch, mesh), op)
+        sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+      sums = jax.device_get(sums)
+      count = max(float(sums.pop("count")), 1.0)
+      prefix = "eval" if len(eval_points) == 1 else f"eval[{_op_name(op)}]"
+      results.update({f"{prefix}_{k}": float(v) / count for k, v in sums.items()})
+    losses_ = [v for k, v in results.items() if k.endswith("_loss")]
+    results["eval_loss"] = float(np.mean(losses_))
+    return results
+
+  # --- The loop ------------------------------------------------------------------------------------
+  total = int(stage.steps)
+  writer = log_lib.MetricWriter(directory, stage_name, tensorboard=train_cfg.get("tensorboard", False))
+  bar = log_lib.ProgressBar(f"{tag + ': ' if tag else ''}{stage_name}", total, start,
+                            enabled=train_cfg.get("progress", True))
+  speed = log_lib.Throughput(global_batch, total)
+  if start == 0:
+    writer.write(0, dict(event="start", trainable_parameters=counts["train"],
+                         frozen_parameters=counts["frozen"], devices=jax.device_count(),
+                         processes=jax.process_count()))
+  schedule = optim.learning_rate_schedule(stage)
+
+  def meta_for(step, done):
+    return dict(stage=stage_name, system=tag, step=step, steps=total, done=done,
+                parameters=state_lib.parameter_index(state))
+
+  eval_metrics = {}
+  for step in range(start, total):
+    batch = next(iterator)
+    op = train_points[step % len(train_points)]
+    state, metrics = steps.train(state, mesh_lib.global_batch(batch, mesh), op)
+    done_steps = step + 1
+    last = done_steps == total
+    if done_steps % train_cfg.log_every == 0 or last or step == start:
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      speed.update(done_steps)
+      metrics.update(lr=float(schedule(step)), clips_per_second=speed.clips_per_second,
+                     operating_point=_op_name(op))
+      writer.write(done_steps, metrics)
+      bar.update(done_steps, metrics["loss"], speed.clips_per_second, speed.eta_seconds(done_steps))
+    eval_now = last or (train_cfg.eval_every and done_steps % train_cfg.eval_every == 0)
+    eval_metrics = evaluate(state) if eval_now else {}
+    if eval_metrics:
+      writer.write(done_steps, eval_metrics)
+    if last or eval_now or done_steps % train_cfg.checkpoint_every == 0:
+      tables = None
+      if last and is_last_of_system and tag is not None:
+        tables = frozen_tables(graphdef, state, config)
+      ckpt_lib.save(manager, done_steps, state, iterator, meta_for(done_steps, last),
+                    metrics={"eval_loss": eval_metrics["eval_loss"]} if eval_metrics else None,
+                    tables=tables)
+  bar.close()
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+  return dict(stage=stage_name, system=tag, directory=str(directory), skipped=False,
+              start_step=start, final_step=total, traces=steps.trace_count,
+              operating_points=dict(train=len(train_points), eval=len(eval_points)), **eval_metrics)
+
+
+def zlib_hash(text: str) -> int:
+  import zlib  # pylint: disable=g-import-not-at-top
+  return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
+def frozen_tables(graphdef, state, config):
+  """The entropy model of a trained system frozen into coding tables (as an Orbax pytree)."""
+  from stae_jax.coding import tables as tables_lib  # pylint: disable=g-import-not-at-top
+  models = nnx.merge(graphdef, jax.device_get(state["params"]), jax.device_get(state["rest"]))
+  prior = models["prior"] if "prior" in models else getattr(models["deepisc"], "prior", None)
+  if prior is None:
+    raise ValueError(f"system {config.system!r} has no entropy model to freeze into coding tables.")
+  return tables_lib.freeze(prior).to_pytree()
+
+
+# ------------------------------------------------------------------------------------------------
+# All stages
+# ------------------------------------------------------------------------------------------------
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+                       api: ModelsAPI | None = None, loader_fn=None) -> list[dict]:
+  """Runs every stage of every system in `config.systems` into `workdir`; returns stage summaries."""
+  api = api or default_models_api()
+  loader_fn = loader_fn or default_loader
+  workdir = pathlib.Path(workdir).absolute()
+  mesh = mesh_lib.make_mesh(int(config.train.get("model_axis_size", 1)))
+  mesh_lib.check_batch_size(int(config.data.batch_size), mesh)
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  plan = stage_plan(config, workdir)
+  summaries = []
+  for tag in [None] + list(config.systems):
+    cfg = classifier_config(config) if tag is None else system_config(config, tag)
+    mine = [(s, d) for s, t, d in plan if t == tag]
+    plan_dirs = {s: d for s, t, d in plan if t in (None, tag)}
+    for i, (stage_name, directory) in enumerate(mine):
+      summaries.append(run_stage(cfg, stage_name, tag, directory, mesh=mesh, api=api,
+                                 loader_fn=loader_fn, plan_dirs=plan_dirs,
+                                 is_last_of_system=(i == len(mine) - 1)))
+  return summaries

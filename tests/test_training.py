@@ -1,0 +1,156 @@
+"""Training: freezing by regex, config and workdir checks, and every stage end to end on the real
+models (tiny config, a few steps): loss falls, frozen parameters stay put, nothing recompiles."""
+
+import functools
+import json
+import pathlib
+import subprocess
+import sys
+import types
+
+from absl import flags
+from flax import nnx
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+import optax
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import train_helpers  # pylint: disable=wrong-import-position
+
+from stae_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-position
+from stae_jax.training import optim  # pylint: disable=wrong-import-position
+from stae_jax.training import trainer  # pylint: disable=wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _toy_params():
+  class Toy(nnx.Module):
+    def __init__(self, rngs):
+      self.vit = nnx.Linear(3, 4, rngs=rngs)
+      self.stae = nnx.List([nnx.Linear(4, 2, rngs=rngs)])
+  return nnx.split(Toy(nnx.Rngs(0)), nnx.Param, ...)[1]
+
+
+def test_frozen_parameters_get_no_optimizer_state_and_do_not_move():
+  params = _toy_params()
+  stage = trainer.ml_collections.ConfigDict(dict(
+      name="t", steps=10, lr=0.1, trainable="^stae/", optimizer="adamw", grad_clip=1.0))
+  tx, labels = optim.make_optimizer(stage, params)
+  opt_state = tx.init(params)
+  state_leaves = jax.tree_util.tree_leaves(opt_state)
+  # Adam keeps mu and nu for the 2 stae leaves only (+ counts); none for the ViT's 2 leaves.
+  moment_shapes = sorted(x.shape for x in state_leaves if x.ndim)
+  assert moment_shapes == sorted([(4, 2), (2,)] * 2)
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, opt_state, params)
+  new = optax.apply_updates(params, updates)
+  assert np.array_equal(new["vit"]["kernel"][...], params["vit"]["kernel"][...])
+  assert not np.array_equal(new["stae"][0]["kernel"][...], params["stae"][0]["kernel"][...])
+  assert optim.count_parameters(params, labels) == {"train": 10, "frozen": 16}
+
+
+def test_trainable_regex_that_matches_nothing_is_an_error():
+  stage = trainer.ml_collections.ConfigDict(dict(name="t", steps=1, lr=0.1, trainable="^vitt/"))
+  with pytest.raises(ValueError, match="matches no parameter.*stae, vit"):
+    optim.make_optimizer(stage, _toy_params())
+
+
+def test_batch_that_does_not_divide_over_devices_is_explained():
+  fake_mesh = types.SimpleNamespace(shape={"data": 8, "model": 1})
+  with pytest.raises(ValueError, match="data.batch_size=12 does not divide over the 8 devices"):
+    mesh_lib.check_batch_size(12, fake_mesh)
+  mesh_lib.check_batch_size(16, fake_mesh)
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+  config = train_helpers.tiny_config()
+  trainer.check_workdir_config(tmp_path, config.to_dict())
+  trainer.check_workdir_config(tmp_path, config.to_dict())  # same config: fine
+  config.train.log_every = 7  # runtime knob: fine
+  trainer.check_workdir_config(tmp_path, config.to_dict())
+  config.stages.classifier.lr = 0.5
+  with pytest.raises(ValueError, match=r"different config \(stages.classifier.lr: 0.003 there, 0.5 now"):
+    trainer.check_workdir_config(tmp_path, config.to_dict())
+
+
+def test_unknown_config_key_on_the_command_line_is_an_error(tmp_path):
+  """absl config_flags refuses a key the config does not have, and suggests the right one."""
+  result = subprocess.run(
+      [sys.executable, str(REPO / "train.py"), "--config=configs/synthetic.py",
+       "--config.stages.joint.stepz=5", f"--workdir={tmp_path}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert "Did you mean \"steps\"" in result.stderr, result.stderr[-2000:]
+  assert not any(tmp_path.iterdir())  # failed before anything was written
+
+
+def test_systems_default_and_switches():
+  from configs import synthetic  # pylint: disable=g-import-not-at-top
+  assert sorted(synthetic.get_config(None).systems) == ["deepisc", "stae"]
+  assert list(synthetic.get_config("system=deepisc").systems) == ["deepisc"]
+  ablation = synthetic.get_config("frame_attention=False")
+  assert list(ablation.systems) == ["stae_no-frame-attention"]
+  assert ablation.name == "synthetic"  # same workdir, its own systems/<tag> folder
+  assert not trainer.system_config(ablation, "stae_no-frame-attention").model.stae.frame_attention
+  plan = trainer.stage_plan(synthetic.get_config(None), pathlib.Path("/w"))
+  assert [(s, t, str(d)) for s, t, d in plan][:2] == [
+      ("classifier", None, "/w/classifier"), ("compressor", "deepisc", "/w/systems/deepisc/compressor")]
+
+
+def _losses(stage_dir):
+  return [r["loss"] for r in map(json.loads, (pathlib.Path(stage_dir) / "metrics.jsonl").read_text().splitlines())
+          if "loss" in r]
+
+
+SYSTEMS_UNDER_TEST = [
+    pytest.param(("stae",), id="stae"),
+    pytest.param(("deepisc",), id="deepisc", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("systems", SYSTEMS_UNDER_TEST)
+def test_every_stage_end_to_end(tmp_path, systems):
+  """The real models through the real trainer: classifier, compressor, joint, for each system."""
+  config = train_helpers.tiny_config(steps=5, systems=systems, batch_size=16)
+  config.model.stae.keep_ratios = ((0.5, 0.5),)
+  config.model.deepisc.token_choices = (2,)
+  summaries = trainer.train_and_evaluate(config, tmp_path, loader_fn=train_helpers.small_loader)
+  (tag,) = systems
+  assert [(s["stage"], s["system"]) for s in summaries] == [
+      ("classifier", None), ("compressor", tag), ("joint", tag)]
+  for s in summaries:
+    # One compile per operating point for training, one for evaluation; none after that.
+    assert s["traces"] == s["operating_points"]["train"] + s["operating_points"]["eval"], s
+    losses = _losses(s["directory"])
+    assert len(losses) == 5 and losses[-1] < losses[0], (s["stage"], s["system"], losses)
+  classifier = train_helpers.final_params(tmp_path / "classifier")
+  # Stage 1 builds and trains the ViT alone, shared by every system.
+  assert classifier and all(name.startswith("vit/") for name in classifier), sorted(classifier)[:5]
+  build = functools.partial(trainer.default_models_api().build_models,
+                            trainer.classifier_config(config))
+  init = {optim.path_str(p): np.asarray(x) for p, x in
+          jax.tree_util.tree_flatten_with_path(nnx.split(build(nnx.Rngs(config.seed)), nnx.Param, ...)[1])[0]}
+  assert set(init) == set(classifier)
+  for name, value in classifier.items():
+    if name.endswith("kernel"):
+      assert not np.array_equal(value, init[name]), name
+  for tag in systems:
+    compressor = train_helpers.final_params(tmp_path / "systems" / tag / "compressor")
+    joint = train_helpers.final_params(tmp_path / "systems" / tag / "joint")
+    for name, value in compressor.items():
+      if name.startswith("vit/"):  # frozen in stage 2: exactly the classifier's ViT
+        np.testing.assert_array_equal(value, classifier[name], err_msg=name)
+    assert any(not np.array_equal(joint[n], compressor[n]) for n in joint if n.startswith("vit/"))
+    # The last stage of a system carries the frozen coding tables.
+    from stae_jax.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+    from stae_jax.coding import tables as tables_lib  # pylint: disable=g-import-not-at-top
+    tables = ckpt_lib.restore_tables(tmp_path / "systems" / tag / "joint" / "checkpoints")
+    assert tables_lib.CodingTables.from_pytree(tables).probabilities.ndim == 2
+  assert (tmp_path / "config.json").exists() and (tmp_path / "classifier" / "config.json").exists()
+  # Run again: every stage is done, nothing retrains.
+  again = trainer.train_and_evaluate(config, tmp_path, loader_fn=train_helpers.small_loader)
+  assert all(s["skipped"] for s in again)
