@@ -1,0 +1,55 @@
+r"""Device side: compresses one video file into a `.stae` file with a trained STAE system.
+
+  python compress.py --config=configs/synthetic.py --input=clip.avi [--output=clip.stae]
+                     [--workdir=runs/synthetic] [--system=stae] [--keep=0.5,0.25]
+
+The clip is the evaluation view (centre window of T frames, centre square crop, model resolution);
+--keep picks one of the system's trained operating points (frame_keep,block_keep; default its
+first). The file format is described in stae_jax/evaluation/clip_tools.py.
+"""
+
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from stae_jax import REPO_ROOT
+
+_CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "synthetic.py"),
+                                          "Experiment config (file.py:switches).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir; default runs/<config.name>.")
+_INPUT = flags.DEFINE_string("input", None, "Video file to compress.", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "Where to write the .stae file (default: beside "
+                              "the input, with the suffix .stae).")
+_SYSTEM = flags.DEFINE_string("system", "stae", "Tag of the trained STAE system in the workdir.")
+_KEEP = flags.DEFINE_list("keep", None, "Operating point frame_keep,block_keep.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from stae_jax.coding import DecodeError, TablesError  # pylint: disable=g-import-not-at-top
+  from stae_jax.data.video import VideoReadError  # pylint: disable=g-import-not-at-top
+  from stae_jax.evaluation import clip_tools, loading  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or str(REPO_ROOT / "runs" / config.name)
+  output = pathlib.Path(_OUTPUT.value or pathlib.Path(_INPUT.value).with_suffix(".stae"))
+  try:
+    trained = loading.load_system(workdir, _SYSTEM.value)
+    point = tuple(float(k) for k in _KEEP.value) if _KEEP.value else None
+    data, header = clip_tools.compress_video(_INPUT.value, trained, point)
+  except (VideoReadError, DecodeError, TablesError, loading.WorkdirError, ValueError) as error:
+    sys.exit(f"compress.py: error: {error}")
+  output.write_bytes(data)
+  raw = 1
+  for d in header["clip_shape"]:
+    raw *= d
+  print(f"{output}: {len(data)} bytes ({8 * len(data)} bits; {raw / len(data):.1f}x the "
+        f"{'x'.join(map(str, header['clip_shape']))} uint8 clip), system {header['system']}, "
+        f"keep {header['operating_point']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

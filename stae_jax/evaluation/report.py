@@ -1,0 +1,286 @@
+"""`results.json` (its one documented shape), the headline computed from the curves, and `report.md`.
+
+results.json, format "stae_jax.results/1" (keys always present; null where a value does not apply):
+
+  format, config_name, workdir, dataset, split, num_clips, clip_shape [T,H,W,3],
+  raw_clip_bytes (T*H*W*3), machine {platform, processor, cpu_count, jax_backend, devices, jax},
+  evaluate_seconds,
+  reference {top1, seconds {encode, entropy_encode, entropy_decode, decode, classify},
+             per_clip {correct [0/1...], bits [...]}}   the stage-1 ViT on uncompressed clips
+  methods {<name>: {kind: "stae"|"deepisc"|"h264"|"raw", label, skipped: null | why,
+                    config {...}, points: [POINT, ...]}}
+     names: every system tag trained in the workdir ("stae", "deepisc",
+     "stae_no-frame-attention", ...), "h264", "raw"
+  POINT {name ("keep=0.5x0.25", "tokens=4", "crf=35", "uint8"), setting {...}, num_clips, top1,
+         accuracy_loss_points, bytes_per_clip, bits_per_clip, compression_ratio, bits_per_pixel
+         (means over clips of the real bitstream, header included; ratio = raw_clip_bytes /
+         mean bytes), estimated_bits_per_clip, rate_gap_bits, rate_gap_relative (learned rate
+         vs real; null for H.264 and raw), seconds {encode, entropy_encode, entropy_decode,
+         decode, classify} per clip (seconds_source "single_clip": medians at batch 1, or
+         "batched"), batched_seconds {...} (amortised over a batch), device_seconds (encode +
+         entropy_encode), server_seconds (the rest), per_clip {correct, bits}}
+  channel {options {...}, clip_interval_seconds, num_clips,
+           rows [{method, policy ("fixed:<point>" | "adaptive"), mean_snr_db, deadline_seconds,
+                  accuracy, on_time_fraction, saturated}]}       (stae_jax.evaluation.deadlines)
+  headline {target_loss_points, target_top1, methods {<name>: {bits_per_clip, compression_ratio,
+            reached, bound}}, text}
+  ablations {reference_method, rows [{method, point, bits_per_clip, top1}]}
+
+Curves: a method's accuracy-vs-bits curve is the upper envelope of its points (best top-1 at no
+more than these bits), interpolated linearly in top-1 against log(bits). The headline's rate of a
+method at a target accuracy is where that curve reaches it; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from stae_jax.evaluation import deadlines as deadlines_lib
+
+TARGET_LOSS_POINTS = 5.0
+HEADLINE_METHODS = ("stae", "deepisc", "h264")
+
+
+def envelope(points: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+  """(bits ascending, best top-1 at no more than those bits) of a method's points."""
+  ordered = sorted(points, key=lambda p: p["bits_per_clip"])
+  bits = np.array([p["bits_per_clip"] for p in ordered], np.float64)
+  top1 = np.maximum.accumulate(np.array([p["top1"] for p in ordered], np.float64))
+  return bits, top1
+
+
+def bits_at_accuracy(points: list[dict], target_top1: float) -> tuple[float | None, str]:
+  """Bits per clip at which a method's curve first reaches `target_top1`, and how it was found.
+
+  The second value is "interpolated", "at most" (the cheapest measured point already reaches the
+  target: the true rate may be lower) or "not reached".
+  """
+  if not points:
+    return None, "not reached"
+  bits, top1 = envelope(points)
+  reached = np.flatnonzero(top1 >= target_top1 - 1e-12)
+  if reached.size == 0:
+    return None, "not reached"
+  i = int(reached[0])
+  if i == 0:
+    return float(bits[0]), "at most"
+  t = (target_top1 - top1[i - 1]) / (top1[i] - top1[i - 1])
+  return float(math.exp(math.log(bits[i - 1]) + t * (math.log(bits[i]) - math.log(bits[i - 1])))), \
+      "interpolated"
+
+
+def accuracy_at_bits(points: list[dict], bits_per_clip: float) -> float | None:
+  """A method's curve read at `bits_per_clip` (None outside its measured range)."""
+  if not points:
+    return None
+  bits, top1 = envelope(points)
+  if bits_per_clip < bits[0] * (1 - 1e-9) or bits_per_clip > bits[-1] * (1 + 1e-9):
+    return None
+  return float(np.interp(math.log(bits_per_clip), np.log(bits), top1))
+
+
+def headline(results: dict, target_loss_points: float = TARGET_LOSS_POINTS) -> dict:
+  """Compression ratio of each method where its curve reaches reference - target points."""
+  target = results["reference"]["top1"] - target_loss_points / 100.0
+  raw_bits = 8.0 * results["raw_clip_bytes"]
+  summary = {}
+  for name, method in results["methods"].items():
+    if method["skipped"] or method["kind"] == "raw":
+      continue
+    bits, bound = bits_at_accuracy(method["points"], target)
+    best = max(method["points"], key=lambda p: p["top1"])
+    summary[name] = dict(label=method["label"], reached=bits is not None, bound=bound,
+                         bits_per_clip=bits, compression_ratio=raw_bits / bits if bits else None,
+                         best_loss_points=best["accuracy_loss_points"],
+                         best_compression_ratio=best["compression_ratio"])
+  return dict(target_loss_points=target_loss_points, target_top1=target, methods=summary,
+              text=_headline_text(results, summary, target_loss_points))
+
+
+def _ratio_text(entry: dict | None, what: str) -> str:
+  if entry is None:
+    return f"{what}: not measured"
+  if not entry["reached"]:
+    return (f"{entry['label']} does not get that close at any measured rate (its best: "
+            f"{entry['best_loss_points']:.1f} points lost at {entry['best_compression_ratio']:.0f}x)")
+  bound = " (its cheapest point already does: at least)" if entry["bound"] == "at most" else ""
+  return (f"{entry['label']} {entry['compression_ratio']:.0f}x "
+          f"({entry['bits_per_clip'] / 1000:.1f} kbit per clip){bound}")
+
+
+def _headline_text(results: dict, summary: dict, target_loss_points: float) -> str:
+  ref = 100 * results["reference"]["top1"]
+  main = summary.get("stae")
+  lead = (f"At <= {target_loss_points:g} points of accuracy loss (reference top-1 {ref:.1f}%, "
+          f"{results['num_clips']} test clips of {'x'.join(map(str, results['clip_shape'][:3]))}), ")
+  if main is None:
+    lead += "no STAE system was evaluated; "
+  else:
+    lead += (f"STAE compresses the clips {main['compression_ratio']:.0f}x "
+             f"({main['bits_per_clip'] / 1000:.1f} kbit per clip)"
+             + (" or more" if main["bound"] == "at most" else "")
+             if main["reached"] else _ratio_text(main, "STAE")) + "; "
+  others = [_ratio_text(summary.get(name), name) for name in ("deepisc", "h264")]
+  h264 = results["methods"].get("h264")
+  if h264 is not None and h264["skipped"]:
+    others[1] = "H.264 skipped (libx264 unavailable)"
+  return lead + "at the same accuracy " + " and ".join(others) + "."
+
+
+def ablations(results: dict, reference_method: str = "stae") -> dict:
+  """Every STAE-kind system's accuracy read at the main STAE's rates (matched rates)."""
+  main = results["methods"].get(reference_method)
+  rows = []
+  if main is None:
+    return dict(reference_method=None, rows=rows)
+  for name, method in results["methods"].items():
+    if method["kind"] != "stae" or method["skipped"]:
+      continue
+    for point in main["points"]:
+      rows.append(dict(method=name, point=point["name"], bits_per_clip=point["bits_per_clip"],
+                       top1=accuracy_at_bits(method["points"], point["bits_per_clip"])))
+  return dict(reference_method=reference_method, rows=rows)
+
+
+def write_results(results: dict, path: str | pathlib.Path) -> pathlib.Path:
+  path = pathlib.Path(path)
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
+  tmp.replace(path)
+  return path
+
+
+def load_results(path: str | pathlib.Path) -> dict:
+  path = pathlib.Path(path)
+  results = json.loads(path.read_text())
+  from stae_jax.evaluation.evaluate import RESULTS_FORMAT  # pylint: disable=g-import-not-at-top
+  if results.get("format") != RESULTS_FORMAT:
+    raise ValueError(f"{path} is not a results file of format {RESULTS_FORMAT!r} (found "
+                     f"{results.get('format')!r}); run evaluate.py again to write one.")
+  return results
+
+
+# --- report.md ------------------------------------------------------------------------------
+
+
+def _ms(seconds: float | None) -> str:
+  return "-" if seconds is None else f"{1000 * seconds:.2f}"
+
+
+def _pct(value: float | None) -> str:
+  return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _num(value: float | None, fmt: str) -> str:
+  return "-" if value is None else format(value, fmt)
+
+
+def markdown(results: dict, *, plots: dict[str, str] | None = None,
+             pictures: list[str] | None = None) -> str:
+  """The report: headline, the operating-point table, ablations, channel, plots and pictures."""
+  head = results.get("headline") or headline(results)
+  lines = [f"# Evaluation: {results['config_name']}", ""]
+  machine = results["machine"]
+  lines += [
+      f"Test split of `{results['dataset']}`: {results['num_clips']} clips of "
+      f"{'x'.join(map(str, results['clip_shape']))} uint8 ({results['raw_clip_bytes']} bytes). "
+      f"Measured on {machine['cpu_count']} CPU core(s), JAX backend `{machine['jax_backend']}` "
+      f"({machine['platform']}); evaluation took {results['evaluate_seconds']:.0f} s.", "",
+      "## Headline", "", head["text"], ""]
+  lines += ["| method | bits per clip at the target | compression ratio | how |",
+            "|---|---|---|---|"]
+  for name, entry in head["methods"].items():
+    lines.append(f"| {entry['label']} | {_num(entry['bits_per_clip'], ',.0f')} | "
+                 f"{_num(entry['compression_ratio'], '.1f')} | {entry['bound']} |")
+  lines += ["", f"Target: reference top-1 minus {head['target_loss_points']:g} points = "
+            f"{100 * head['target_top1']:.1f}%. Each method's rate there is read off its measured "
+            "accuracy-vs-bits curve (upper envelope, linear in top-1 against log bits).", ""]
+
+  lines += ["## Operating points", "",
+            f"Reference (stage-1 ViT, uncompressed): top-1 {_pct(results['reference']['top1'])}%, "
+            f"{_ms(results['reference']['seconds']['classify'])} ms per clip.", "",
+            "| method | point | top-1 % | loss (points) | ratio | bits/clip | bits/pixel | "
+            "estimated bits | rate gap | encode ms | code ms | uncode ms | decode ms | classify ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for name, method in results["methods"].items():
+    if method["skipped"]:
+      lines.append(f"| {method['label']} | skipped: {method['skipped']} |" + " |" * 12)
+      continue
+    for p in sorted(method["points"], key=lambda p: p["bits_per_clip"]):
+      s = p["seconds"]
+      gap = "-" if p["rate_gap_relative"] is None else f"{100 * p['rate_gap_relative']:+.1f}%"
+      lines.append(
+          f"| {method['label']} | {p['name']} | {_pct(p['top1'])} | "
+          f"{p['accuracy_loss_points']:.1f} | {p['compression_ratio']:.1f} | "
+          f"{p['bits_per_clip']:,.0f} | {p['bits_per_pixel']:.4f} | "
+          f"{_num(p['estimated_bits_per_clip'], ',.0f')} | {gap} | {_ms(s['encode'])} | "
+          f"{_ms(s['entropy_encode'])} | {_ms(s['entropy_decode'])} | {_ms(s['decode'])} | "
+          f"{_ms(s['classify'])} |")
+  lines += ["", "Times are per clip on this machine: medians of clips run one at a time "
+            "(`seconds_source` in results.json), each model step after `block_until_ready`. "
+            "encode: the device's network (STAE attention + analysis, DeepISC encoder, x264 with "
+            "its own entropy coding); code/uncode: range coding on the host; decode: synthesis + "
+            "3D-2D decoder (STAE), DeepISC's decoder, or H.264 decoding; classify: the ViT.", ""]
+
+  abl = results.get("ablations") or ablations(results)
+  methods = sorted({r["method"] for r in abl["rows"]})
+  if len(methods) > 1:
+    points = list(dict.fromkeys(r["point"] for r in abl["rows"]))
+    lines += ["## Ablations at matched rates", "",
+              "Top-1 % of each STAE variant read off its curve at the bits per clip of the main "
+              "STAE's operating points ('-': outside the variant's measured range).", "",
+              "| bits per clip (STAE point) | " + " | ".join(
+                  results["methods"][m]["label"] for m in methods) + " |",
+              "|---|" + "---|" * len(methods)]
+    for point in points:
+      cells = {r["method"]: r for r in abl["rows"] if r["point"] == point}
+      bits = next(iter(cells.values()))["bits_per_clip"]
+      lines.append(f"| {bits:,.0f} ({point}) | " + " | ".join(
+          _pct(cells[m]["top1"]) if m in cells else "-" for m in methods) + " |")
+    lines.append("")
+
+  channel = results.get("channel")
+  if channel:
+    opts = channel["options"]
+    lines += ["## Time-varying channel", "",
+              f"{channel['num_clips']} clips, one every {channel['clip_interval_seconds'] * 1000:.0f}"
+              f" ms, queued on one Rayleigh-fading link ({opts['bandwidth_hz'] / 1e6:g} MHz, "
+              f"Gauss-Markov fading), {len(opts['seeds'])} traces per mean SNR, the same traces "
+              "for every method. A clip later than the deadline counts as wrong. Cells: accuracy "
+              "% of the adaptive policy (rate margin "
+              f"{opts['rate_margin']:g}) / of the best fixed point in hindsight.", ""]
+    names = [n for n in results["methods"] if any(r["method"] == n for r in channel["rows"])]
+    for snr in opts["mean_snrs_db"]:
+      lines += [f"Mean SNR {snr:g} dB:", "",
+                "| deadline ms | " + " | ".join(results["methods"][n]["label"] for n in names)
+                + " |", "|---|" + "---|" * len(names)]
+      for deadline in opts["deadlines_seconds"]:
+        cells = []
+        for n in names:
+          a = deadlines_lib.adaptive(channel["rows"], n, snr, deadline)
+          b = deadlines_lib.best_fixed(channel["rows"], n, snr, deadline)
+          cells.append(f"{_pct(a and a['accuracy'])} / {_pct(b and b['accuracy'])}"
+                       + (f" ({b['policy'][6:]})" if b else ""))
+        lines.append(f"| {deadline * 1000:g} | " + " | ".join(cells) + " |")
+      lines.append("")
+
+  if plots:
+    lines += ["## Plots", ""] + [f"![{title}]({path})" for title, path in plots.items()] + [""]
+  if pictures:
+    lines += ["## Pictures", "",
+              "Per clip: the original frames; then for each STAE operating point the frames and "
+              "blocks kept (dropped frames dark, dropped blocks dimmed) and the reconstruction the "
+              "ViT saw.", ""] + [f"![clip]({path})" for path in pictures] + [""]
+  lines += ["## Definitions", "",
+            "Compression ratio = T*H*W*3 bytes of the sampled uint8 clip / mean bytes of the "
+            "whole bitstream (header, masks and CRC included). Accuracy loss = reference top-1 "
+            "minus the method's top-1, in percentage points, same clips. H.264 and raw clips are "
+            "classified by the reference ViT; each compression system by its own ViT (the "
+            "stage-1 ViT, fine-tuned in the joint stage where the config has one). The adaptive "
+            "policy's expected accuracies are the test top-1s measured above (a deployment would "
+            "take them from a validation split).", ""]
+  return "\n".join(lines)

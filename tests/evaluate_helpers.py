@@ -1,0 +1,40 @@
+"""A tiny trained workdir for the evaluation and clip-tool tests, made once per test session.
+
+It is made by the real trainer (`stae_jax.training.trainer.train_and_evaluate`) on the tiny config
+and in-memory synthetic data of tests/train_helpers.py: stage 1 (classifier) and stage 2 for STAE
+and DeepISC, a few steps each, so the checkpoints, config records and coding tables are exactly
+what train.py writes. The models are barely trained: the tests check the machinery, not accuracy.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+_TESTS = pathlib.Path(__file__).resolve().parent
+for path in (_TESTS, _TESTS.parent):
+  if str(path) not in sys.path:
+    sys.path.insert(0, str(path))
+
+import train_helpers  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+STEPS = 2
+_made: dict[str, pathlib.Path] = {}
+
+
+def tiny_config():
+  return train_helpers.tiny_config(STEPS, systems=("stae", "deepisc"),
+                                   stages=("classifier", "compressor"))
+
+
+def tiny_workdir(tmp_path_factory) -> pathlib.Path:
+  """The session's trained workdir (trained on first use)."""
+  if "workdir" not in _made:
+    from stae_jax.training import trainer  # pylint: disable=g-import-not-at-top
+    workdir = tmp_path_factory.mktemp("evaluate_workdir")
+    trainer.train_and_evaluate(tiny_config(), workdir, loader_fn=train_helpers.memory_loader)
+    _made["workdir"] = workdir
+  return _made["workdir"]
+
+
+memory_loader = train_helpers.memory_loader

@@ -1,0 +1,156 @@
+"""Report, headline, channel comparison, plots and pictures, from hand-made results (no models)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from stae_jax.evaluation import deadlines
+from stae_jax.evaluation import pictures
+from stae_jax.evaluation import plots
+from stae_jax.evaluation import report
+from stae_jax.evaluation.evaluate import RESULTS_FORMAT, STEPS
+
+CLIP = [16, 64, 64, 3]
+RAW_BYTES = 16 * 64 * 64 * 3
+NUM_CLIPS = 40
+
+
+def _point(name, bits, top1, *, seconds=0.001, reference=0.8, seed=0):
+  rng = np.random.default_rng(seed)
+  correct = np.zeros(NUM_CLIPS, int)
+  correct[rng.permutation(NUM_CLIPS)[:round(top1 * NUM_CLIPS)]] = 1
+  num_bytes = bits / 8
+  return dict(
+      name=name, setting={}, num_clips=NUM_CLIPS, top1=correct.mean(),
+      accuracy_loss_points=100 * (reference - correct.mean()), bytes_per_clip=num_bytes,
+      bits_per_clip=bits, compression_ratio=RAW_BYTES / num_bytes,
+      bits_per_pixel=bits / (RAW_BYTES / 3), estimated_bits_per_clip=0.9 * bits,
+      rate_gap_bits=0.1 * bits, rate_gap_relative=0.1 / 0.9,
+      seconds={s: seconds for s in STEPS}, seconds_source="single_clip",
+      batched_seconds={s: seconds for s in STEPS}, device_seconds=2 * seconds,
+      server_seconds=3 * seconds, per_clip=dict(correct=correct.tolist(), bits=[bits] * NUM_CLIPS))
+
+
+def fake_results(h264_skipped=None):
+  methods = {
+      "stae": dict(kind="stae", label="STAE", skipped=None, config=dict(block_size=8), points=[
+          _point("keep=0.25x0.25", 4000, 0.5), _point("keep=0.5x0.5", 16000, 0.7),
+          _point("keep=1x0.5", 32000, 0.8)]),
+      "stae_no-frame-attention": dict(kind="stae", label="STAE no frame", skipped=None,
+                                      config=dict(block_size=8), points=[
+          _point("keep=0.25x0.25", 8000, 0.4), _point("keep=1x0.5", 32000, 0.75)]),
+      "deepisc": dict(kind="deepisc", label="DeepISC", skipped=None, config={}, points=[
+          _point("tokens=1", 20000, 0.3), _point("tokens=4", 80000, 0.6)]),
+      "h264": dict(kind="h264", label="H.264", skipped=h264_skipped, config={}, points=[] if
+                   h264_skipped else [_point("crf=45", 12000, 0.6, seconds=0.01),
+                                      _point("crf=30", 60000, 0.8, seconds=0.01)]),
+      "raw": dict(kind="raw", label="raw", skipped=None, config={},
+                  points=[_point("uint8", RAW_BYTES * 8, 0.8, seconds=0.0)]),
+  }
+  return dict(format=RESULTS_FORMAT, config_name="fake", workdir="/tmp/x", dataset="fake",
+              split="test", num_clips=NUM_CLIPS, clip_shape=CLIP, raw_clip_bytes=RAW_BYTES,
+              machine=dict(platform="test", processor="cpu", cpu_count=2, jax_backend="cpu",
+                           devices=[], jax="0"),
+              reference=dict(top1=0.8, seconds={s: 0.001 for s in STEPS}, per_clip={}),
+              methods=methods, evaluate_seconds=1.0)
+
+
+def test_bits_at_accuracy_interpolates_in_log_bits():
+  points = [dict(bits_per_clip=1000, top1=0.5), dict(bits_per_clip=4000, top1=0.7)]
+  bits, how = report.bits_at_accuracy(points, 0.6)
+  assert how == "interpolated" and bits == pytest.approx(2000.0)
+  assert report.bits_at_accuracy(points, 0.4) == (1000.0, "at most")
+  assert report.bits_at_accuracy(points, 0.71) == (None, "not reached")
+  # A worse point at more bits does not lower the curve (upper envelope).
+  bits, _ = report.bits_at_accuracy(points + [dict(bits_per_clip=9000, top1=0.2)], 0.7)
+  assert bits == pytest.approx(4000.0)
+
+
+def test_accuracy_at_bits_only_inside_the_measured_range():
+  points = [dict(bits_per_clip=1000, top1=0.5), dict(bits_per_clip=4000, top1=0.7)]
+  assert report.accuracy_at_bits(points, 2000) == pytest.approx(0.6)
+  assert report.accuracy_at_bits(points, 500) is None
+  assert report.accuracy_at_bits(points, 5000) is None
+
+
+def test_headline_is_computed_from_the_curves():
+  results = fake_results()
+  head = report.headline(results)
+  assert head["target_top1"] == pytest.approx(0.75)
+  stae = head["methods"]["stae"]
+  # 0.75 lies halfway (in top-1) between 16 kbit (0.7) and 32 kbit (0.8): sqrt(16k * 32k).
+  assert stae["bits_per_clip"] == pytest.approx(math.sqrt(16000 * 32000))
+  assert stae["compression_ratio"] == pytest.approx(8 * RAW_BYTES / stae["bits_per_clip"])
+  assert not head["methods"]["deepisc"]["reached"]
+  assert head["methods"]["h264"]["reached"]
+  assert f"{stae['compression_ratio']:.0f}x" in head["text"]
+  assert "DeepISC does not get that close" in head["text"]
+  skipped = report.headline(fake_results(h264_skipped="no libx264"))
+  assert "H.264 skipped" in skipped["text"] and "h264" not in skipped["methods"]
+
+
+def test_ablations_read_variants_at_the_main_rates():
+  rows = report.ablations(fake_results())["rows"]
+  variant = {r["point"]: r["top1"] for r in rows if r["method"] == "stae_no-frame-attention"}
+  assert variant["keep=0.25x0.25"] is None  # 4 kbit is below the variant's cheapest point
+  assert variant["keep=1x0.5"] == pytest.approx(0.75)
+
+
+def test_channel_comparison_scores_every_method_on_the_same_traces():
+  results = fake_results()
+  options = deadlines.ChannelOptions(deadlines_seconds=(0.05, 1.0), mean_snrs_db=(10.0,),
+                                     seeds=(0,), max_clips=NUM_CLIPS, max_backlog_seconds=60.0)
+  channel = deadlines.channel_comparison(results, options)
+  rows = channel["rows"]
+  num_points = sum(len(m["points"]) + 1 for m in results["methods"].values())
+  assert len(rows) == num_points * 2
+  raw = deadlines.best_fixed(rows, "raw", 10.0, 0.05)
+  assert raw["accuracy"] == 0.0  # 3 Mbit per clip cannot arrive in 50 ms at ~3 Mbit/s
+  assert deadlines.best_fixed(rows, "stae", 10.0, 0.05)["accuracy"] > 0.3
+  cheap = next(r for r in rows if r["policy"] == "fixed:keep=0.25x0.25"
+               and r["deadline_seconds"] == 0.05)
+  assert cheap["on_time_fraction"] > 0.9  # 4 kbit takes ~1.5 ms on average
+  # With a long deadline nothing is late for the small streams: accuracy = measured top-1.
+  for point in results["methods"]["stae"]["points"]:
+    row = next(r for r in rows if r["policy"] == f"fixed:{point['name']}"
+               and r["deadline_seconds"] == 1.0)
+    assert row["accuracy"] == pytest.approx(point["top1"])
+  adaptive = deadlines.adaptive(rows, "stae", 10.0, 1.0)
+  assert adaptive["accuracy"] == pytest.approx(0.8)  # picks the best point when all fit
+  assert json.loads(json.dumps(channel)) == channel
+
+
+def test_report_plots_and_results_file(tmp_path):
+  results = fake_results(h264_skipped="libx264 missing: install the av wheel")
+  results["channel"] = deadlines.channel_comparison(results, deadlines.ChannelOptions(
+      deadlines_seconds=(0.1, 0.5), mean_snrs_db=(0.0, 20.0), seeds=(0,), max_clips=10,
+      max_backlog_seconds=60.0))
+  results["headline"] = report.headline(results)
+  path = report.write_results(results, tmp_path / "results.json")
+  assert report.load_results(path) == json.loads(json.dumps(results))
+  made = plots.write_plots(results, tmp_path / "plots")
+  assert len(made) == 3
+  for relative in made.values():
+    assert (tmp_path / relative).stat().st_size > 1000
+  text = report.markdown(results, plots=made, pictures=["pictures/clip_0.png"])
+  for section in ("## Headline", "## Operating points", "## Ablations at matched rates",
+                  "## Time-varying channel", "Mean SNR 20 dB", "## Plots", "## Pictures"):
+    assert section in text
+  assert "skipped: libx264 missing" in text
+  (tmp_path / "bad.json").write_text(json.dumps(dict(format="other")))
+  with pytest.raises(ValueError, match="not a results file"):
+    report.load_results(tmp_path / "bad.json")
+
+
+def test_overlay_marks_dropped_frames_and_blocks():
+  clip = np.full((3, 16, 16, 3), 200, np.uint8)
+  frame_mask = np.array([True, False, True])
+  block_masks = np.array([[True, False, False, True], [False, True, True, False]])
+  shown = pictures.overlay(clip, frame_mask, block_masks, block_size=8)
+  assert (shown[0, :8, :8] == 200).all() and (shown[0, :8, 8:] != 200).all()
+  assert (shown[1] == 40).all()  # dropped frame at 20%
+  assert (shown[2, :8, 8:] == 200).all() and (shown[2, :8, :8] != 200).all()
+  image = pictures.clip_picture(clip, [("kept", shown)], "title")
+  assert image.width > pictures.LABEL_WIDTH and image.height > 3 * 16
