@@ -41,6 +41,8 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 def main(argv):
+  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from stae_jax.evaluation import deadlines  # pylint: disable=g-import-not-at-top

@@ -24,6 +24,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (mu
 
 
 def main(argv):
+  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from stae_jax.training import mesh  # pylint: disable=g-import-not-at-top

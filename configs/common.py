@@ -58,7 +58,13 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 #: Switches that pick which system is trained, not which data or setting: they do not change the
 #: workdir (runs/<name>); each system trains into its own folder inside it, so that evaluate.py finds
 #: and compares every system trained on the same data with the same classifier.
-SYSTEM_SWITCHES = ("system", "frame_attention", "spatial_attention")
+SYSTEM_SWITCHES = ("system", "frame_attention", "spatial_attention", "selection")
+
+#: The typed defaults of the system switches, for `parse_arg(arg, **SYSTEM_DEFAULTS, ...)`.
+#: selection="random" is the "neither attention" ablation: uniform random top-k at the same keep
+#: ratios.
+SYSTEM_DEFAULTS = dict(system="stae", frame_attention=True, spatial_attention=True,
+                       selection="attention")
 
 
 def switches_suffix(arg: str | None) -> str:
@@ -68,3 +74,31 @@ def switches_suffix(arg: str | None) -> str:
   items = [item.strip() for item in arg.split(",") if item.strip()]
   items = [item for item in items if item.partition("=")[0].strip() not in SYSTEM_SWITCHES]
   return "".join("_" + item.replace("/", "-") for item in items)
+
+
+def system_tag(system: str, frame_attention: bool = True, spatial_attention: bool = True,
+               selection: str = "attention") -> str:
+  """The folder name of a system inside the workdir: `stae`, `stae_no-frame-attention`, `deepisc`."""
+  if system != "stae":
+    return system
+  return system + ("" if frame_attention else "_no-frame-attention") + (
+      "" if spatial_attention else "_no-spatial-attention") + (
+      "" if selection == "attention" else f"_{selection}-selection")
+
+
+def systems_to_train(arg: str | None, switches: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config.systems`: what train.py trains into runs/<name>/systems/<tag>/.
+
+  By default STAE and DeepISC; any system switch on the command line (`:system=deepisc`,
+  `:frame_attention=False`, `:selection=random`) narrows the run to that one system.
+  """
+  explicit = {item.partition("=")[0].strip() for item in (arg or "").split(",")}
+  if explicit & set(SYSTEM_SWITCHES):
+    entries = [dict(system=switches.system, frame_attention=switches.frame_attention,
+                    spatial_attention=switches.spatial_attention, selection=switches.selection)]
+  else:
+    entries = [dict(system="stae", frame_attention=True, spatial_attention=True,
+                    selection="attention"),
+               dict(system="deepisc", frame_attention=True, spatial_attention=True,
+                    selection="attention")]
+  return ml_collections.ConfigDict({system_tag(**e): e for e in entries})

@@ -5,7 +5,8 @@ r"""HMDB51 at the paper's setting: 16 frames of 224x224, ViT-B/16 with 2x16x16 t
 
 Needs the official release extracted under `data/hmdb51/` (`<class>/<clip>.avi` and
 `testTrainMulti_7030_splits/`; see data/README.md) and an accelerator. Switches:
-`configs/hmdb51.py:split=2,frames=16`, `:system=deepisc`, `:frame_attention=False`.
+`configs/hmdb51.py:split=2,frames=16`, `:system=deepisc`, `:frame_attention=False`,
+`:selection=random` (the "neither attention" ablation).
 
 Target (arXiv 2305.12796): 104x compression at <= 5 points of accuracy loss; the H.264 curve this
 must beat is in ../shared/DESIGN.md. Measured results go into BENCHMARKS.md when a run is made.
@@ -18,9 +19,7 @@ import ml_collections
 def get_config(arg=None):
   a = common.parse_arg(
       arg,
-      system="stae",
-      frame_attention=True,
-      spatial_attention=True,
+      **common.SYSTEM_DEFAULTS,
       split=1,
       frames=16,
       stride=2,
@@ -89,7 +88,7 @@ def get_config(arg=None):
       pixel_bits=6,               # bits per pixel value in "pixel" mode
       frame_attention=a.frame_attention,      # off: keep every frame
       spatial_attention=a.spatial_attention,  # off: keep every block of a kept frame
-      selection="attention",      # or "random": uniform random top-k at the same keep ratios
+      selection=a.selection,      # or "random": uniform random top-k at the same keep ratios
       frame_pool=7,               # frame attention sees frames area-downscaled by this (224 -> 32)
       frame_widths=(16, 32, 32),
       spatial_widths=(16, 32),
@@ -135,15 +134,5 @@ def get_config(arg=None):
       model_axis_size=1,                  # devices per parameter shard (mesh axis `model`)
       sharding_rules=(),                  # ((path regex, (axis or None per dim)), ...)
   ))
-  # Systems trained by default, each into runs/<name>/systems/<tag>/. A system switch
-  # (`:system=deepisc`, `:frame_attention=False`) narrows the run to that one system.
-  explicit = {item.partition("=")[0].strip() for item in (arg or "").split(",")}
-  if explicit & set(common.SYSTEM_SWITCHES):
-    tag = a.system + ("" if a.frame_attention else "_no-frame-attention") + (
-        "" if a.spatial_attention else "_no-spatial-attention")
-    chosen = {tag: (a.system, a.frame_attention, a.spatial_attention)}
-  else:
-    chosen = {"stae": ("stae", True, True), "deepisc": ("deepisc", True, True)}
-  c.systems = ml_collections.ConfigDict({
-      tag: dict(system=s, frame_attention=f, spatial_attention=p) for tag, (s, f, p) in chosen.items()})
+  c.systems = common.systems_to_train(arg, a)
   return c

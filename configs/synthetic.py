@@ -6,7 +6,8 @@ r"""The embedded default: a procedurally generated action dataset, small models,
 `synthetic_actions` stands in for HMDB51 on two CPU cores: classes are defined by motion, the action
 fills only part of the clip, and the actor is small against a textured, moving background with
 distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:system=deepisc`,
-`:frame_attention=False`, `:spatial_attention=False`, `:size=64,frames=16`.
+`:frame_attention=False`, `:spatial_attention=False`, `:selection=random` (the "neither attention"
+ablation), `:size=64,frames=16`.
 
 Results on two CPU cores are recorded in BENCHMARKS.md once the trainer lands (issue: training).
 """
@@ -20,9 +21,7 @@ from stae_jax.data import synthetic as synthetic_data
 def get_config(arg=None):
   a = common.parse_arg(
       arg,
-      system="stae",
-      frame_attention=True,
-      spatial_attention=True,
+      **common.SYSTEM_DEFAULTS,
       frames=16,
       size=64,
       num_train=3000,
@@ -93,7 +92,7 @@ def get_config(arg=None):
       pixel_bits=6,               # bits per pixel value in "pixel" mode
       frame_attention=a.frame_attention,      # off: keep every frame
       spatial_attention=a.spatial_attention,  # off: keep every block of a kept frame
-      selection="attention",      # or "random": uniform random top-k at the same keep ratios
+      selection=a.selection,      # or "random": uniform random top-k at the same keep ratios
       frame_pool=2,               # frame attention sees frames area-downscaled by this (64 -> 32)
       frame_widths=(8, 16, 16),
       spatial_widths=(8, 16),
@@ -139,15 +138,5 @@ def get_config(arg=None):
       model_axis_size=1,                  # devices per parameter shard (mesh axis `model`)
       sharding_rules=(),                  # ((path regex, (axis or None per dim)), ...)
   ))
-  # Systems trained by default, each into runs/<name>/systems/<tag>/. A system switch
-  # (`:system=deepisc`, `:frame_attention=False`) narrows the run to that one system.
-  explicit = {item.partition("=")[0].strip() for item in (arg or "").split(",")}
-  if explicit & set(common.SYSTEM_SWITCHES):
-    tag = a.system + ("" if a.frame_attention else "_no-frame-attention") + (
-        "" if a.spatial_attention else "_no-spatial-attention")
-    chosen = {tag: (a.system, a.frame_attention, a.spatial_attention)}
-  else:
-    chosen = {"stae": ("stae", True, True), "deepisc": ("deepisc", True, True)}
-  c.systems = ml_collections.ConfigDict({
-      tag: dict(system=s, frame_attention=f, spatial_attention=p) for tag, (s, f, p) in chosen.items()})
+  c.systems = common.systems_to_train(arg, a)
   return c

@@ -43,3 +43,14 @@ def test_bad_switch_value_is_explained():
 def test_tuple_switch_and_bare_flag():
   a = common.parse_arg("keep=0.25+0.5,fast", keep=(0.5,), fast=False)
   assert a.keep == (0.25, 0.5) and a.fast is True
+
+
+def test_system_switches_choose_the_systems_to_train():
+  from configs import synthetic
+  assert sorted(synthetic.get_config(None).systems) == ["deepisc", "stae"]
+  assert list(synthetic.get_config("system=deepisc").systems) == ["deepisc"]
+  neither = synthetic.get_config("selection=random")
+  assert list(neither.systems) == ["stae_random-selection"]
+  assert neither.systems["stae_random-selection"].selection == "random"
+  both_off = synthetic.get_config("frame_attention=False,spatial_attention=False")
+  assert list(both_off.systems) == ["stae_no-frame-attention_no-spatial-attention"]

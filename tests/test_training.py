@@ -154,3 +154,17 @@ def test_every_stage_end_to_end(tmp_path, systems):
   # Run again: every stage is done, nothing retrains.
   again = trainer.train_and_evaluate(config, tmp_path, loader_fn=train_helpers.small_loader)
   assert all(s["skipped"] for s in again)
+
+
+def test_library_info_logs_are_filtered_but_warnings_pass():
+  import logging as py_logging
+  from absl import logging as absl_logging
+  from stae_jax.training import logging as log_lib
+  log_lib.quiet_library_logs()
+  log_lib.quiet_library_logs()  # idempotent
+  handler = absl_logging.get_absl_handler()
+  assert sum(isinstance(f, log_lib._LibraryInfoFilter) for f in handler.filters) == 1
+  record = lambda level, path: py_logging.LogRecord("absl", level, path, 1, "m", None, None)
+  assert not handler.filter(record(py_logging.INFO, "/x/site-packages/orbax/checkpoint/m.py"))
+  assert handler.filter(record(py_logging.WARNING, "/x/site-packages/orbax/checkpoint/m.py"))
+  assert handler.filter(record(py_logging.INFO, "/x/stae_jax/training/trainer.py"))

@@ -117,3 +117,23 @@ class ProgressBar:
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()
+
+
+class _LibraryInfoFilter:
+  """Drops INFO records from Orbax, TFDS and grain: dozens of lines per checkpoint or dataset
+  load drown the progress bar and the project's own messages. Warnings and errors still pass."""
+
+  _NOISY = ("/orbax/", "/tensorflow_datasets/", "/grain/")
+
+  def filter(self, record) -> bool:
+    if record.levelno > 20:  # above INFO
+      return True
+    return not any(part in record.pathname for part in self._NOISY)
+
+
+def quiet_library_logs() -> None:
+  """Installs `_LibraryInfoFilter` on absl's handler (idempotent); call once in a `main`."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
+    handler.addFilter(_LibraryInfoFilter())

@@ -77,9 +77,9 @@ def system_config(config: ml_collections.ConfigDict, tag: str) -> ml_collections
   with c.unlocked():
     c.system = entry.system
     if entry.system == "stae" and "stae" in c.model:
-      for key in ("frame_attention", "spatial_attention"):
+      for key in ("frame_attention", "spatial_attention", "selection"):
         if key in entry:
-          c.model.stae[key] = bool(entry[key])
+          c.model.stae[key] = entry[key]
   return c
 
 
