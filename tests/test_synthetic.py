@@ -49,11 +49,11 @@ def test_same_seed_bit_identical_other_seed_or_split_differs():
 def test_clips_match_recorded_checksums():
   """Pins the generator: the same bytes on every machine and numpy build CI runs. A deliberate change
   to the generator must bump GENERATOR_VERSION (so built data is rebuilt) and update these."""
-  assert synthetic.GENERATOR_VERSION == "1.0.0"
+  assert synthetic.GENERATOR_VERSION == "1.1.0"
   for (index, split, kwargs), expected in [
       ((3, "train", dict(frames=8, size=32)),
-       "aed0102c6cb859574e1cdcaf8482937de20f38fd82d5976c06c5589a1673e34d"),
-      ((17, "test", {}), "340e2341721d44dd1c10cc3d517d6e0977f23b2641af5b3576c6889f3daadd01"),
+       "18da1a8fb4ec1944be030d6721b91a3eb9b288a55d30804df3eeb43a97ce20c2"),
+      ((17, "test", {}), "a6821919694e6dacce460fc88db5f8a6a54fafa33fb7242e4a3a7b70a4aa5ad2"),
   ]:
     clip, _, _ = synthetic.generate_clip(index, split, **kwargs)
     assert hashlib.sha256(clip.tobytes()).hexdigest() == expected, (index, split)
@@ -102,6 +102,36 @@ def test_actor_small_and_background_moves():
     assert info["background_velocity"] != (0, 0)
   fractions = np.concatenate(fractions)
   assert 0.003 < fractions.min() and fractions.max() < 0.05, (fractions.min(), fractions.max())
+
+
+def _actor_colour(clip, info):
+  """Median colour of the pixels the actor covers fully on its first frame, with nuisances off."""
+  return np.median(clip[0][info["actor_mask"][0]], axis=0)
+
+
+def test_actor_colour_names_the_class_pair_only():
+  """Colour is the foothold (the pair, label // 2); it says nothing about the class in the pair."""
+  off = dict(noise=0, num_distractors=0, **SMALL)
+  colours = {}
+  for label in MOVING:
+    colours[label] = [_actor_colour(*_clip_and_info(label + synthetic.NUM_CLASSES * j, off))
+                      for j in range(3)]
+  for label in MOVING:
+    for colour in colours[label]:
+      nearest = np.argmin(np.abs(synthetic._GROUP_PALETTE - colour).sum(-1))
+      assert nearest == label // 2, (synthetic.CLASS_NAMES[label], colour)
+  # Without group colours, the actor colour of one class varies over the whole palette.
+  shared = dict(off, group_colours=False)
+  mixed = set()
+  for j in range(12):
+    colour = _actor_colour(*_clip_and_info(synthetic.NUM_CLASSES * j, shared))
+    mixed.add(int(np.argmin(np.abs(synthetic._PALETTE - colour).sum(-1))))
+  assert len(mixed) > 2, mixed
+
+
+def _clip_and_info(index, kwargs):
+  clip, _, info = synthetic.generate_clip(index, **kwargs)
+  return clip, info
 
 
 def _nearest_centroid_accuracy(features_a, features_b):
