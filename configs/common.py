@@ -102,3 +102,45 @@ def systems_to_train(arg: str | None, switches: ml_collections.ConfigDict) -> ml
                dict(system="deepisc", frame_attention=True, spatial_attention=True,
                     selection="attention")]
   return ml_collections.ConfigDict({system_tag(**e): e for e in entries})
+
+
+def training_stages(*, classifier: dict, compressor: dict, joint: dict) -> ml_collections.ConfigDict:
+  """`config.stages`: the three training stages of ../shared/DESIGN.md, with per-config sizes.
+
+  Each argument overrides the stage's defaults (steps, lr, warmup_steps, weight_decay, loss, ...).
+  Each stage names what it trains (`trainable`, a regex over parameter paths; the rest get no
+  optimizer state), what it starts from (`init_from` an earlier stage, `init_params` which
+  variables) and its loss weights. The rate weight (bits per pixel) sets the operating point.
+  """
+  base = dict(schedule="cosine", optimizer="adamw", grad_clip=1.0)
+  stages = ml_collections.ConfigDict()
+  stages.classifier = dict(
+      base, kind="classifier", weight_decay=0.05, trainable="^vit/", init_from="",
+      init_params=".*", loss=dict(task=1.0), **classifier)
+  stages.compressor = dict(
+      base, kind="system", weight_decay=0.0,
+      trainable="^(stae|prior|decoder|deepisc)/",  # the ViT stays frozen
+      init_from="classifier", init_params="^vit/",
+      loss=dict(task=1.0, distill=1.0, reconstruction=1.0, rate=0.05), distill_temperature=2.0,
+      **compressor)
+  stages.joint = dict(
+      base, kind="system", weight_decay=0.0, trainable=".*", init_from="compressor",
+      init_params=".*", loss=dict(task=1.0, distill=0.0, reconstruction=1.0, rate=0.05), **joint)
+  return stages
+
+
+def train_settings(*, log_every: int, eval_every: int, eval_batches: int,
+                   checkpoint_every: int) -> ml_collections.ConfigDict:
+  """`config.train`: logging, evaluation and checkpoint cadence, and the mesh."""
+  return ml_collections.ConfigDict(dict(
+      stage_order=("classifier", "compressor", "joint"),
+      log_every=log_every,                # steps between metric lines (and progress-bar updates)
+      eval_every=eval_every,              # steps between evaluations (0: only at a stage's end)
+      eval_batches=eval_batches,          # test batches per evaluation (0: the whole split)
+      checkpoint_every=checkpoint_every,  # steps between checkpoints (also at each evaluation)
+      keep_checkpoints=2,                 # the last few are kept, plus the best by eval loss
+      async_checkpoints=True,
+      progress=True, tensorboard=False,
+      model_axis_size=1,                  # devices per parameter shard (mesh axis `model`)
+      sharding_rules=(),                  # ((path regex, (axis or None per dim)), ...)
+  ))

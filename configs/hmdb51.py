@@ -103,36 +103,10 @@ def get_config(arg=None):
       width=32, temporal_layers=3, spatial_layers=2, dtype="bfloat16"))
   # Training (stae_jax/training, train.py): stages run in train.stage_order; each names the
   # parameters it trains (`trainable` regex; the rest get no optimizer state) and its loss weights.
-  c.stages = ml_collections.ConfigDict()
-  c.stages.classifier = dict(
-      kind="classifier", steps=20000, lr=0.0005, warmup_steps=1000, schedule="cosine",
-      optimizer="adamw", weight_decay=0.05, grad_clip=1.0,
-      trainable="^vit/", init_from="", init_params=".*",
-      loss=dict(task=1.0))
-  c.stages.compressor = dict(
-      kind="system", steps=20000, lr=0.0005, warmup_steps=500, schedule="cosine",
-      optimizer="adamw", weight_decay=0.0, grad_clip=1.0,
-      trainable="^(stae|prior|decoder|deepisc)/",  # the ViT stays frozen
-      init_from="classifier", init_params="^vit/",
-      # rate in bits per pixel: its weight sets the operating point's trade-off
-      loss=dict(task=1.0, distill=1.0, reconstruction=1.0, rate=0.05),
-      distill_temperature=2.0)
-  c.stages.joint = dict(
-      kind="system", steps=5000, lr=5e-05, warmup_steps=200, schedule="cosine",
-      optimizer="adamw", weight_decay=0.0, grad_clip=1.0,
-      trainable=".*", init_from="compressor", init_params=".*",
-      loss=dict(task=1.0, distill=0.0, reconstruction=1.0, rate=0.05))
-  c.train = ml_collections.ConfigDict(dict(
-      stage_order=("classifier", "compressor", "joint"),
-      log_every=50,              # steps between metric lines (and progress-bar updates)
-      eval_every=2000,            # steps between evaluations (0: only at the end of a stage)
-      eval_batches=0,        # test batches per evaluation (0: the whole split)
-      checkpoint_every=1000,      # steps between checkpoints (also at each evaluation)
-      keep_checkpoints=2,                 # the last few are kept, plus the best by eval loss
-      async_checkpoints=True,
-      progress=True, tensorboard=False,
-      model_axis_size=1,                  # devices per parameter shard (mesh axis `model`)
-      sharding_rules=(),                  # ((path regex, (axis or None per dim)), ...)
-  ))
+  c.stages = common.training_stages(
+      classifier=dict(steps=20000, lr=0.0005, warmup_steps=1000),
+      compressor=dict(steps=20000, lr=0.0005, warmup_steps=500),
+      joint=dict(steps=5000, lr=5e-05, warmup_steps=200))
+  c.train = common.train_settings(log_every=50, eval_every=2000, eval_batches=0, checkpoint_every=1000)
   c.systems = common.systems_to_train(arg, a)
   return c

@@ -120,36 +120,10 @@ def get_config(arg=None):
       width=8, temporal_layers=2, spatial_layers=1, dtype="float32"))
   # Training (stae_jax/training, train.py): stages run in train.stage_order; each names the
   # parameters it trains (`trainable` regex; the rest get no optimizer state) and its loss weights.
-  c.stages = ml_collections.ConfigDict()
-  c.stages.classifier = dict(
-      kind="classifier", steps=1000, lr=0.002, warmup_steps=20, schedule="cosine",
-      optimizer="adamw", weight_decay=0.05, grad_clip=1.0,
-      trainable="^vit/", init_from="", init_params=".*",
-      loss=dict(task=1.0))
-  c.stages.compressor = dict(
-      kind="system", steps=40, lr=0.001, warmup_steps=5, schedule="cosine",
-      optimizer="adamw", weight_decay=0.0, grad_clip=1.0,
-      trainable="^(stae|prior|decoder|deepisc)/",  # the ViT stays frozen
-      init_from="classifier", init_params="^vit/",
-      # rate in bits per pixel: its weight sets the operating point's trade-off
-      loss=dict(task=1.0, distill=1.0, reconstruction=1.0, rate=0.05),
-      distill_temperature=2.0)
-  c.stages.joint = dict(
-      kind="system", steps=15, lr=0.0001, warmup_steps=3, schedule="cosine",
-      optimizer="adamw", weight_decay=0.0, grad_clip=1.0,
-      trainable=".*", init_from="compressor", init_params=".*",
-      loss=dict(task=1.0, distill=0.0, reconstruction=1.0, rate=0.05))
-  c.train = ml_collections.ConfigDict(dict(
-      stage_order=("classifier", "compressor", "joint"),
-      log_every=10,              # steps between metric lines (and progress-bar updates)
-      eval_every=0,            # steps between evaluations (0: only at the end of a stage)
-      eval_batches=4,        # test batches per evaluation (0: the whole split)
-      checkpoint_every=100,      # steps between checkpoints (also at each evaluation)
-      keep_checkpoints=2,                 # the last few are kept, plus the best by eval loss
-      async_checkpoints=True,
-      progress=True, tensorboard=False,
-      model_axis_size=1,                  # devices per parameter shard (mesh axis `model`)
-      sharding_rules=(),                  # ((path regex, (axis or None per dim)), ...)
-  ))
+  c.stages = common.training_stages(
+      classifier=dict(steps=1000, lr=0.002, warmup_steps=20),
+      compressor=dict(steps=40, lr=0.001, warmup_steps=5),
+      joint=dict(steps=15, lr=0.0001, warmup_steps=3))
+  c.train = common.train_settings(log_every=10, eval_every=0, eval_batches=4, checkpoint_every=100)
   c.systems = common.systems_to_train(arg, a)
   return c
