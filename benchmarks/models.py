@@ -15,7 +15,6 @@ ViT-B's; the design bound is < 5%.
 
 import argparse
 import sys
-import time
 
 from flax import nnx
 import jax
@@ -30,16 +29,7 @@ from configs import synthetic as synthetic_config  # noqa: E402
 from stae_jax.data import synthetic as synthetic_data  # noqa: E402
 from stae_jax.models import systems  # noqa: E402
 from stae_jax.models import vit as vit_lib  # noqa: E402
-
-
-def median_ms_per_clip(fn, *args, batch: int, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times)) / batch
+from timing import median_ms_per_clip  # noqa: E402  (benchmarks/timing.py)
 
 
 def build(config, abstract: bool):

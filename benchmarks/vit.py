@@ -10,7 +10,6 @@ shared machine is noisy: ratios between rows mean more than absolute figures.
 
 import argparse
 import sys
-import time
 
 from flax import nnx
 import jax
@@ -23,16 +22,7 @@ sys.path.insert(0, str(REPO_ROOT))  # configs/ is a folder of the repository, no
 from configs import synthetic as synthetic_config  # noqa: E402
 from stae_jax.models import deepisc as deepisc_lib  # noqa: E402
 from stae_jax.models import vit as vit_lib  # noqa: E402
-
-
-def median_ms_per_clip(fn, *args, batch: int, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times)) / batch
+from timing import median_ms_per_clip  # noqa: E402  (benchmarks/timing.py)
 
 
 def main():
@@ -47,8 +37,11 @@ def main():
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s); batch {args.batch} "
         f"clips of {frames}x{size}x{size}; median of {args.repeats}")
 
-  variants = [("config (tubelet 4, patch 8, width 128, depth 4)", {}),
-              ("tubelet 2, patch 8", dict(tubelet=2)),
+  v = config.model.vit
+  # Labels come from the config, so they stay true when its defaults change.
+  variants = [(f"config (tubelet {v.tubelet}, patch {v.patch}, width {v.width}, depth {v.depth})", {}),
+              ("tubelet 4, patch 8", dict(tubelet=4, patch=8)),
+              ("tubelet 2, patch 8", dict(tubelet=2, patch=8)),
               ("tubelet 2, patch 16, width 192, depth 6, heads 3",
                dict(tubelet=2, patch=16, width=192, depth=6, num_heads=3))]
   for name, overrides in variants:
