@@ -99,10 +99,14 @@ def top_k_mask(scores, k: int, *, training: bool, temperature: float = 1.0):
   Why straight-through and not a soft top-k: the forward pass of training is then exactly what
   inference does (the same k items, the same rate, a decoder that never sees dropped content), so
   the rate and distortion it optimises are the real ones. The backward pass uses
-  sigmoid((s - threshold) / (temperature * std(s))) with the threshold halfway between the k-th and
-  (k+1)-th scores: items near the boundary get the largest gradient, each in proportion to how much
-  the loss would change if the item's mask moved (`STAE` computes dropped items densely in training
-  so that this derivative exists). Soft top-k relaxations (Sinkhorn, perturbed optimisers) cost more
+  sigmoid((s - threshold) / temperature) with the threshold halfway between the k-th and (k+1)-th
+  scores: items near the boundary get the largest gradient, each in proportion to how much the loss
+  would change if the item's mask moved (`STAE` computes dropped items densely in training so that
+  this derivative exists). The temperature is in the scores' own units, so the slope is at most
+  1 / (4 temperature): dividing by the scores' spread instead (an earlier version) let the slope
+  grow without bound as a fresh head's near-equal scores drew together (measured: frame-attention
+  gradients of ~1e6 within 10 steps, which global-norm clipping turned into no step at all for
+  every other parameter). Soft top-k relaxations (Sinkhorn, perturbed optimisers) cost more
   and would show the decoder a blend of dropped blocks it never receives at test time.
 
   The mask is `hard + (soft - stop_gradient(soft))`: the bracket is exactly 0.0 in floating point,
@@ -120,8 +124,7 @@ def top_k_mask(scores, k: int, *, training: bool, temperature: float = 1.0):
   if not training or k == n:
     return jax.lax.stop_gradient(hard), indices
   threshold = jax.lax.stop_gradient((values[..., k - 1] + values[..., k]) / 2)[..., None]
-  spread = jax.lax.stop_gradient(jnp.std(scores, axis=-1, keepdims=True)) + 1e-6
-  soft = jax.nn.sigmoid((scores - threshold) / (temperature * spread))
+  soft = jax.nn.sigmoid((scores - threshold) / temperature)
   return hard + (soft - jax.lax.stop_gradient(soft)), indices
 
 
@@ -403,6 +406,8 @@ class STAE(nnx.Module):
         and straight-through masks (the rate's gradient reaches both attention modules), at
         inference M... = (k_f, k_s) with the integer latents and weight 1;
       received float32 [B,T,H,W,3]: decoded kept blocks in place, 0 elsewhere;
+      synthesised float32 [B,T,H,W,3] (training only): every block through analysis, noisy
+        quantisation and synthesis, kept or not (what the block transforms learn from);
       pixel_mask float32 [B,T,H,W,1]: 1 where received (straight-through in training);
       frame_scores [B,T], block_scores [B,T,N] (inference: rows of dropped frames are -inf).
     `rng` is needed when training (quantisation noise) and for selection="random".
@@ -443,7 +448,8 @@ class STAE(nnx.Module):
     y_rate, y_decoder = quantize(self.analyse(blockify(video, p)), training=True,
                                  rng=jax.random.fold_in(rng, 3))
     w = weight[..., None, None, None]
-    received = unblockify(self.synthesise(y_decoder) * w, height, width)
+    synthesised = self.synthesise(y_decoder)
+    received = unblockify(synthesised * w, height, width)
     pixel_mask = unblockify(jnp.broadcast_to(w, (b, t, n, p, p, 1)), height, width)
     latents = y_decoder[jnp.arange(b)[:, None, None], frame_index[:, :, None], block_index]
     return dict(
@@ -458,4 +464,5 @@ class STAE(nnx.Module):
         pixel_mask=pixel_mask,
         frame_scores=frame_scores,
         block_scores=block_scores,
+        synthesised=unblockify(synthesised, height, width),
     )
