@@ -53,6 +53,24 @@ def test_frozen_parameters_get_no_optimizer_state_and_do_not_move():
   assert optim.count_parameters(params, labels) == {"train": 10, "frozen": 16}
 
 
+def test_lr_scales_multiply_the_updates_of_matching_parameters():
+  params = _toy_params()
+  stage = trainer.ml_collections.ConfigDict(dict(
+      name="t", steps=10, lr=0.1, trainable=".*", optimizer="sgd", momentum=0.0,
+      lr_scales=(("^stae/", 10.0),)))
+  tx, _ = optim.make_optimizer(stage, params)
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates["vit"]["kernel"][...], -0.1, rtol=1e-6)
+  np.testing.assert_allclose(updates["stae"][0]["kernel"][...], -1.0, rtol=1e-6)
+
+
+def test_rate_weight_ramps_up_over_rate_warmup_steps():
+  stage = trainer.ml_collections.ConfigDict(dict(rate_warmup_steps=4))
+  assert [float(trainer.rate_ramp(stage, s)) for s in (0, 2, 4, 9)] == [0.0, 0.5, 1.0, 1.0]
+  assert trainer.rate_ramp(trainer.ml_collections.ConfigDict(dict(rate_warmup_steps=0)), 3) == 1.0
+
+
 def test_trainable_regex_that_matches_nothing_is_an_error():
   stage = trainer.ml_collections.ConfigDict(dict(name="t", steps=1, lr=0.1, trainable="^vitt/"))
   with pytest.raises(ValueError, match="matches no parameter.*stae, vit"):
@@ -75,6 +93,19 @@ def test_workdir_of_another_config_is_refused(tmp_path):
   config.stages.classifier.lr = 0.5
   with pytest.raises(ValueError, match=r"different config \(stages.classifier.lr: 0.003 there, 0.5 now"):
     trainer.check_workdir_config(tmp_path, config.to_dict())
+
+
+def test_a_later_stage_setting_does_not_invalidate_an_earlier_stage(tmp_path):
+  """A finished compressor stage stays valid when only the joint stage or the logging changes."""
+  config = train_helpers.tiny_config()
+  folder = tmp_path / "compressor"
+  trainer.check_stage_config(folder, config, "compressor", "stae")
+  config.stages.joint.lr = 0.5
+  config.train.eval_every = 7
+  trainer.check_stage_config(folder, config, "compressor", "stae")
+  config.stages.compressor.loss.rate = 2.0
+  with pytest.raises(ValueError, match="stages.compressor.loss.rate"):
+    trainer.check_stage_config(folder, config, "compressor", "stae")
 
 
 def test_unknown_config_key_on_the_command_line_is_an_error(tmp_path):
@@ -118,8 +149,12 @@ def test_every_stage_end_to_end(tmp_path, systems):
   config = train_helpers.tiny_config(steps=5, systems=systems, batch_size=16)
   config.model.stae.keep_ratios = ((0.5, 0.5),)
   config.model.deepisc.token_choices = (2,)
+  config.stages.compressor.batch_size = 8  # a stage's own batch size
   summaries = trainer.train_and_evaluate(config, tmp_path, loader_fn=train_helpers.small_loader)
   (tag,) = systems
+  starts = {s["stage"]: json.loads((pathlib.Path(s["directory"]) / "metrics.jsonl").read_text()
+                                   .splitlines()[0]) for s in summaries}
+  assert {k: v["batch_size"] for k, v in starts.items()} == dict(classifier=16, compressor=8, joint=16)
   assert [(s["stage"], s["system"]) for s in summaries] == [
       ("classifier", None), ("compressor", tag), ("joint", tag)]
   for s in summaries:

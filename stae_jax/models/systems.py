@@ -95,7 +95,8 @@ def stae_forward(models, video, *, frame_keep: float, block_keep: float, trainin
     frame_mask bool [B,T]; block_mask bool [B,T,N] (False in dropped frames);
     frame_index int32 [B,k_f] and block_index int32 [B,k_f,k_s] (ascending: the coding order of
       `latents` [B,k_f,k_s,h,w,C]); received and pixel_mask (the decoder's inputs);
-    frame_scores [B,T], block_scores [B,T,N].
+    frame_scores [B,T], block_scores [B,T,N]; in training, synthesised [B,T,H,W,3] (every block
+    through the block transforms, for the `block_reconstruction` loss).
   """
   stae, prior, decoder = models["stae"], models["prior"], models["decoder"]
   encoded = stae(video, frame_keep=frame_keep, block_keep=block_keep, training=training, rng=rng)
@@ -110,7 +111,8 @@ def stae_forward(models, video, *, frame_keep: float, block_keep: float, trainin
   block_mask_bits = jnp.full((b,), k_f * mask_bits(n, k_s), jnp.float32)
   masks = frame_mask_bits + block_mask_bits
   reconstruction = decoder(encoded["received"], encoded["pixel_mask"])
-  return dict(
+  extra = {"synthesised": encoded["synthesised"]} if "synthesised" in encoded else {}
+  return dict(**extra,
       logits=models["vit"](reconstruction),
       reconstruction=reconstruction,
       bits=dict(frame_mask=frame_mask_bits, block_masks=block_mask_bits, masks=masks,

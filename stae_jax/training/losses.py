@@ -4,6 +4,10 @@ task           cross-entropy of the ViT on the reconstruction (on the clean clip
 distill        KL from the ViT's logits on the clean clip (stop-gradient teacher) to those on the
                reconstruction: keeps the decision, not just the label, through compression
 reconstruction MSE on 0..1 pixels
+block_reconstruction
+               MSE on 0..1 pixels of every block through STAE's block transforms, kept or not:
+               the transforms then learn from all blocks, not only the few a keep ratio sends
+               (STAE only; other systems ignore it)
 rate           bits per pixel of the learned rate estimate (frame mask + block masks + payload);
                its weight sets the operating point
 """

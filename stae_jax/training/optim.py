@@ -90,6 +90,28 @@ def _base_optimizer(stage, schedule) -> optax.GradientTransformation:
                    "use 'adamw', 'adam' or 'sgd'.")
 
 
+def scale_by_path(rules) -> optax.GradientTransformation:
+  """Multiplies the update of every parameter whose path matches a rule's regex by its factor.
+
+  rules: ((regex, factor), ...); the first match wins, others keep 1. Why: an entropy model's
+  density parameters must move much further than the transforms' weights early on (its spread
+  starts at `init_scale`), and at one shared learning rate the rate term stalled for the first
+  hundred steps (measured on the synthetic config: bits per pixel flat at 0.3 with a rate weight
+  of 4 and of 30 alike).
+  """
+  compiled = [(re.compile(regex), float(factor)) for regex, factor in rules]
+
+  def factor(path) -> float:
+    name = path_str(path)
+    return next((f for pattern, f in compiled if pattern.search(name)), 1.0)
+
+  def update_fn(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map_with_path(lambda p, u: u * factor(p), updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def make_optimizer(stage: ml_collections.ConfigDict, params) -> tuple[optax.GradientTransformation, Any]:
   """The stage's optax transformation over `params`, and the train/frozen label tree it uses."""
   labels = trainable_labels(params, stage.trainable)
@@ -98,6 +120,8 @@ def make_optimizer(stage: ml_collections.ConfigDict, params) -> tuple[optax.Grad
   if stage.get("grad_clip", 0.0):
     chain.append(optax.clip_by_global_norm(float(stage.grad_clip)))
   chain.append(_base_optimizer(stage, schedule))
+  if stage.get("lr_scales", ()):
+    chain.append(scale_by_path(tuple(tuple(rule) for rule in stage.lr_scales)))
   tx = optax.multi_transform(
       {"train": optax.chain(*chain), "frozen": optax.set_to_zero()}, labels)
   return tx, labels
