@@ -57,7 +57,7 @@ def get_config(arg=None):
   # Learned entropy model of the latents (stae_jax/models/entropy.py) and its frozen coding tables.
   c.model.entropy = ml_collections.ConfigDict(dict(
       filters=(3, 3, 3),          # FactorizedPrior hidden widths per channel (Balle et al. 2018)
-      init_scale=10.0,            # initial density spread, in latent units
+      init_scale=2.0,             # initial density spread, in latent units (10 stalled the rate)
       likelihood_bound=1e-9,      # floor on a bin's probability in the training rate
       tail_mass=1e-9,             # freezing: table support holds all but this mass; rest escapes
   ))
@@ -93,14 +93,14 @@ def get_config(arg=None):
       frame_widths=(16, 32, 32),
       spatial_widths=(16, 32),
       temporal_kernel=3,          # frame attention's 1D convolution over time
-      temperature=1.0,            # straight-through top-k surrogate (in units of the scores' std)
+      temperature=1.0,            # straight-through top-k surrogate's sigmoid scale (score units)
       dtype="bfloat16",           # compute dtype; parameters are float32
       # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them).
       keep_ratios=((0.25, 0.25), (0.5, 0.25), (0.5, 0.5), (1.0, 0.5)),
   ))
   # Receiver's 3D-2D CNN (stae_jax/models/decoder.py).
   c.model.decoder = ml_collections.ConfigDict(dict(
-      width=32, temporal_layers=3, spatial_layers=2, dtype="bfloat16"))
+      width=32, temporal_layers=3, spatial_layers=2, cell=4, dtype="bfloat16"))
   # Training (stae_jax/training, train.py): stages run in train.stage_order; each names the
   # parameters it trains (`trainable` regex; the rest get no optimizer state) and its loss weights.
   c.stages = common.training_stages(
