@@ -48,7 +48,7 @@ class DeepISC(nnx.Module):
   def __init__(self, *, frame_size: int | Sequence[int], patch: int, width: int, encoder_depth: int,
                decoder_depth: int, num_heads: int, mlp_dim: int, max_tokens: int, channels: int,
                token_choices: Sequence[int], prior_filters: Sequence[int] = (3, 3, 3),
-               prior_init_scale: float = 10.0,
+               prior_init_scale: float = 10.0, prior_likelihood_bound: float = 1e-9,
                layer_norm_eps: float = 1e-6, dtype=jnp.float32, param_dtype=jnp.float32,
                attention: str = "auto", rngs: nnx.Rngs):
     height, width_px = (frame_size, frame_size) if isinstance(frame_size, int) else frame_size
@@ -87,7 +87,8 @@ class DeepISC(nnx.Module):
     self.to_pixels = nnx.Linear(width, patch_dim, **dense)
 
     self.prior = entropy.FactorizedPrior(channels, filters=tuple(prior_filters),
-                                         init_scale=prior_init_scale, rngs=rngs)
+                                         init_scale=prior_init_scale,
+                                         likelihood_bound=prior_likelihood_bound, rngs=rngs)
 
   @property
   def num_patches(self) -> int:
@@ -204,14 +205,14 @@ def deepisc_from_config(config, *, rngs: nnx.Rngs) -> DeepISC:
   if "deepisc" not in config.model:
     raise ValueError("config.model has no `deepisc` section; see configs/synthetic.py for one.")
   d = config.model.deepisc
-  entropy_config = config.model.get("entropy", {})  # shared with STAE's prior: same starting density
+  prior = entropy.prior_settings(config.model.get("entropy", {}))  # the same settings as STAE's
   return DeepISC(
       frame_size=int(config.data.resolution), patch=int(d.patch), width=int(d.width),
       encoder_depth=int(d.encoder_depth), decoder_depth=int(d.decoder_depth),
       num_heads=int(d.num_heads), mlp_dim=int(d.get("mlp_dim", 0) or 4 * d.width),
       max_tokens=int(d.max_tokens), channels=int(d.channels),
       token_choices=tuple(d.token_choices),
-      prior_filters=tuple(d.get("prior_filters", entropy_config.get("filters", (3, 3, 3)))),
-      prior_init_scale=float(entropy_config.get("init_scale", 10.0)),
+      prior_filters=tuple(d.get("prior_filters", prior["filters"])),
+      prior_init_scale=prior["init_scale"], prior_likelihood_bound=prior["likelihood_bound"],
       dtype=d.get("dtype", "float32"), param_dtype=d.get("param_dtype", "float32"),
       attention=d.get("attention", "auto"), rngs=rngs)

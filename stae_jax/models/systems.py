@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from stae_jax.models import deepisc as deepisc_lib
 from stae_jax.models import vit as vit_lib
 from stae_jax.models.decoder import Decoder
-from stae_jax.models.entropy import FactorizedPrior, mask_bits
+from stae_jax.models.entropy import FactorizedPrior, mask_bits, prior_settings
 from stae_jax.models.stae import STAE
 
 __all__ = [
@@ -50,14 +50,12 @@ def build_prior(model_config, *, rngs: nnx.Rngs) -> FactorizedPrior:
   In pixel mode values span 0..2^q-1, so the initial density is made at least that wide (a narrow
   start would put most pixels in the tails)."""
   stae = model_config.stae
-  entropy = model_config.get("entropy", {})
-  init_scale = float(entropy.get("init_scale", 10.0))
+  settings = prior_settings(model_config.get("entropy", {}))
   channels = int(stae.latent_channels)
   if stae.mode == "pixel":
-    channels, init_scale = 3, max(init_scale, float(2 ** stae.pixel_bits))
-  return FactorizedPrior(channels, filters=tuple(entropy.get("filters", (3, 3, 3))),
-                         init_scale=init_scale,
-                         likelihood_bound=float(entropy.get("likelihood_bound", 1e-9)), rngs=rngs)
+    channels = 3
+    settings["init_scale"] = max(settings["init_scale"], float(2 ** stae.pixel_bits))
+  return FactorizedPrior(channels, **settings, rngs=rngs)
 
 
 def build_models(config, rngs: nnx.Rngs) -> nnx.Dict:

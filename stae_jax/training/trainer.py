@@ -38,9 +38,9 @@ from stae_jax.training import optim
 from stae_jax.training import state as state_lib
 
 #: Config keys that may change between runs on one workdir (they do not change what is trained).
-RUNTIME_KEYS = ("train.log_every", "train.progress", "train.tensorboard", "train.keep_checkpoints",
-                "train.checkpoint_every", "train.async_checkpoints", "data.workers", "data.prefetch",
-                "systems", "system", "train.eval_batches")
+#: `train` is logging, evaluation and checkpoint cadence, stage order and the mesh: none of it
+#: changes what a stage trains (the mesh only to float tolerance, which the sharding test checks).
+RUNTIME_KEYS = ("train", "data.workers", "data.prefetch", "systems", "system")
 CLASSIFIER = "classifier"
 
 
@@ -155,13 +155,13 @@ def _stage_config_dict(config, stage: str, tag: str | None) -> dict:
 
 
 def _stage_ignored_keys(config, stage: str, tag: str | None) -> tuple:
-  """Keys of `_stage_config_dict` that do not define a system stage's run: logging and evaluation
-  cadence (`train`) and the settings of later stages; changing them keeps finished stages valid."""
+  """Keys of `_stage_config_dict`, beyond RUNTIME_KEYS, that do not define a system stage's run:
+  the settings of later stages; changing them keeps finished stages valid."""
   if tag is None:
     return ()
   order = list(config.train.stage_order)
   later = order[order.index(stage) + 1:] if stage in order else []
-  return ("train",) + tuple(f"stages.{name}" for name in later)
+  return tuple(f"stages.{name}" for name in later)
 
 
 def check_stage_config(directory: pathlib.Path, config, stage: str, tag: str | None) -> None:
@@ -324,9 +324,9 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
   # --- Input pipeline ----------------------------------------------------------------------------
   # A stage may set its own batch size (`stages.<name>.batch_size`; 0 or absent: data.batch_size):
   # on small hosts a compressor stage learns more from more, smaller steps in the same time.
+  batch_key = f"stages.{stage_name}.batch_size" if stage.get("batch_size", 0) else "data.batch_size"
   global_batch = int(stage.get("batch_size", 0) or config.data.batch_size)
-  mesh_lib.check_batch_size(global_batch, mesh, f"stages.{stage_name}.batch_size"
-                            if stage.get("batch_size", 0) else "data.batch_size")
+  mesh_lib.check_batch_size(global_batch, mesh, batch_key)
   mesh_lib.check_batch_size(int(config.data.eval_batch_size), mesh, "data.eval_batch_size")
   local_data = ml_collections.ConfigDict(config.data.to_dict())
   with local_data.unlocked():
