@@ -66,7 +66,8 @@ def bench_coding(name, config, repeats, batch):
   stae = config.model.stae
   size, frames, p = config.data.resolution, config.data.frames, stae.block_size
   blocks = (size // p) ** 2
-  latent_shape = (p // 4, p // 4, stae.latent_channels)
+  g = p // stae.get("latent_stride", 4)
+  latent_shape = (g, g, stae.latent_channels)
   prior = FactorizedPrior(stae.latent_channels, rngs=nnx.Rngs(0), init_scale=2.0)
   tables = tables_lib.freeze(prior)
   rng = np.random.default_rng(0)
@@ -115,8 +116,8 @@ def bench_stae_encoder(name, config, repeats, coding):
     def encoder(state, video, k_f=k_f, k_s=k_s):
       m = nnx.merge(graphdef, state)
       x = stae_lib.normalize_video(video, m.dtype)
-      _, frame_index = stae_lib.top_k_mask(m.frame_scores(x, None), k_f, training=False)
-      scores = m.block_scores(x, frame_index, None, (size // p) ** 2)
+      _, frame_index = stae_lib.top_k_mask(m.frame_scores(x, None, k_f), k_f, training=False)
+      scores = m.block_scores(x, frame_index, None, (size // p) ** 2, k_s)
       _, block_index = stae_lib.top_k_mask(scores, k_s, training=False)
       blocks = stae_lib.blockify(video, p)
       kept = blocks[jnp.arange(1)[:, None, None], frame_index[:, :, None], block_index]

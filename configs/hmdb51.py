@@ -6,7 +6,8 @@ r"""HMDB51 at the paper's setting: 16 frames of 224x224, ViT-B/16 with 2x16x16 t
 Needs the official release extracted under `data/hmdb51/` (`<class>/<clip>.avi` and
 `testTrainMulti_7030_splits/`; see data/README.md) and an accelerator. Switches:
 `configs/hmdb51.py:split=2,frames=16`, `:system=deepisc`, `:frame_attention=False`,
-`:selection=random` (the "neither attention" ablation).
+`:selection=random` (the "neither attention" ablation), `:selection=uniform` (evenly spaced frames
+and blocks).
 
 Target (arXiv 2305.12796): 104x compression at <= 5 points of accuracy loss; the H.264 curve this
 must beat is in ../shared/DESIGN.md. Measured results go into BENCHMARKS.md when a run is made.
@@ -82,13 +83,15 @@ def get_config(arg=None):
   # STAE encoder (stae_jax/models/stae.py). 16x16 blocks: 196 per 224x224 frame, latent 4x4x8 each.
   c.model.stae = ml_collections.ConfigDict(dict(
       block_size=16,              # p: spatial attention scores and codes p x p blocks
-      latent_channels=8,          # C of the [p/4, p/4, C] latent of a block
+      latent_stride=4,            # s: a block's latent is [p/s, p/s, C]
+      latent_channels=8,          # C; channels 0-2 start as each cell's mean colour, the rest at 0
+      init_step=8.0,              # pixel levels per latent unit of those means at initialisation
       transform_width=256,        # hidden units of the per-block analysis/synthesis MLPs
       mode="latent",              # "latent" (learned transforms) or "pixel" (requantised pixels)
       pixel_bits=6,               # bits per pixel value in "pixel" mode
       frame_attention=a.frame_attention,      # off: keep every frame
       spatial_attention=a.spatial_attention,  # off: keep every block of a kept frame
-      selection=a.selection,      # or "random": uniform random top-k at the same keep ratios
+      selection=a.selection,      # or "random" (random top-k), "uniform" (evenly spaced): same ratios
       frame_pool=7,               # frame attention sees frames area-downscaled by this (224 -> 32)
       frame_widths=(16, 32, 32),
       spatial_widths=(16, 32),

@@ -148,6 +148,17 @@ def test_random_selection_keeps_the_ratios_and_needs_a_key():
     model(clip(), frame_keep=0.5, block_keep=0.25, training=False)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_uniform_selection_keeps_evenly_spaced_frames_and_blocks(training):
+  """The fixed baseline: first and last frame included, the same choice for every clip."""
+  model = small_stae(selection="uniform")
+  assert model.frame_attention is None and model.spatial_attention is None
+  out = run(model, clip(), frame_keep=0.25, block_keep=0.25, training=training,
+            rng=jax.random.key(0))
+  np.testing.assert_array_equal(out["frame_index"], [[0, 7], [0, 7]])  # T = 8, k_f = 2
+  np.testing.assert_array_equal(out["block_index"], np.broadcast_to([0, 5, 10, 15], (2, 2, 4)))
+
+
 def test_pixel_mode_sends_requantised_pixels():
   bits = 4
   model = small_stae(mode="pixel", pixel_bits=bits)
@@ -159,6 +170,27 @@ def test_pixel_mode_sends_requantised_pixels():
   expected = np.round(np.asarray(video, np.float64) * (2 ** bits - 1) / 255) * 255 / (2 ** bits - 1)
   received, mask = np.asarray(out["received"]), np.asarray(out["pixel_mask"])[..., 0] > 0
   np.testing.assert_allclose(received[mask], expected[mask], atol=1e-3)
+
+
+@pytest.mark.parametrize("latent_stride,channels", [(4, 4), (8, 8), (8, 3)])
+def test_fresh_transforms_code_each_cells_mean_colour(latent_stride, channels):
+  """Untrained, the block code is the cells' mean colours quantised to init_step levels: the
+  round trip returns every pixel of a cell its cell's mean within half a step, and the channels
+  after the three colours carry nothing until training gives them a use."""
+  step = 8.0
+  model = small_stae(latent_stride=latent_stride, latent_channels=channels, init_step=step)
+  blocks = stae_lib.blockify(clip(batch=1, frames=2), P)
+  latents = model.analyse(blocks)
+  g = P // latent_stride
+  assert latents.shape == blocks.shape[:-3] + (g, g, channels)
+  np.testing.assert_array_equal(np.asarray(latents[..., 3:]), 0.0)
+  decoded = np.asarray(model.synthesise(jnp.round(latents)))
+  cells = np.asarray(blocks, np.float64).reshape(*blocks.shape[:-3], g, latent_stride, g,
+                                                 latent_stride, 3)
+  means = cells.mean(axis=(-4, -2), keepdims=True)
+  error = np.abs(decoded.reshape(cells.shape) - means)
+  assert error.max() <= step / 2 + 1e-3
+  assert error.max() > 0.5  # and rounding did quantise the means
 
 
 def test_top_k_mask_forward_is_exactly_hard():
@@ -214,6 +246,10 @@ def test_bad_input_is_explained():
     model(clip(), frame_keep=0.5, block_keep=0.5, training=True)
   with pytest.raises(ValueError, match="selection"):
     small_stae(selection="best")
+  with pytest.raises(ValueError, match="latent_stride must divide"):
+    small_stae(latent_stride=3)
+  with pytest.raises(ValueError, match="init_step"):
+    small_stae(init_step=0.0)
 
 
 def test_config_sizes():
@@ -235,7 +271,7 @@ def test_config_sizes():
                                           training=False)
 
       out = jax.eval_shape(forward, state, video)
-      c = config.model.stae.latent_channels
-      assert out["latents"].shape == (1, k_f, k_s, p // 4, p // 4, c)
+      c, g = config.model.stae.latent_channels, p // config.model.stae.latent_stride
+      assert out["latents"].shape == (1, k_f, k_s, g, g, c)
       assert out["received"].shape == (1, t, size, size, 3)
       assert out["block_mask"].shape == (1, t, n)

@@ -80,7 +80,8 @@ def test_stae_forward_outputs_and_exact_mask_bits(built):
   assert out["reconstruction"].shape == (2, T, SIZE, SIZE, 3)
   assert out["frame_mask"].shape == (2, T) and out["frame_mask"].dtype == jnp.bool_
   assert out["block_mask"].shape == (2, T, n) and out["block_mask"].dtype == jnp.bool_
-  assert out["latents"].shape == (2, k_f, k_s, 2, 2, config.model.stae.latent_channels)
+  g = config.model.stae.block_size // config.model.stae.latent_stride
+  assert out["latents"].shape == (2, k_f, k_s, g, g, config.model.stae.latent_channels)
   bits = {key: np.asarray(value) for key, value in out["bits"].items()}
   np.testing.assert_array_equal(bits["frame_mask"], np.float32(math.log2(math.comb(T, k_f))))
   np.testing.assert_allclose(bits["block_masks"], k_f * math.log2(math.comb(n, k_s)), rtol=1e-6)

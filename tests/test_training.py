@@ -149,12 +149,12 @@ def test_every_stage_end_to_end(tmp_path, systems):
   config = train_helpers.tiny_config(steps=5, systems=systems, batch_size=16)
   config.model.stae.keep_ratios = ((0.5, 0.5),)
   config.model.deepisc.token_choices = (2,)
-  config.stages.compressor.batch_size = 8  # a stage's own batch size
+  config.stages.classifier.batch_size = 8  # a stage's own batch size
   summaries = trainer.train_and_evaluate(config, tmp_path, loader_fn=train_helpers.small_loader)
   (tag,) = systems
   starts = {s["stage"]: json.loads((pathlib.Path(s["directory"]) / "metrics.jsonl").read_text()
                                    .splitlines()[0]) for s in summaries}
-  assert {k: v["batch_size"] for k, v in starts.items()} == dict(classifier=16, compressor=8, joint=16)
+  assert {k: v["batch_size"] for k, v in starts.items()} == dict(classifier=8, compressor=16, joint=16)
   assert [(s["stage"], s["system"]) for s in summaries] == [
       ("classifier", None), ("compressor", tag), ("joint", tag)]
   for s in summaries:

@@ -14,8 +14,8 @@ ratio; see BENCHMARKS.md "Models"):
   k_s = round(rho_s*N) blocks. k values are static Python ints (one compile per operating point);
   the ratios are arguments of the forward pass, so one model serves every operating point it was
   trained on.
-- `BlockAnalysis` / `BlockSynthesis` (per-block MLPs) map each kept p x p block to a
-  [p/4, p/4, C] latent and back.
+- `BlockAnalysis` / `BlockSynthesis` (per-block MLPs over a linear code that starts as the cells'
+  mean colours) map each kept p x p block to a [p/s, p/s, C] latent (s = `latent_stride`) and back.
   In "pixel" mode the kept pixels themselves are sent, requantised to `pixel_bits` bits (C = 3).
 
 Training versus inference. At inference only the kept frames and blocks are gathered and transformed
@@ -33,6 +33,7 @@ from typing import Any
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from stae_jax.models.entropy import quantize
 
@@ -41,7 +42,7 @@ __all__ = [
     "BlockSynthesis", "STAE", "blockify", "unblockify", "normalize_video",
 ]
 
-SELECTIONS = ("attention", "random")
+SELECTIONS = ("attention", "random", "uniform")
 MODES = ("latent", "pixel")
 
 
@@ -188,40 +189,85 @@ class SpatialAttention(nnx.Module):
     return self.head(x).reshape(b, f, -1).astype(jnp.float32)
 
 
+def colour_mean_code(block_size: int, latent_stride: int, latent_channels: int,
+                     step: float) -> np.ndarray:
+  """The linear block code the transforms start from: the [p*p*3, (p/s)^2*C] analysis matrix.
+
+  Latent position (i, j), channel c < 3, is the mean of colour c over the s x s cell (i, j) of the
+  block, in units of `step` pixel levels, so that rounding the latent quantises the mean to `step`
+  levels; channels 3.. start at zero (left to the MLP). `BlockSynthesis` starts from its inverse on
+  the means: every pixel of a cell takes the cell's mean back.
+  """
+  p, s, c = int(block_size), int(latent_stride), int(latent_channels)
+  g = p // s
+  # A constant of the config, built with numpy (it is also built under `nnx.eval_shape`):
+  # pixel (y, x, colour) -> latent (y // s, x // s, colour) for colour < min(3, C).
+  y, x, colour = np.meshgrid(np.arange(p), np.arange(p), np.arange(3), indexing="ij")
+  rows = ((y * p + x) * 3 + colour).ravel()
+  cols = (((y // s) * g + x // s) * c + colour).ravel()
+  keep = colour.ravel() < c
+  # Normalised pixels are (v / 127.5 - 1): one latent unit is `step` levels, i.e. step / 127.5.
+  weight = (127.5 / float(step)) / (s * s)
+  matrix = np.zeros((p * p * 3, g * g * c), np.float32)
+  matrix[rows[keep], cols[keep]] = weight
+  return matrix
+
+
 class BlockAnalysis(nnx.Module):
-  """p x p x 3 block (normalised) -> [p/4, p/4, C] latent: a two-layer MLP over the whole block.
+  """p x p x 3 block (normalised) -> [p/s, p/s, C] latent: a linear code plus a two-layer MLP.
 
   Why an MLP and not strided convolutions: a block is coded on its own, so the transform may mix
   every pixel of the block with every other (a learned nonlinear block transform, as a KLT/DCT is
   a linear one), and as one matmul over all blocks it is far faster on a CPU than convolutions over
   thousands of 8x8 images (STAE's training step: 15 instead of 132 ms per clip; BENCHMARKS.md).
+
+  Why the linear path, started as the colour means of s x s cells (`colour_mean_code`), with the
+  MLP's output layer at zero: a fresh transform is then already a usable codec (quantised cell
+  colours, which the frozen classifier recognises nearly as well as the clean clip; BENCHMARKS.md
+  "Main job"), and training refines it. Started from random MLPs the block codec reached 19 dB
+  after the main job's 110 steps and cost 8 points of accuracy on its own.
   """
 
-  def __init__(self, *, block_size: int, latent_channels: int, width: int,
-               dtype: Any = jnp.float32, rngs: nnx.Rngs):
-    self.latent_shape = (block_size // 4, block_size // 4, int(latent_channels))
+  def __init__(self, *, block_size: int, latent_channels: int, width: int, latent_stride: int = 4,
+               init_step: float = 8.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    g = block_size // latent_stride
+    self.latent_shape = (g, g, int(latent_channels))
+    code = colour_mean_code(block_size, latent_stride, latent_channels, init_step)
+    self.linear = nnx.Linear(block_size * block_size * 3, math.prod(self.latent_shape),
+                             use_bias=False, kernel_init=lambda *_: jnp.asarray(code),
+                             dtype=dtype, rngs=rngs)
     self.hidden = nnx.Linear(block_size * block_size * 3, width, dtype=dtype, rngs=rngs)
-    self.out = nnx.Linear(width, math.prod(self.latent_shape), dtype=dtype, rngs=rngs)
+    self.out = nnx.Linear(width, math.prod(self.latent_shape), dtype=dtype, rngs=rngs,
+                          kernel_init=nnx.initializers.zeros_init())
 
   def __call__(self, blocks):
     lead = blocks.shape[:-3]
-    y = self.out(jax.nn.gelu(self.hidden(blocks.reshape(*lead, -1))))
+    x = blocks.reshape(*lead, -1)
+    y = self.linear(x) + self.out(jax.nn.gelu(self.hidden(x)))
     return y.reshape(*lead, *self.latent_shape)
 
 
 class BlockSynthesis(nnx.Module):
-  """[p/4, p/4, C] latent -> p x p x 3 block in about [-1, 1]: the mirror MLP of `BlockAnalysis`."""
+  """[p/s, p/s, C] latent -> p x p x 3 block in about [-1, 1]: the mirror of `BlockAnalysis`
+  (its linear path starts as nearest upsampling of the cell colours, its MLP output at zero)."""
 
-  def __init__(self, *, block_size: int, latent_channels: int, width: int,
-               dtype: Any = jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, *, block_size: int, latent_channels: int, width: int, latent_stride: int = 4,
+               init_step: float = 8.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
     self.block_shape = (block_size, block_size, 3)
-    latent_size = (block_size // 4) ** 2 * int(latent_channels)
+    latent_size = (block_size // latent_stride) ** 2 * int(latent_channels)
+    code = colour_mean_code(block_size, latent_stride, latent_channels, init_step)
+    # Pseudo-inverse of the mean code: each cell's pixels take the cell's mean back.
+    upsample = (code > 0).T.astype(np.float32) * (float(init_step) / 127.5)
+    self.linear = nnx.Linear(latent_size, math.prod(self.block_shape), use_bias=False,
+                             kernel_init=lambda *_: jnp.asarray(upsample), dtype=dtype, rngs=rngs)
     self.hidden = nnx.Linear(latent_size, width, dtype=dtype, rngs=rngs)
-    self.out = nnx.Linear(width, math.prod(self.block_shape), dtype=dtype, rngs=rngs)
+    self.out = nnx.Linear(width, math.prod(self.block_shape), dtype=dtype, rngs=rngs,
+                          kernel_init=nnx.initializers.zeros_init())
 
   def __call__(self, latents):
     lead = latents.shape[:-3]
-    x = self.out(jax.nn.gelu(self.hidden(latents.reshape(*lead, -1))))
+    y = latents.reshape(*lead, -1)
+    x = self.linear(y) + self.out(jax.nn.gelu(self.hidden(y)))
     return x.reshape(*lead, *self.block_shape)
 
 
@@ -234,7 +280,8 @@ class STAE(nnx.Module):
   """
 
   def __init__(self, *, block_size: int, latent_channels: int = 8, transform_width: int = 64,
-               mode: str = "latent", pixel_bits: int = 6, frame_attention: bool = True,
+               latent_stride: int = 4, init_step: float = 8.0, mode: str = "latent",
+               pixel_bits: int = 6, frame_attention: bool = True,
                spatial_attention: bool = True, selection: str = "attention", frame_pool: int = 2,
                frame_widths=(16, 32, 32), spatial_widths=(16, 32), temporal_kernel: int = 3,
                temperature: float = 1.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
@@ -244,9 +291,16 @@ class STAE(nnx.Module):
       raise ValueError(f"stae selection {selection!r} is not one of {SELECTIONS}")
     if block_size < 4 or block_size % 4:
       raise ValueError(f"block_size must be a positive multiple of 4 (8 or 16), got {block_size}")
+    if latent_stride < 1 or block_size % latent_stride:
+      raise ValueError(f"latent_stride must divide block_size={block_size} (4: a [p/4, p/4, C] "
+                       f"latent per block; p: one C-vector per block), got {latent_stride}")
+    if init_step <= 0:
+      raise ValueError(f"init_step (pixel levels per latent unit at initialisation) must be > 0, "
+                       f"got {init_step}")
     if mode == "pixel" and not 1 <= pixel_bits <= 8:
       raise ValueError(f"pixel_bits must be in 1..8, got {pixel_bits}")
     self.block_size = int(block_size)
+    self.latent_stride = int(latent_stride)
     self.mode = mode
     self.pixel_bits = int(pixel_bits)
     self.use_frame_attention = bool(frame_attention)
@@ -263,7 +317,8 @@ class STAE(nnx.Module):
                               if spatial_attention and selection == "attention" else None)
     if mode == "latent":
       transform = dict(block_size=block_size, latent_channels=latent_channels,
-                       width=transform_width, dtype=dtype, rngs=rngs)
+                       width=transform_width, latent_stride=latent_stride, init_step=init_step,
+                       dtype=dtype, rngs=rngs)
       self.analysis = BlockAnalysis(**transform)
       self.synthesis = BlockSynthesis(**transform)
     else:
@@ -274,7 +329,8 @@ class STAE(nnx.Module):
   def from_config(cls, stae_config, *, rngs: nnx.Rngs) -> "STAE":
     c = stae_config
     return cls(block_size=c.block_size, latent_channels=c.latent_channels,
-               transform_width=c.transform_width, mode=c.mode, pixel_bits=c.pixel_bits,
+               transform_width=c.transform_width, latent_stride=c.get("latent_stride", 4),
+               init_step=c.get("init_step", 8.0), mode=c.mode, pixel_bits=c.pixel_bits,
                frame_attention=c.frame_attention, spatial_attention=c.spatial_attention,
                selection=c.selection, frame_pool=c.frame_pool, frame_widths=tuple(c.frame_widths),
                spatial_widths=tuple(c.spatial_widths), temporal_kernel=c.temporal_kernel,
@@ -286,14 +342,16 @@ class STAE(nnx.Module):
     """(h, w, C) of one block's latent."""
     if self.mode == "pixel":
       return (self.block_size, self.block_size, 3)
-    return (self.block_size // 4, self.block_size // 4, self.latent_channels)
+    g = self.block_size // self.latent_stride
+    return (g, g, self.latent_channels)
 
   def keep_counts(self, frames: int, blocks: int, frame_keep: float, block_keep: float):
     """(k_f, k_s) for a clip of `frames` frames and `blocks` blocks per frame; a switched-off
-    attention keeps everything (unless selection is "random", which drops at the same ratios)."""
-    random = self.selection == "random"
-    k_f = keep_count(frame_keep, frames) if (self.use_frame_attention or random) else frames
-    k_s = keep_count(block_keep, blocks) if (self.use_spatial_attention or random) else blocks
+    attention keeps everything (unless selection is "random" or "uniform", which drop at the same
+    ratios)."""
+    fixed = self.selection != "attention"
+    k_f = keep_count(frame_keep, frames) if (self.use_frame_attention or fixed) else frames
+    k_s = keep_count(block_keep, blocks) if (self.use_spatial_attention or fixed) else blocks
     return k_f, k_s
 
   # --- transforms --------------------------------------------------------------------------------
@@ -320,18 +378,30 @@ class STAE(nnx.Module):
       raise ValueError("selection='random' needs rng=<jax PRNG key> in the forward pass")
     return jax.random.uniform(rng, shape)
 
-  def frame_scores(self, frames, rng):
+  @staticmethod
+  def _uniform_scores(n: int, k: int, shape):
+    """1 at k evenly spaced items of n (the first and last included), 0 elsewhere: top-k of these
+    is the classic uniform sampling (for frames, what video classifiers sample by default)."""
+    scores = np.zeros((n,), np.float32)
+    scores[np.round(np.linspace(0, n - 1, k)).astype(int)] = 1.0  # n, k are static ints
+    return jnp.broadcast_to(jnp.asarray(scores), shape)
+
+  def frame_scores(self, frames, rng, keep: int):
     b, t = frames.shape[:2]
+    if self.selection == "uniform":
+      return self._uniform_scores(t, keep, (b, t))
     if self.selection == "random":
       return self._random_scores(jax.random.fold_in(rng, 1) if rng is not None else None, (b, t))
     if self.frame_attention is None:
       return jnp.zeros((b, t), jnp.float32)
     return self.frame_attention(frames)
 
-  def block_scores(self, frames, frame_index, rng, blocks_per_frame: int):
+  def block_scores(self, frames, frame_index, rng, blocks_per_frame: int, keep: int):
     """Scores [B,F,N] for the frames `frame_index` [B,F] (None: all frames)."""
     b, t = frames.shape[:2]
     f = t if frame_index is None else frame_index.shape[1]
+    if self.selection == "uniform":
+      return self._uniform_scores(blocks_per_frame, keep, (b, f, blocks_per_frame))
     if self.selection == "random":
       return self._random_scores(jax.random.fold_in(rng, 2) if rng is not None else None,
                                  (b, f, blocks_per_frame))
@@ -367,9 +437,9 @@ class STAE(nnx.Module):
     n = (height // p) * (width // p)
     k_f, k_s = self.keep_counts(t, n, frame_keep, block_keep)
     frames = normalize_video(video, self.dtype)
-    frame_scores = self.frame_scores(frames, rng)
+    frame_scores = self.frame_scores(frames, rng, k_f)
     _, frame_index = top_k_mask(frame_scores, k_f, training=False)
-    kept_block_scores = self.block_scores(frames, frame_index, rng, n)
+    kept_block_scores = self.block_scores(frames, frame_index, rng, n, k_s)
     _, block_index = top_k_mask(kept_block_scores, k_s, training=False)
     batch = jnp.arange(b)[:, None, None]
     kept_blocks = blockify(video, p)[batch, frame_index[:, :, None], block_index]
@@ -410,7 +480,8 @@ class STAE(nnx.Module):
         quantisation and synthesis, kept or not (what the block transforms learn from);
       pixel_mask float32 [B,T,H,W,1]: 1 where received (straight-through in training);
       frame_scores [B,T], block_scores [B,T,N] (inference: rows of dropped frames are -inf).
-    `rng` is needed when training (quantisation noise) and for selection="random".
+    `rng` is needed when training (quantisation noise) and for selection="random"; selection
+    "uniform" keeps evenly spaced frames and blocks (a fixed, non-learned baseline).
     Inference is exactly `encode` followed by `receive`.
     """
     video = self._check_clip(video)
@@ -437,10 +508,10 @@ class STAE(nnx.Module):
     n = (height // p) * (width // p)
     k_f, k_s = self.keep_counts(t, n, frame_keep, block_keep)
     frames = normalize_video(video, self.dtype)
-    frame_scores = self.frame_scores(frames, select_rng)
+    frame_scores = self.frame_scores(frames, select_rng, k_f)
     frame_weight, frame_index = top_k_mask(frame_scores, k_f, training=True,
                                            temperature=self.temperature)
-    block_scores = self.block_scores(frames, None, select_rng, n)
+    block_scores = self.block_scores(frames, None, select_rng, n, k_s)
     block_weight, block_index_all = top_k_mask(block_scores, k_s, training=True,
                                                temperature=self.temperature)
     weight = frame_weight[:, :, None] * block_weight  # [B,T,N]
