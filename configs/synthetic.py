@@ -93,6 +93,7 @@ def get_config(arg=None):
       patch=16, width=128, encoder_depth=2, decoder_depth=2, num_heads=4, mlp_dim=0,
       max_tokens=16, channels=8,
       token_choices=(1, 2, 4, 8, 16),  # operating points: latent tokens sent per frame
+      latent_scale=4.0,  # fresh latents' spread in quantisation steps (0.17 by default: all rounded away)
       dtype="float32",
       attention="auto",
   ))
