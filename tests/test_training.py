@@ -108,6 +108,26 @@ def test_a_later_stage_setting_does_not_invalidate_an_earlier_stage(tmp_path):
     trainer.check_stage_config(folder, config, "compressor", "stae")
 
 
+def test_another_systems_model_section_does_not_invalidate_a_stage(tmp_path):
+  """Changing DeepISC's model keeps STAE's finished stages valid, and the other way round; a
+  system's own model section still counts."""
+  config = train_helpers.tiny_config(systems=("stae", "deepisc"))
+  stae_folder, deepisc_folder = tmp_path / "stae", tmp_path / "deepisc"
+  trainer.check_stage_config(stae_folder, config, "compressor", "stae")
+  trainer.check_stage_config(deepisc_folder, config, "compressor", "deepisc")
+  config.model.deepisc.latent_scale = 2.0
+  config.model.decoder.width = 4
+  with pytest.raises(ValueError, match="model.decoder.width"):
+    trainer.check_stage_config(stae_folder, config, "compressor", "stae")
+  with pytest.raises(ValueError, match="model.deepisc.latent_scale"):
+    trainer.check_stage_config(deepisc_folder, config, "compressor", "deepisc")
+  config.model.decoder.width = train_helpers.tiny_config().model.decoder.width
+  trainer.check_stage_config(stae_folder, config, "compressor", "stae")  # only DeepISC's changed
+  config.model.deepisc.latent_scale = 4.0
+  config.model.stae.init_step = 4.0
+  trainer.check_stage_config(deepisc_folder, config, "compressor", "deepisc")  # only STAE's changed
+
+
 def test_unknown_config_key_on_the_command_line_is_an_error(tmp_path):
   """absl config_flags refuses a key the config does not have, and suggests the right one."""
   result = subprocess.run(

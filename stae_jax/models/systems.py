@@ -29,11 +29,15 @@ from stae_jax.models.entropy import FactorizedPrior, mask_bits, prior_settings
 from stae_jax.models.stae import STAE
 
 __all__ = [
-    "SYSTEMS", "build_models", "classifier_forward", "stae_forward", "system_forward",
+    "SYSTEMS", "MODEL_SECTIONS", "build_models", "classifier_forward", "stae_forward", "system_forward",
     "operating_points",
 ]
 
 SYSTEMS = ("stae", "deepisc")
+
+#: The `config.model` sections each system builds from, beside the shared `vit` and `entropy`: a
+#: change to another system's section leaves a system's trained stages valid (trainer's stage check).
+MODEL_SECTIONS = {"stae": ("stae", "decoder"), "deepisc": ("deepisc",)}
 
 
 def _check_system(config) -> str:

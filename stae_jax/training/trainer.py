@@ -156,12 +156,17 @@ def _stage_config_dict(config, stage: str, tag: str | None) -> dict:
 
 def _stage_ignored_keys(config, stage: str, tag: str | None) -> tuple:
   """Keys of `_stage_config_dict`, beyond RUNTIME_KEYS, that do not define a system stage's run:
-  the settings of later stages; changing them keeps finished stages valid."""
+  the settings of later stages and the model sections of other systems (`systems.MODEL_SECTIONS`);
+  changing them keeps finished stages valid."""
   if tag is None:
     return ()
   order = list(config.train.stage_order)
   later = order[order.index(stage) + 1:] if stage in order else []
-  return tuple(f"stages.{name}" for name in later)
+  from stae_jax.models import systems  # pylint: disable=g-import-not-at-top
+  mine = systems.MODEL_SECTIONS.get(config.systems[tag].system, ())
+  others = sorted({section for sections in systems.MODEL_SECTIONS.values() for section in sections}
+                  - set(mine))
+  return tuple(f"stages.{name}" for name in later) + tuple(f"model.{s}" for s in others)
 
 
 def check_stage_config(directory: pathlib.Path, config, stage: str, tag: str | None) -> None:
