@@ -1,6 +1,6 @@
 r"""How fast the DeepISC baseline learns to reconstruct frames, apart from the classifier and trainer.
 
-  python benchmarks/deepisc_learning.py [--steps=1000] [--lr=3e-3] [--latent_scale=4.0] [--every=250]
+  python benchmarks/deepisc_learning.py [--steps=1000] [--lr=3e-3] [--init_step=8.0] [--every=250]
 
 Why: in the main job's 100 + 10 steps DeepISC stays at chance, and "does not learn" has several
 possible causes (the latents rounded away, the task gradient, the budget). This trains
@@ -9,8 +9,7 @@ rounding, as the trainer does), on 64 training clips of `synthetic_actions` gene
 (4 frames each, every 4th), batches of 8 clips, and prints the PSNR of 16 test clips with the
 latents rounded, at 1 and at all tokens per frame, every `--every` steps. A codec that uses its
 tokens shows a gap between the two columns; a flat, equal pair means the decoder ignores them.
-`--latent_scale` overrides the config's (0.23 gives the encoder the old 0.02-stddev output layer; the
-decoder's input layer scales with 1/latent_scale, so this is not the whole old initialisation).
+`--init_step` overrides the config's step of the fixed patch-colour code (stae_jax/models/deepisc.py).
 """
 
 import argparse
@@ -41,12 +40,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
   parser.add_argument("--steps", type=int, default=1000)
   parser.add_argument("--lr", type=float, default=3e-3)
-  parser.add_argument("--latent_scale", type=float, default=None)
+  parser.add_argument("--init_step", type=float, default=None)
   parser.add_argument("--every", type=int, default=250)
   args = parser.parse_args()
   config = synthetic.get_config(None)
-  if args.latent_scale is not None:
-    config.model.deepisc.latent_scale = args.latent_scale
+  if args.init_step is not None:
+    config.model.deepisc.init_step = args.init_step
   size = int(config.data.resolution)
   model = deepisc_lib.deepisc_from_config(config, rngs=nnx.Rngs(0))
   k_max = model.max_tokens
@@ -84,7 +83,7 @@ def main():
     return out
 
   print(f"DeepISC of configs/synthetic.py: {k_max} tokens x {model.channels} channels per frame, "
-        f"latent_scale {config.model.deepisc.get('latent_scale', 4.0)}, Adam {args.lr}")
+        f"init_step {config.model.deepisc.get('init_step', 8.0)}, Adam {args.lr}")
   print("| step | PSNR dB, 1 token | PSNR dB, all tokens | seconds |")
   print("|---|---|---|---|")
   rng = jax.random.PRNGKey(0)

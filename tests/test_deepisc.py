@@ -118,6 +118,17 @@ def test_training_draws_token_counts_and_gradients_reach_the_encoder(system):
   grads, out = jax.grad(loss, has_aux=True)(state, jax.random.key(0))
   assert set(np.asarray(out["num_tokens"])) <= {1, 2, 4, 8}
   model_grads, _ = nnx.merge(graph, grads)
+  # The learned paths' output layers start at zero: they get gradients at once, the layers behind
+  # them from the first update on (here: small random output layers).
+  for name in ("to_latent", "to_pixels"):
+    assert np.abs(getattr(model_grads, name).kernel[...]).max() > 0, name
+  model, vit = nnx.merge(graph, jax.tree.map(jnp.copy, state))  # the fixture's state stays as it is
+  rng = np.random.default_rng(0)
+  for layer in (model.to_latent, model.to_pixels):
+    layer.kernel[...] = jnp.asarray(0.02 * rng.standard_normal(layer.kernel.shape), jnp.float32)
+  _, updated = nnx.split((model, vit))
+  grads, out = jax.grad(loss, has_aux=True)(updated, jax.random.key(0))
+  model_grads, _ = nnx.merge(graph, grads)
   for name in ("patch_embed", "to_latent", "from_latent", "to_pixels"):
     kernel = getattr(model_grads, name).kernel[...]
     assert np.all(np.isfinite(kernel)) and np.abs(kernel).max() > 0, name
@@ -142,18 +153,34 @@ def test_bad_arguments_are_explained(system):
                         rngs=nnx.Rngs(0))
 
 
-def test_fresh_latents_survive_rounding(system):
-  """A fresh encoder's latents span several quantisation steps (`latent_scale`), so rounding keeps
-  them; at the usual 0.02 init they all rounded to 0 and the decoder learned to ignore them."""
-  graph, state, _, _ = system
-  model, _ = nnx.merge(graph, state)
-  latents = np.asarray(model.encode(clip(batch=4)))
-  assert 2.0 < latents.std() < 8.0, latents.std()  # latent_scale 4 by default
-  assert np.mean(np.round(latents) != 0) > 0.7
-  with pytest.raises(ValueError, match="latent_scale"):
+def test_fresh_codec_sends_patch_colours_coarse_first():
+  """A fresh DeepISC is the patch-colour code: all tokens rebuild each patch's mean colour (to the
+  code's quantisation), one token the frame's mean colour; its learned parts start at zero."""
+  # 16 tokens for the 16 patches of a 16x16 frame: the whole colour grid fits the code.
+  model = deepisc_lib.DeepISC(frame_size=SIZE, patch=4, width=16, encoder_depth=1, decoder_depth=1,
+                              num_heads=2, mlp_dim=16, max_tokens=16, channels=CHANNELS,
+                              token_choices=(1, 16), rngs=nnx.Rngs(0))
+  video = clip(batch=2)
+  frames = np.asarray(video, np.float32)
+  p, g = model.patch, SIZE // model.patch
+  patch_means = frames.reshape(2, FRAMES, g, p, g, p, 3).mean(axis=(3, 5))
+  rounded = jnp.round(model.encode(video))
+  full = np.asarray(model.decode(rounded, 16)).reshape(2, FRAMES, g, p, g, p, 3)
+  # Every pixel of a patch gets the patch's mean back, within the code's rounding (step 8 levels,
+  # spread over the orthonormal DCT) and the 8-bit clip of the logit base.
+  assert np.abs(full - full.mean(axis=(3, 5), keepdims=True)).max() < 1e-3
+  assert np.sqrt(np.mean((full.mean(axis=(3, 5)) - patch_means) ** 2)) < 4.0
+  one = np.asarray(model.decode(rounded[:, :, :1], 1))
+  np.testing.assert_allclose(one.mean(axis=(2, 3)), frames.mean(axis=(2, 3)), atol=4.0)
+  assert np.ptp(one, axis=(2, 3)).max() < 1e-3  # one flat colour per frame
+  code = deepisc_lib.patch_colour_code((4, 4), 16)
+  np.testing.assert_allclose(code.T @ code, np.eye(16), atol=1e-5)  # orthonormal, all kept
+  np.testing.assert_allclose(code[:, 0], 0.25)  # the DC column: the mean times sqrt(16)
+  assert not deepisc_lib.patch_colour_code((4, 4), 20)[:, 16:].any()
+  with pytest.raises(ValueError, match="init_step"):
     deepisc_lib.DeepISC(frame_size=16, patch=4, width=8, encoder_depth=0, decoder_depth=0,
                         num_heads=2, mlp_dim=8, max_tokens=4, channels=2, token_choices=(2,),
-                        latent_scale=0.0, rngs=nnx.Rngs(0))
+                        init_step=0.0, rngs=nnx.Rngs(0))
 
 
 def test_hmdb51_config_shapes_abstractly():

@@ -115,15 +115,15 @@ def test_another_systems_model_section_does_not_invalidate_a_stage(tmp_path):
   stae_folder, deepisc_folder = tmp_path / "stae", tmp_path / "deepisc"
   trainer.check_stage_config(stae_folder, config, "compressor", "stae")
   trainer.check_stage_config(deepisc_folder, config, "compressor", "deepisc")
-  config.model.deepisc.latent_scale = 2.0
+  config.model.deepisc.init_step = 2.0
   config.model.decoder.width = 4
   with pytest.raises(ValueError, match="model.decoder.width"):
     trainer.check_stage_config(stae_folder, config, "compressor", "stae")
-  with pytest.raises(ValueError, match="model.deepisc.latent_scale"):
+  with pytest.raises(ValueError, match="model.deepisc.init_step"):
     trainer.check_stage_config(deepisc_folder, config, "compressor", "deepisc")
   config.model.decoder.width = train_helpers.tiny_config().model.decoder.width
   trainer.check_stage_config(stae_folder, config, "compressor", "stae")  # only DeepISC's changed
-  config.model.deepisc.latent_scale = 4.0
+  config.model.deepisc.init_step = 8.0
   config.model.stae.init_step = 4.0
   trainer.check_stage_config(deepisc_folder, config, "compressor", "deepisc")  # only STAE's changed
 

@@ -8,10 +8,12 @@ DeepISC network is not public to us, so this module is our reconstruction (state
 
   frame uint8 [H, W, 3] -> /127.5 - 1 -> p x p patches -> linear embedding + fixed sinusoid positions
   encoder: [patch tokens (P); K learned query tokens] -> transformer blocks -> the K query outputs
-           -> linear to C channels -> latents y [K, C]   (a 1-D tokenizer, as TiTok does)
+           -> linear to C channels (+ the patch-colour code in channels 0-2, see below)
+           -> latents y [K, C]   (a 1-D tokenizer, as TiTok does)
   quantise (stae_jax.models.entropy.quantize), rate = sum of FactorizedPrior(C).bits over sent latents
   decoder: [P patch queries (mask token + positions); first k latent tokens -> width + token index
-           embedding] -> transformer blocks -> patch queries -> linear to p*p*3 -> 255 * sigmoid
+           embedding] -> transformer blocks -> patch queries -> linear to p*p*3 (a logit correction)
+           -> 255 * sigmoid(logit(patch colours decoded from channels 0-2) + correction)
 
 Why learned queries rather than pooling: a query token can gather from anywhere in the frame, so the
 bottleneck size (K) is independent of the patch grid, and an operating point is simply how many
@@ -25,13 +27,17 @@ every k. At evaluation `num_tokens` is a static int: the latents are sliced, so 
 points costs one compile each and no wasted compute. Both paths give the same reconstruction for
 the same k (tested).
 
-Why the latents start several quantisation steps wide (`latent_scale`): with the usual 0.02-stddev
-initialisation a fresh encoder's latents had a standard deviation of 0.17 against a rounding step of
-1, so rounding sent zeros, the additive training noise (std 0.29) drowned them, and the decoder
-learned to ignore its input (the same PSNR for 1 and 16 tokens, accuracy at chance, after the main
-job's 110 steps; BENCHMARKS.md "Main job"). `to_latent` is initialised so that the latents start
-with a standard deviation of about `latent_scale` steps, and `from_latent` so that the decoder
-receives them at about unit scale.
+Why a fixed colour code under the learned one (`patch_colour_code`): channels 0-2 of the latents
+carry the 2-D DCT of the frame's grid of patch mean colours, coarse coefficients first (token 0 the
+frame's mean colour, the next few its coarse layout), in units of `init_step` pixel levels; the
+decoder inverts it into a patch-colour frame and its transformer predicts a correction (logit
+residual, output layer at zero), while the encoder's learned path adds to the latents from zero. A
+fresh DeepISC is thus already a nested, usable codec, as STAE's block code starts as block colours,
+and the comparison measures what each design learns on top, not which one found its footing. Before
+it, the learned tokenizer alone stayed near chance in the main job's 110 steps: its first version
+rounded all its latents to 0 (0.02-stddev init, latents 0.17 steps wide), and once they were sent
+its reconstruction stalled near 16 dB after 1,000 reconstruction-only steps, while the classifier
+keeps 0.453 of its 0.469 on clips of 16x16 block colours (BENCHMARKS.md "Main job").
 
 Blocks, attention and position tables are the ViT's (stae_jax.models.vit), so dtype handling and
 the attention fast path are shared.
@@ -39,6 +45,7 @@ the attention fast path are shared.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 from flax import nnx
@@ -50,13 +57,36 @@ from stae_jax.models import entropy
 from stae_jax.models import vit as vit_lib
 
 
+@functools.lru_cache(maxsize=16)
+def patch_colour_code(grid: tuple[int, int], max_tokens: int) -> np.ndarray:
+  """[P, K] orthonormal 2-D DCT-II of a (gh, gw) grid of patch values, coefficients ordered coarse
+  to fine (by u + v, then u), the first K kept (columns past P are zero). Nested prefixes: the
+  first column is the grid's mean (times sqrt(P)), the first few its coarsest layout. Cached and
+  shared: do not write to it. Built with NumPy (also under `nnx.eval_shape`), never a parameter."""
+  gh, gw = (int(g) for g in grid)
+
+  def basis(n):  # [n frequencies, n positions]
+    u, x = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    b = np.cos(np.pi * (2 * x + 1) * u / (2 * n)) * np.sqrt(2.0 / n)
+    b[0] /= np.sqrt(2.0)
+    return b
+
+  bh, bw = basis(gh), basis(gw)
+  order = sorted(((u, v) for u in range(gh) for v in range(gw)), key=lambda f: (f[0] + f[1], f[0]))
+  code = np.zeros((gh * gw, int(max_tokens)), np.float32)
+  for k, (u, v) in enumerate(order[:max_tokens]):
+    code[:, k] = np.outer(bh[u], bw[v]).ravel()
+  code.setflags(write=False)
+  return code
+
+
 class DeepISC(nnx.Module):
   """Per-frame ViT codec with a nested token bottleneck and a factorized entropy model (`prior`)."""
 
   def __init__(self, *, frame_size: int | Sequence[int], patch: int, width: int, encoder_depth: int,
                decoder_depth: int, num_heads: int, mlp_dim: int, max_tokens: int, channels: int,
                token_choices: Sequence[int], prior_filters: Sequence[int] = (3, 3, 3),
-               latent_scale: float = 4.0, prior_init_scale: float = 10.0, prior_likelihood_bound: float = 1e-9,
+               init_step: float = 8.0, prior_init_scale: float = 10.0, prior_likelihood_bound: float = 1e-9,
                layer_norm_eps: float = 1e-6, dtype=jnp.float32, param_dtype=jnp.float32,
                attention: str = "auto", rngs: nnx.Rngs):
     height, width_px = (frame_size, frame_size) if isinstance(frame_size, int) else frame_size
@@ -67,9 +97,9 @@ class DeepISC(nnx.Module):
     if not token_choices or token_choices[0] < 1 or token_choices[-1] > max_tokens:
       raise ValueError(f"DeepISC: token_choices {token_choices} must lie in 1..max_tokens "
                        f"({max_tokens}).")
-    if not latent_scale > 0:
-      raise ValueError(f"DeepISC: latent_scale (the fresh latents' spread in quantisation steps) "
-                       f"must be > 0, got {latent_scale}.")
+    if not init_step > 0:
+      raise ValueError(f"DeepISC: init_step (pixel levels per latent unit of the colour code) must "
+                       f"be > 0, got {init_step}.")
     self.frame_size = (int(height), int(width_px))
     self.patch, self.width = int(patch), int(width)
     self.max_tokens, self.channels = int(max_tokens), int(channels)
@@ -87,21 +117,22 @@ class DeepISC(nnx.Module):
     self.encoder_blocks = nnx.List(
         [vit_lib.Block(width, num_heads, mlp_dim, **block) for _ in range(encoder_depth)])
     self.encoder_norm = nnx.LayerNorm(width, epsilon=layer_norm_eps, rngs=rngs, **common)
-    # The encoder norm's output has unit variance per feature, so this stddev gives latents of about
-    # `latent_scale` quantisation steps (see the module docstring).
+    # The learned path starts at zero: a fresh encoder sends the colour code alone.
     self.to_latent = nnx.Linear(
-        width, channels, **{**dense, "kernel_init": nnx.initializers.normal(
-            stddev=float(latent_scale) / np.sqrt(width))})
+        width, channels, **{**dense, "kernel_init": nnx.initializers.zeros_init()})
+    grid = (height // self.patch, width_px // self.patch)
+    self.colour_channels = min(3, self.channels)
+    self.init_step = float(init_step)
+    self.grid = grid  # the colour code is `patch_colour_code(self.grid, max_tokens)`: a constant
 
-    self.from_latent = nnx.Linear(
-        channels, width, **{**dense, "kernel_init": nnx.initializers.normal(
-            stddev=1.0 / (float(latent_scale) * np.sqrt(channels)))})
+    self.from_latent = nnx.Linear(channels, width, **dense)
     self.token_embed = nnx.Param(token_init(rngs.params(), (max_tokens, width), param_dtype))
     self.mask_token = nnx.Param(token_init(rngs.params(), (width,), param_dtype))
     self.decoder_blocks = nnx.List(
         [vit_lib.Block(width, num_heads, mlp_dim, **block) for _ in range(decoder_depth)])
     self.decoder_norm = nnx.LayerNorm(width, epsilon=layer_norm_eps, rngs=rngs, **common)
-    self.to_pixels = nnx.Linear(width, patch_dim, **dense)
+    self.to_pixels = nnx.Linear(width, patch_dim,
+                                **{**dense, "kernel_init": nnx.initializers.zeros_init()})
 
     self.prior = entropy.FactorizedPrior(channels, filters=tuple(prior_filters),
                                          init_scale=prior_init_scale,
@@ -124,15 +155,21 @@ class DeepISC(nnx.Module):
     p = self.patch
     x = video.astype(jnp.float32) * (1.0 / 127.5) - 1.0
     x = x.reshape(b * t, h // p, p, w // p, p, 3).transpose(0, 1, 3, 2, 4, 5)
-    x = x.reshape(b * t, self.num_patches, p * p * 3).astype(self.dtype)
-    patches = self.patch_embed(x) + self._positions()
+    x = x.reshape(b * t, self.num_patches, p * p * 3)
+    patches = self.patch_embed(x.astype(self.dtype)) + self._positions()
     queries = jnp.broadcast_to(self.encoder_queries[...].astype(self.dtype),
                                (b * t, self.max_tokens, self.width))
     tokens = jnp.concatenate([patches, queries], axis=1)
     for block in self.encoder_blocks:
       tokens = block(tokens)
-    latents = self.to_latent(self.encoder_norm(tokens[:, self.num_patches:]))
-    return latents.astype(jnp.float32).reshape(b, t, self.max_tokens, self.channels)
+    latents = self.to_latent(self.encoder_norm(tokens[:, self.num_patches:])).astype(jnp.float32)
+    # The colour code: DCT of the patch mean colours (normalised), in units of init_step levels.
+    n = self.colour_channels
+    means = x.reshape(b * t, self.num_patches, p * p, 3)[..., :n].mean(axis=2)
+    code = jnp.asarray(patch_colour_code(self.grid, self.max_tokens))
+    colour = jnp.einsum("bpc,pk->bkc", means, code) * (127.5 / self.init_step)
+    latents = latents.at[..., :n].add(colour)
+    return latents.reshape(b, t, self.max_tokens, self.channels)
 
   def decode(self, latents_hat: jax.Array, num_tokens: int | jax.Array) -> jax.Array:
     """Latents [B, T, k, C] -> clip float32 [B, T, H, W, 3] in 0..255.
@@ -162,10 +199,21 @@ class DeepISC(nnx.Module):
     tokens = jnp.concatenate([queries, latent_tokens], axis=1)
     for block in self.decoder_blocks:
       tokens = block(tokens, lengths)
-    pixels = self.to_pixels(self.decoder_norm(tokens[:, :self.num_patches])).astype(jnp.float32)
+    residual = self.to_pixels(self.decoder_norm(tokens[:, :self.num_patches])).astype(jnp.float32)
     p, (h, w) = self.patch, self.frame_size
+    residual = residual.reshape(b * t, self.num_patches, p * p, 3)
+    # The colour code's inverse on the received tokens (unsent ones count as 0): patch colours.
+    # With per-clip counts the latents of unsent tokens are already zero.
+    n = self.colour_channels
+    code = jnp.asarray(patch_colour_code(self.grid, self.max_tokens)[:, :k])
+    received = latents_hat.reshape(b * t, k, self.channels)[..., :n].astype(jnp.float32)
+    means = jnp.einsum("bkc,pk->bpc", received, code) * (self.init_step / 127.5)  # normalised
+    base = jnp.zeros((b * t, self.num_patches, 3), jnp.float32).at[..., :n].set(means)
+    # Base colour in (0, 1) as a logit, plus the transformer's correction: output stays in 0..255.
+    base = jnp.clip((base + 1.0) * 0.5, 0.5 / 255.0, 254.5 / 255.0)
+    pixels = jax.nn.sigmoid(jnp.log(base / (1.0 - base))[:, :, None, :] + residual)
     pixels = pixels.reshape(b, t, h // p, w // p, p, p, 3).transpose(0, 1, 2, 4, 3, 5, 6)
-    return 255.0 * jax.nn.sigmoid(pixels.reshape(b, t, h, w, 3))
+    return 255.0 * pixels.reshape(b, t, h, w, 3)
 
 
 def deepisc_forward(model: DeepISC, vit: vit_lib.VideoViT, video: jax.Array, *,
@@ -228,7 +276,7 @@ def deepisc_from_config(config, *, rngs: nnx.Rngs) -> DeepISC:
       encoder_depth=int(d.encoder_depth), decoder_depth=int(d.decoder_depth),
       num_heads=int(d.num_heads), mlp_dim=int(d.get("mlp_dim", 0) or 4 * d.width),
       max_tokens=int(d.max_tokens), channels=int(d.channels),
-      token_choices=tuple(d.token_choices), latent_scale=float(d.get("latent_scale", 4.0)),
+      token_choices=tuple(d.token_choices), init_step=float(d.get("init_step", 8.0)),
       prior_filters=tuple(d.get("prior_filters", prior["filters"])),
       prior_init_scale=prior["init_scale"], prior_likelihood_bound=prior["likelihood_bound"],
       dtype=d.get("dtype", "float32"), param_dtype=d.get("param_dtype", "float32"),
