@@ -77,7 +77,7 @@ def get_config(arg=None):
       patch=16, width=384, encoder_depth=6, decoder_depth=6, num_heads=6, mlp_dim=0,
       max_tokens=64, channels=32,
       token_choices=(4, 8, 16, 32, 64),  # operating points: latent tokens sent per frame
-      latent_scale=4.0,  # fresh latents' spread in quantisation steps (a 0.02 init gave 0.17: all 0)
+      init_step=8.0,  # pixel levels per latent unit of the patch-colour code channels 0-2 start with
       dtype="bfloat16",
       attention="auto",
   ))
