@@ -86,7 +86,8 @@ class DeepISC(nnx.Module):
   def __init__(self, *, frame_size: int | Sequence[int], patch: int, width: int, encoder_depth: int,
                decoder_depth: int, num_heads: int, mlp_dim: int, max_tokens: int, channels: int,
                token_choices: Sequence[int], prior_filters: Sequence[int] = (3, 3, 3),
-               init_step: float = 8.0, prior_init_scale: float = 10.0, prior_likelihood_bound: float = 1e-9,
+               init_step: float = 8.0, prior_init_scale: float = 10.0,
+               prior_likelihood_bound: float = 1e-9,
                layer_norm_eps: float = 1e-6, dtype=jnp.float32, param_dtype=jnp.float32,
                attention: str = "auto", rngs: nnx.Rngs):
     height, width_px = (frame_size, frame_size) if isinstance(frame_size, int) else frame_size
@@ -120,10 +121,10 @@ class DeepISC(nnx.Module):
     # The learned path starts at zero: a fresh encoder sends the colour code alone.
     self.to_latent = nnx.Linear(
         width, channels, **{**dense, "kernel_init": nnx.initializers.zeros_init()})
-    grid = (height // self.patch, width_px // self.patch)
+    # The colour code is `patch_colour_code(self.grid, max_tokens)`: a constant, not a parameter.
+    self.grid = (height // self.patch, width_px // self.patch)
     self.colour_channels = min(3, self.channels)
     self.init_step = float(init_step)
-    self.grid = grid  # the colour code is `patch_colour_code(self.grid, max_tokens)`: a constant
 
     self.from_latent = nnx.Linear(channels, width, **dense)
     self.token_embed = nnx.Param(token_init(rngs.params(), (max_tokens, width), param_dtype))
