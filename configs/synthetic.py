@@ -10,16 +10,15 @@ distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:sy
 ablation), `:selection=uniform` (evenly spaced frames and blocks), `:size=64,frames=16`.
 
 Measured (BENCHMARKS.md, "Main job"; 2-core CPU, nothing else running):
-`python benchmarks/main_job.py --workdir=/tmp/mainjob4`, which runs
-`python train.py --config=configs/synthetic.py --workdir=/tmp/mainjob4` on the built dataset (the
-build itself: ~55 s), took 535.1 s: classifier 700 steps 141.9 s (eval accuracy 0.469 on 256
-clips); DeepISC compressor 100 + joint 10 steps 130.8 + 36.7 s (at chance then; retrained with its
-patch-colour code in /tmp/mainjob7: 130.7 + 43.4 s, 0.430 at 16 tokens); STAE
-compressor 100 + joint 10 steps 154.9 + 52.3 s (0.42-0.45 at keep 0.125x1 and 0.25x1).
-Then `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mainjob4` (600 test clips):
+`python benchmarks/main_job.py --workdir=/tmp/mainjob8`, which runs
+`python train.py --config=configs/synthetic.py --workdir=/tmp/mainjob8` on the built dataset (the
+build itself: ~55 s), took 509.7 s: classifier 700 steps 133.5 s (eval accuracy 0.469 on 256
+clips); DeepISC compressor 100 + joint 10 steps 126.2 + 39.3 s (0.430 at 16 tokens); STAE
+compressor 100 + joint 10 steps 146.3 + 47.9 s (0.42-0.45 at keep 0.125x1 and 0.25x1).
+Then `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mainjob8` (600 test clips):
 reference 48.8%; STAE 45.0% at 811x (1.9 kbit per clip, keep 0.125x1); H.264 45.5% at 424x
-(CRF 51); DeepISC (/tmp/mainjob7) 45.3% at 248x (16 tokens). At <= 5 points of loss: STAE
-811x, H.264 424x, DeepISC 263x.
+(CRF 51); DeepISC 45.3% at 248x (16 tokens). At <= 5 points of loss: STAE 811x, H.264 424x,
+DeepISC 263x.
 """
 
 from configs import common

@@ -93,9 +93,17 @@ def test_headline_is_computed_from_the_curves():
 
 def test_ablations_read_variants_at_the_main_rates():
   rows = report.ablations(fake_results())["rows"]
-  variant = {r["point"]: r["top1"] for r in rows if r["method"] == "stae_no-frame-attention"}
-  assert variant["keep=0.25x0.25"] is None  # 4 kbit is below the variant's cheapest point
-  assert variant["keep=1x0.5"] == pytest.approx(0.75)
+  variant = {r["point"]: r for r in rows if r["method"] == "stae_no-frame-attention"}
+  assert variant["keep=0.25x0.25"]["top1"] is None  # 4 kbit is below the variant's cheapest point
+  assert variant["keep=1x0.5"]["top1"] == pytest.approx(0.75)
+  # Its own point at the same keep ratios is reported with what it cost.
+  assert variant["keep=0.25x0.25"]["same_point_top1"] == pytest.approx(0.4)
+  assert variant["keep=0.25x0.25"]["same_point_bits_per_clip"] == 8000
+  assert variant["keep=0.5x0.5"]["same_point_top1"] is None  # the variant has no such point
+  assert [r["bits_per_clip"] for r in rows if r["method"] == "stae"] == [4000, 16000, 32000]
+  table = report.markdown(fake_results())
+  assert "| keep=0.25x0.25 (4,000) | 50.0 (4,000) | 40.0 (8,000) |" in table
+  assert "| keep=0.25x0.25 (4,000) | 50.0 | - |" in table
 
 
 def test_channel_comparison_scores_every_method_on_the_same_traces():
@@ -135,7 +143,7 @@ def test_report_plots_and_results_file(tmp_path):
   for relative in made.values():
     assert (tmp_path / relative).stat().st_size > 1000
   text = report.markdown(results, plots=made, pictures=["pictures/clip_0.png"])
-  for section in ("## Headline", "## Operating points", "## Ablations at matched rates",
+  for section in ("## Headline", "## Operating points", "## Ablations", "At matched rates",
                   "## Time-varying channel", "Mean SNR 20 dB", "## Plots", "## Pictures"):
     assert section in text
   assert "skipped: libx264 missing" in text
