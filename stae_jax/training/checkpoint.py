@@ -77,12 +77,20 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator=
   return restored["state"], restored["meta"]
 
 
+def read_only_manager(directory: str | pathlib.Path) -> ocp.CheckpointManager:
+  """A manager that only reads `directory` (options set so Orbax has nothing to override and log)."""
+  return ocp.CheckpointManager(
+      pathlib.Path(directory).absolute(),
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0))
+
+
 def restore_tables(directory: str | pathlib.Path, abstract_tables=None):
   """The coding tables stored in the newest checkpoint under `directory`, or None if it has none."""
-  manager = ocp.CheckpointManager(pathlib.Path(directory).absolute(),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = read_only_manager(directory)
   step = manager.latest_step()
-  if step is None or "tables" not in set(manager.item_metadata(step).keys()):
+  # Orbax keeps each item of a step in its own folder; asking `item_metadata` instead would log a
+  # warning for every item this read-only manager has no handler for.
+  if step is None or not (pathlib.Path(manager.directory) / str(step) / "tables").is_dir():
     return None
   args = ocp.args.StandardRestore(abstract_tables) if abstract_tables is not None else ocp.args.StandardRestore()
   return manager.restore(step, args=ocp.args.Composite(tables=args))["tables"]

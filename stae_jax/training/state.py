@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from stae_jax.training import checkpoint as checkpoint_lib
 from stae_jax.training import mesh as mesh_lib
 from stae_jax.training.optim import path_str
 
@@ -145,8 +146,7 @@ def import_variables(state, shardings, checkpoint_dir: str | pathlib.Path, step:
                      + ". Was it trained with another model config?")
   if not imported:
     raise ValueError(f"init regex {regex!r} matches no variable of {checkpoint_dir}.")
-  manager = ocp.CheckpointManager(pathlib.Path(checkpoint_dir).absolute(),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = checkpoint_lib.read_only_manager(checkpoint_dir)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))["state"]
 
