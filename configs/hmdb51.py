@@ -98,6 +98,7 @@ def get_config(arg=None):
       spatial_widths=(16, 32),
       temporal_kernel=3,          # frame attention's 1D convolution over time
       temperature=1.0,            # straight-through top-k surrogate's sigmoid scale (score units)
+      selection_gradient="all",   # "task": the pixel loss does not steer the attention (stae.py)
       dtype="bfloat16",           # compute dtype; parameters are float32
       # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them).
       keep_ratios=((0.25, 0.25), (0.5, 0.25), (0.5, 0.5), (1.0, 0.5)),

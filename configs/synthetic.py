@@ -118,6 +118,7 @@ def get_config(arg=None):
       spatial_widths=(8, 16),
       temporal_kernel=3,          # frame attention's 1D convolution over time
       temperature=1.0,            # straight-through top-k surrogate's sigmoid scale (score units)
+      selection_gradient="all",   # "task": the pixel loss does not steer the attention (stae.py)
       dtype="float32",            # compute dtype; parameters are float32
       # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them).
       keep_ratios=((0.125, 1.0), (0.25, 1.0), (0.25, 0.5)),

@@ -246,6 +246,8 @@ def test_bad_input_is_explained():
     model(clip(), frame_keep=0.5, block_keep=0.5, training=True)
   with pytest.raises(ValueError, match="selection"):
     small_stae(selection="best")
+  with pytest.raises(ValueError, match="selection_gradient 'pixels' is not one of"):
+    small_stae(selection_gradient="pixels")
   with pytest.raises(ValueError, match="latent_stride must divide"):
     small_stae(latent_stride=3)
   with pytest.raises(ValueError, match="init_step"):

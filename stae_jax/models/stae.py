@@ -43,6 +43,10 @@ __all__ = [
 ]
 
 SELECTIONS = ("attention", "random", "uniform")
+#: Which training losses reach the attention modules through the straight-through masks: "all"
+#: (task, pixel reconstruction and rate), or "task" (task and rate only: the pixel loss is taken on
+#: a second decoder pass whose masks are constants; see `systems.stae_forward`).
+SELECTION_GRADIENTS = ("all", "task")
 MODES = ("latent", "pixel")
 
 
@@ -284,11 +288,15 @@ class STAE(nnx.Module):
                pixel_bits: int = 6, frame_attention: bool = True,
                spatial_attention: bool = True, selection: str = "attention", frame_pool: int = 2,
                frame_widths=(16, 32, 32), spatial_widths=(16, 32), temporal_kernel: int = 3,
-               temperature: float = 1.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+               temperature: float = 1.0, selection_gradient: str = "all",
+               dtype: Any = jnp.float32, rngs: nnx.Rngs):
     if mode not in MODES:
       raise ValueError(f"stae mode {mode!r} is not one of {MODES}")
     if selection not in SELECTIONS:
       raise ValueError(f"stae selection {selection!r} is not one of {SELECTIONS}")
+    if selection_gradient not in SELECTION_GRADIENTS:
+      raise ValueError(f"stae selection_gradient {selection_gradient!r} is not one of "
+                       f"{SELECTION_GRADIENTS}")
     if block_size < 4 or block_size % 4:
       raise ValueError(f"block_size must be a positive multiple of 4 (8 or 16), got {block_size}")
     if latent_stride < 1 or block_size % latent_stride:
@@ -307,6 +315,7 @@ class STAE(nnx.Module):
     self.use_spatial_attention = bool(spatial_attention)
     self.selection = selection
     self.temperature = float(temperature)
+    self.selection_gradient = selection_gradient
     self.dtype = dtype
     self.latent_channels = 3 if mode == "pixel" else int(latent_channels)
     self.frame_attention = (FrameAttention(pool=frame_pool, widths=frame_widths,
@@ -334,7 +343,9 @@ class STAE(nnx.Module):
                frame_attention=c.frame_attention, spatial_attention=c.spatial_attention,
                selection=c.selection, frame_pool=c.frame_pool, frame_widths=tuple(c.frame_widths),
                spatial_widths=tuple(c.spatial_widths), temporal_kernel=c.temporal_kernel,
-               temperature=c.temperature, dtype=jnp.dtype(c.dtype), rngs=rngs)
+               temperature=c.temperature,
+               selection_gradient=c.get("selection_gradient", "all"), dtype=jnp.dtype(c.dtype),
+               rngs=rngs)
 
   # --- shapes -----------------------------------------------------------------------------------
 

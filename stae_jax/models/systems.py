@@ -20,6 +20,7 @@ numbers): each operating point compiles once.
 from __future__ import annotations
 
 from flax import nnx
+import jax
 import jax.numpy as jnp
 
 from stae_jax.models import deepisc as deepisc_lib
@@ -114,6 +115,12 @@ def stae_forward(models, video, *, frame_keep: float, block_keep: float, trainin
   masks = frame_mask_bits + block_mask_bits
   reconstruction = decoder(encoded["received"], encoded["pixel_mask"])
   extra = {"synthesised": encoded["synthesised"]} if "synthesised" in encoded else {}
+  if training and stae.selection_gradient == "task":
+    # The same decoder input with the masks held constant: its pixel error trains the block
+    # transforms and the decoder but says nothing to the attention modules, which then hear only
+    # the classifier (through `reconstruction`) and the rate. Costs one more decoder pass.
+    fixed_mask = jax.lax.stop_gradient(encoded["pixel_mask"])
+    extra["pixel_reconstruction"] = decoder(encoded["synthesised"] * fixed_mask, fixed_mask)
   return dict(**extra,
       logits=models["vit"](reconstruction),
       reconstruction=reconstruction,

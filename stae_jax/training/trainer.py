@@ -205,7 +205,10 @@ def stage_loss(stage, api: ModelsAPI, config, models, batch, *, operating_point,
   out = api.system_forward(config, models, video, operating_point=operating_point, training=training,
                            rng=rng)
   task = losses.cross_entropy(out["logits"], labels, weights)
-  mse = losses.reconstruction_mse(out["reconstruction"], video, weights)
+  # "pixel_reconstruction" (STAE with selection_gradient="task"): the same pixels, decoded with
+  # constant masks, so the pixel error does not steer the selection.
+  mse = losses.reconstruction_mse(out.get("pixel_reconstruction", out["reconstruction"]), video,
+                                  weights)
   bpp = losses.bits_per_pixel(out["bits"]["total"], video.shape, weights)
   total = (w.get("task", 0.0) * task + w.get("reconstruction", 0.0) * mse
            + w.get("rate", 0.0) * rate_scale * bpp)
