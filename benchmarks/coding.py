@@ -2,7 +2,7 @@ r"""Entropy coding speed and size: per-clip encode/decode latency, throughput, h
 
   python benchmarks/coding.py [--repeats=30] [--batch=32]
 
-For the synthetic (16x64x64, 8x8 blocks -> 2x2x4 latents) and HMDB51 (16x224x224, 16x16 blocks ->
+For the synthetic (16x64x64, 8x8 blocks -> 1x1x4 latents) and HMDB51 (16x224x224, 16x16 blocks ->
 4x4x8 latents) shapes at several keep ratios, latents are sampled from a FactorizedPrior's frozen
 tables (a random prior at init_scale=2: ~3 bits/latent, the order of a trained one; the coder's
 speed hardly depends on the distribution). Reported: median per-clip encode and decode time (one
