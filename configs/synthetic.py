@@ -119,6 +119,7 @@ def get_config(arg=None):
       temporal_kernel=3,          # frame attention's 1D convolution over time
       temperature=1.0,            # straight-through top-k surrogate's sigmoid scale (score units)
       selection_gradient="all",   # "task": the pixel loss does not steer the attention (stae.py)
+      block_spread=2.0,           # kept frames send different blocks (spread_top_k_mask); 0: off
       dtype="float32",            # compute dtype; parameters are float32
       # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them).
       keep_ratios=((0.125, 1.0), (0.25, 1.0), (0.25, 0.5)),

@@ -9,7 +9,7 @@ import pytest
 
 from configs import hmdb51, synthetic
 from stae_jax.models import stae as stae_lib
-from stae_jax.models.stae import STAE, keep_count, top_k_mask
+from stae_jax.models.stae import STAE, keep_count, spread_top_k_mask, top_k_mask
 
 T, SIZE, P = 8, 32, 8  # small clip for most tests: 16 blocks per frame
 N = (SIZE // P) ** 2
@@ -98,6 +98,32 @@ def test_training_and_inference_select_and_receive_the_same():
   kept = b["rate_latents"][jnp.arange(2)[:, None, None], b["frame_index"][:, :, None],
                            b["block_index"]]
   assert float(jnp.abs(kept - a["latents"]).max()) < 1.0
+
+
+def test_spread_selection_sends_other_blocks_in_later_frames():
+  # Every frame prefers the same blocks; a large spread makes later frames send the rest.
+  scores = jnp.tile(jnp.arange(8.0)[None, None], (2, 4, 1))
+  mask, index = spread_top_k_mask(scores, 4, spread=100.0, training=True)
+  np.testing.assert_array_equal(index[0], [[4, 5, 6, 7], [0, 1, 2, 3]] * 2)
+  assert set(np.unique(np.asarray(mask))) == {0.0, 1.0} and np.all(np.asarray(mask).sum(-1) == 4)
+  # A spread smaller than the preference keeps the favourites: at 0 it is plain top-k.
+  _, index = spread_top_k_mask(scores, 4, spread=0.0, training=False)
+  np.testing.assert_array_equal(index[0], [[4, 5, 6, 7]] * 4)
+
+
+def test_spread_selection_is_the_same_in_training_and_inference():
+  model = small_stae(block_spread=100.0)
+  video = clip()
+  a = run(model, video, frame_keep=0.5, block_keep=0.5, training=False)
+  b = run(model, video, frame_keep=0.5, block_keep=0.5, training=True, rng=jax.random.key(3))
+  for key in ("frame_mask", "block_mask", "frame_index", "block_index", "pixel_mask"):
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  # With half the blocks per frame and a large spread, every two kept frames send every block once.
+  kept = np.asarray(a["block_mask"])[np.arange(2)[:, None], np.asarray(a["frame_index"])]
+  assert kept.shape[1] == 4
+  np.testing.assert_array_equal(kept[:, 0::2] ^ kept[:, 1::2], True)
+  plain = run(small_stae(), video, frame_keep=0.5, block_keep=0.5, training=False)
+  assert not np.array_equal(plain["block_index"], a["block_index"])
 
 
 def test_gradients_reach_both_attention_modules_through_the_selection():
@@ -248,6 +274,8 @@ def test_bad_input_is_explained():
     small_stae(selection="best")
   with pytest.raises(ValueError, match="selection_gradient 'pixels' is not one of"):
     small_stae(selection_gradient="pixels")
+  with pytest.raises(ValueError, match="block_spread"):
+    small_stae(block_spread=-1.0)
   with pytest.raises(ValueError, match="latent_stride must divide"):
     small_stae(latent_stride=3)
   with pytest.raises(ValueError, match="init_step"):

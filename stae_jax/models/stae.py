@@ -38,8 +38,8 @@ import numpy as np
 from stae_jax.models.entropy import quantize
 
 __all__ = [
-    "keep_count", "top_k_mask", "FrameAttention", "SpatialAttention", "BlockAnalysis",
-    "BlockSynthesis", "STAE", "blockify", "unblockify", "normalize_video",
+    "keep_count", "top_k_mask", "spread_top_k_mask", "FrameAttention", "SpatialAttention",
+    "BlockAnalysis", "BlockSynthesis", "STAE", "blockify", "unblockify", "normalize_video",
 ]
 
 SELECTIONS = ("attention", "random", "uniform")
@@ -131,6 +131,27 @@ def top_k_mask(scores, k: int, *, training: bool, temperature: float = 1.0):
   threshold = jax.lax.stop_gradient((values[..., k - 1] + values[..., k]) / 2)[..., None]
   soft = jax.nn.sigmoid((scores - threshold) / temperature)
   return hard + (soft - jax.lax.stop_gradient(soft)), indices
+
+
+def spread_top_k_mask(scores, k: int, *, spread: float, training: bool, temperature: float = 1.0):
+  """`top_k_mask` over the blocks of each kept frame [B,F,N], frame by frame in time order, each
+  block's score lowered by `spread` for every earlier kept frame that sent it.
+
+  Why: a spatial attention that scores every frame alike drops the same region in every kept frame,
+  and the decoder then has nothing to rebuild it from (it paints it grey; measured in BENCHMARKS.md,
+  "Task-only selection gradient"). With a spread of a few score units a block the attention likes
+  less is sent in some frames rather than none. The penalty uses the hard masks of earlier frames
+  (no gradient through it), so training and inference select the same blocks.
+  """
+  masks, indices = [], []
+  sent = jnp.zeros(scores.shape[:1] + scores.shape[2:], jnp.float32)
+  for j in range(scores.shape[1]):  # F is static and small (the kept frames)
+    mask, index = top_k_mask(scores[:, j].astype(jnp.float32) - spread * sent, k,
+                             training=training, temperature=temperature)
+    masks.append(mask)
+    indices.append(index)
+    sent = sent + jax.lax.stop_gradient(mask)
+  return jnp.stack(masks, axis=1), jnp.stack(indices, axis=1)
 
 
 class FrameAttention(nnx.Module):
@@ -289,7 +310,7 @@ class STAE(nnx.Module):
                spatial_attention: bool = True, selection: str = "attention", frame_pool: int = 2,
                frame_widths=(16, 32, 32), spatial_widths=(16, 32), temporal_kernel: int = 3,
                temperature: float = 1.0, selection_gradient: str = "all",
-               dtype: Any = jnp.float32, rngs: nnx.Rngs):
+               block_spread: float = 0.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
     if mode not in MODES:
       raise ValueError(f"stae mode {mode!r} is not one of {MODES}")
     if selection not in SELECTIONS:
@@ -297,6 +318,9 @@ class STAE(nnx.Module):
     if selection_gradient not in SELECTION_GRADIENTS:
       raise ValueError(f"stae selection_gradient {selection_gradient!r} is not one of "
                        f"{SELECTION_GRADIENTS}")
+    if block_spread < 0:
+      raise ValueError(f"block_spread (score units per earlier frame that sent a block) must be "
+                       f">= 0, got {block_spread}")
     if block_size < 4 or block_size % 4:
       raise ValueError(f"block_size must be a positive multiple of 4 (8 or 16), got {block_size}")
     if latent_stride < 1 or block_size % latent_stride:
@@ -316,6 +340,7 @@ class STAE(nnx.Module):
     self.selection = selection
     self.temperature = float(temperature)
     self.selection_gradient = selection_gradient
+    self.block_spread = float(block_spread)
     self.dtype = dtype
     self.latent_channels = 3 if mode == "pixel" else int(latent_channels)
     self.frame_attention = (FrameAttention(pool=frame_pool, widths=frame_widths,
@@ -344,7 +369,8 @@ class STAE(nnx.Module):
                selection=c.selection, frame_pool=c.frame_pool, frame_widths=tuple(c.frame_widths),
                spatial_widths=tuple(c.spatial_widths), temporal_kernel=c.temporal_kernel,
                temperature=c.temperature,
-               selection_gradient=c.get("selection_gradient", "all"), dtype=jnp.dtype(c.dtype),
+               selection_gradient=c.get("selection_gradient", "all"),
+               block_spread=c.get("block_spread", 0.0), dtype=jnp.dtype(c.dtype),
                rngs=rngs)
 
   # --- shapes -----------------------------------------------------------------------------------
@@ -383,6 +409,10 @@ class STAE(nnx.Module):
     return jnp.clip((x + 1.0) * 127.5, 0.0, 255.0)
 
   # --- selection ---------------------------------------------------------------------------------
+
+  def _spreads(self, k_s: int, n: int) -> bool:
+    """Whether the learned block selection is spread over the kept frames (`block_spread`)."""
+    return self.block_spread > 0 and self.spatial_attention is not None and k_s < n
 
   def _random_scores(self, rng, shape):
     if rng is None:
@@ -451,7 +481,11 @@ class STAE(nnx.Module):
     frame_scores = self.frame_scores(frames, rng, k_f)
     _, frame_index = top_k_mask(frame_scores, k_f, training=False)
     kept_block_scores = self.block_scores(frames, frame_index, rng, n, k_s)
-    _, block_index = top_k_mask(kept_block_scores, k_s, training=False)
+    if self._spreads(k_s, n):
+      _, block_index = spread_top_k_mask(kept_block_scores, k_s, spread=self.block_spread,
+                                         training=False)
+    else:
+      _, block_index = top_k_mask(kept_block_scores, k_s, training=False)
     batch = jnp.arange(b)[:, None, None]
     kept_blocks = blockify(video, p)[batch, frame_index[:, :, None], block_index]
     _, latents = quantize(self.analyse(kept_blocks), training=False)
@@ -525,6 +559,15 @@ class STAE(nnx.Module):
     block_scores = self.block_scores(frames, None, select_rng, n, k_s)
     block_weight, block_index_all = top_k_mask(block_scores, k_s, training=True,
                                                temperature=self.temperature)
+    if self._spreads(k_s, n):
+      # The kept frames' rows, selected as inference does; the other rows only carry the frame
+      # scores' straight-through gradient.
+      rows = (jnp.arange(b)[:, None], frame_index)
+      kept_weight, kept_index = spread_top_k_mask(
+          block_scores[rows], k_s, spread=self.block_spread, training=True,
+          temperature=self.temperature)
+      block_weight = block_weight.at[rows].set(kept_weight)
+      block_index_all = block_index_all.at[rows].set(kept_index)
     weight = frame_weight[:, :, None] * block_weight  # [B,T,N]
     block_index = jnp.take_along_axis(block_index_all, frame_index[:, :, None], axis=1)
     y_rate, y_decoder = quantize(self.analyse(blockify(video, p)), training=True,
