@@ -10,15 +10,15 @@ distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:sy
 ablation), `:selection=uniform` (evenly spaced frames and blocks), `:size=64,frames=16`.
 
 Measured (BENCHMARKS.md, "Main job"; 2-core CPU, nothing else running):
-`python benchmarks/main_job.py --workdir=/tmp/mainjob8`, which runs
-`python train.py --config=configs/synthetic.py --workdir=/tmp/mainjob8` on the built dataset (the
-build itself: ~55 s), took 509.7 s: classifier 700 steps 133.5 s (eval accuracy 0.469 on 256
-clips); DeepISC compressor 100 + joint 10 steps 126.2 + 39.3 s (0.430 at 16 tokens); STAE
-compressor 100 + joint 10 steps 146.3 + 47.9 s (0.42-0.45 at keep 0.125x1 and 0.25x1).
-Then `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mainjob8` (600 test clips):
-reference 48.8%; STAE 45.0% at 811x (1.9 kbit per clip, keep 0.125x1); H.264 45.5% at 424x
-(CRF 51); DeepISC 45.3% at 248x (16 tokens). At <= 5 points of loss: STAE 811x, H.264 424x,
-DeepISC 263x.
+`python benchmarks/main_job.py --workdir=/tmp/mainjob9`, which runs
+`python train.py --config=configs/synthetic.py --workdir=/tmp/mainjob9` on the built dataset (the
+build itself: ~55 s), took 508.3 s: classifier 700 steps 138.3 s (eval accuracy 0.469 on 256
+clips); DeepISC compressor 100 + joint 10 steps 125.6 + 35.7 s (0.430 at 16 tokens); STAE
+compressor 100 + joint 10 steps 145.2 + 47.8 s (0.42-0.46 eval accuracy).
+Then `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mainjob9` (600 test clips):
+reference 48.8%; STAE 45.8% at 716x (keep 0.25x0.5), 43.2% at 806x (keep 0.125x1); H.264 45.5%
+at 424x (CRF 51); DeepISC 45.3% at 248x (16 tokens). At <= 5 points of loss: STAE 783x, H.264
+424x, DeepISC 263x.
 """
 
 from configs import common

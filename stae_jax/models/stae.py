@@ -1,7 +1,7 @@
 """The STAE encoder: frame attention, spatial attention, block selection and the block transforms.
 
 This is the part that runs on the edge device, so every piece is sized to be cheap next to the
-classifier it serves (at 16x224x224 with p=16 it costs 0.04-0.16% of a ViT-B/16's FLOPs, by keep
+classifier it serves (at 16x224x224 with p=16 it costs 0.06-0.37% of a ViT-B/16's FLOPs, by keep
 ratio; see BENCHMARKS.md "Models"):
 
 - `FrameAttention` scores each frame from a small strided CNN on an area-downscaled copy of the
@@ -11,9 +11,11 @@ ratio; see BENCHMARKS.md "Models"):
 - `SpatialAttention` scores each p x p block of a frame from a small CNN over the frame downscaled
   so that a block is 4x4 cells, again with the temporal difference as input.
 - Selection keeps the top k_f = round(rho_f*T) frames and, in each kept frame, the top
-  k_s = round(rho_s*N) blocks. k values are static Python ints (one compile per operating point);
-  the ratios are arguments of the forward pass, so one model serves every operating point it was
-  trained on.
+  k_s = round(rho_s*N) blocks, the kept frames choosing in time order with a penalty
+  (`block_spread`) on blocks that earlier kept frames sent (`spread_top_k_mask`): otherwise the
+  attention drops the same region in every frame and the decoder has nothing to rebuild it from.
+  k values are static Python ints (one compile per operating point); the ratios are arguments of
+  the forward pass, so one model serves every operating point it was trained on.
 - `BlockAnalysis` / `BlockSynthesis` (per-block MLPs over a linear code that starts as the cells'
   mean colours) map each kept p x p block to a [p/s, p/s, C] latent (s = `latent_stride`) and back.
   In "pixel" mode the kept pixels themselves are sent, requantised to `pixel_bits` bits (C = 3).
