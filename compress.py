@@ -1,11 +1,12 @@
-r"""Device side: compresses one video file into a `.stae` file with a trained STAE system.
+r"""Device side: compresses one video file into a `.stae` file with a trained system.
 
   python compress.py --config=configs/synthetic.py --input=clip.avi [--output=clip.stae]
-                     [--workdir=runs/synthetic] [--system=stae] [--keep=0.5,0.25]
+                     [--workdir=runs/synthetic] [--system=stae] [--point=keep=0.25x0.5]
 
 The clip is the evaluation view (centre window of T frames, centre square crop, model resolution);
---keep picks one of the system's trained operating points (frame_keep,block_keep; default its
-first). The file format is described in stae_jax/evaluation/clip_tools.py.
+--point picks one of the system's trained operating points by name (as report.md lists them:
+`keep=0.25x0.5` for STAE, `tokens=4` for DeepISC; default its first). The file format is described
+in stae_jax/evaluation/clip_tools.py.
 """
 
 import pathlib
@@ -23,8 +24,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir; default r
 _INPUT = flags.DEFINE_string("input", None, "Video file to compress.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the .stae file (default: beside "
                               "the input, with the suffix .stae).")
-_SYSTEM = flags.DEFINE_string("system", "stae", "Tag of the trained STAE system in the workdir.")
-_KEEP = flags.DEFINE_list("keep", None, "Operating point frame_keep,block_keep.")
+_SYSTEM = flags.DEFINE_string("system", "stae", "Tag of the trained system in the workdir.")
+_POINT = flags.DEFINE_string("point", None, "Operating point by name (default: the system's first).")
 
 
 def main(argv):
@@ -32,17 +33,21 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from stae_jax.coding import DecodeError, TablesError  # pylint: disable=g-import-not-at-top
   from stae_jax.data.video import VideoReadError  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import clip_tools, loading  # pylint: disable=g-import-not-at-top
+  from stae_jax.evaluation import clip_tools  # pylint: disable=g-import-not-at-top
+  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  workdir = _WORKDIR.value or str(REPO_ROOT / "runs" / config.name)
+  workdir = workdir_lib.resolve(_WORKDIR.value, config)
   output = pathlib.Path(_OUTPUT.value or pathlib.Path(_INPUT.value).with_suffix(".stae"))
   try:
-    trained = loading.load_system(workdir, _SYSTEM.value)
-    point = tuple(float(k) for k in _KEEP.value) if _KEEP.value else None
-    data, header = clip_tools.compress_video(_INPUT.value, trained, point)
-  except (VideoReadError, DecodeError, TablesError, loading.WorkdirError, ValueError) as error:
+    codec = workdir_lib.load_codec(workdir, _SYSTEM.value)
+    data, header = clip_tools.compress_video(_INPUT.value, codec, config.data, _POINT.value)
+  except (VideoReadError, DecodeError, TablesError, ValueError) as error:
     sys.exit(f"compress.py: error: {error}")
-  output.write_bytes(data)
+  try:
+    output.write_bytes(data)
+  except OSError as error:
+    sys.exit(f"compress.py: error: cannot write {output} ({error.strerror}); pass a writable "
+             "--output path")
   raw = 1
   for d in header["clip_shape"]:
     raw *= d

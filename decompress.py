@@ -30,15 +30,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from stae_jax.coding import DecodeError, TablesError  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import clip_tools, loading, pictures  # pylint: disable=g-import-not-at-top
+  from stae_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  from stae_jax.evaluation import clip_tools, pictures  # pylint: disable=g-import-not-at-top
+  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  workdir = _WORKDIR.value or str(REPO_ROOT / "runs" / config.name)
+  workdir = workdir_lib.resolve(_WORKDIR.value, config)
   try:
     data = pathlib.Path(_INPUT.value).read_bytes()
     result = clip_tools.decompress(data, workdir)
-  except (OSError, DecodeError, TablesError, loading.WorkdirError) as error:
+  except (OSError, DecodeError, TablesError, workdir_lib.WorkdirError) as error:
     sys.exit(f"decompress.py: error: {error}")
-  names = loading.class_names(config)
+  names = datasets.class_names_of(config.data)
   probabilities = np.exp(result.logits - result.logits.max())
   probabilities /= probabilities.sum()
   print(f"{_INPUT.value}: system {result.header['system']}, clip "
@@ -47,9 +49,9 @@ def main(argv):
     name = names[index] if names and index < len(names) else f"class {index}"
     print(f"  {rank + 1}. {name}: {100 * probabilities[index]:.1f}%")
   if _PICTURE.value:
-    kept = pictures.overlay(result.reconstruction, result.frame_mask, result.block_masks,
-                            result.block_size)
-    pictures.clip_picture(result.reconstruction, [("kept", kept)], result.header["source"]["name"],
+    rows = [] if result.frame_mask is None else [("kept", pictures.overlay(
+        result.reconstruction, result.frame_mask, result.block_masks, result.block_size))]
+    pictures.clip_picture(result.reconstruction, rows, result.header["source"]["name"],
                           first_label="rebuilt").save(_PICTURE.value)
     print(f"picture: {_PICTURE.value}")
 

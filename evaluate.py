@@ -48,11 +48,12 @@ def main(argv):
   from stae_jax.evaluation import deadlines  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  workdir = _WORKDIR.value or str(REPO_ROOT / "runs" / config.name)
+  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  workdir = workdir_lib.resolve(_WORKDIR.value, config)
   options = evaluate.EvalOptions(
-      crfs=tuple(float(c) for c in _CRFS.value), h264_preset=_PRESET.value,
       max_clips=_MAX_CLIPS.value, latency_clips=_LATENCY_CLIPS.value,
-      num_pictures=_PICTURES.value, systems=_SYSTEMS.value, progress=_PROGRESS.value)
+      num_pictures=_PICTURES.value, systems=_SYSTEMS.value, progress=_PROGRESS.value,
+      baselines=dict(h264=dict(crfs=tuple(float(c) for c in _CRFS.value), preset=_PRESET.value)))
   channel = deadlines.ChannelOptions(
       deadlines_seconds=tuple(float(d) for d in _DEADLINES.value),
       mean_snrs_db=tuple(float(s) for s in _SNRS.value), seeds=tuple(range(_SEEDS.value)))

@@ -32,7 +32,8 @@ def main(argv):
   mesh.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from stae_jax.training import trainer  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  workdir = _WORKDIR.value or str(REPO_ROOT / "runs" / config.name)
+  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  workdir = workdir_lib.resolve(_WORKDIR.value, config)
   logging.info("workdir: %s", workdir)
   for summary in trainer.train_and_evaluate(config, workdir):
     logging.info("stage done: %s", summary)

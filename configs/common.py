@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from stae_jax.configdicts import deep_merge
+
 
 def _coerce(key: str, text: str, default):
   if isinstance(default, bool):
@@ -61,8 +63,9 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 SYSTEM_SWITCHES = ("system", "frame_attention", "spatial_attention", "selection")
 
 #: The typed defaults of the system switches, for `parse_arg(arg, **SYSTEM_DEFAULTS, ...)`.
-#: selection="random" is the "neither attention" ablation: uniform random top-k at the same keep
-#: ratios; selection="uniform" keeps evenly spaced frames (first and last included) and blocks.
+#: system: a method of `stae_jax.systems` (stae, deepisc); the others are STAE's ablations:
+#: selection="random" is the "neither attention" ablation (uniform random top-k at the same keep
+#: ratios); selection="uniform" keeps evenly spaced frames (first and last included) and blocks.
 SYSTEM_DEFAULTS = dict(system="stae", frame_attention=True, spatial_attention=True,
                        selection="attention")
 
@@ -76,32 +79,61 @@ def switches_suffix(arg: str | None) -> str:
   return "".join("_" + item.replace("/", "-") for item in items)
 
 
-def system_tag(system: str, frame_attention: bool = True, spatial_attention: bool = True,
-               selection: str = "attention") -> str:
-  """The folder name of a system inside the workdir: `stae`, `stae_no-frame-attention`, `deepisc`."""
-  if system != "stae":
-    return system
-  return system + ("" if frame_attention else "_no-frame-attention") + (
-      "" if spatial_attention else "_no-spatial-attention") + (
-      "" if selection == "attention" else f"_{selection}-selection")
+#: The loss weights of a learned system's compressor and joint stages. Reconstruction anchors (MSE
+#: on 0..1 pixels is ~0.01-0.05, hence the weight of 100): through a frozen ViT the task gradient
+#: alone drove the decoder to adversarial low-PSNR fills (accuracy at chance on the synthetic
+#: config), and a heavier rate weight (1-30) squeezed the latents before the transforms had learnt
+#: anything (BENCHMARKS.md "Main job"). Task 1 (was 0.1) once STAE's block code starts as cell
+#: colours: it then moves frame selection towards what the classifier needs (+1 point at 0.125x1 on
+#: the synthetic job, less than the noise).
+SYSTEM_LOSS = dict(task=1.0, distill=0.0, reconstruction=100.0, rate=0.1)
 
 
-def systems_to_train(arg: str | None, switches: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config.systems`: what train.py trains into runs/<name>/systems/<tag>/.
+def stae_system(*, stae: dict, decoder: dict, entropy: dict, loss: dict | None = None) -> dict:
+  """A `config.systems` entry of method "stae": the keyword arguments of STAE, Decoder and the
+  entropy model, and its stages' loss weights. block_reconstruction: STAE's block transforms also
+  learn from the blocks a keep ratio drops."""
+  loss = dict(SYSTEM_LOSS, block_reconstruction=100.0, **(loss or {}))
+  return dict(method="stae", model=dict(stae=stae, decoder=decoder, entropy=entropy),
+              stages=dict(compressor=dict(loss=loss), joint=dict(loss=dict(loss))))
 
-  By default STAE and DeepISC; any system switch on the command line (`:system=deepisc`,
-  `:frame_attention=False`, `:selection=random`) narrows the run to that one system.
+
+def deepisc_system(*, deepisc: dict, entropy: dict, loss: dict | None = None) -> dict:
+  """A `config.systems` entry of method "deepisc" (the same entropy settings as STAE's)."""
+  loss = dict(SYSTEM_LOSS, **(loss or {}))
+  return dict(method="deepisc", model=dict(deepisc=deepisc, entropy=entropy),
+              stages=dict(compressor=dict(loss=loss), joint=dict(loss=dict(loss))))
+
+
+def system_tag(entry: dict) -> str:
+  """The folder name of a system inside the workdir: its method, plus the STAE ablation switches
+  that differ from the default (`stae_no-frame-attention`, `stae_random-selection`)."""
+  model = entry["model"].get("stae", {})
+  return entry["method"] + ("" if model.get("frame_attention", True) else "_no-frame-attention") + (
+      "" if model.get("spatial_attention", True) else "_no-spatial-attention") + (
+      "" if model.get("selection", "attention") == "attention"
+      else f"_{model['selection']}-selection")
+
+
+def systems_to_train(arg: str | None, switches: ml_collections.ConfigDict,
+                     **entries: dict) -> ml_collections.ConfigDict:
+  """`config.systems` ({tag: entry}): what train.py trains into runs/<name>/systems/<tag>/, and
+  the one place that says which systems a config has.
+
+  `entries` maps each method to its entry (`stae_system`, `deepisc_system`). By default every one
+  is trained; any system switch on the command line (`:system=deepisc`, `:frame_attention=False`,
+  `:selection=random`) narrows the run to that one system, with STAE's switches applied to its
+  model.stae.
   """
   explicit = {item.partition("=")[0].strip() for item in (arg or "").split(",")}
+  if switches.system not in entries:
+    raise ValueError(f"config switch system={switches.system!r}: this config has systems "
+                     f"{', '.join(entries)}.")
   if explicit & set(SYSTEM_SWITCHES):
-    entries = [dict(system=switches.system, frame_attention=switches.frame_attention,
-                    spatial_attention=switches.spatial_attention, selection=switches.selection)]
+    chosen = [entries[switches.system]]
   else:
-    entries = [dict(system="stae", frame_attention=True, spatial_attention=True,
-                    selection="attention"),
-               dict(system="deepisc", frame_attention=True, spatial_attention=True,
-                    selection="attention")]
-  return ml_collections.ConfigDict({system_tag(**e): e for e in entries})
+    chosen = list(entries.values())
+  return ml_collections.ConfigDict({system_tag(e): e for e in chosen})
 
 
 #: Entropy models (STAE's `prior`, DeepISC's `deepisc/prior`) learn 10x faster than the rest of a
@@ -112,7 +144,9 @@ PRIOR_LR_SCALES = (("^(prior|deepisc/prior)/", 10.0),)
 def training_stages(*, classifier: dict, compressor: dict, joint: dict) -> ml_collections.ConfigDict:
   """`config.stages`: the three training stages of ../shared/DESIGN.md, with per-config sizes.
 
-  Each argument overrides the stage's defaults (steps, lr, warmup_steps, weight_decay, loss, ...).
+  Each argument overrides the stage's defaults (steps, lr, warmup_steps, weight_decay, ...), merged
+  at every depth. A system's loss weights live in its entry (`stae_system`), so tuning one system
+  never touches another's stages.
   Each stage names what it trains (`trainable`, a regex over parameter paths; the rest get no
   optimizer state), what it starts from (`init_from` an earlier stage, `init_params` which
   variables) and its loss weights. The rate weight (bits per pixel) sets the operating point.
@@ -122,29 +156,20 @@ def training_stages(*, classifier: dict, compressor: dict, joint: dict) -> ml_co
   base = dict(schedule="cosine", optimizer="adamw", grad_clip=1.0, batch_size=0,
               rate_warmup_steps=0)
   stages = ml_collections.ConfigDict()
-  stages.classifier = {**base, **dict(
-      kind="classifier", weight_decay=0.05, trainable="^vit/", init_from="",
-      init_params=".*", loss=dict(task=1.0)), **classifier}
-  stages.compressor = {**base, **dict(
-      kind="system", weight_decay=0.0,
+  stages.classifier = deep_merge({**base, **dict(
+      weight_decay=0.05, trainable="^vit/", init_from="", init_params=".*",
+      loss=dict(task=1.0))}, classifier)
+  stages.compressor = deep_merge({**base, **dict(
+      weight_decay=0.0,
       trainable="^(stae|prior|decoder|deepisc)/",  # the ViT stays frozen
       init_from="classifier", init_params="^vit/",
-      # Reconstruction anchors (MSE on 0..1 pixels is ~0.01-0.05, hence the weight of 100): through
-      # a frozen ViT the task gradient alone drove the decoder to adversarial low-PSNR fills
-      # (accuracy at chance on the synthetic config), and a heavier rate weight (1-30) squeezed the
-      # latents before the transforms had learnt anything (BENCHMARKS.md "Main job"). Task 1 (was
-      # 0.1) once STAE's block code starts as cell colours: it then moves frame selection towards
-      # what the classifier needs (+1 point at 0.125x1 on the synthetic job, less than the noise).
-      # block_reconstruction: STAE's block transforms also learn from the blocks a keep ratio drops.
-      loss=dict(task=1.0, distill=0.0, reconstruction=100.0, block_reconstruction=100.0, rate=0.1),
-      distill_temperature=2.0,
-      lr_scales=PRIOR_LR_SCALES), **compressor}
-  stages.joint = {**base, **dict(
-      kind="system", weight_decay=0.0, trainable=".*", init_from="compressor",
-      init_params=".*",
-      loss=dict(task=1.0, distill=0.0, reconstruction=100.0, block_reconstruction=100.0, rate=0.1),
-      lr_scales=PRIOR_LR_SCALES), **joint}
+      distill_temperature=2.0,  # loss weights: each system's entry (SYSTEM_LOSS)
+      lr_scales=PRIOR_LR_SCALES)}, compressor)
+  stages.joint = deep_merge({**base, **dict(
+      weight_decay=0.0, trainable=".*", init_from="compressor", init_params=".*",
+      lr_scales=PRIOR_LR_SCALES)}, joint)
   return stages
+
 
 
 def train_settings(*, log_every: int, eval_every: int, eval_batches: int,

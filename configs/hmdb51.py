@@ -30,7 +30,6 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.name = "hmdb51" + common.switches_suffix(arg)
   c.seed = a.seed
-  c.system = a.system
 
   c.data = ml_collections.ConfigDict(dict(
       name="hmdb51",
@@ -53,15 +52,16 @@ def get_config(arg=None):
       prefetch=4,
   ))
 
-  # Models (stae_jax/models): one sub-config per module.
+  # Models (stae_jax/models): the shared classifier in c.model.vit; each system's own modules in
+  # its entry of c.systems (below), one section per constructor: `STAE(**section)`, ...
   c.model = ml_collections.ConfigDict()
   # Learned entropy model of the latents (stae_jax/models/entropy.py) and its frozen coding tables.
-  c.model.entropy = ml_collections.ConfigDict(dict(
+  entropy = dict(
       filters=(3, 3, 3),          # FactorizedPrior hidden widths per channel (Balle et al. 2018)
       init_scale=2.0,             # initial density spread, in latent units (10 stalled the rate)
       likelihood_bound=1e-9,      # floor on a bin's probability in the training rate
       tail_mass=1e-9,             # freezing: table support holds all but this mass; rest escapes
-  ))
+  )
   # Classifier (stae_jax/models/vit.py): ViT-B/16 with 2x16x16 tubelets, VideoMAE-B's layout
   # (86.3 M parameters with the 51-way head; Hugging Face VideoMAE weights map one to one).
   c.model.vit = ml_collections.ConfigDict(dict(
@@ -73,16 +73,16 @@ def get_config(arg=None):
       attention="auto",           # cuDNN fused attention on GPUs in bf16, XLA elsewhere
   ))
   # DeepISC baseline (stae_jax/models/deepisc.py): every frame coded alone to <= 64 tokens x 32 ch.
-  c.model.deepisc = ml_collections.ConfigDict(dict(
+  deepisc = dict(
       patch=16, width=384, encoder_depth=6, decoder_depth=6, num_heads=6, mlp_dim=0,
       max_tokens=64, channels=32,
       token_choices=(4, 8, 16, 32, 64),  # operating points: latent tokens sent per frame
       init_step=8.0,  # pixel levels per latent unit of the patch-colour code channels 0-2 start with
       dtype="bfloat16",
       attention="auto",
-  ))
+  )
   # STAE encoder (stae_jax/models/stae.py). 16x16 blocks: 196 per 224x224 frame, latent 4x4x8 each.
-  c.model.stae = ml_collections.ConfigDict(dict(
+  stae = dict(
       block_size=16,              # p: spatial attention scores and codes p x p blocks
       latent_stride=4,            # s: a block's latent is [p/s, p/s, C]
       latent_channels=8,          # C; channels 0-2 start as each cell's mean colour, the rest at 0
@@ -103,10 +103,10 @@ def get_config(arg=None):
       dtype="bfloat16",           # compute dtype; parameters are float32
       # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them).
       keep_ratios=((0.25, 0.25), (0.5, 0.25), (0.5, 0.5), (1.0, 0.5)),
-  ))
+  )
   # Receiver's 3D-2D CNN (stae_jax/models/decoder.py).
-  c.model.decoder = ml_collections.ConfigDict(dict(
-      width=32, temporal_layers=3, spatial_layers=2, cell=4, dtype="bfloat16"))
+  decoder = dict(
+      width=32, temporal_layers=3, spatial_layers=2, cell=4, dtype="bfloat16")
   # Training (stae_jax/training, train.py): stages run in train.stage_order; each names the
   # parameters it trains (`trainable` regex; the rest get no optimizer state) and its loss weights.
   c.stages = common.training_stages(
@@ -114,5 +114,9 @@ def get_config(arg=None):
       compressor=dict(steps=20000, lr=0.0005, warmup_steps=500),
       joint=dict(steps=5000, lr=5e-05, warmup_steps=200))
   c.train = common.train_settings(log_every=50, eval_every=2000, eval_batches=0, checkpoint_every=1000)
-  c.systems = common.systems_to_train(arg, a)
+  # What train.py trains (each system's model sections and loss weights, configs/common.py);
+  # the ablation switches apply to STAE's model.stae.
+  c.systems = common.systems_to_train(
+      arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy),
+      deepisc=common.deepisc_system(deepisc=deepisc, entropy=entropy))
   return c

@@ -40,7 +40,6 @@ def get_config(arg=None):
   c = ml_collections.ConfigDict()
   c.name = "synthetic" + common.switches_suffix(arg)
   c.seed = a.seed
-  c.system = a.system
 
   c.data = ml_collections.ConfigDict(dict(
       name="synthetic_actions",
@@ -65,15 +64,16 @@ def get_config(arg=None):
       prefetch=2,
   ))
 
-  # Models (stae_jax/models): one sub-config per module.
+  # Models (stae_jax/models): the shared classifier in c.model.vit; each system's own modules in
+  # its entry of c.systems (below), one section per constructor: `STAE(**section)`, ...
   c.model = ml_collections.ConfigDict()
   # Learned entropy model of the latents (stae_jax/models/entropy.py) and its frozen coding tables.
-  c.model.entropy = ml_collections.ConfigDict(dict(
+  entropy = dict(
       filters=(3, 3, 3),          # FactorizedPrior hidden widths per channel (Balle et al. 2018)
       init_scale=2.0,             # initial density spread, in latent units (10 stalled the rate)
       likelihood_bound=1e-9,      # floor on a bin's probability in the training rate
       tail_mass=1e-9,             # freezing: table support holds all but this mass; rest escapes
-  ))
+  )
   # Classifier (stae_jax/models/vit.py): a tiny VideoMAE-layout ViT, 4x16x16 tubelets -> 64 tokens
   # (patch 8 -> 256 tokens is ~4x slower a step and learnt no faster in minutes on two cores).
   # Tubelet 4 rather than VideoMAE's 2: ~3.5 ms per 16x64x64 clip forward (patch 8) on two CPU cores
@@ -90,16 +90,16 @@ def get_config(arg=None):
       attention="auto",           # jax.nn.dot_product_attention backend: auto/xla/cudnn
   ))
   # DeepISC baseline (stae_jax/models/deepisc.py): every frame coded alone to <= 16 tokens x 8 ch.
-  c.model.deepisc = ml_collections.ConfigDict(dict(
+  deepisc = dict(
       patch=16, width=128, encoder_depth=2, decoder_depth=2, num_heads=4, mlp_dim=0,
       max_tokens=16, channels=8,
       token_choices=(1, 2, 4, 8, 16),  # operating points: latent tokens sent per frame
       init_step=8.0,  # pixel levels per latent unit of the patch-colour code channels 0-2 start with
       dtype="float32",
       attention="auto",
-  ))
+  )
   # STAE encoder (stae_jax/models/stae.py). 8x8 blocks: 64 per 64x64 frame, one 4-vector each.
-  c.model.stae = ml_collections.ConfigDict(dict(
+  stae = dict(
       block_size=8,               # p: spatial attention scores and codes p x p blocks
       latent_stride=8,            # s: a block's latent is [p/s, p/s, C] (here 1x1xC)
       # C; channels 0-2 start as the block's mean colour, the rest at 0. 4 rather than 8: the
@@ -123,16 +123,20 @@ def get_config(arg=None):
       dtype="float32",            # compute dtype; parameters are float32
       # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them).
       keep_ratios=((0.125, 1.0), (0.25, 1.0), (0.25, 0.5)),
-  ))
+  )
   # Receiver's 3D-2D CNN (stae_jax/models/decoder.py).
-  c.model.decoder = ml_collections.ConfigDict(dict(
-      width=16, temporal_layers=2, spatial_layers=1, cell=4, dtype="float32"))
+  decoder = dict(
+      width=16, temporal_layers=2, spatial_layers=1, cell=4, dtype="float32")
   # Training (stae_jax/training, train.py): stages run in train.stage_order; each names the
   # parameters it trains (`trainable` regex; the rest get no optimizer state) and its loss weights.
   c.stages = common.training_stages(
       classifier=dict(steps=700, lr=0.002, warmup_steps=20),
-      compressor=dict(steps=100, lr=0.003, warmup_steps=5),  # loss weights: configs/common.py
+      compressor=dict(steps=100, lr=0.003, warmup_steps=5),
       joint=dict(steps=10, lr=0.0001, warmup_steps=2))
   c.train = common.train_settings(log_every=10, eval_every=0, eval_batches=4, checkpoint_every=100)
-  c.systems = common.systems_to_train(arg, a)
+  # What train.py trains (each system's model sections and loss weights, configs/common.py);
+  # the ablation switches apply to STAE's model.stae.
+  c.systems = common.systems_to_train(
+      arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy),
+      deepisc=common.deepisc_system(deepisc=deepisc, entropy=entropy))
   return c

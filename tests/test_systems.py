@@ -1,4 +1,5 @@
-"""Per-system forwards and the model container: names, shapes, bits, gradients, dispatch."""
+"""The methods of stae_jax.systems: registry, model containers, forwards (names, shapes, bits,
+gradients) and each learned codec's device and server halves, including what the server refuses."""
 
 import math
 import re
@@ -10,8 +11,12 @@ import numpy as np
 import pytest
 
 from configs import hmdb51, synthetic
-from stae_jax.models import systems
+from stae_jax import systems
+from stae_jax.coding import tables as tables_lib
 from stae_jax.models.stae import keep_count
+from stae_jax.systems import deepisc as deepisc_method
+from stae_jax.systems import stae as stae_method
+from stae_jax.training import workdir as workdir_lib
 
 T, SIZE = 8, 32
 
@@ -22,23 +27,41 @@ def rngs(seed=0):
   return nnx.Rngs(jax.random.key(seed, impl="rbg"))
 
 
-def tiny_config(system="stae"):
+def tiny_config():
   """The synthetic config shrunk to a 8x32x32 clip and models of a few thousand parameters."""
-  config = synthetic.get_config(f"frames={T},size={SIZE},system={system}")
+  config = synthetic.get_config(f"frames={T},size={SIZE}")
   config.model.vit.update(dict(num_classes=5, width=32, depth=1, num_heads=2, tubelet=4, patch=8))
-  config.model.stae.update(dict(transform_width=8, frame_widths=(8, 8, 8), spatial_widths=(8, 8),
-                                keep_ratios=((0.5, 0.25), (1.0, 0.5))))
-  config.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
-  config.model.deepisc.update(dict(patch=8, width=32, encoder_depth=1, decoder_depth=1,
-                                   num_heads=2, max_tokens=4, channels=4, token_choices=(2, 4)))
+  config.systems.stae.model.stae.update(dict(transform_width=8, frame_widths=(8, 8, 8),
+                                             spatial_widths=(8, 8),
+                                             keep_ratios=((0.5, 0.25), (1.0, 0.5))))
+  config.systems.stae.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
+  config.systems.deepisc.model.deepisc.update(dict(patch=8, width=32, encoder_depth=1,
+                                                   decoder_depth=1, num_heads=2, max_tokens=4,
+                                                   channels=4, token_choices=(2, 4)))
   return config
+
+
+LEARNED = ("stae", "deepisc")
 
 
 @pytest.fixture(scope="module")
 def built():
-  """Models of each system, built once: eager initialisation costs seconds on a CPU."""
-  return {system: (tiny_config(system), systems.build_models(tiny_config(system), rngs(0)))
-          for system in systems.SYSTEMS}
+  """Models of each learned system, built once: eager initialisation costs seconds on a CPU."""
+  config = tiny_config()
+  return {tag: (config.systems[tag], workdir_lib.build_models(config, config.systems[tag], rngs(0)))
+          for tag in LEARNED}
+
+
+def untrained_codec(built, tag):
+  """The codec of a freshly built system (tables frozen from its untrained prior): the device and
+  server halves work the same, trained or not."""
+  entry, models = built[tag]
+  method = systems.get(entry.method)
+  graphdef, params, rest = nnx.split(models, nnx.Param, ...)
+  tables = tables_lib.freeze(method.entropy_model(models))
+  trained = systems.Trained(tag=tag, entry=entry, data=tiny_config().data, graphdef=graphdef,
+                            params=params, rest=rest, tables=tables)
+  return method.codec(trained)
 
 
 def clip(batch=2, seed=0):
@@ -46,11 +69,11 @@ def clip(batch=2, seed=0):
                             jnp.int32).astype(jnp.uint8)
 
 
-def run_forward(config, models, video, *, operating_point, training, rng=None):
+def run_forward(entry, models, video, *, point, training, rng=None):
   graphdef, state = nnx.split(models)
-  fn = jax.jit(lambda state, video, rng: systems.system_forward(
-      config, nnx.merge(graphdef, state), video, operating_point=operating_point,
-      training=training, rng=rng))
+  method = systems.get(entry.method)
+  fn = jax.jit(lambda state, video, rng: method.forward(
+      nnx.merge(graphdef, state), video, point, training=training, rng=rng))
   return fn(state, video, rng)
 
 
@@ -73,7 +96,7 @@ def test_build_models_names_what_each_system_needs(built):
 
 def test_stae_forward_outputs_and_exact_mask_bits(built):
   config, models = built["stae"]
-  out = run_forward(config, models, clip(), operating_point=(0.5, 0.25), training=False)
+  out = run_forward(config, models, clip(), point=stae_method.point(0.5, 0.25), training=False)
   n = (SIZE // config.model.stae.block_size) ** 2
   k_f, k_s = keep_count(0.5, T), keep_count(0.25, n)
   assert out["logits"].shape == (2, 5) and out["logits"].dtype == jnp.float32
@@ -105,8 +128,8 @@ def test_gradients_of_the_training_loss_reach_every_stae_part(built):
   graphdef, params = nnx.split(models, nnx.Param)
 
   def loss(params):
-    out = systems.stae_forward(nnx.merge(graphdef, params), video, frame_keep=0.5,
-                               block_keep=0.25, training=True, rng=jax.random.key(4))
+    out = stae_method.forward(nnx.merge(graphdef, params), video, stae_method.point(0.5, 0.25),
+                              training=True, rng=jax.random.key(4))
     task = -jnp.take_along_axis(jax.nn.log_softmax(out["logits"]), labels[:, None], 1).mean()
     distortion = jnp.mean((out["reconstruction"] - video) ** 2) / 255.0 ** 2
     return task + distortion + 1e-4 * out["bits"]["total"].mean()
@@ -128,8 +151,8 @@ def test_task_selection_gradient_keeps_pixel_error_away_from_the_attention(built
   def pixel_loss(params, selection_gradient):
     merged = nnx.merge(graphdef, params)
     merged["stae"].selection_gradient = selection_gradient
-    out = systems.stae_forward(merged, video, frame_keep=0.5, block_keep=0.25, training=True,
-                               rng=jax.random.key(4))
+    out = stae_method.forward(merged, video, stae_method.point(0.5, 0.25), training=True,
+                              rng=jax.random.key(4))
     pixels = out.get("pixel_reconstruction", out["reconstruction"])
     return jnp.mean((pixels - video) ** 2) / 255.0 ** 2, out
 
@@ -153,40 +176,112 @@ def test_task_selection_gradient_keeps_pixel_error_away_from_the_attention(built
                              np.asarray(out["reconstruction"]), rtol=1e-5, atol=1e-3)
 
 
-def test_dispatch_and_shared_keys_across_systems(built):
-  for system in systems.SYSTEMS:
-    config, models = built[system]
-    point = systems.operating_points(config)[0]
-    out = run_forward(config, models, clip(), operating_point=point, training=False)
-    assert {"logits", "reconstruction", "bits", "latents"} <= set(out), system
-    assert {"payload", "masks", "total"} <= set(out["bits"]), system
-    assert out["reconstruction"].shape == (2, T, SIZE, SIZE, 3), system
-    assert out["bits"]["total"].shape == (2,), system
-  logits = systems.classifier_forward(models, clip())["logits"]
-  assert logits.shape == (2, 5)
+def test_shared_keys_across_learned_methods(built):
+  for tag in LEARNED:
+    entry, models = built[tag]
+    point = systems.get(entry.method).operating_points(entry)[0]
+    out = run_forward(entry, models, clip(), point=point, training=False)
+    assert {"logits", "reconstruction", "bits", "latents"} <= set(out), tag
+    assert {"payload", "masks", "total"} <= set(out["bits"]), tag
+    assert out["reconstruction"].shape == (2, T, SIZE, SIZE, 3), tag
+    assert out["bits"]["total"].shape == (2,), tag
 
 
-def test_bad_system_and_operating_point_are_explained(built):
-  config, models = tiny_config(), built["stae"][1]
-  with pytest.raises(ValueError, match=r"operating_point=\(frame_keep, block_keep\)"):
-    systems.system_forward(config, models, clip(), operating_point=4, training=False)
-  config.system = "h264"
-  with pytest.raises(ValueError, match="not one of"):
-    systems.build_models(config, rngs(0))
+def test_registry_names_every_method_and_explains_unknown_ones():
+  assert systems.learned() == ["stae", "deepisc"]
+  assert systems.baselines() == ["h264", "raw"]
+  with pytest.raises(ValueError, match="unknown method 'jpeg'.*stae, deepisc, h264, raw"):
+    systems.get("jpeg")
+  point = stae_method.point(0.25, 0.5)
+  assert point == stae_method.point(0.25, 0.5) and hash(point) == hash(stae_method.point(0.25, 0.5))
+  assert point.name == "keep=0.25x0.5" and point["block_keep"] == 0.5
+  assert deepisc_method.point(4).as_dict() == {"tokens_per_frame": 4}
+
+
+def test_bad_entry_and_point_are_explained(built):
+  entry = tiny_config().systems.stae
+  entry.method = "h264x"
+  with pytest.raises(ValueError, match="unknown method 'h264x'"):
+    workdir_lib.build_models(tiny_config(), entry, rngs(0))
+  codec = untrained_codec(built, "stae")
+  with pytest.raises(systems.DecodeError, match="not one 'stae' was trained.*keep=0.5x0.25"):
+    codec.point(stae_method.point(0.9, 0.9))
+
+
+@pytest.mark.parametrize("tag", LEARNED)
+def test_codec_round_trip_matches_the_forward(built, tag):
+  """The codec's device + server halves rebuild what the inference forward does, from streams
+  whose lengths are the bits counted; the estimate is the forward's rate."""
+  codec = untrained_codec(built, tag)
+  entry, models = built[tag]
+  video = np.asarray(clip())
+  for point in codec.points:
+    coded = codec.device(video, point)
+    assert len(coded.streams) == 2 and all(isinstance(s, bytes) for s in coded.streams)
+    rebuilt = np.asarray(codec.server(coded.streams, point))
+    out = run_forward(entry, models, video, point=point, training=False)
+    np.testing.assert_allclose(rebuilt, np.asarray(out["reconstruction"]), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(coded.estimated_bits, np.asarray(out["bits"]["total"]), rtol=1e-4)
+    assert codec.classify(rebuilt).shape == (2, 5)
+
+
+@pytest.mark.parametrize("tag", LEARNED)
+def test_server_half_refuses_what_the_model_never_sends(built, tag):
+  codec = untrained_codec(built, tag)
+  video = np.asarray(clip())
+  first, second = codec.points
+  streams = codec.device(video, first).streams
+  # A stream of another operating point: decoded within that point's bounds, then refused.
+  with pytest.raises(systems.DecodeError, match="does not hold|bitstream|latent"):
+    codec.entropy_decode(codec.device(video, second).streams, first)
+  # Oversized, empty, garbage, not bytes, an unknown point.
+  with pytest.raises(systems.DecodeError, match="never needs more"):
+    codec.entropy_decode([b"\xb1" + bytes(codec.max_stream_bytes(first))], first)
+  with pytest.raises(systems.DecodeError, match="no bitstream"):
+    codec.entropy_decode([], first)
+  with pytest.raises(systems.DecodeError):
+    codec.entropy_decode([bytes(np.random.default_rng(0).integers(0, 256, 200, np.uint8))], first)
+  with pytest.raises(systems.DecodeError, match="not bytes"):
+    codec.entropy_decode(["text"], first)
+  with pytest.raises(systems.DecodeError, match="not one"):
+    codec.server(streams, stae_method.point(float("nan"), 0.5))
+  # The device half takes only the trained clip shape, as uint8.
+  with pytest.raises(ValueError, match="uint8 clips"):
+    codec.encode(np.zeros((1, T, 2 * SIZE, 2 * SIZE, 3), np.uint8), first)
+  with pytest.raises(ValueError, match="uint8 clips"):
+    codec.encode(video.astype(np.float32), first)
+
+
+def test_payload_conversion_round_trips():
+  rng = np.random.default_rng(0)
+  frame_index = np.sort(rng.permutation(8)[:3])[None].astype(np.int32)
+  block_index = np.sort(np.stack([rng.permutation(16)[:5] for _ in range(3)]), axis=1)[None]
+  latents = rng.integers(-3, 4, (1, 3, 5, 1, 1, 4)).astype(np.float32)
+  args = stae_method.to_payloads(frame_index, block_index, latents, frames=8, blocks=16)
+  assert args["frame_masks"].sum() == 3 and args["block_masks"].shape == (1, 3, 16)
+  from stae_jax.coding import bitstream  # pylint: disable=g-import-not-at-top
+  payload = bitstream.ClipPayload(args["latents"][0], args["frame_masks"][0], args["block_masks"][0])
+  back = stae_method.from_payloads([payload])
+  np.testing.assert_array_equal(back[0], frame_index)
+  np.testing.assert_array_equal(back[1], block_index)
+  np.testing.assert_array_equal(back[2], latents)
+  with pytest.raises(ValueError, match="not integer-valued"):
+    stae_method.to_payloads(frame_index, block_index, latents + 0.5, frames=8, blocks=16)
 
 
 def test_hmdb51_shapes_abstractly():
   """The paper's setting (16x224x224, p=16, ViT-B/16) traced with eval_shape: no compute."""
   config = hmdb51.get_config(None)
-  models = nnx.eval_shape(lambda: systems.build_models(config, rngs(0)))
+  entry = config.systems.stae
+  models = nnx.eval_shape(lambda: workdir_lib.build_models(config, entry, rngs(0)))
   graphdef, state = nnx.split(models)
   video = jax.ShapeDtypeStruct((2, 16, 224, 224, 3), jnp.uint8)
-  rho_f, rho_s = config.model.stae.keep_ratios[0]
-  out = jax.eval_shape(lambda s, v: systems.stae_forward(
-      nnx.merge(graphdef, s), v, frame_keep=rho_f, block_keep=rho_s, training=False), state, video)
+  rho_f, rho_s = entry.model.stae.keep_ratios[0]
+  out = jax.eval_shape(lambda s, v: stae_method.forward(
+      nnx.merge(graphdef, s), v, stae_method.point(rho_f, rho_s), training=False), state, video)
   k_f, k_s = keep_count(rho_f, 16), keep_count(rho_s, 196)
   assert out["logits"].shape == (2, 51)
   assert out["reconstruction"].shape == (2, 16, 224, 224, 3)
-  assert out["latents"].shape == (2, k_f, k_s, 4, 4, config.model.stae.latent_channels)
+  assert out["latents"].shape == (2, k_f, k_s, 4, 4, entry.model.stae.latent_channels)
   assert out["block_mask"].shape == (2, 16, 196)
   assert out["bits"]["total"].shape == (2,)

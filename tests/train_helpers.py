@@ -25,11 +25,12 @@ def tiny_config(steps: int = 6, systems=("stae",), stages=("classifier", "compre
   c.data.eval_batch_size = 8
   c.model.vit.update(dict(width=32, depth=1, num_heads=2, tubelet=2, patch=8,
                           num_classes=synthetic_data.NUM_CLASSES))
-  c.model.stae.update(dict(transform_width=8, frame_widths=(4, 4, 4), spatial_widths=(4, 4),
-                           keep_ratios=((0.5, 0.5), (1.0, 0.5))))
-  c.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
-  c.model.deepisc.update(dict(width=32, encoder_depth=1, decoder_depth=1, num_heads=2, patch=8,
-                              max_tokens=4, channels=4, token_choices=(2, 4)))
+  stae, deepisc = c.systems.stae, c.systems.deepisc
+  stae.model.stae.update(dict(transform_width=8, frame_widths=(4, 4, 4), spatial_widths=(4, 4),
+                              keep_ratios=((0.5, 0.5), (1.0, 0.5))))
+  stae.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
+  deepisc.model.deepisc.update(dict(width=32, encoder_depth=1, decoder_depth=1, num_heads=2,
+                                    patch=8, max_tokens=4, channels=4, token_choices=(2, 4)))
   for name in c.stages:
     c.stages[name].steps = steps
     c.stages[name].warmup_steps = 0
@@ -37,11 +38,15 @@ def tiny_config(steps: int = 6, systems=("stae",), stages=("classifier", "compre
   # In five steps from a fresh Adam the joint stage's pixel terms are noise-dominated (quantisation
   # noise, random windows); weighting the task, which the now-trainable ViT lowers at once, makes
   # "loss falls" a test of the trainer rather than of the loss weights.
-  c.stages.joint.loss.update(dict(reconstruction=1.0, block_reconstruction=0.0))
+  for entry in (stae, deepisc):
+    entry.stages.joint.loss.reconstruction = 1.0
   # The compressor starts near its pixel optimum (the block code is initialised to code each cell's
   # mean colour), so over five batches its pixel terms move by the noise of random windows while its
   # task and rate terms fall steadily: equal weights make "loss falls" visible there too.
-  c.stages.compressor.loss.update(dict(reconstruction=1.0, block_reconstruction=1.0))
+  stae.stages.joint.loss.block_reconstruction = 0.0
+  for entry in (stae, deepisc):
+    entry.stages.compressor.loss.reconstruction = 1.0
+  stae.stages.compressor.loss.block_reconstruction = 1.0
   c.train.update(dict(stage_order=tuple(stages), log_every=1, eval_every=0, eval_batches=1,
                       checkpoint_every=2, progress=False))
   c.systems = {k: v for k, v in c.systems.to_dict().items() if k in systems} if systems else c.systems

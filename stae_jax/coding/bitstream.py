@@ -47,7 +47,7 @@ import numpy as np
 from stae_jax.coding.tables import CodingTables, require_tables
 
 __all__ = ["ClipPayload", "CodingStats", "DecodeError", "RateGap", "encode", "encode_with_stats",
-           "decode", "encode_batch", "decode_batch", "stae_batch", "estimate_bits", "rate_gap",
+           "decode", "encode_batch", "decode_batch", "estimate_bits", "rate_gap",
            "MAGIC", "VERSION"]
 
 MAGIC = 0xB0       # high nibble of the first byte; the low nibble is the format version
@@ -492,29 +492,6 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
   stats = dict(num_bytes=num_bytes, bits=8 * num_bytes,
                escapes=escaped.reshape(batch, -1).sum(axis=1).astype(np.int64))
   return streams, stats
-
-
-def stae_batch(frame_mask, block_mask, latents) -> dict[str, np.ndarray]:
-  """STAE outputs -> `encode_batch` arguments: {latents, frame_masks, block_masks}.
-
-  frame_mask bool [B, T]; block_mask bool [B, T, N] (False in dropped frames, as `STAE` returns it);
-  latents integer-valued float or int [B, k_f, k_s, h, w, C] in ascending frame/block order.
-  The block mask rows of the kept frames are gathered (vectorised) into [B, k_f, N].
-  """
-  frame_mask = np.asarray(frame_mask, np.bool_)
-  block_mask = np.asarray(block_mask, np.bool_)
-  latents = np.asarray(latents)
-  batch, frames = frame_mask.shape
-  kept = frame_mask.sum(axis=1)
-  if (kept != latents.shape[1]).any() or block_mask.shape[:2] != (batch, frames):
-    raise ValueError(f"stae_batch: frame masks keep {kept.tolist()} frames, latents have "
-                     f"{latents.shape[1]}; block_mask {block_mask.shape} must be [B, T, N]")
-  frame_index = np.sort(np.argsort(~frame_mask, axis=1, kind="stable")[:, :latents.shape[1]], axis=1)
-  rows = np.take_along_axis(block_mask, frame_index[:, :, None], axis=1)
-  if np.issubdtype(latents.dtype, np.floating):
-    if not np.array_equal(latents, np.round(latents)):
-      raise ValueError("stae_batch: latents are not integer-valued; pass STAE's quantised latents")
-  return dict(latents=latents.astype(np.int32), frame_masks=frame_mask, block_masks=rows)
 
 
 def decode_batch(streams, tables: CodingTables | None, *, model=None,

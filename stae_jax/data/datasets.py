@@ -55,3 +55,18 @@ def ensure_built(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBui
 def class_names(builder: tfds.core.DatasetBuilder) -> list[str]:
   """The label names of a built dataset, in label order."""
   return list(builder.info.features["label"].names)
+
+
+def class_names_of(data_config) -> list[str] | None:
+  """Label names of `data_config`'s dataset without building it (None where they cannot be known
+  before it is built: reports then show class numbers)."""
+  module = importlib.import_module(DATASET_MODULES[data_config.name]) if (
+      data_config.name in DATASET_MODULES) else None
+  names = getattr(module, "CLASS_NAMES", None)
+  if names is not None:
+    return list(names)
+  try:
+    builder = get_builder(data_config)
+    return class_names(builder) if builder.is_prepared() else None
+  except Exception:  # pylint: disable=broad-except  (names are a nicety; numbers are shown instead)
+    return None

@@ -1,20 +1,24 @@
 """Single-clip tools: a video file -> a `.stae` file on the device, `.stae` -> class on the server.
 
-The `.stae` file is the clip bitstream (`stae_jax.coding.bitstream`, which carries its own CRC)
-behind a small header that tells the server what it needs besides the bits:
+The `.stae` file is one clip's bitstream (as the method's codec made it; learned codecs' streams
+carry their own CRC) behind a small header that tells the server what it needs besides the bits:
 
   magic b"STAE" | version (1 byte) | header length (uint32 LE) | header (UTF-8 JSON)
   | crc32 of the header (uint32 LE) | the clip bitstream
 
-  header: format, system (the tag of the trained system in the workdir), config_name,
-          table_hash and model_hash (of the coding tables: a file from another model is refused
-          with a message instead of decoding into noise), clip_shape [T,H,W,3] at model
-          resolution, operating_point [frame_keep, block_keep], frame_indices (the frames of the
-          source video that were sampled), crop_box, source {name, fps, height, width, frames}
+  header: format, system (the tag of the trained system in the workdir), fingerprint (its coding
+          tables' hash: a file from another model is refused with a message instead of decoding
+          into noise), clip_shape [T,H,W,3] at model resolution, operating_point (the point's
+          name, e.g. "keep=0.25x0.5"), frame_indices (the frames of the source video that were
+          sampled), crop_box, source {name, fps, height, width, frames}
 
 Only the bitstream travels on a real link (the header fields are known to both ends there); the
-file bundles them so that one file is enough for `decompress.py`. Every failure to read a file is a
-`DecodeError` (from the bitstream module) whose message says what is wrong.
+file bundles them so that one file is enough for `decompress.py`. Nothing in a header is trusted:
+the system must be one trained in the workdir, the clip shape and the operating point must be the
+trained model's, and only then is the stream decoded, within the codec's bounds. Every failure to
+read a file is a `DecodeError` whose message says what is wrong.
+
+Both tools work for any method with a codec (`stae_jax.systems`); they never ask which one.
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from stae_jax import systems
 from stae_jax.coding.bitstream import DecodeError
 from stae_jax.data import video as video_lib
-from stae_jax.evaluation import codec as codec_lib
-from stae_jax.evaluation import loading
+from stae_jax.training import workdir as workdir_lib
 
 MAGIC = b"STAE"
-VERSION = 1
-FORMAT = "stae-jax clip file v1"
+VERSION = 2
+FORMAT = "stae-jax clip file v2"
 _MAX_HEADER = 1 << 20
 
 
@@ -45,9 +49,9 @@ class Decompressed:
   header: dict
   reconstruction: np.ndarray  # uint8 [T,H,W,3]
   logits: np.ndarray          # float32 [classes]
-  frame_mask: np.ndarray      # bool [T]
-  block_masks: np.ndarray     # bool [k_f, N]
-  block_size: int             # p of the p x p blocks the masks index
+  frame_mask: np.ndarray | None   # bool [T] (None: the method sends no masks)
+  block_masks: np.ndarray | None  # bool [k_f, N]
+  block_size: int | None      # p of the p x p blocks the masks index
 
   @property
   def predicted(self) -> int:
@@ -107,58 +111,59 @@ def unpack(data: bytes) -> tuple[dict, bytes]:
   return header, data[13 + length:]
 
 
-def compress_video(path, trained: loading.TrainedModels, operating_point=None) -> tuple[bytes, dict]:
-  """Reads a video file and compresses it with a trained STAE system; returns (file bytes, header).
+def compress_video(path, codec: systems.Codec, data_config, operating_point=None
+                   ) -> tuple[bytes, dict]:
+  """Reads a video file and compresses it with `codec`; returns (file bytes, header).
 
-  `operating_point` (frame_keep, block_keep) must be one the system was trained for (default: its
-  first). Raises `stae_jax.data.video.VideoReadError` for a file that is not a readable video.
+  `operating_point` (a point's name) must be one of the codec's (default: its first). Raises
+  `stae_jax.data.video.VideoReadError` for a file that is not a readable video, ValueError for an
+  unknown point.
   """
-  if trained.system != "stae":
-    raise ValueError(f"system {trained.tag!r} is a {trained.system!r} system; .stae files hold STAE "
-                     "bitstreams: pass a STAE system (e.g. --system=stae).")
-  codec = codec_lib.SystemCodec(trained)
-  point = tuple(float(r) for r in (operating_point or codec.points[0]))
-  if point not in codec.points:
-    raise ValueError(f"operating point {point} is not one system {trained.tag!r} was trained for: "
-                     f"{', '.join(map(str, codec.points))}")
+  try:
+    point = codec.point(operating_point or codec.points[0])
+  except DecodeError as error:
+    raise ValueError(str(error)) from None
   source = video_lib.read_video(path)
-  clip, indices, box = sample_clip(source.frames, trained.config.data)
-  encoded = codec.encode(clip[None], point)
-  streams, _ = codec.to_bitstreams(encoded)
+  clip, indices, box = sample_clip(source.frames, data_config)
+  coded = codec.device(clip[None], point)
   header = dict(
-      format=FORMAT, system=trained.tag, config_name=trained.config.name,
-      table_hash=trained.tables.table_hash, model_hash=trained.tables.model_hash,
-      clip_shape=list(clip.shape), operating_point=list(point),
+      format=FORMAT, system=codec.tag, fingerprint=codec.fingerprint(),
+      clip_shape=list(clip.shape), operating_point=point.name,
       frame_indices=[int(i) for i in indices], crop_box=[float(b) for b in box],
       source=dict(name=pathlib.Path(path).name, fps=source.fps, height=source.source_height,
                   width=source.source_width, frames=source.num_frames))
-  return pack(header, streams[0]), header
+  return pack(header, coded.streams[0]), header
 
 
 def decompress(data: bytes, workdir) -> Decompressed:
-  """Decodes and classifies a `.stae` file with the system of `workdir` that made it."""
+  """Decodes and classifies a `.stae` file with the system of `workdir` that made it.
+
+  The header is checked against the trained model before anything is loaded or allocated: its
+  system must be one trained in `workdir`, its fingerprint that system's, its clip shape the one
+  the system was trained on, its operating point one of the system's."""
   header, stream = unpack(data)
-  try:
-    tag = header["system"]
-    clip_shape = tuple(int(d) for d in header["clip_shape"])
-    point = tuple(float(r) for r in header["operating_point"])
-    table_hash = str(header["table_hash"])
-  except (KeyError, TypeError, ValueError) as error:
-    raise DecodeError(f".stae header lacks or garbles a field ({error})") from None
-  trained = loading.load_system(workdir, tag)
-  if trained.tables.table_hash != table_hash:
+  tag, point_name = header.get("system"), header.get("operating_point")
+  if not isinstance(tag, str) or not isinstance(point_name, str):
+    raise DecodeError(".stae header lacks or garbles its system or operating_point field")
+  trained = workdir_lib.discover_systems(workdir)
+  if tag not in trained:
+    raise DecodeError(f"this .stae file names system {tag[:40]!r}, which {workdir} has not "
+                      f"trained (it has: {', '.join(trained) or 'none'})")
+  codec = workdir_lib.load_codec(workdir, tag)
+  if header.get("fingerprint") != codec.fingerprint():
     raise DecodeError(
-        f"this .stae file was made by another model: its coding tables {table_hash[:12]}... are "
-        f"not those of system {tag!r} in {workdir} ({trained.tables.table_hash[:12]}...); "
-        "decompress it with the workdir that compressed it.")
-  codec = codec_lib.SystemCodec(trained)
-  payload = codec.from_bitstreams([stream])[0]
-  t = clip_shape[0]
-  if payload.frame_mask is None or payload.frame_mask.shape != (t,) or payload.block_masks is None:
-    raise DecodeError(f"the bitstream's masks do not fit the header's clip shape {clip_shape}")
-  reconstruction = codec.decode([payload], point, clip_shape)
+        f"this .stae file was made by another model: its fingerprint "
+        f"{str(header.get('fingerprint'))[:12]}... is not that of system {tag!r} in {workdir} "
+        f"({str(codec.fingerprint())[:12]}...); decompress it with the workdir that compressed it.")
+  if header.get("clip_shape") != list(codec.clip_shape):
+    raise DecodeError(f".stae header claims a clip of {str(header.get('clip_shape'))[:60]}; system "
+                      f"{tag!r} was trained on {list(codec.clip_shape)}: corrupted or foreign")
+  point = codec.point(point_name)
+  received = codec.entropy_decode([stream], point)
+  reconstruction = codec.decode(received, point)
   logits = codec.classify(reconstruction)[0]
   clip = np.clip(np.round(np.asarray(reconstruction[0])), 0, 255).astype(np.uint8)
-  return Decompressed(header=header, reconstruction=clip, logits=logits,
-                      frame_mask=payload.frame_mask, block_masks=payload.block_masks,
-                      block_size=int(trained.config.model.stae.block_size))
+  kept = codec.kept(received)
+  frame_mask, block_masks = kept[0] if kept else (None, None)
+  return Decompressed(header=header, reconstruction=clip, logits=logits, frame_mask=frame_mask,
+                      block_masks=block_masks, block_size=codec.block_size)

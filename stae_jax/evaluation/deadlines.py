@@ -75,12 +75,14 @@ def channel_comparison(results: dict, options: ChannelOptions = ChannelOptions()
   arrivals = np.arange(num_clips) * interval
   deadlines = [float(d) for d in options.deadlines_seconds]
   rows = []
+  mean_rates = {}
   for snr in options.mean_snrs_db:
     link = channel_lib.ChannelConfig(bandwidth_hz=options.bandwidth_hz, mean_snr_db=float(snr))
     scores: dict[tuple, list] = {}
     for seed in options.seeds:
       trace = channel_lib.ChannelTrace.generate(
           arrivals[-1] + interval + options.max_backlog_seconds, link, seed=int(seed))
+      mean_rates.setdefault(f"{float(snr):g}", []).append(float(np.mean(trace.rates_bps)))
       for name, method in methods.items():
         points = _operating_points(method)
         correct = np.array([p["per_clip"]["correct"][:num_clips] for p in method["points"]], bool).T
@@ -119,7 +121,8 @@ def channel_comparison(results: dict, options: ChannelOptions = ChannelOptions()
   return dict(options=dataclasses.asdict(options) | dict(
       deadlines_seconds=deadlines, mean_snrs_db=[float(s) for s in options.mean_snrs_db],
       seeds=[int(s) for s in options.seeds]),
-              clip_interval_seconds=interval, num_clips=num_clips, rows=rows)
+              clip_interval_seconds=interval, num_clips=num_clips,
+              mean_rates_bps={snr: float(np.mean(r)) for snr, r in mean_rates.items()}, rows=rows)
 
 
 def best_fixed(rows: list[dict], method: str, snr: float, deadline: float) -> dict | None:

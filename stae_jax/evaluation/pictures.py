@@ -67,7 +67,7 @@ def clip_picture(original: np.ndarray, rows: list[tuple[str, np.ndarray]], title
   return canvas
 
 
-def write_pictures(pictures: dict, directory: pathlib.Path, *, block_sizes: dict[str, int],
+def write_pictures(pictures: dict, directory: pathlib.Path, *,
                    class_names: list[str] | None = None) -> list[str]:
   """Writes one PNG per clip from `evaluate_workdir`'s pictures data; returns their paths
   relative to the workdir."""
@@ -78,13 +78,11 @@ def write_pictures(pictures: dict, directory: pathlib.Path, *, block_sizes: dict
   written = []
   for i, (clip, label) in enumerate(zip(pictures["videos"], pictures["labels"])):
     rows = []
-    for tag, points in pictures["systems"].items():
-      if tag not in block_sizes:
-        continue
-      for data in points.values():
-        kept = overlay(clip, data["frame_mask"][i], data["block_masks"][i], block_sizes[tag])
-        rows.append((f"{tag} {data['name']}\nkept", kept))
-        rows.append((f"{tag} {data['name']}\nrebuilt", data["reconstruction"][i]))
+    for tag, shown in pictures["systems"].items():
+      for name, data in shown["points"].items():
+        kept = overlay(clip, data["frame_mask"][i], data["block_masks"][i], shown["block_size"])
+        rows.append((f"{tag} {name}\nkept", kept))
+        rows.append((f"{tag} {name}\nrebuilt", data["reconstruction"][i]))
     name = class_names[int(label)] if class_names and int(label) < len(class_names) else str(label)
     path = directory / f"clip_{i}.png"
     clip_picture(clip, rows, f"test clip {i}, class {name}").save(path)

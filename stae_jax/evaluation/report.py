@@ -7,10 +7,12 @@ results.json, format "stae_jax.results/1" (keys always present; null where a val
   evaluate_seconds,
   reference {top1, seconds {encode, entropy_encode, entropy_decode, decode, classify},
              per_clip {correct [0/1...], bits [...]}}   the stage-1 ViT on uncompressed clips
-  methods {<name>: {kind: "stae"|"deepisc"|"h264"|"raw", label, skipped: null | why,
-                    config {...}, points: [POINT, ...]}}
+  methods {<name>: {kind (its stae_jax.systems name: "stae", "deepisc", "h264", "raw", ...),
+                    label, skipped: null | why, variant_of: null | the method an ablation varies,
+                    headline: whether the headline compares it, config {...},
+                    points: [POINT, ...]}}
      names: every system tag trained in the workdir ("stae", "deepisc",
-     "stae_no-frame-attention", ...), "h264", "raw"
+     "stae_no-frame-attention", ...), then every baseline ("h264", "raw")
   POINT {name ("keep=0.5x0.25", "tokens=4", "crf=35", "uint8"), setting {...}, num_clips, top1,
          accuracy_loss_points, bytes_per_clip, bits_per_clip, compression_ratio, bits_per_pixel
          (means over clips of the real bitstream, header included; ratio = raw_clip_bytes /
@@ -19,13 +21,15 @@ results.json, format "stae_jax.results/1" (keys always present; null where a val
          decode, classify} per clip (seconds_source "single_clip": medians at batch 1, or
          "batched"), batched_seconds {...} (amortised over a batch), device_seconds (encode +
          entropy_encode), server_seconds (the rest), per_clip {correct, bits}}
-  channel {options {...}, clip_interval_seconds, num_clips,
+  channel {options {...}, clip_interval_seconds, num_clips, mean_rates_bps {<snr>: mean link rate
+           over its traces},
            rows [{method, policy ("fixed:<point>" | "adaptive"), mean_snr_db, deadline_seconds,
                   accuracy, on_time_fraction, saturated}]}       (stae_jax.evaluation.deadlines)
   headline {target_loss_points, target_top1, methods {<name>: {bits_per_clip, compression_ratio,
             reached, bound}}, text}
   ablations {reference_method, rows [{method, point, bits_per_clip, top1, same_point_top1,
-             same_point_bits_per_clip}]}   per STAE-kind system and main STAE point: its curve
+             same_point_bits_per_clip}]}   per variant of the reference method (the first method
+             that has variants) and per point of the reference: its curve
              read at the main point's bits (null outside its range) and its own point of the
              same name (same keep ratios; null where it has none)
 
@@ -36,6 +40,7 @@ method at a target accuracy is where that curve reaches it; nothing is typed in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -44,8 +49,64 @@ import numpy as np
 
 from stae_jax.evaluation import deadlines as deadlines_lib
 
+RESULTS_FORMAT = "stae_jax.results/1"
+#: The per-clip steps every method is timed in (`stae_jax.systems.base.Codec`).
+STEPS = ("encode", "entropy_encode", "entropy_decode", "decode", "classify")
 TARGET_LOSS_POINTS = 5.0
-HEADLINE_METHODS = ("stae", "deepisc", "h264")
+
+
+@dataclasses.dataclass
+class PointResult:
+  """One operating point of a method (POINT above)."""
+  name: str
+  setting: dict
+  num_clips: int
+  top1: float
+  accuracy_loss_points: float
+  bytes_per_clip: float
+  bits_per_clip: float
+  compression_ratio: float
+  bits_per_pixel: float
+  estimated_bits_per_clip: float | None
+  rate_gap_bits: float | None
+  rate_gap_relative: float | None
+  seconds: dict
+  seconds_source: str
+  batched_seconds: dict
+  device_seconds: float
+  server_seconds: float
+  per_clip: dict
+
+
+@dataclasses.dataclass
+class MethodResult:
+  kind: str
+  label: str
+  skipped: str | None
+  variant_of: str | None
+  headline: bool
+  config: dict
+  points: list[PointResult]
+
+
+@dataclasses.dataclass
+class Results:
+  """What evaluation measured; `to_json()` is the results.json dict before the channel, headline
+  and ablations sections are added from it."""
+  config_name: str
+  workdir: str
+  dataset: str
+  split: str
+  num_clips: int
+  clip_shape: list
+  raw_clip_bytes: int
+  machine: dict
+  reference: dict
+  methods: dict[str, MethodResult]
+  evaluate_seconds: float
+
+  def to_json(self) -> dict:
+    return dict(format=RESULTS_FORMAT, **dataclasses.asdict(self))
 
 
 def envelope(points: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -87,26 +148,32 @@ def accuracy_at_bits(points: list[dict], bits_per_clip: float) -> float | None:
 
 
 def headline(results: dict, target_loss_points: float = TARGET_LOSS_POINTS) -> dict:
-  """Compression ratio of each method where its curve reaches reference - target points."""
+  """Compression ratio of each headline method where its curve reaches reference - target points;
+  methods in results order (the project's own first)."""
   target = results["reference"]["top1"] - target_loss_points / 100.0
   raw_bits = 8.0 * results["raw_clip_bytes"]
   summary = {}
   for name, method in results["methods"].items():
-    if method["skipped"] or method["kind"] == "raw":
+    if not method["headline"]:
+      continue
+    if method["skipped"]:
+      summary[name] = dict(label=method["label"], skipped=method["skipped"], reached=False,
+                           bound="not reached", bits_per_clip=None, compression_ratio=None)
       continue
     bits, bound = bits_at_accuracy(method["points"], target)
     best = max(method["points"], key=lambda p: p["top1"])
-    summary[name] = dict(label=method["label"], reached=bits is not None, bound=bound,
-                         bits_per_clip=bits, compression_ratio=raw_bits / bits if bits else None,
+    summary[name] = dict(label=method["label"], skipped=None, reached=bits is not None,
+                         bound=bound, bits_per_clip=bits,
+                         compression_ratio=raw_bits / bits if bits else None,
                          best_loss_points=best["accuracy_loss_points"],
                          best_compression_ratio=best["compression_ratio"])
   return dict(target_loss_points=target_loss_points, target_top1=target, methods=summary,
               text=_headline_text(results, summary, target_loss_points))
 
 
-def _ratio_text(entry: dict | None, what: str) -> str:
-  if entry is None:
-    return f"{what}: not measured"
+def _ratio_text(entry: dict) -> str:
+  if entry["skipped"]:
+    return f"{entry['label']} skipped ({entry['skipped'].split(';')[0]})"
   if not entry["reached"]:
     return (f"{entry['label']} does not get that close at any measured rate (its best: "
             f"{entry['best_loss_points']:.1f} points lost at {entry['best_compression_ratio']:.0f}x)")
@@ -117,41 +184,44 @@ def _ratio_text(entry: dict | None, what: str) -> str:
 
 def _headline_text(results: dict, summary: dict, target_loss_points: float) -> str:
   ref = 100 * results["reference"]["top1"]
-  main = summary.get("stae")
   lead = (f"At <= {target_loss_points:g} points of accuracy loss (reference top-1 {ref:.1f}%, "
           f"{results['num_clips']} test clips of {'x'.join(map(str, results['clip_shape'][:3]))}), ")
-  if main is None:
-    lead += "no STAE system was evaluated; "
-  else:
-    lead += (f"STAE compresses the clips {main['compression_ratio']:.0f}x"
+  entries = list(summary.values())
+  if not entries:
+    return lead + "no method was evaluated."
+  main, others = entries[0], entries[1:]
+  if main["reached"]:
+    lead += (f"{main['label']} compresses the clips {main['compression_ratio']:.0f}x"
              + (" or more" if main["bound"] == "at most" else "")
-             + f" ({main['bits_per_clip'] / 1000:.1f} kbit per clip)"
-             if main["reached"] else _ratio_text(main, "STAE")) + "; "
-  others = [_ratio_text(summary.get(name), name) for name in ("deepisc", "h264")]
-  h264 = results["methods"].get("h264")
-  if h264 is not None and h264["skipped"]:
-    others[1] = "H.264 skipped (libx264 unavailable)"
-  text = lead + "at the same accuracy " + " and ".join(others) + "."
-  if any(entry["bound"] == "at most" for entry in summary.values()):
+             + f" ({main['bits_per_clip'] / 1000:.1f} kbit per clip)")
+  else:
+    lead += _ratio_text(main)
+  text = lead + ("; at the same accuracy " + " and ".join(_ratio_text(e) for e in others)
+                 if others else "") + "."
+  if any(entry["bound"] == "at most" for entry in entries):
     text += (" ('or more': the method's cheapest measured point already reaches the target, so "
              "its true rate there may be lower.)")
   return text
 
 
-def ablations(results: dict, reference_method: str = "stae") -> dict:
-  """Every STAE-kind system at the main STAE's operating points, two ways.
+def ablations(results: dict) -> dict:
+  """Every variant of the reference method (the first method that has variants) at the reference's
+  operating points, two ways.
 
-  `top1` reads the variant's curve at the main point's bits (matched rates; None outside the
+  `top1` reads the variant's curve at the reference point's bits (matched rates; None outside the
   variant's measured range, which happens when its cheapest point costs a few bits more).
-  `same_point_top1` and `same_point_bits_per_clip` are the variant's own point with the same keep
-  ratios, measured, so a reader sees both what it scores and what it costs there.
+  `same_point_top1` and `same_point_bits_per_clip` are the variant's own point of the same name,
+  measured, so a reader sees both what it scores and what it costs there.
   """
-  main = results["methods"].get(reference_method)
+  methods = results["methods"]
+  varied = [m["variant_of"] for m in methods.values() if m["variant_of"] and not m["skipped"]]
+  reference_method = next((name for name in methods if name in varied), None)
   rows = []
-  if main is None:
+  if reference_method is None:
     return dict(reference_method=None, rows=rows)
-  for name, method in results["methods"].items():
-    if method["kind"] != "stae" or method["skipped"]:
+  main = methods[reference_method]
+  for name, method in methods.items():
+    if method["skipped"] or reference_method not in (name, method["variant_of"]):
       continue
     own = {p["name"]: p for p in method["points"]}
     for point in sorted(main["points"], key=lambda p: p["bits_per_clip"]):
@@ -174,7 +244,6 @@ def write_results(results: dict, path: str | pathlib.Path) -> pathlib.Path:
 def load_results(path: str | pathlib.Path) -> dict:
   path = pathlib.Path(path)
   results = json.loads(path.read_text())
-  from stae_jax.evaluation.evaluate import RESULTS_FORMAT  # pylint: disable=g-import-not-at-top
   if results.get("format") != RESULTS_FORMAT:
     raise ValueError(f"{path} is not a results file of format {RESULTS_FORMAT!r} (found "
                      f"{results.get('format')!r}); run evaluate.py again to write one.")
@@ -210,7 +279,7 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
       "## Headline", "", head["text"], ""]
   lines += ["| method | bits per clip at the target | compression ratio | how |",
             "|---|---|---|---|"]
-  for name, entry in head["methods"].items():
+  for entry in head["methods"].values():
     lines.append(f"| {entry['label']} | {_num(entry['bits_per_clip'], ',.0f')} | "
                  f"{_num(entry['compression_ratio'], '.1f')} | {entry['bound']} |")
   lines += ["", f"Target: reference top-1 minus {head['target_loss_points']:g} points = "
@@ -248,7 +317,8 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
   if len(methods) > 1:
     points = list(dict.fromkeys(r["point"] for r in abl["rows"]))
     cells = {(r["method"], r["point"]): r for r in abl["rows"]}
-    header = ["| STAE point (its bits per clip) | " + " | ".join(
+    header = [f"| {results['methods'][abl['reference_method']]['label']} point (its bits per clip) | "
+              + " | ".join(
         results["methods"][m]["label"] for m in methods) + " |", "|---|" + "---|" * len(methods)]
 
     def row_label(point):
@@ -301,7 +371,8 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
     lines += ["## Plots", ""] + [f"![{title}]({path})" for title, path in plots.items()] + [""]
   if pictures:
     lines += ["## Pictures", "",
-              "Per clip: the original frames; then for each STAE operating point the frames and "
+              "Per clip: the original frames; then for each operating point of a method that sends "
+              "masks the frames and "
               "blocks kept (dropped frames dark, dropped blocks dimmed) and the reconstruction the "
               "ViT saw.", ""] + [f"![clip]({path})" for path in pictures] + [""]
   lines += ["## Definitions", "",

@@ -116,7 +116,7 @@ def temporal_fill(values, mask):
 
 
 class Decoder(nnx.Module):
-  """3D-2D CNN decoder. Built from `config.model.decoder` (see `from_config`).
+  """3D-2D CNN decoder. Built as `Decoder(**entry.model.decoder)`.
 
   Everything runs on cells of `cell` x `cell` pixels (space-to-depth): the received pixels and the
   mask of a cell are one input vector, and the output layer predicts a cell's pixels at once
@@ -133,7 +133,7 @@ class Decoder(nnx.Module):
     if width < 1 or temporal_layers < 0 or spatial_layers < 1 or cell < 1:
       raise ValueError(f"decoder needs width >= 1, temporal_layers >= 0, spatial_layers >= 1, "
                        f"cell >= 1; got {width}, {temporal_layers}, {spatial_layers}, {cell}")
-    self.dtype = dtype
+    self.dtype = dtype = jnp.dtype(dtype)
     self.cell = int(cell)
     w = int(width)
     # Per pixel of a cell: received RGB (normalised) and mask, temporal fill RGB and whether known.
@@ -151,12 +151,6 @@ class Decoder(nnx.Module):
     # noise: a frozen classifier sees a plausible clip from the first step.
     self.out = nnx.Conv(w, 3 * self.cell * self.cell, kernel_init=nnx.initializers.zeros_init(),
                         **conv2)
-
-  @classmethod
-  def from_config(cls, decoder_config, *, rngs: nnx.Rngs) -> "Decoder":
-    c = decoder_config
-    return cls(width=c.width, temporal_layers=c.temporal_layers, spatial_layers=c.spatial_layers,
-               cell=c.get("cell", 4), dtype=jnp.dtype(c.dtype), rngs=rngs)
 
   def __call__(self, received, mask):
     """received float 0..255 [B,T,H,W,3] (anything where mask is 0), mask [B,T,H,W,1] in {0, 1}

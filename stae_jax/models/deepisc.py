@@ -84,11 +84,9 @@ class DeepISC(nnx.Module):
   """Per-frame ViT codec with a nested token bottleneck and a factorized entropy model (`prior`)."""
 
   def __init__(self, *, frame_size: int | Sequence[int], patch: int, width: int, encoder_depth: int,
-               decoder_depth: int, num_heads: int, mlp_dim: int, max_tokens: int, channels: int,
-               token_choices: Sequence[int], prior_filters: Sequence[int] = (3, 3, 3),
-               init_step: float = 8.0, prior_init_scale: float = 10.0,
-               prior_likelihood_bound: float = 1e-9,
-               layer_norm_eps: float = 1e-6, dtype=jnp.float32, param_dtype=jnp.float32,
+               decoder_depth: int, num_heads: int, max_tokens: int, channels: int,
+               token_choices: Sequence[int], mlp_dim: int = 0, init_step: float = 8.0,
+               prior: dict | None = None, layer_norm_eps: float = 1e-6, dtype=jnp.float32, param_dtype=jnp.float32,
                attention: str = "auto", rngs: nnx.Rngs):
     height, width_px = (frame_size, frame_size) if isinstance(frame_size, int) else frame_size
     if height % patch or width_px % patch:
@@ -105,6 +103,7 @@ class DeepISC(nnx.Module):
     self.patch, self.width = int(patch), int(width)
     self.max_tokens, self.channels = int(max_tokens), int(channels)
     self.token_choices = token_choices
+    mlp_dim = int(mlp_dim) or 4 * int(width)  # 0: the usual 4x the width
     self.dtype = vit_lib.resolve_dtype(dtype)
     param_dtype = vit_lib.resolve_dtype(param_dtype)
     common = dict(dtype=self.dtype, param_dtype=param_dtype)
@@ -135,9 +134,11 @@ class DeepISC(nnx.Module):
     self.to_pixels = nnx.Linear(width, patch_dim,
                                 **{**dense, "kernel_init": nnx.initializers.zeros_init()})
 
-    self.prior = entropy.FactorizedPrior(channels, filters=tuple(prior_filters),
-                                         init_scale=prior_init_scale,
-                                         likelihood_bound=prior_likelihood_bound, rngs=rngs)
+    # `prior`: FactorizedPrior keyword arguments (the system entry's model.entropy settings).
+    prior = dict(prior or {})
+    if "filters" in prior:
+      prior["filters"] = tuple(prior["filters"])
+    self.prior = entropy.FactorizedPrior(channels, **prior, rngs=rngs)
 
   @property
   def num_patches(self) -> int:
@@ -264,21 +265,3 @@ def deepisc_forward(model: DeepISC, vit: vit_lib.VideoViT, video: jax.Array, *,
       latents=jax.lax.stop_gradient(y_decoder),
       num_tokens=tokens_per_clip,
   )
-
-
-def deepisc_from_config(config, *, rngs: nnx.Rngs) -> DeepISC:
-  """Builds DeepISC from a whole experiment config (`model.deepisc`; frame size from `data`)."""
-  if "deepisc" not in config.model:
-    raise ValueError("config.model has no `deepisc` section; see configs/synthetic.py for one.")
-  d = config.model.deepisc
-  prior = entropy.prior_settings(config.model.get("entropy", {}))  # the same settings as STAE's
-  return DeepISC(
-      frame_size=int(config.data.resolution), patch=int(d.patch), width=int(d.width),
-      encoder_depth=int(d.encoder_depth), decoder_depth=int(d.decoder_depth),
-      num_heads=int(d.num_heads), mlp_dim=int(d.get("mlp_dim", 0) or 4 * d.width),
-      max_tokens=int(d.max_tokens), channels=int(d.channels),
-      token_choices=tuple(d.token_choices), init_step=float(d.get("init_step", 8.0)),
-      prior_filters=tuple(d.get("prior_filters", prior["filters"])),
-      prior_init_scale=prior["init_scale"], prior_likelihood_bound=prior["likelihood_bound"],
-      dtype=d.get("dtype", "float32"), param_dtype=d.get("param_dtype", "float32"),
-      attention=d.get("attention", "auto"), rngs=rngs)

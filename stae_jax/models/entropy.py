@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["FactorizedPrior", "prior_settings", "quantize", "mask_bits", "lower_bound",
+__all__ = ["FactorizedPrior", "quantize", "mask_bits", "lower_bound",
            "logits_numpy"]
 
 
@@ -108,15 +108,6 @@ def _likelihood(params: dict, y, bound: float):
   sign = jax.lax.stop_gradient(-jnp.sign(lower + upper))
   mass = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
   return lower_bound(mass.T.reshape(y.shape), jnp.float32(bound))
-
-
-def prior_settings(entropy_config) -> dict:
-  """`FactorizedPrior` keyword arguments from a config's `model.entropy` section (library defaults
-  where a key is absent): the one place STAE's and DeepISC's priors read it from."""
-  entropy_config = entropy_config or {}
-  return dict(filters=tuple(entropy_config.get("filters", (3, 3, 3))),
-              init_scale=float(entropy_config.get("init_scale", 10.0)),
-              likelihood_bound=float(entropy_config.get("likelihood_bound", 1e-9)))
 
 
 class FactorizedPrior(nnx.Module):

@@ -301,7 +301,7 @@ class BlockSynthesis(nnx.Module):
 class STAE(nnx.Module):
   """The device-side encoder (and its synthesis transform, which the server runs).
 
-  Built from `config.model.stae` (see `from_config`). Call with a clip and the keep ratios; the
+  Built as `STAE(**entry.model.stae)` (the constructor holds every default). Call with a clip and the keep ratios; the
   result holds what the coder sends (masks, indices, integer latents), what the rate is measured on,
   and the received clip the decoder starts from.
   """
@@ -312,7 +312,8 @@ class STAE(nnx.Module):
                spatial_attention: bool = True, selection: str = "attention", frame_pool: int = 2,
                frame_widths=(16, 32, 32), spatial_widths=(16, 32), temporal_kernel: int = 3,
                temperature: float = 1.0, selection_gradient: str = "all",
-               block_spread: float = 0.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+               block_spread: float = 0.0, keep_ratios=((0.5, 0.5),), dtype: Any = jnp.float32,
+               rngs: nnx.Rngs):
     if mode not in MODES:
       raise ValueError(f"stae mode {mode!r} is not one of {MODES}")
     if selection not in SELECTIONS:
@@ -333,6 +334,13 @@ class STAE(nnx.Module):
                        f"got {init_step}")
     if mode == "pixel" and not 1 <= pixel_bits <= 8:
       raise ValueError(f"pixel_bits must be in 1..8, got {pixel_bits}")
+    # The operating points (rho_f, rho_s) this model is trained for and serves.
+    self.keep_ratios = tuple((float(f), float(b)) for f, b in keep_ratios)
+    for pair in self.keep_ratios:
+      keep_count(pair[0], 1), keep_count(pair[1], 1)  # each ratio in (0, 1], or a clear error
+    if not self.keep_ratios:
+      raise ValueError("keep_ratios needs at least one (frame_keep, block_keep) pair")
+    dtype = jnp.dtype(dtype)
     self.block_size = int(block_size)
     self.latent_stride = int(latent_stride)
     self.mode = mode
@@ -360,20 +368,6 @@ class STAE(nnx.Module):
     else:
       self.analysis = None
       self.synthesis = None
-
-  @classmethod
-  def from_config(cls, stae_config, *, rngs: nnx.Rngs) -> "STAE":
-    c = stae_config
-    return cls(block_size=c.block_size, latent_channels=c.latent_channels,
-               transform_width=c.transform_width, latent_stride=c.get("latent_stride", 4),
-               init_step=c.get("init_step", 8.0), mode=c.mode, pixel_bits=c.pixel_bits,
-               frame_attention=c.frame_attention, spatial_attention=c.spatial_attention,
-               selection=c.selection, frame_pool=c.frame_pool, frame_widths=tuple(c.frame_widths),
-               spatial_widths=tuple(c.spatial_widths), temporal_kernel=c.temporal_kernel,
-               temperature=c.temperature,
-               selection_gradient=c.get("selection_gradient", "all"),
-               block_spread=c.get("block_spread", 0.0), dtype=jnp.dtype(c.dtype),
-               rngs=rngs)
 
   # --- shapes -----------------------------------------------------------------------------------
 

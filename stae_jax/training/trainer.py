@@ -1,26 +1,24 @@
 """The trainer: every stage of every system, through one loop (big_vision style, cut by banners).
 
-    runs/<config.name>/config.json                resolved config of the last run (process 0)
-    runs/<config.name>/classifier/                stage 1, shared by every system
-    runs/<config.name>/systems/<tag>/<stage>/     the other stages of each system (tag: stae, deepisc,
-                                                  stae_no-frame-attention, ...)
-each stage folder holding checkpoints/ (Orbax), metrics.jsonl and config.json.
+The workdir layout is `stae_jax.training.workdir`'s: the classifier stage once, shared by every
+system, then each system's later stages in its own folder. What a system is (its models, forward,
+loss terms, operating points, entropy model) comes from its method's module in
+`stae_jax.systems`; the trainer never asks which method it trains.
 
-A stage is configuration (`config.stages.<name>`): which parameters train (`trainable` regex; the
-others get no optimizer state), steps, optimizer and schedule, loss weights, where its weights start
-(`init_from` an earlier stage, `init_params` regex). Stages run in `config.train.stage_order`; one
+A stage is configuration (`config.stages.<name>`, deep-merged with the system's own
+`config.systems.<tag>.stages.<name>`, which holds its loss weights): which parameters train
+(`trainable` regex; the others get no optimizer state), steps, optimizer and schedule, loss weights
+(checked against the method's LOSS_TERMS), where its weights start (`init_from` an earlier stage,
+`init_params` regex). Stages run in `config.train.stage_order`; one
 whose last checkpoint is marked done is skipped, one that has checkpoints resumes from the newest
 (same step, same data order: the grain iterator state is in the checkpoint).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import functools
 import json
 import pathlib
-from typing import Callable
 
 from absl import logging
 from flax import nnx
@@ -30,33 +28,21 @@ import ml_collections
 import numpy as np
 import optax
 
+from stae_jax import systems
+from stae_jax.configdicts import deep_merge
+from stae_jax.models import vit as vit_lib
 from stae_jax.training import checkpoint as ckpt_lib
 from stae_jax.training import logging as log_lib
 from stae_jax.training import losses
 from stae_jax.training import mesh as mesh_lib
 from stae_jax.training import optim
 from stae_jax.training import state as state_lib
+from stae_jax.training import workdir as workdir_lib
 
-#: Config keys that may change between runs on one workdir (they do not change what is trained).
-#: `train` is logging, evaluation and checkpoint cadence, stage order and the mesh: none of it
-#: changes what a stage trains (the mesh only to float tolerance, which the sharding test checks).
-RUNTIME_KEYS = ("train", "data.workers", "data.prefetch", "systems", "system")
-CLASSIFIER = "classifier"
-
-
-@dataclasses.dataclass
-class ModelsAPI:
-  """What the trainer needs from the models (stae_jax.models.systems provides all of it)."""
-  build_models: Callable  # (config, rngs) -> nnx container, top-level names vit, stae, ...
-  classifier_forward: Callable  # (models, video) -> {"logits"}
-  system_forward: Callable  # (config, models, video, *, operating_point, training, rng) -> dict
-  operating_points: Callable  # (config) -> tuple of static operating points
-
-
-def default_models_api() -> ModelsAPI:
-  from stae_jax.models import systems  # pylint: disable=g-import-not-at-top
-  return ModelsAPI(systems.build_models, systems.classifier_forward, systems.system_forward,
-                   systems.operating_points)
+#: Record keys that may change between runs on one folder (they do not change what it trained).
+RUNTIME_KEYS = ("stage_order", "data.workers", "data.prefetch")
+#: The loss terms of the shared classifier stage.
+CLASSIFIER_LOSS_TERMS = ("task",)
 
 
 def default_loader(data_config, split, *, seed, train, num_epochs=None):
@@ -65,45 +51,53 @@ def default_loader(data_config, split, *, seed, train, num_epochs=None):
 
 
 # ------------------------------------------------------------------------------------------------
-# Systems and the workdir layout
+# Stages, systems and their records
 # ------------------------------------------------------------------------------------------------
 
-def system_config(config: ml_collections.ConfigDict, tag: str) -> ml_collections.ConfigDict:
-  """The config of system `tag` (`config.systems.<tag>` applied: system, attention switches)."""
+def stage_settings(config, stage_name: str, tag: str | None) -> ml_collections.ConfigDict:
+  """A stage's settings for one system: `config.stages.<stage>` deep-merged with
+  `config.systems.<tag>.stages.<stage>`; loss-weight keys checked against the method's terms."""
+  if stage_name not in config.stages:
+    raise ValueError(f"train.stage_order names {stage_name!r}, which config.stages lacks "
+                     f"(it has: {', '.join(config.stages)}).")
+  stage = config.stages[stage_name].to_dict()
+  terms = CLASSIFIER_LOSS_TERMS
+  if tag is not None:
+    entry = system_entry(config, tag)
+    stage = deep_merge(stage, entry.to_dict().get("stages", {}).get(stage_name, {}))
+    terms = systems.get(entry.method).LOSS_TERMS
+  unknown = sorted(set(stage.get("loss", {})) - set(terms))
+  if unknown:
+    where = f"system {tag!r}" if tag else "the classifier"
+    raise ValueError(f"stage {stage_name!r} of {where} has loss weights {unknown} that are not its "
+                     f"loss terms ({', '.join(terms)}); fix the key in the config.")
+  stage = ml_collections.ConfigDict(stage)
+  with stage.unlocked():
+    stage.name = stage_name
+  return stage
+
+
+def system_entry(config, tag: str) -> ml_collections.ConfigDict:
   if tag not in config.systems:
     raise ValueError(f"unknown system {tag!r}; config.systems has: {', '.join(config.systems)}.")
   entry = config.systems[tag]
-  c = copy.deepcopy(config)
-  with c.unlocked():
-    c.system = entry.system
-    if entry.system == "stae" and "stae" in c.model:
-      for key in ("frame_attention", "spatial_attention", "selection"):
-        if key in entry:
-          c.model.stae[key] = entry[key]
-  return c
-
-
-def classifier_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The config of the shared stage 1: the ViT alone (no codec modules to build or checkpoint)."""
-  c = copy.deepcopy(config)
-  with c.unlocked():
-    c.system = "classifier"
-  return c
+  systems.get(entry.method)  # an unknown method is an error naming the known ones
+  return entry
 
 
 def stage_plan(config, workdir: pathlib.Path) -> list[tuple[str, str | None, pathlib.Path]]:
   """[(stage, system tag or None, folder)] in run order: the classifier once, then per system."""
-  plan = []
   for stage in config.train.stage_order:
     if stage not in config.stages:
       raise ValueError(f"train.stage_order names {stage!r}, which config.stages lacks "
                        f"(it has: {', '.join(config.stages)}).")
-  if CLASSIFIER in config.train.stage_order:
-    plan.append((CLASSIFIER, None, workdir / CLASSIFIER))
+  plan = []
+  if workdir_lib.CLASSIFIER in config.train.stage_order:
+    plan.append((workdir_lib.CLASSIFIER, None, workdir_lib.classifier_dir(workdir)))
   for tag in config.systems:
     for stage in config.train.stage_order:
-      if stage != CLASSIFIER:
-        plan.append((stage, tag, workdir / "systems" / tag / stage))
+      if stage != workdir_lib.CLASSIFIER:
+        plan.append((stage, tag, workdir_lib.stage_dir(workdir, stage, tag)))
   return plan
 
 
@@ -144,35 +138,11 @@ def check_workdir_config(directory: pathlib.Path, config_dict: dict, ignore: tup
     tmp.replace(path)
 
 
-def _stage_config_dict(config, stage: str, tag: str | None) -> dict:
-  """What a stage folder records: the classifier depends on data, ViT and its stage only; a system's
-  stage records the whole (system) config, which evaluation reads back."""
-  full = config.to_dict()
-  if tag is None:
-    return dict(seed=full["seed"], data=full["data"], model=dict(vit=full["model"].get("vit")),
-                stage=full["stages"][stage], batch=full["data"]["batch_size"])
-  return dict(full, stage_name=stage, system_tag=tag)
-
-
-def _stage_ignored_keys(config, stage: str, tag: str | None) -> tuple:
-  """Keys of `_stage_config_dict`, beyond RUNTIME_KEYS, that do not define a system stage's run:
-  the settings of later stages and the model sections of other systems (`systems.MODEL_SECTIONS`);
-  changing them keeps finished stages valid."""
-  if tag is None:
-    return ()
-  order = list(config.train.stage_order)
-  later = order[order.index(stage) + 1:] if stage in order else []
-  from stae_jax.models import systems  # pylint: disable=g-import-not-at-top
-  mine = systems.MODEL_SECTIONS.get(config.systems[tag].system, ())
-  others = sorted({section for sections in systems.MODEL_SECTIONS.values() for section in sections}
-                  - set(mine))
-  return tuple(f"stages.{name}" for name in later) + tuple(f"model.{s}" for s in others)
-
-
-def check_stage_config(directory: pathlib.Path, config, stage: str, tag: str | None) -> None:
-  """`check_workdir_config` for one stage folder."""
-  check_workdir_config(directory, _stage_config_dict(config, stage, tag),
-                       _stage_ignored_keys(config, stage, tag))
+def check_stage_config(directory: pathlib.Path, config, stage, tag: str | None) -> None:
+  """`check_workdir_config` for one stage folder, on `workdir.stage_record`."""
+  record = workdir_lib.stage_record(config, stage.to_dict(), tag)
+  record["stage_order"] = list(config.train.stage_order)
+  check_workdir_config(directory, record)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,19 +161,18 @@ def rate_ramp(stage, step):
   return jnp.clip(jnp.asarray(step, jnp.float32) / warmup, 0.0, 1.0)
 
 
-def stage_loss(stage, api: ModelsAPI, config, models, batch, *, operating_point, training, rng,
-               rate_scale=1.0):
+def stage_loss(stage, method, models, batch, *, operating_point, training, rng, rate_scale=1.0):
   """(loss, metrics) of one batch; `batch["mask"]` (evaluation padding) weights the clips.
+  `method`: the system's module in `stae_jax.systems`, or None for the shared classifier stage.
   rate_scale multiplies the rate weight (`rate_ramp` in training, 1 in evaluation)."""
   video, labels = batch["video"], batch["label"]
   weights = batch.get("mask")
   w = stage.loss
-  if stage.kind == "classifier":
-    logits = api.classifier_forward(models, video)["logits"]
+  if method is None:
+    logits = models["vit"](video)
     task = losses.cross_entropy(logits, labels, weights)
     return task, dict(loss=task, task=task, accuracy=losses.accuracy(logits, labels, weights))
-  out = api.system_forward(config, models, video, operating_point=operating_point, training=training,
-                           rng=rng)
+  out = method.forward(models, video, operating_point, training=training, rng=rng)
   task = losses.cross_entropy(out["logits"], labels, weights)
   # "pixel_reconstruction" (STAE with selection_gradient="task"): the same pixels, decoded with
   # constant masks, so the pixel error does not steer the selection.
@@ -214,12 +183,12 @@ def stage_loss(stage, api: ModelsAPI, config, models, batch, *, operating_point,
            + w.get("rate", 0.0) * rate_scale * bpp)
   metrics = dict(task=task, reconstruction_mse=mse, psnr=losses.psnr_from_mse(mse), bpp=bpp,
                  accuracy=losses.accuracy(out["logits"], labels, weights))
-  if w.get("block_reconstruction", 0.0) and "synthesised" in out:
-    block_mse = losses.reconstruction_mse(out["synthesised"], video, weights)
-    total = total + w.block_reconstruction * block_mse
-    metrics["block_psnr"] = losses.psnr_from_mse(block_mse)
+  for term, (value, term_metrics) in method.extra_losses(out, video, weights, losses).items():
+    if w.get(term, 0.0):
+      total = total + w[term] * value
+      metrics.update(term_metrics)
   if w.get("distill", 0.0):
-    teacher = api.classifier_forward(models, video)["logits"]
+    teacher = models["vit"](video)
     distill = losses.distillation(out["logits"], teacher, float(stage.get("distill_temperature", 1.0)),
                                   weights)
     total = total + w.distill * distill
@@ -238,7 +207,7 @@ class Steps:
   `trace_count` counts traces, so a test can check that nothing recompiles after the first step.
   """
 
-  def __init__(self, *, graphdef, tx, labels, stage, api, config, state_shardings, mesh, key):
+  def __init__(self, *, graphdef, tx, labels, stage, method, state_shardings, mesh, key):
     self.trace_count = 0
     self._train, self._eval = {}, {}
     batch_sh = mesh_lib.batch_sharding(mesh)
@@ -247,7 +216,7 @@ class Steps:
 
     def loss_fn(params, rest, batch, rng, operating_point, training, rate_scale=1.0):
       models = nnx.merge(graphdef, params, rest)
-      loss, metrics = stage_loss(stage, api, config, models, batch, operating_point=operating_point,
+      loss, metrics = stage_loss(stage, method, models, batch, operating_point=operating_point,
                                  training=training, rng=rng, rate_scale=rate_scale)
       new_rest = nnx.split(models, nnx.Param, ...)[2]
       return loss, (metrics, new_rest)
@@ -293,25 +262,22 @@ class Steps:
 
 
 def _op_name(op) -> str:
-  if op is None:
-    return "drawn"
-  if isinstance(op, tuple):
-    return "keep=" + "x".join(f"{r:g}" for r in op)
-  return f"tokens={op}"
+  return "drawn" if op is None else op.name
 
 
 # ------------------------------------------------------------------------------------------------
 # One stage
 # ------------------------------------------------------------------------------------------------
 
-def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path, *, mesh, api: ModelsAPI,
+def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path, *, mesh,
               loader_fn, plan_dirs: dict[str, pathlib.Path], is_last_of_system: bool) -> dict:
-  """Trains one stage to its last step (or resumes it; or skips it if done). Returns a summary."""
-  stage = ml_collections.ConfigDict(config.stages[stage_name].to_dict())
-  with stage.unlocked():
-    stage.name = stage_name
+  """Trains one stage to its last step (or resumes it; or skips it if done). Returns a summary.
+  tag None: the shared classifier stage (the ViT alone); else a stage of system `tag`."""
+  stage = stage_settings(config, stage_name, tag)
+  entry = None if tag is None else system_entry(config, tag)
+  method = None if entry is None else systems.get(entry.method)
   train_cfg = config.train
-  check_stage_config(directory, config, stage_name, tag)
+  check_stage_config(directory, config, stage, tag)
   manager = ckpt_lib.make_manager(directory / "checkpoints", keep=train_cfg.keep_checkpoints,
                                   asynchronous=train_cfg.get("async_checkpoints", True))
   meta = ckpt_lib.latest_meta(manager)
@@ -322,7 +288,10 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
 
   # --- Model and optimizer ---------------------------------------------------------------------
   stage_seed = int(config.seed)
-  build = functools.partial(api.build_models, config)
+  if entry is None:
+    build = lambda rngs: nnx.Dict(vit=vit_lib.vit_from_config(config, rngs=rngs))
+  else:
+    build = functools.partial(workdir_lib.build_models, config, entry)
   shapes = state_lib.model_shapes(build, stage_seed)
   tx, labels = optim.make_optimizer(stage, shapes[1])
   counts = optim.count_parameters(shapes[1], labels)
@@ -366,13 +335,12 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
 
   # --- Update step ---------------------------------------------------------------------------------
   key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), zlib_hash(f"{tag}/{stage_name}"))
-  steps = Steps(graphdef=graphdef, tx=tx, labels=labels, stage=stage, api=api, config=config,
+  steps = Steps(graphdef=graphdef, tx=tx, labels=labels, stage=stage, method=method,
                 state_shardings=shardings, mesh=mesh, key=key)
-  if stage.kind == "classifier":
+  if method is None:
     train_points, eval_points = (None,), (None,)
   else:
-    eval_points = tuple(api.operating_points(config))
-    train_points = eval_points if config.system == "stae" else (None,)
+    train_points, eval_points = method.training_points(entry), method.operating_points(entry)
 
   def evaluate(state) -> dict:
     results = {}
@@ -429,7 +397,7 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
     if last or eval_now or done_steps % train_cfg.checkpoint_every == 0:
       tables = None
       if last and is_last_of_system and tag is not None:
-        tables = frozen_tables(graphdef, state, config)
+        tables = frozen_tables(graphdef, state, entry)
       ckpt_lib.save(manager, done_steps, state, iterator, meta_for(done_steps, last),
                     metrics={"eval_loss": eval_metrics["eval_loss"]} if eval_metrics else None,
                     tables=tables)
@@ -447,14 +415,15 @@ def zlib_hash(text: str) -> int:
   return zlib.crc32(text.encode()) & 0x7FFFFFFF
 
 
-def frozen_tables(graphdef, state, config):
-  """The entropy model of a trained system frozen into coding tables (as an Orbax pytree)."""
+def frozen_tables(graphdef, state, entry):
+  """The entropy model of a trained system frozen into coding tables (as an Orbax pytree), with
+  the entry's `model.entropy.tail_mass` (the support's left-out mass, escape-coded)."""
   from stae_jax.coding import tables as tables_lib  # pylint: disable=g-import-not-at-top
   models = nnx.merge(graphdef, jax.device_get(state["params"]), jax.device_get(state["rest"]))
-  prior = models["prior"] if "prior" in models else getattr(models["deepisc"], "prior", None)
-  if prior is None:
-    raise ValueError(f"system {config.system!r} has no entropy model to freeze into coding tables.")
-  return tables_lib.freeze(prior).to_pytree()
+  prior = systems.get(entry.method).entropy_model(models)
+  tail_mass = entry.model.get("entropy", {}).get("tail_mass")
+  kwargs = {} if tail_mass is None else dict(tail_mass=float(tail_mass))
+  return tables_lib.freeze(prior, **kwargs).to_pytree()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -462,9 +431,8 @@ def frozen_tables(graphdef, state, config):
 # ------------------------------------------------------------------------------------------------
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
-                       api: ModelsAPI | None = None, loader_fn=None) -> list[dict]:
+                       loader_fn=None) -> list[dict]:
   """Runs every stage of every system in `config.systems` into `workdir`; returns stage summaries."""
-  api = api or default_models_api()
   loader_fn = loader_fn or default_loader
   workdir = pathlib.Path(workdir).absolute()
   mesh = mesh_lib.make_mesh(int(config.train.get("model_axis_size", 1)))
@@ -475,11 +443,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   plan = stage_plan(config, workdir)
   summaries = []
   for tag in [None] + list(config.systems):
-    cfg = classifier_config(config) if tag is None else system_config(config, tag)
     mine = [(s, d) for s, t, d in plan if t == tag]
     plan_dirs = {s: d for s, t, d in plan if t in (None, tag)}
     for i, (stage_name, directory) in enumerate(mine):
-      summaries.append(run_stage(cfg, stage_name, tag, directory, mesh=mesh, api=api,
+      summaries.append(run_stage(config, stage_name, tag, directory, mesh=mesh,
                                  loader_fn=loader_fn, plan_dirs=plan_dirs,
                                  is_last_of_system=(i == len(mine) - 1)))
   return summaries

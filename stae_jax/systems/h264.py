@@ -31,6 +31,8 @@ from typing import Iterable, NamedTuple, Sequence
 import av
 import numpy as np
 
+from stae_jax.systems import base
+
 #: FFmpeg's names for the encoder and decoder (module attributes so tests can simulate their absence).
 ENCODER_NAME = "libx264"
 DECODER_NAME = "h264"
@@ -217,3 +219,77 @@ def sweep_crf(clips: Iterable[np.ndarray], crfs: Sequence[float], *, preset: str
       results[crf].append(h264_roundtrip(clip, crf, preset=preset, fps=fps, drop_sei=drop_sei,
                                          keep_decoded=keep_decoded))
   return results
+
+
+# ------------------------------------------------------------------------------------------------
+# The codec (what evaluation and the single-clip tools call)
+# ------------------------------------------------------------------------------------------------
+
+LABEL = "H.264 (libx264, low delay)"
+LEARNED = False
+DEFAULT_CRFS = (23, 29, 35, 41, 47, 51)
+DEFAULT_PRESET = "veryfast"
+
+
+def point(crf: float, preset: str = DEFAULT_PRESET) -> base.Point:
+  return base.Point.of(f"crf={float(crf):g}", crf=float(crf), preset=preset)
+
+
+class H264Codec(base.Codec):
+  """libx264 on the device, PyAV's H.264 decoder on the server, the reference ViT to classify.
+
+  Each point is a CRF (`options["h264"]["crfs"]`) at one preset. A clip's stream is the elementary
+  stream of `encode_h264` (SEI dropped); the server knows the clip shape, as it knows a learned
+  model's, so nothing else travels."""
+  kind = tag = "h264"
+  label = LABEL
+
+  def __init__(self, context: base.BaselineContext):
+    options = dict(context.options.get("h264", {}))
+    preset = options.get("preset", DEFAULT_PRESET)
+    self.points = tuple(point(crf, preset) for crf in options.get("crfs", DEFAULT_CRFS))
+    for p in self.points:
+      _check_settings(p["crf"], p["preset"])
+    self.clip_shape = tuple(context.clip_shape)
+    self._classify = context.classify
+    self._preset = preset
+    try:
+      check_x264()
+    except X264Unavailable as error:
+      self.skipped = str(error)
+
+  def summary(self) -> dict:
+    return dict(preset=self._preset, tune="zerolatency", bframes=0, gop="one per clip")
+
+  def encode(self, clips, point):
+    clips = base.check_clips(clips, self.clip_shape)
+    return [encode_h264(clip, point["crf"], preset=point["preset"]) for clip in clips]
+
+  def entropy_encode(self, encoded, point) -> base.Coded:
+    del point  # x264 codes its own symbols: the streams are ready
+    return base.Coded(streams=[stream.data for stream in encoded])
+
+  def entropy_decode(self, streams, point):
+    return base.check_streams(streams, self.max_stream_bytes(point))
+
+  def decode(self, received, point) -> np.ndarray:
+    frames, height, width, _ = self.clip_shape
+    clips = []
+    for i, data in enumerate(received):
+      try:
+        clip = decode_h264(H264Stream(data=data, num_frames=frames, height=height, width=width,
+                                      crf=point["crf"], sei_bytes=0, encode_seconds=0.0))
+        if clip.shape != (frames, height, width, 3):
+          raise ValueError(f"it decoded to {list(clip.shape)}")
+        clips.append(clip)
+      except (ValueError, av.FFmpegError) as error:
+        raise base.DecodeError(f"H.264 stream {i} does not decode to a {frames}x{height}x{width} "
+                               f"clip ({error})") from None
+    return np.stack(clips)
+
+  def classify(self, clips) -> np.ndarray:
+    return self._classify(clips)
+
+
+def codecs(context: base.BaselineContext) -> list[base.Codec]:
+  return [H264Codec(context)]

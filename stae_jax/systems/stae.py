@@ -1,0 +1,328 @@
+"""STAE as a method: its models, training forward, rate, operating points and codec.
+
+The system entry (`config.systems.<tag>`, method "stae") holds its model sections, each the
+keyword arguments of one constructor:
+  model.stae     -> `stae_jax.models.stae.STAE` (keep_ratios: the operating points it trains for)
+  model.decoder  -> `stae_jax.models.decoder.Decoder`
+  model.entropy  -> `stae_jax.models.entropy.FactorizedPrior` (filters, init_scale,
+                    likelihood_bound) and the coding tables' `tail_mass`
+Its models, under the parameter path prefixes the trainer freezes by regex: `vit` (shared, built by
+the trainer), `stae`, `prior`, `decoder`.
+
+One device path and one server path: the codec's device half is `STAE.encode` + the range coder,
+its server half the range decoder + `STAE.receive` + the decoder; the training forward runs the
+same modules densely (`STAE.__call__`). One rate estimate (`rate_bits`) serves training,
+evaluation and benchmarks; payload <-> indices conversion happens here only (`to_payloads`,
+`from_payloads`), so the generic coder (`stae_jax.coding`) knows payloads, not STAE.
+"""
+
+from __future__ import annotations
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stae_jax.coding import bitstream
+from stae_jax.models.decoder import Decoder
+from stae_jax.models.entropy import FactorizedPrior, mask_bits
+from stae_jax.models.stae import STAE
+from stae_jax.systems import base
+from stae_jax.systems.base import DecodeError, Point
+
+LABEL = "STAE"
+LEARNED = True
+#: Loss-weight keys a STAE stage accepts (the trainer refuses others by name).
+LOSS_TERMS = ("task", "distill", "reconstruction", "block_reconstruction", "rate")
+#: Fixed key of the selection at inference ("random" selection compresses a clip the same way
+#: every time it is sent).
+SELECTION_KEY = 0
+PRIOR_KEYS = ("filters", "init_scale", "likelihood_bound")
+
+
+def point(frame_keep: float, block_keep: float) -> Point:
+  frame_keep, block_keep = float(frame_keep), float(block_keep)
+  return Point.of(f"keep={frame_keep:g}x{block_keep:g}", frame_keep=frame_keep,
+                  block_keep=block_keep)
+
+
+def operating_points(entry) -> tuple[Point, ...]:
+  """The keep-ratio pairs (rho_f, rho_s) of `model.stae.keep_ratios`, as Points."""
+  return tuple(point(*pair) for pair in entry.model.stae.keep_ratios)
+
+
+def training_points(entry) -> tuple[Point, ...]:
+  """Training cycles through the operating points (one compile each)."""
+  return operating_points(entry)
+
+
+def build_prior(entry, *, rngs: nnx.Rngs) -> FactorizedPrior:
+  """The latents' entropy model. In pixel mode values span 0..2^q-1, so the initial density is made
+  at least that wide (a narrow start would put most pixels in the tails)."""
+  stae, entropy = entry.model.stae, entry.model.get("entropy", {})
+  settings = {key: entropy[key] for key in PRIOR_KEYS if key in entropy}
+  if "filters" in settings:
+    settings["filters"] = tuple(settings["filters"])
+  channels = int(stae.get("latent_channels", 8))
+  if stae.get("mode", "latent") == "pixel":
+    channels = 3
+    settings["init_scale"] = max(float(settings.get("init_scale", 10.0)),
+                                 float(2 ** stae.get("pixel_bits", 6)))
+  return FactorizedPrior(channels, **settings, rngs=rngs)
+
+
+def build(entry, data_config, *, rngs: nnx.Rngs) -> dict:
+  """STAE's modules beside the shared ViT, in the order they draw from `rngs`."""
+  del data_config  # STAE adapts to the clip size at call time
+  for section in ("stae", "decoder"):
+    if section not in entry.model:
+      raise ValueError(f"system entry of method 'stae' needs model.{section}; see "
+                       "configs/common.py (stae_system)")
+  return dict(stae=STAE(**entry.model.stae, rngs=rngs), prior=build_prior(entry, rngs=rngs),
+              decoder=Decoder(**entry.model.decoder, rngs=rngs))
+
+
+def entropy_model(models) -> FactorizedPrior:
+  return models["prior"]
+
+
+def summary(entry) -> dict:
+  s = entry.model.stae
+  return dict(method="stae", frame_attention=bool(s.get("frame_attention", True)),
+              spatial_attention=bool(s.get("spatial_attention", True)),
+              selection=s.get("selection", "attention"), block_size=int(s.block_size),
+              latent_channels=int(s.get("latent_channels", 8)), mode=s.get("mode", "latent"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Rate
+# ------------------------------------------------------------------------------------------------
+
+def rate_bits(prior, latents, weight, *, frames: int, blocks: int, k_f: int, k_s: int) -> dict:
+  """The learned rate of a batch in bits per clip [B]: -log2 prior likelihood of the latents
+  [B,M...,h,w,C] weighted by `weight` [B,M...] (1 at inference; straight-through masks in training,
+  so the rate's gradient reaches the attention), plus the exact cost of the adaptive Bernoulli mask
+  code: log2 C(T, k_f) for the frame mask, k_f * log2 C(N, k_s) for the block masks."""
+  b = latents.shape[0]
+  latent_bits = prior.bits(latents).sum(axis=(-3, -2, -1))
+  payload = (latent_bits * weight).reshape(b, -1).sum(axis=-1)
+  frame_mask_bits = jnp.full((b,), mask_bits(frames, k_f), jnp.float32)
+  block_mask_bits = jnp.full((b,), k_f * mask_bits(blocks, k_s), jnp.float32)
+  masks = frame_mask_bits + block_mask_bits
+  return dict(frame_mask=frame_mask_bits, block_masks=block_mask_bits, masks=masks,
+              payload=payload, total=payload + masks)
+
+
+# ------------------------------------------------------------------------------------------------
+# Training forward
+# ------------------------------------------------------------------------------------------------
+
+def forward(models, video, point: Point, *, training: bool, rng=None) -> dict:
+  """STAE end to end: select, encode, quantise, estimate bits, decode, classify.
+
+  video: uint8 or float 0..255 [B,T,H,W,3]; point: a keep-ratio Point (static).
+  training: noisy rate, straight-through rounding and selection (needs rng).
+
+  Returns logits [B, classes]; reconstruction float32 [B,T,H,W,3] in 0..255; bits (`rate_bits`);
+  latents (integer-valued); frame_mask bool [B,T]; block_mask bool [B,T,N]; frame_index int32
+  [B,k_f] and block_index int32 [B,k_f,k_s] (ascending: the coding order); received and
+  pixel_mask (the decoder's inputs); frame_scores [B,T], block_scores [B,T,N]; in training,
+  synthesised [B,T,H,W,3] (every block through the block transforms, for the
+  `block_reconstruction` loss) and, with selection_gradient "task", pixel_reconstruction.
+  """
+  stae, prior, decoder = models["stae"], models["prior"], models["decoder"]
+  encoded = stae(video, frame_keep=point["frame_keep"], block_keep=point["block_keep"],
+                 training=training, rng=rng)
+  t = encoded["frame_mask"].shape[1]
+  n = encoded["block_mask"].shape[-1]
+  k_f, k_s = encoded["block_index"].shape[1:]
+  bits = rate_bits(prior, encoded["rate_latents"], encoded["rate_weight"], frames=t, blocks=n,
+                   k_f=k_f, k_s=k_s)
+  reconstruction = decoder(encoded["received"], encoded["pixel_mask"])
+  extra = {"synthesised": encoded["synthesised"]} if "synthesised" in encoded else {}
+  if training and stae.selection_gradient == "task":
+    # The same decoder input with the masks held constant: its pixel error trains the block
+    # transforms and the decoder but says nothing to the attention modules, which then hear only
+    # the classifier (through `reconstruction`) and the rate. Costs one more decoder pass.
+    fixed_mask = jax.lax.stop_gradient(encoded["pixel_mask"])
+    extra["pixel_reconstruction"] = decoder(encoded["synthesised"] * fixed_mask, fixed_mask)
+  return dict(**extra,
+      logits=models["vit"](reconstruction),
+      reconstruction=reconstruction,
+      bits=bits,
+      latents=encoded["latents"],
+      frame_mask=encoded["frame_mask"],
+      block_mask=encoded["block_mask"],
+      frame_index=encoded["frame_index"],
+      block_index=encoded["block_index"],
+      received=encoded["received"],
+      pixel_mask=encoded["pixel_mask"],
+      frame_scores=encoded["frame_scores"],
+      block_scores=encoded["block_scores"],
+  )
+
+
+def extra_losses(out, video, weights, losses) -> dict:
+  """STAE's own loss term, {term: (value, metrics)}: the block transforms also learn from the
+  blocks a keep ratio drops. `losses` is the trainer's loss library."""
+  if "synthesised" not in out:
+    return {}
+  block_mse = losses.reconstruction_mse(out["synthesised"], video, weights)
+  return {"block_reconstruction": (block_mse, {"block_psnr": losses.psnr_from_mse(block_mse)})}
+
+
+# ------------------------------------------------------------------------------------------------
+# Payloads <-> indices (the only place that knows how STAE's masks become a ClipPayload)
+# ------------------------------------------------------------------------------------------------
+
+def to_payloads(frame_index, block_index, latents, *, frames: int, blocks: int) -> dict:
+  """Indices [B,k_f], [B,k_f,k_s] and integer-valued latents -> `bitstream.encode_batch` arguments:
+  latents int32, frame_masks bool [B,T], block_masks bool [B,k_f,N] (the kept frames' rows)."""
+  frame_index = np.asarray(frame_index)
+  block_index = np.asarray(block_index)
+  b, k_f, _ = block_index.shape
+  frame_masks = np.zeros((b, frames), bool)
+  np.put_along_axis(frame_masks, frame_index, True, axis=1)
+  block_masks = np.zeros((b, k_f, blocks), bool)
+  np.put_along_axis(block_masks, block_index, True, axis=2)
+  latents = np.asarray(latents)
+  if not np.array_equal(latents, np.round(latents)):
+    raise ValueError("STAE latents are not integer-valued: pass STAE.encode's quantised latents")
+  return dict(latents=latents.astype(np.int32), frame_masks=frame_masks, block_masks=block_masks)
+
+
+def from_payloads(payloads) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Decoded payloads (checked to one shape) -> frame_index [B,k_f], block_index [B,k_f,k_s]
+  int32 (ascending) and latents float32 [B,k_f,k_s,h,w,C]."""
+  frame_index = np.stack([np.flatnonzero(p.frame_mask) for p in payloads]).astype(np.int32)
+  block_index = np.stack([np.stack([np.flatnonzero(row) for row in p.block_masks])
+                          for p in payloads]).astype(np.int32)
+  latents = np.stack([p.latents for p in payloads]).astype(np.float32)
+  return frame_index, block_index, latents
+
+
+# ------------------------------------------------------------------------------------------------
+# Codec
+# ------------------------------------------------------------------------------------------------
+
+class Received:
+  """What the server decoded from a batch of STAE streams (payloads and their indices)."""
+
+  def __init__(self, payloads):
+    self.payloads = payloads
+    self.frame_index, self.block_index, self.latents = from_payloads(payloads)
+
+
+class STAECodec(base.Codec):
+  """A trained STAE system's device and server halves, each model step jitted per point."""
+  kind = "stae"
+
+  def __init__(self, trained: base.Trained):
+    entry = trained.entry
+    self.tag, self.trained, self.tables = trained.tag, trained, trained.tables
+    self.label = _label(trained.tag)
+    self.variant_of = None if trained.tag == entry.method else entry.method
+    self.headline = self.variant_of is None
+    self.points = operating_points(entry)
+    self.clip_shape = trained.clip_shape
+    self.block_size = int(entry.model.stae.block_size)
+    self._entry = entry
+    frames, height, width, _ = self.clip_shape
+    self._frames, self._blocks = frames, (height // self.block_size) * (width // self.block_size)
+    models = nnx.merge(trained.graphdef, trained.params, trained.rest)
+    stae = models["stae"]
+    self._latent_shape = stae.latent_shape()
+    self._keep = {p: stae.keep_counts(frames, self._blocks, p["frame_keep"], p["block_keep"])
+                  for p in self.points}
+    graphdef, state = trained.graphdef, (trained.params, trained.rest)
+    self._state = state
+
+    def encode(params, rest, video, point):
+      models = nnx.merge(graphdef, params, rest)
+      key = jax.random.fold_in(jax.random.PRNGKey(SELECTION_KEY), 0)
+      sent = models["stae"].encode(video, frame_keep=point["frame_keep"],
+                                   block_keep=point["block_keep"], rng=key)
+      k_f, k_s = sent["block_index"].shape[1:]
+      bits = rate_bits(models["prior"], sent["latents"], jnp.ones(sent["block_index"].shape),
+                       frames=video.shape[1], blocks=self._blocks, k_f=k_f, k_s=k_s)
+      return dict(frame_index=sent["frame_index"], block_index=sent["block_index"],
+                  latents=sent["latents"], estimated_bits=bits["total"])
+
+    def decode(params, rest, frame_index, block_index, latents):
+      models = nnx.merge(graphdef, params, rest)
+      received, pixel_mask, _ = models["stae"].receive(frame_index, block_index, latents,
+                                                       frames=frames, height=height, width=width)
+      return models["decoder"](received, pixel_mask)
+
+    def classify(params, rest, clip):
+      return nnx.merge(graphdef, params, rest)["vit"](clip)
+
+    self._encode = jax.jit(encode, static_argnums=3)
+    self._decode = jax.jit(decode)
+    self._classify = jax.jit(classify)
+
+  def summary(self) -> dict:
+    return summary(self._entry)
+
+  def max_stream_bytes(self, point: Point) -> int:
+    k_f, k_s = self._keep[point]
+    symbols = k_f * k_s * int(np.prod(self._latent_shape))
+    # Header and masks, then at most 9 bytes per symbol (an escaped value's fields included).
+    return 64 + (self._frames + k_f * self._blocks) // 8 + 9 * symbols
+
+  # --- device -----------------------------------------------------------------------------------
+
+  def encode(self, clips, point: Point) -> dict:
+    clips = base.check_clips(clips, self.clip_shape)
+    out = self._encode(*self._state, jnp.asarray(clips), point)
+    return jax.tree_util.tree_map(np.asarray, jax.block_until_ready(out))
+
+  def entropy_encode(self, encoded: dict, point: Point) -> base.Coded:
+    args = to_payloads(encoded["frame_index"], encoded["block_index"], encoded["latents"],
+                       frames=self._frames, blocks=self._blocks)
+    streams, _ = bitstream.encode_batch(args.pop("latents"), self.tables, **args)
+    return base.Coded(streams=streams, estimated_bits=np.asarray(encoded["estimated_bits"]))
+
+  # --- server -----------------------------------------------------------------------------------
+
+  def entropy_decode(self, streams, point: Point) -> Received:
+    point = self.point(point)
+    k_f, k_s = self._keep[point]
+    streams = base.check_streams(streams, self.max_stream_bytes(point))
+    symbols = k_f * k_s * int(np.prod(self._latent_shape))
+    payloads = bitstream.decode_batch(streams, self.tables, max_latent_symbols=symbols)
+    expected = (k_f, k_s) + tuple(self._latent_shape)
+    for i, p in enumerate(payloads):
+      if (p.frame_mask is None or p.block_masks is None or p.frame_mask.shape != (self._frames,)
+          or p.block_masks.shape != (k_f, self._blocks) or tuple(p.latents.shape) != expected):
+        raise DecodeError(
+            f"stream {i} does not hold a {self.tag!r} clip at {point.name}: expected masks over "
+            f"{self._frames} frames x {self._blocks} blocks keeping {k_f} x {k_s} and latents "
+            f"{list(expected)}, got latents {list(p.latents.shape)}")
+    return Received(payloads)
+
+  def decode(self, received: Received, point: Point):
+    out = self._decode(*self._state, jnp.asarray(received.frame_index),
+                       jnp.asarray(received.block_index), jnp.asarray(received.latents))
+    return jax.block_until_ready(out)
+
+  def classify(self, clips) -> np.ndarray:
+    return np.asarray(jax.block_until_ready(self._classify(*self._state, jnp.asarray(clips))))
+
+  def kept(self, received: Received):
+    return [(p.frame_mask, p.block_masks) for p in received.payloads]
+
+  def fingerprint(self) -> str:
+    return self.tables.table_hash
+
+
+def codec(trained: base.Trained) -> STAECodec:
+  return STAECodec(trained)
+
+
+def _label(tag: str) -> str:
+  """`stae` -> "STAE"; an ablation's tag `stae_random-selection` -> "STAE random selection"."""
+  if tag == "stae":
+    return LABEL
+  return tag.replace("stae_", "STAE ").replace("_", ", ").replace("-", " ")
+
