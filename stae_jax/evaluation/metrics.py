@@ -12,8 +12,6 @@ import dataclasses
 import math
 from typing import Sequence
 
-import numpy as np
-
 
 def raw_clip_bytes(clip_shape: Sequence[int]) -> int:
   """Bytes of a uint8[T,H,W,3] clip: the numerator of every compression ratio."""
@@ -65,40 +63,6 @@ def accuracy_loss_points(top1_clean: float, top1_compressed: float) -> float:
   """
   return 100.0 * (_check_fraction("top1_clean", top1_clean)
                   - _check_fraction("top1_compressed", top1_compressed))
-
-
-def top1(predictions: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = None) -> float:
-  """Top-1 accuracy as a fraction.
-
-  `predictions` are logits [N, C] (argmax taken) or class indices [N]. `valid` marks real examples
-  in a batch padded to a static shape: invalid rows leave the numerator and the denominator. (A clip
-  that misses its deadline is not invalid, it is wrong: see `stae_jax.channel.accuracy_under_deadline`.)
-  """
-  predictions = np.asarray(predictions)
-  labels = np.asarray(labels)
-  if predictions.ndim == 2:
-    predicted = predictions.argmax(axis=-1)
-  elif predictions.ndim == 1:
-    predicted = predictions
-  else:
-    raise ValueError(f"predictions of shape {predictions.shape}: expected logits [N, C] or classes [N].")
-  if labels.shape != predicted.shape:
-    raise ValueError(
-        f"labels of shape {labels.shape} do not match {predicted.shape[0]} predictions; pass one "
-        "integer label per clip.")
-  correct = predicted == labels
-  if valid is None:
-    valid = np.ones_like(correct, dtype=bool)
-  else:
-    valid = np.asarray(valid)
-    if valid.shape != correct.shape or valid.dtype != np.bool_:
-      raise ValueError(
-          f"valid mask {valid.dtype}{list(valid.shape)}: expected bool[{correct.shape[0]}], True for "
-          "real (not padding) examples.")
-  num_valid = int(valid.sum())
-  if num_valid == 0:
-    raise ValueError("top1 of no valid example is undefined; the mask marks every row as padding.")
-  return float((correct & valid).sum() / num_valid)
 
 
 @dataclasses.dataclass(frozen=True)
