@@ -15,7 +15,7 @@ import pytest
 from stae_jax.coding import bitstream
 from stae_jax.coding import tables as tables_lib
 from stae_jax.coding.bitstream import ClipPayload, DecodeError, decode, encode
-from stae_jax.models.entropy import FactorizedPrior
+from stae_jax.models.entropy import FactorizedPrior, mask_bits
 
 
 @pytest.fixture(scope="module")
@@ -166,20 +166,20 @@ def test_coding_refuses_missing_or_mismatched_tables(prior, tables):
     decode(encode(payload, tables), other_tables)
 
 
-def test_tables_save_load_and_corruption(tmp_path, prior, tables):
-  directory = tables_lib.save_tables(tmp_path / "ckpt" / "tables", tables)
-  loaded = tables_lib.load_tables(directory, model=prior)
+def test_tables_pytree_round_trip_and_corruption(prior, tables):
+  """The pytree is what a system's final checkpoint stores; reading it back verifies the hash."""
+  loaded = tables_lib.CodingTables.from_pytree(tables.to_pytree())
   assert loaded.table_hash == tables.table_hash
   np.testing.assert_array_equal(loaded.probabilities, tables.probabilities)
-  round_tripped = tables_lib.CodingTables.from_pytree(tables.to_pytree())
-  assert round_tripped.table_hash == tables.table_hash
-  with pytest.raises(tables_lib.TablesError, match="missing tables.json"):
-    tables_lib.load_tables(tmp_path / "nowhere")
-  probabilities = tables.probabilities.copy()
-  probabilities[0, 0] *= 1 + 1e-12
-  np.save(directory / "probabilities.npy", probabilities)
+  tables_lib.require_tables(loaded, prior)
+  tree = tables.to_pytree()
+  tree["probabilities"] = tree["probabilities"].copy()
+  tree["probabilities"][0, 0] *= 1 + 1e-12
   with pytest.raises(tables_lib.TablesError, match="corrupt"):
-    tables_lib.load_tables(directory)
+    tables_lib.CodingTables.from_pytree(tree)
+  del tree["lower"]
+  with pytest.raises(tables_lib.TablesError, match="lacks 'lower'.*train.py"):
+    tables_lib.CodingTables.from_pytree(tree)
 
 
 def test_too_wide_supports_are_cut_and_still_code_exactly(prior):
@@ -192,7 +192,7 @@ def test_too_wide_supports_are_cut_and_still_code_exactly(prior):
 
 
 def test_decoding_in_another_process_from_saved_tables(tmp_path, prior, tables):
-  directory = tables_lib.save_tables(tmp_path / "checkpoint" / "tables", tables)
+  np.savez(tmp_path / "tables.npz", **tables.to_pytree())
   rng = np.random.default_rng(3)
   payload = stae_payload(rng, tables, 16, 8, 64, 32, 2, 2)
   payload.latents[1, 2, 0, 1, 2] = -77777
@@ -201,7 +201,8 @@ def test_decoding_in_another_process_from_saved_tables(tmp_path, prior, tables):
   script = textwrap.dedent(f"""
       import pathlib, numpy as np
       from stae_jax.coding import tables as tables_lib, bitstream
-      tables = tables_lib.load_tables({str(directory)!r})
+      with np.load({str(tmp_path / 'tables.npz')!r}, allow_pickle=False) as archive:
+        tables = tables_lib.CodingTables.from_pytree(dict(archive))
       data = pathlib.Path({str(tmp_path / 'clip.bin')!r}).read_bytes()
       clip = bitstream.decode(data, tables)
       np.save({str(tmp_path / 'latents.npy')!r}, clip.latents)
@@ -232,10 +233,14 @@ def test_bitstream_length_matches_the_learned_estimate(shape, init_scale):
   rng = np.random.default_rng(5)
   payload = stae_payload(rng, tables, shape["frames"], shape["kept_frames"], shape["blocks"],
                          shape["kept_blocks"], shape["h"], shape["w"])
-  gap = bitstream.rate_gap(payload, tables, model=model)
-  assert gap.actual_bits == 8 * len(encode(payload, tables))
-  assert abs(gap.gap_bits) <= 0.01 * gap.estimated_bits + 8 * 16, gap
-  assert gap.header_bits <= 8 * 15
+  # The training-time estimate: the latents' -log2 likelihood plus log2 C(n, k) per mask.
+  estimated = float(np.sum(np.asarray(model.bits(payload.latents.astype(np.float32)), np.float64)))
+  estimated += mask_bits(shape["frames"], shape["kept_frames"])
+  estimated += shape["kept_frames"] * mask_bits(shape["blocks"], shape["kept_blocks"])
+  data, stats = bitstream.encode_with_stats(payload, tables)
+  actual = 8 * len(data)
+  assert abs(actual - estimated) <= 0.01 * estimated + 8 * 16, (actual, estimated)
+  assert stats.header_bytes <= 15
 
 
 def test_mask_coding_costs_log2_binomial(tables):
