@@ -35,8 +35,6 @@ import numpy as np
 from scipy import signal
 from scipy import special
 
-from stae_jax.evaluation.metrics import LatencyBreakdown
-
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 TRACE_FORMAT = "stae_jax.channel_trace/1"
 
@@ -261,6 +259,36 @@ def _per_clip(name: str, values, num_clips: int) -> np.ndarray:
   if not (np.isfinite(array).all() and (array >= 0).all()):
     raise ValueError(f"{name}: expected finite, non-negative values (seconds or bits), one per clip.")
   return array
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyBreakdown:
+  """Where one clip's end-to-end latency went, in seconds.
+
+  `wait_seconds` is time queued behind earlier clips on the same link (zero for an idle link).
+  The total is what a deadline is checked against (DESIGN.md: encode + bits / rate integrated over
+  the channel's slots + decode + ViT).
+  """
+  encode_seconds: float
+  wait_seconds: float
+  transmit_seconds: float
+  decode_seconds: float
+  classify_seconds: float
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"{field.name}={value}: a latency component must be finite and >= 0 seconds.")
+
+  @property
+  def total_seconds(self) -> float:
+    return (self.encode_seconds + self.wait_seconds + self.transmit_seconds + self.decode_seconds
+            + self.classify_seconds)
+
+  def as_dict(self) -> dict[str, float]:
+    """A JSON-ready record, total included."""
+    return {**dataclasses.asdict(self), "total_seconds": self.total_seconds}
 
 
 def clip_latencies(trace: ChannelTrace, *, bits, arrival_seconds, encode_seconds,

@@ -121,6 +121,16 @@ def test_load_rejects_other_files(tmp_path):
     ChannelTrace.generate(0.01, seed=0).save(tmp_path / "x.pkl")
 
 
+def test_latency_breakdown_totals_and_serialises():
+  latency = channel.LatencyBreakdown(encode_seconds=0.01, wait_seconds=0.0, transmit_seconds=0.05,
+                                     decode_seconds=0.02, classify_seconds=0.03)
+  assert latency.total_seconds == pytest.approx(0.11)
+  record = latency.as_dict()
+  assert record["total_seconds"] == pytest.approx(0.11) and record["transmit_seconds"] == 0.05
+  with pytest.raises(ValueError, match="transmit_seconds"):
+    channel.LatencyBreakdown(0.0, 0.0, -1.0, 0.0, 0.0)
+
+
 def test_latency_queues_on_the_link_and_deadlines_count_as_wrong():
   trace = _constant_trace(1e6, num_slots=1000)  # 1 Mbit/s for 1 s.
   latencies = channel.clip_latencies(

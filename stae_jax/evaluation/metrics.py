@@ -8,7 +8,6 @@ always in percentage points of top-1.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Sequence
 
@@ -63,33 +62,3 @@ def accuracy_loss_points(top1_clean: float, top1_compressed: float) -> float:
   """
   return 100.0 * (_check_fraction("top1_clean", top1_clean)
                   - _check_fraction("top1_compressed", top1_compressed))
-
-
-@dataclasses.dataclass(frozen=True)
-class LatencyBreakdown:
-  """Where one clip's end-to-end latency went, in seconds.
-
-  `wait_seconds` is time queued behind earlier clips on the same link (zero for an idle link).
-  The total is what a deadline is checked against (DESIGN.md: encode + bits / rate integrated over
-  the channel's slots + decode + ViT).
-  """
-  encode_seconds: float
-  wait_seconds: float
-  transmit_seconds: float
-  decode_seconds: float
-  classify_seconds: float
-
-  def __post_init__(self):
-    for field in dataclasses.fields(self):
-      value = getattr(self, field.name)
-      if not (value >= 0.0 and math.isfinite(value)):
-        raise ValueError(f"{field.name}={value}: a latency component must be finite and >= 0 seconds.")
-
-  @property
-  def total_seconds(self) -> float:
-    return (self.encode_seconds + self.wait_seconds + self.transmit_seconds + self.decode_seconds
-            + self.classify_seconds)
-
-  def as_dict(self) -> dict[str, float]:
-    """A JSON-ready record, total included."""
-    return {**dataclasses.asdict(self), "total_seconds": self.total_seconds}
