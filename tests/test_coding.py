@@ -1,4 +1,5 @@
-"""Entropy coding: frozen tables, exact round trips, rate vs estimate, cross-process decoding."""
+"""Entropy coding: frozen tables, exact round trips, the golden stream, rate vs estimate,
+cross-process decoding."""
 
 import math
 import pathlib
@@ -16,6 +17,9 @@ from stae_jax.coding import bitstream
 from stae_jax.coding import tables as tables_lib
 from stae_jax.coding.bitstream import ClipPayload, DecodeError, decode, encode
 from stae_jax.models.entropy import FactorizedPrior, mask_bits
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import golden_stream  # pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +150,29 @@ def test_bad_payloads_are_rejected_before_coding(tables):
     encode(ClipPayload(good.latents.astype(np.float32)), tables)
   with pytest.raises(ValueError, match="C = 3"):
     encode(ClipPayload(np.zeros((4, 2), np.int32)), tables)
+
+
+# ----------------------------------------------------------------------------- golden stream
+
+
+def test_golden_stream_decodes_and_re_encodes_byte_for_byte():
+  """A stream committed once (tests/golden_stream.py) still decodes, and today's encoder rewrites it.
+
+  A failure means the format or constriction drifted: streams already written would no longer
+  decode. Fix the drift; regenerate the fixture only with an intentional bitstream.VERSION bump.
+  """
+  golden = golden_stream.load()
+  assert golden.version == bitstream.VERSION, (
+      f"bitstream.VERSION is {bitstream.VERSION}, the golden stream was written by version "
+      f"{golden.version}: after an intentional format change, run python tests/golden_stream.py")
+  assert golden.stream[0] == bitstream.MAGIC | golden.version
+  decoded = decode(golden.stream, golden.tables)
+  assert decoded == golden.payload
+  data, stats = bitstream.encode_with_stats(golden.payload, golden.tables)
+  assert data == golden.stream
+  assert stats.escapes == 4  # the fixture exercises escape coding, both masks and extra dims
+  # The fixed tables the fixture was made from are still what the generator builds.
+  assert golden_stream.make_tables().table_hash == golden.tables.table_hash
 
 
 # ----------------------------------------------------------------------------- tables
