@@ -1,10 +1,10 @@
-"""The golden bitstream: a small clip stream made once and committed (tests/data/golden_stream.json).
+"""The golden bitstream: one small clip stream, made once and committed.
 
 Why: round-trip tests only prove that today's encoder and today's decoder agree with each other. A
 change of the format (header, varints, mask or escape coding, CRC, table hash) or of constriction's
-range coder would pass them and still make every stream already written undecodable. The fixture
-pins the bytes: `tests/test_coding.py` decodes the committed stream to the committed payload and
-re-encodes that payload to the committed bytes.
+range coder would pass them and still make every stream already written undecodable. The fixture,
+tests/data/golden_stream.json, pins the bytes: `tests/test_coding.py` decodes the committed stream
+to the committed payload and re-encodes that payload to the committed bytes.
 
 The tables are small dyadic rationals (counts / 256, exact in float64), built here from literal
 integers and stored in the fixture with their hash, so the fixture depends on no random
@@ -62,9 +62,10 @@ def make_tables() -> tables_lib.CodingTables:
   for c, (_, counts) in enumerate(_COUNTS):
     probabilities[c, :len(counts)] = np.array(counts, np.float64) / 256
   model_hash = hashlib.sha256(b"stae-jax golden bitstream tables").hexdigest()
-  return tables_lib.CodingTables(
-      lower=lower, upper=upper, probabilities=probabilities, model_hash=model_hash,
-      table_hash=tables_lib._table_hash(lower, upper, probabilities, model_hash))  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  table_hash = tables_lib._table_hash(lower, upper, probabilities, model_hash)
+  return tables_lib.CodingTables(lower=lower, upper=upper, probabilities=probabilities,
+                                 model_hash=model_hash, table_hash=table_hash)
 
 
 def make_payload(tables: tables_lib.CodingTables) -> bitstream.ClipPayload:

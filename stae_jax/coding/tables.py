@@ -31,9 +31,9 @@ __all__ = ["CodingTables", "TablesError", "freeze", "model_fingerprint", "requir
            "HOW_TO_BUILD"]
 
 FORMAT = "stae-jax coding tables v1"
-HOW_TO_BUILD = ("train.py freezes them from the entropy model at the end of a system's last stage and "
-                "saves them in that stage's final checkpoint, so rerun or finish that stage "
-                "(python train.py --config=... --workdir=...); in code, "
+HOW_TO_BUILD = ("train.py freezes them from the entropy model at the end of a system's last "
+                "stage and saves them in that stage's final checkpoint, so rerun or finish that "
+                "stage (python train.py --config=... --workdir=...); in code, "
                 "`stae_jax.coding.tables.freeze(entropy_model)` builds them")
 
 
