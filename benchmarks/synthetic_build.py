@@ -5,7 +5,7 @@
 
 Prints the wall and CPU time of generate_clip alone (a sample of clips), of PNG encoding, and of
 the whole TFDS build into a fresh temporary data_dir, plus the size on disk. Then how costly the clips
-are to code: H.264 (stae_jax.evaluation.x264) compression ratios, median over clips, for the default
+are to code: H.264 (stae_jax.systems.h264) compression ratios, median over clips, for the default
 clips and for the same clips with the nuisances off (no noise, still background, no distractors).
 """
 
@@ -19,7 +19,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a
 from configs import synthetic as synthetic_config
 from stae_jax.data import features
 from stae_jax.data import synthetic
-from stae_jax.evaluation import x264
+from stae_jax.systems import h264 as x264
 
 
 def main(arg: str | None) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from stae_jax.data import real_data_dir
 from stae_jax.evaluation import metrics
-from stae_jax.evaluation import x264
+from stae_jax.systems import h264 as x264
 
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Encodes and decodes per clip and CRF (min is kept).")
 _PRESET = flags.DEFINE_string("preset", "veryfast", "x264 preset.")

@@ -35,10 +35,16 @@ import numpy as np
 from scipy import signal
 from scipy import special
 
-from stae_jax.evaluation.metrics import LatencyBreakdown
-
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 TRACE_FORMAT = "stae_jax.channel_trace/1"
+
+
+class TraceEndedError(ValueError):
+  """The trace ends before a transmission does: for a queue, the link is saturated.
+
+  Its own type so that deadline scoring can count a saturated link's clips as late without also
+  swallowing a caller's bad arguments (plain ValueError).
+  """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +167,8 @@ class ChannelTrace:
   def slot_index(self, time_seconds: float) -> int:
     """The slot containing `time_seconds` (slot n covers [n T, (n+1) T))."""
     if not 0.0 <= time_seconds < self.duration_seconds:
-      raise ValueError(
+      error = TraceEndedError if time_seconds >= self.duration_seconds else ValueError
+      raise error(
           f"time {time_seconds} s is outside this trace, which covers [0, {self.duration_seconds}) s; "
           "generate a longer trace (ChannelTrace.generate(duration_seconds=...)).")
     return min(int(time_seconds // self.config.slot_seconds), self.num_slots - 1)
@@ -202,7 +209,7 @@ class ChannelTrace:
       elapsed += (stop - slot) * slot_seconds
       slot = stop
       chunk *= 2
-    raise ValueError(
+    raise TraceEndedError(
         f"the trace ends ({self.duration_seconds} s) before {bits:.0f} bits sent from {start_seconds} s "
         "are delivered; generate a longer trace.")
 
@@ -261,6 +268,36 @@ def _per_clip(name: str, values, num_clips: int) -> np.ndarray:
   if not (np.isfinite(array).all() and (array >= 0).all()):
     raise ValueError(f"{name}: expected finite, non-negative values (seconds or bits), one per clip.")
   return array
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyBreakdown:
+  """Where one clip's end-to-end latency went, in seconds.
+
+  `wait_seconds` is time queued behind earlier clips on the same link (zero for an idle link).
+  The total is what a deadline is checked against (DESIGN.md: encode + bits / rate integrated over
+  the channel's slots + decode + ViT).
+  """
+  encode_seconds: float
+  wait_seconds: float
+  transmit_seconds: float
+  decode_seconds: float
+  classify_seconds: float
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"{field.name}={value}: a latency component must be finite and >= 0 seconds.")
+
+  @property
+  def total_seconds(self) -> float:
+    return (self.encode_seconds + self.wait_seconds + self.transmit_seconds + self.decode_seconds
+            + self.classify_seconds)
+
+  def as_dict(self) -> dict[str, float]:
+    """A JSON-ready record, total included."""
+    return {**dataclasses.asdict(self), "total_seconds": self.total_seconds}
 
 
 def clip_latencies(trace: ChannelTrace, *, bits, arrival_seconds, encode_seconds,
@@ -373,8 +410,9 @@ def adaptive_choices(trace: ChannelTrace, points: Sequence[OperatingPoint], *, a
   channel's coherence time (~0.42 / f_D) is shorter than a transmission, that rate is as likely to
   be a peak as a fade, and the rule overreaches: on the default channel (35 ms coherence) with
   transmissions of ~50-100 ms it did worse than the best fixed point, and `rate_margin=0.7` (plan
-  for 70% of the known rate) beat every fixed point over three seeds (tests/test_channel.py). With
-  slow fading (coherence >> transmission) the rule is exact and `rate_margin=1` is right.
+  for 70% of the known rate) beat every fixed point over three seeds, scored by the comparison
+  evaluate.py runs (tests/test_channel.py). With slow fading (coherence >> transmission) the rule
+  is exact and `rate_margin=1` is right.
   """
   arrivals = np.atleast_1d(np.asarray(arrival_seconds, np.float64))
   return np.array([
@@ -384,27 +422,42 @@ def adaptive_choices(trace: ChannelTrace, points: Sequence[OperatingPoint], *, a
 
 
 def simulate_choices(trace: ChannelTrace, points: Sequence[OperatingPoint], choices, *,
-                     arrival_seconds, deadline_seconds: float, correct_by_point,
-                     queue: bool = True) -> tuple[DeadlineReport, list[LatencyBreakdown]]:
-  """Sends each clip at its chosen point over `trace` and scores it against the deadline.
+                     arrival_seconds, deadlines_seconds: Sequence[float], correct_by_point,
+                     bits_by_point=None,
+                     queue: bool = True) -> tuple[list[DeadlineReport], list[LatencyBreakdown]]:
+  """Sends each clip at its chosen point over `trace` and scores it against each deadline.
 
   `correct_by_point` is bool[N, P]: whether the classifier is right on clip n sent at point p, so
   the same measured predictions serve every policy (a fixed point is `choices = [p] * N`).
+  `bits_by_point` is [N, P], the length of clip n's own bitstream at point p (what evaluation
+  measured); None sends every clip at its point's mean `bits`. One latency simulation serves all
+  deadlines, since the choices do not depend on them here. Raises `TraceEndedError` when the
+  trace ends before the last clip is delivered (the link is saturated).
   """
   choices = np.asarray(choices)
   correct_by_point = np.asarray(correct_by_point)
   arrivals = np.atleast_1d(np.asarray(arrival_seconds, np.float64))
-  if correct_by_point.shape != (arrivals.size, len(points)) or correct_by_point.dtype != np.bool_:
+  shape = (arrivals.size, len(points))
+  if correct_by_point.shape != shape or correct_by_point.dtype != np.bool_:
     raise ValueError(
         f"correct_by_point {correct_by_point.dtype}{list(correct_by_point.shape)}: expected "
         f"bool[{arrivals.size}, {len(points)}] (clips x operating points).")
+  if bits_by_point is None:
+    bits_by_point = np.broadcast_to(np.array([p.bits for p in points], np.float64), shape)
+  bits_by_point = np.asarray(bits_by_point, np.float64)
+  if bits_by_point.shape != shape:
+    raise ValueError(
+        f"bits_by_point of shape {list(bits_by_point.shape)}: expected [{arrivals.size}, "
+        f"{len(points)}] (clips x operating points), or None for each point's mean bits.")
   if choices.shape != arrivals.shape or not ((choices >= 0) & (choices < len(points))).all():
     raise ValueError(f"choices must hold one operating point index in [0, {len(points)}) per clip.")
+  clips = np.arange(arrivals.size)
   chosen = [points[i] for i in choices]
   latencies = clip_latencies(
-      trace, bits=[p.bits for p in chosen], arrival_seconds=arrivals,
+      trace, bits=bits_by_point[clips, choices], arrival_seconds=arrivals,
       encode_seconds=[p.encode_seconds for p in chosen],
       decode_seconds=[p.decode_seconds for p in chosen],
       classify_seconds=[p.classify_seconds for p in chosen], queue=queue)
-  correct = correct_by_point[np.arange(arrivals.size), choices]
-  return accuracy_under_deadline(correct, latencies, deadline_seconds), latencies
+  correct = correct_by_point[clips, choices]
+  reports = [accuracy_under_deadline(correct, latencies, float(d)) for d in deadlines_seconds]
+  return reports, latencies

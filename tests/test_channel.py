@@ -8,6 +8,7 @@ from scipy import special
 
 from stae_jax import channel
 from stae_jax.channel import ChannelConfig, ChannelTrace, OperatingPoint
+from stae_jax.evaluation import deadlines
 
 
 def _constant_trace(rate_bps: float, num_slots: int = 100, slot_seconds: float = 1e-3):
@@ -121,6 +122,16 @@ def test_load_rejects_other_files(tmp_path):
     ChannelTrace.generate(0.01, seed=0).save(tmp_path / "x.pkl")
 
 
+def test_latency_breakdown_totals_and_serialises():
+  latency = channel.LatencyBreakdown(encode_seconds=0.01, wait_seconds=0.0, transmit_seconds=0.05,
+                                     decode_seconds=0.02, classify_seconds=0.03)
+  assert latency.total_seconds == pytest.approx(0.11)
+  record = latency.as_dict()
+  assert record["total_seconds"] == pytest.approx(0.11) and record["transmit_seconds"] == 0.05
+  with pytest.raises(ValueError, match="transmit_seconds"):
+    channel.LatencyBreakdown(0.0, 0.0, -1.0, 0.0, 0.0)
+
+
 def test_latency_queues_on_the_link_and_deadlines_count_as_wrong():
   trace = _constant_trace(1e6, num_slots=1000)  # 1 Mbit/s for 1 s.
   latencies = channel.clip_latencies(
@@ -187,8 +198,10 @@ def _nested_correctness(num_clips, accuracies):
 
 
 def _score(trace, points, choices, arrivals, correct, queue=True):
-  report, _ = channel.simulate_choices(trace, points, choices, arrival_seconds=arrivals,
-                                       deadline_seconds=0.1, correct_by_point=correct, queue=queue)
+  """Accuracy at a 0.1 s deadline, through the scoring that `deadlines.channel_comparison` runs."""
+  (report,), _ = channel.simulate_choices(
+      trace, points, choices, arrival_seconds=arrivals, deadlines_seconds=[0.1],
+      correct_by_point=correct, queue=queue)
   return report.accuracy
 
 
@@ -211,18 +224,60 @@ def test_adaptive_policy_is_optimal_when_the_rate_holds_for_the_transmission():
   assert adaptive > max(fixed)
 
 
+def _results(points, correct, bits=None):
+  """A results.json with one method sending clips every 0.5 s (16 frames at 32 fps)."""
+  num_clips = correct.shape[0]
+  bits = np.array([[p.bits for p in points]] * num_clips) if bits is None else bits
+  return dict(num_clips=num_clips, clip_shape=[16, 64, 64, 3], methods=dict(stae=dict(
+      skipped=None, points=[dict(
+          name=p.name, bits_per_clip=p.bits, top1=float(correct[:, i].mean()),
+          device_seconds=p.encode_seconds,
+          seconds=dict(entropy_decode=p.decode_seconds, decode=0.0, classify=p.classify_seconds),
+          per_clip=dict(correct=correct[:, i].tolist(), bits=bits[:, i].tolist()))
+          for i, p in enumerate(points)])))
+
+
 def test_rate_margin_pays_off_under_fast_fading():
+  """Why `ChannelOptions.rate_margin` is 0.7, measured through the comparison evaluate.py runs."""
   points = _points()[:3]
-  arrivals = np.arange(0.0, 59.0, 0.5)
-  correct = _nested_correctness(arrivals.size, [p.expected_accuracy for p in points])
-  totals = np.zeros(5)  # adaptive margin 1, adaptive margin 0.7, three fixed points.
-  for seed in range(3):
-    trace = ChannelTrace.generate(120.0, ChannelConfig(mean_snr_db=5.0), seed=seed)
-    for column, margin in enumerate([1.0, 0.7]):
-      choices = channel.adaptive_choices(trace, points, arrival_seconds=arrivals,
-                                         deadline_seconds=0.1, rate_margin=margin)
-      totals[column] += _score(trace, points, choices, arrivals, correct)
-    for p in range(3):
-      totals[2 + p] += _score(trace, points, np.full(arrivals.size, p), arrivals, correct)
-  assert totals[1] > totals[0]
-  assert totals[1] > totals[2:].max()
+  correct = _nested_correctness(118, [p.expected_accuracy for p in points])  # 0 s to 58.5 s
+  results = _results(points, correct)
+
+  def rows(margin):
+    # Traces of 58.5 + 0.5 + 61 = 120 s on the default walking-speed link (35 ms coherence).
+    options = deadlines.ChannelOptions(deadlines_seconds=(0.1,), mean_snrs_db=(5.0,),
+                                       seeds=(0, 1, 2), fps=32.0, rate_margin=margin,
+                                       max_backlog_seconds=61.0)
+    return deadlines.channel_comparison(results, options)["rows"]
+
+  plain, margined = rows(1.0), rows(0.7)
+  adaptive = {margin: deadlines.adaptive(r, "stae", 5.0, 0.1)["accuracy"]
+              for margin, r in ((1.0, plain), (0.7, margined))}
+  best_fixed = deadlines.best_fixed(margined, "stae", 5.0, 0.1)["accuracy"]
+  assert deadlines.ChannelOptions().rate_margin == 0.7
+  assert adaptive[0.7] > adaptive[1.0]
+  assert adaptive[0.7] > best_fixed
+  assert not any(r["saturated"] for r in plain + margined)
+
+
+def test_a_saturated_link_counts_every_clip_late():
+  points = _points()[:2]
+  correct = _nested_correctness(20, [1.0, 1.0])
+  trace = _constant_trace(1e6, num_slots=1000)  # 1 Mbit/s for 1 s: 20 clips of 50 kbit need more.
+  with pytest.raises(channel.TraceEndedError, match="longer trace"):
+    channel.simulate_choices(trace, points, np.ones(20, int), arrival_seconds=np.zeros(20),
+                             deadlines_seconds=[1.0], correct_by_point=correct)
+  with pytest.raises(ValueError, match="bits_by_point") as error:  # a bad call is not saturation
+    channel.simulate_choices(trace, points, np.ones(20, int), arrival_seconds=np.zeros(20),
+                             deadlines_seconds=[1.0], correct_by_point=correct,
+                             bits_by_point=np.ones((20, 3)))
+  assert not isinstance(error.value, channel.TraceEndedError)
+  # A link whose queue outgrows the trace: every row of the heavy point saturated, scored 0.
+  bits = np.array([[1_000, 3_000_000]] * 20, np.float64)
+  rows = deadlines.channel_comparison(_results(points, correct, bits), deadlines.ChannelOptions(
+      deadlines_seconds=(0.1, 10.0), mean_snrs_db=(10.0,), seeds=(0,), max_backlog_seconds=1.0))[
+          "rows"]
+  heavy = [r for r in rows if r["policy"] == "fixed:medium"]
+  assert len(heavy) == 2 and all(r["saturated"] and r["accuracy"] == 0.0 for r in heavy)
+  light = [r for r in rows if r["policy"] == "fixed:small"]
+  assert not any(r["saturated"] for r in light) and light[1]["accuracy"] == 1.0

@@ -1,4 +1,4 @@
-"""The report definitions: compression ratio, bits, accuracy loss, top-1 with a mask, latency."""
+"""The report definitions: compression ratio, bits, accuracy loss."""
 
 import numpy as np
 import pytest
@@ -29,29 +29,3 @@ def test_accuracy_loss_is_in_points():
   assert metrics.accuracy_loss_points(0.5, 0.6) == pytest.approx(-10.0)  # A gain is negative loss.
   with pytest.raises(ValueError, match="fraction"):
     metrics.accuracy_loss_points(72.0, 67.0)
-
-
-def test_top1_from_logits_or_classes_with_a_padding_mask():
-  logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
-  labels = np.array([1, 1, 1, 0])
-  assert metrics.top1(logits, labels) == pytest.approx(0.75)
-  assert metrics.top1(logits.argmax(-1), labels) == pytest.approx(0.75)
-  # The wrong row is padding: it leaves the denominator too.
-  valid = np.array([True, False, True, True])
-  assert metrics.top1(logits, labels, valid) == pytest.approx(1.0)
-  with pytest.raises(ValueError, match="bool"):
-    metrics.top1(logits, labels, valid.astype(np.int32))
-  with pytest.raises(ValueError, match="padding"):
-    metrics.top1(logits, labels, np.zeros(4, bool))
-  with pytest.raises(ValueError, match="do not match"):
-    metrics.top1(logits, labels[:3])
-
-
-def test_latency_breakdown_totals_and_serialises():
-  latency = metrics.LatencyBreakdown(encode_seconds=0.01, wait_seconds=0.0, transmit_seconds=0.05,
-                                     decode_seconds=0.02, classify_seconds=0.03)
-  assert latency.total_seconds == pytest.approx(0.11)
-  record = latency.as_dict()
-  assert record["total_seconds"] == pytest.approx(0.11) and record["transmit_seconds"] == 0.05
-  with pytest.raises(ValueError, match="transmit_seconds"):
-    metrics.LatencyBreakdown(0.0, 0.0, -1.0, 0.0, 0.0)

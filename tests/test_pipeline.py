@@ -303,7 +303,7 @@ def test_synthetic_dataset_through_the_registry(tmp_path):
   builder = datasets.ensure_built(data)
   assert builder.is_prepared() and str(builder.data_dir).startswith(str(tmp_path))
   assert datasets.ensure_built(data).data_dir == builder.data_dir   # the second call reuses it
-  batch = next(pipeline.iterate(data, "train", seed=0, train=True, shard=False))
+  batch = next(iter(pipeline.make_loader(data, "train", seed=0, train=True, shard=False)))
   assert batch["video"].shape == (4, 4, 16, 16, 3) and batch["video"].dtype == np.uint8
   assert batch["label"].max() < len(datasets.class_names(builder))
   batches = list(pipeline.make_loader(data, "test", seed=0, train=False, num_epochs=1))

@@ -1,5 +1,6 @@
 """VideoMAE import: parity with transformers' PyTorch model on random weights, head replacement,
-backbone-only and bfloat16 checkpoints, the errors, and the converter's output in the trainer.
+backbone-only and bfloat16 checkpoints, the errors, and the converter's output
+(`python -m stae_jax.training.import_videomae`) in the trainer.
 
 The reference models are tiny (width 64, 2 blocks, 8x32x32 clips, tubelets 2x8x8) and built by
 `transformers` itself with every parameter randomised (LayerNorm scales, q/v biases and the head
@@ -189,7 +190,7 @@ def test_converter_output_trains_in_the_classifier_stage(tmp_path):
                     tmp_path / "hf")
   out = tmp_path / "converted"
   result = subprocess.run(
-      [sys.executable, "-m", "stae_jax.models.videomae_import", f"--src={source}", f"--out={out}",
+      [sys.executable, "-m", "stae_jax.training.import_videomae", f"--src={source}", f"--out={out}",
        f"--num_classes={synthetic_data.NUM_CLASSES}"],
       cwd=REPO, capture_output=True, text=True, timeout=120,
       env=dict(os.environ, JAX_PLATFORMS="cpu"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stae_jax.evaluation import metrics
-from stae_jax.evaluation import x264
+from stae_jax.systems import h264 as x264
 
 
 def _moving_gradient(num_frames=8, height=64, width=96):
@@ -91,17 +91,6 @@ def test_missing_libx264_raises_a_typed_error(monkeypatch):
   assert not x264.x264_available()
   with pytest.raises(x264.X264Unavailable, match="skip the H.264 baseline"):
     x264.h264_roundtrip(_moving_gradient(num_frames=2), 23)
-  with pytest.raises(x264.X264Unavailable):
-    x264.sweep_crf([_moving_gradient(num_frames=2)], [23])
-
-
-def test_sweep_over_crfs():
-  clips = [_moving_gradient(num_frames=4), _moving_gradient(num_frames=4, height=32, width=32)]
-  sweep = x264.sweep_crf(clips, [20, 40])
-  assert list(sweep) == [20, 40] and all(len(results) == 2 for results in sweep.values())
-  assert all(r.decoded is None for r in sweep[20])
-  for small, large in zip(sweep[40], sweep[20]):
-    assert small.num_bytes < large.num_bytes
 
 
 def _sample_real_clip(path, num_frames, size):

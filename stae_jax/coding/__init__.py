@@ -5,14 +5,12 @@ encoder (device) and decoder (server) read identical numbers and decoding never 
 accelerator or on floating-point drift.
 """
 
-from stae_jax.coding.bitstream import ClipPayload, CodingStats, DecodeError, RateGap
+from stae_jax.coding.bitstream import ClipPayload, CodingStats, DecodeError
 from stae_jax.coding.bitstream import decode, decode_batch, encode, encode_batch, encode_with_stats
-from stae_jax.coding.bitstream import estimate_bits, rate_gap
-from stae_jax.coding.tables import CodingTables, TablesError, freeze, load_tables, model_fingerprint
-from stae_jax.coding.tables import save_tables
+from stae_jax.coding.tables import CodingTables, TablesError, freeze, model_fingerprint
 
 __all__ = [
-    "ClipPayload", "CodingStats", "CodingTables", "DecodeError", "RateGap", "TablesError",
-    "decode", "decode_batch", "encode", "encode_batch", "encode_with_stats", "estimate_bits",
-    "freeze", "load_tables", "model_fingerprint", "rate_gap", "save_tables",
+    "ClipPayload", "CodingStats", "CodingTables", "DecodeError", "TablesError",
+    "decode", "decode_batch", "encode", "encode_batch", "encode_with_stats",
+    "freeze", "model_fingerprint",
 ]

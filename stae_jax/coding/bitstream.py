@@ -46,10 +46,8 @@ import numpy as np
 
 from stae_jax.coding.tables import CodingTables, require_tables
 
-__all__ = ["ClipPayload", "CodingStats", "DecodeError", "RateGap", "encode", "encode_with_stats",
-           "decode", "encode_batch", "decode_batch", "estimate_bits", "rate_gap",
-           "MAGIC", "VERSION"]
-
+__all__ = ["ClipPayload", "CodingStats", "DecodeError", "encode", "encode_with_stats", "decode",
+           "encode_batch", "decode_batch", "MAGIC", "VERSION"]
 MAGIC = 0xB0       # high nibble of the first byte; the low nibble is the format version
 VERSION = 1
 _HASH_BYTES = 2    # header's table-hash prefix; the CRC, seeded with the full hash, does the rest
@@ -104,16 +102,6 @@ class CodingStats:
   header_bytes: int   # fixed header + varints + CRC trailer
   escapes: int
   latent_symbols: int
-
-
-@dataclasses.dataclass(frozen=True)
-class RateGap:
-  """The learned rate estimate beside the real bitstream length (all in bits)."""
-  estimated_bits: float   # model's estimate: latents' -log2 likelihood + log2 C(n, k) per mask
-  actual_bits: int        # 8 * len(bitstream), header included
-  header_bits: int
-  gap_bits: float         # actual - estimated
-  relative_gap: float     # gap / estimated
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -499,52 +487,3 @@ def decode_batch(streams, tables: CodingTables | None, *, model=None,
   """Decodes a list of clip streams (each with `decode`); the first bad one raises DecodeError."""
   tables = require_tables(tables, model)
   return [decode(s, tables, max_latent_symbols=max_latent_symbols) for s in streams]
-
-
-# ----------------------------------------------------------------------------- rate estimates
-
-
-def _mask_bits_of(payload: ClipPayload) -> float:
-  from stae_jax.models.entropy import mask_bits  # pylint: disable=g-import-not-at-top
-  total = 0.0
-  if payload.frame_mask is not None:
-    total += mask_bits(payload.frame_mask.shape[0], int(np.sum(payload.frame_mask)))
-  if payload.block_masks is not None:
-    rows, blocks = payload.block_masks.shape
-    if rows:
-      total += rows * mask_bits(blocks, int(np.sum(payload.block_masks[0])))
-  return total
-
-
-def estimate_bits(payload: ClipPayload, model=None, tables: CodingTables | None = None) -> float:
-  """The learned rate of a clip: sum of -log2 likelihood of its latents + log2 C(n, k) per mask.
-
-  With `model` (a FactorizedPrior) this is the training-time estimate (float32 JAX); with only
-  `tables` it is the ideal information content under the frozen float64 tables.
-  """
-  if model is not None:
-    latent_bits = float(np.sum(np.asarray(model.bits(np.asarray(payload.latents, np.float32)),
-                                          np.float64)))
-  elif tables is not None:
-    latent_bits = float(tables.information_content(payload.latents).sum())
-  else:
-    raise ValueError("estimate_bits needs a model or tables")
-  return latent_bits + _mask_bits_of(payload)
-
-
-def rate_gap(payload: ClipPayload, tables: CodingTables | None, *, model=None,
-             data: bytes | None = None) -> RateGap:
-  """Real bitstream length vs the learned estimate for one clip (encodes it if `data` is None).
-
-  Evaluation reports this beside the rate: the gap is the header, the coder's fixed-point rounding,
-  word alignment and escape payloads.
-  """
-  tables = require_tables(tables, model)
-  if data is None:
-    data = encode(payload, tables)
-  _, header = _check_payload(payload, tables)
-  estimated = estimate_bits(payload, model=model, tables=tables)
-  actual = 8 * len(data)
-  return RateGap(estimated_bits=estimated, actual_bits=actual,
-                 header_bits=8 * (len(header) + _CRC_BYTES), gap_bits=actual - estimated,
-                 relative_gap=(actual - estimated) / estimated if estimated else math.inf)

@@ -13,30 +13,28 @@ Two hashes tie things together:
     (and all of it seeds the stream's CRC),
     so a decoder holding other tables refuses the stream instead of producing a wrong clip.
 
-Storage is plain `.npy` (allow_pickle=False) plus a JSON file in a folder (e.g. `<checkpoint>/tables`),
-verified against the hash on load; `to_pytree`/`from_pytree` give the same content as a pytree of NumPy
-arrays for an Orbax CheckpointManager item.
+Storage: `to_pytree` gives the tables as a pytree of NumPy arrays, which train.py saves as the
+`tables` item of a system's final Orbax checkpoint; `from_pytree` reads them back and verifies the
+table hash, so a checkpoint holds its model and the tables frozen from it together.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import pathlib
 
 import numpy as np
 
 from stae_jax.models.entropy import FactorizedPrior, logits_numpy
 
-__all__ = ["CodingTables", "TablesError", "freeze", "model_fingerprint", "save_tables",
-           "load_tables", "require_tables", "FORMAT", "HOW_TO_BUILD"]
+__all__ = ["CodingTables", "TablesError", "freeze", "model_fingerprint", "require_tables", "FORMAT",
+           "HOW_TO_BUILD"]
 
 FORMAT = "stae-jax coding tables v1"
-HOW_TO_BUILD = ("build them with `tables = stae_jax.coding.tables.freeze(entropy_model)` and store them "
-                "with `stae_jax.coding.tables.save_tables(checkpoint_dir / 'tables', tables)` "
-                "(evaluate.py does both after training)")
-_FILES = ("lower.npy", "upper.npy", "probabilities.npy")
+HOW_TO_BUILD = ("train.py freezes them from the entropy model at the end of a system's last "
+                "stage and saves them in that stage's final checkpoint, so rerun or finish that "
+                "stage (python train.py --config=... --workdir=...); in code, "
+                "`stae_jax.coding.tables.freeze(entropy_model)` builds them")
 
 
 class TablesError(ValueError):
@@ -214,37 +212,3 @@ def require_tables(tables: CodingTables | None, model: FactorizedPrior | None = 
     raise TablesError(f"expected CodingTables, got {type(tables).__name__}; {HOW_TO_BUILD}")
   tables.check_model(model)
   return tables
-
-
-def save_tables(directory, tables: CodingTables) -> pathlib.Path:
-  """Writes the tables into `directory` (created) as .npy files plus tables.json; returns it."""
-  directory = pathlib.Path(directory).absolute()
-  directory.mkdir(parents=True, exist_ok=True)
-  for name, array in zip(_FILES, (tables.lower, tables.upper, tables.probabilities)):
-    np.save(directory / name, np.asarray(array), allow_pickle=False)
-  meta = dict(format=FORMAT, model_hash=tables.model_hash, table_hash=tables.table_hash,
-              tail_mass=tables.tail_mass, channels=tables.channels)
-  (directory / "tables.json").write_text(json.dumps(meta, indent=1) + "\n")
-  return directory
-
-
-def load_tables(directory, model: FactorizedPrior | None = None) -> CodingTables:
-  """Reads tables written by `save_tables`, verifying their hash (and the model's, if given)."""
-  directory = pathlib.Path(directory)
-  meta_path = directory / "tables.json"
-  if not meta_path.is_file():
-    raise TablesError(f"no coding tables in {directory} (missing tables.json); {HOW_TO_BUILD}")
-  try:
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-      raise TablesError(f"{meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}; "
-                        f"{HOW_TO_BUILD}")
-    lower, upper, probabilities = (np.load(directory / name, allow_pickle=False) for name in _FILES)
-    tables = CodingTables(lower=lower, upper=upper, probabilities=probabilities,
-                          model_hash=meta["model_hash"], table_hash=meta["table_hash"],
-                          tail_mass=float(meta["tail_mass"]))
-  except TablesError:
-    raise
-  except (OSError, ValueError, KeyError) as e:
-    raise TablesError(f"cannot read coding tables from {directory}: {e}; {HOW_TO_BUILD}") from e
-  return require_tables(tables, model)

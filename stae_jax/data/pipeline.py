@@ -30,7 +30,6 @@ False on padding.
 from __future__ import annotations
 
 import math
-from typing import Iterator
 
 import grain
 import ml_collections
@@ -253,11 +252,3 @@ def make_loader(data_config: ml_collections.ConfigDict, split: str, *, seed: int
   source = builder.as_data_source(split=split)
   return loader_from_source(source, data_config, seed=seed, train=train, num_epochs=num_epochs,
                             shard=shard)
-
-
-def iterate(data_config: ml_collections.ConfigDict, split: str, *, seed: int, train: bool,
-            num_epochs: int | None = None,
-            shard: bool | grain.sharding.ShardOptions = True) -> Iterator[dict]:
-  """`iter(make_loader(...))`: the batches, for code that needs no checkpointing."""
-  return iter(make_loader(data_config, split, seed=seed, train=train, num_epochs=num_epochs,
-                          shard=shard))

@@ -6,9 +6,10 @@ per-clip compute times of each step. So the comparison can be re-run with other 
 deadlines without touching a model (`python evaluate.py ... --reuse_results`).
 
 The scenario (ours): a camera cuts its stream into clips of T frames at `fps`, so a clip is ready
-every T / fps seconds; clips queue on one link (`stae_jax.channel.clip_latencies`, queue=True);
-the test clips are sent in their stored order. Every method is scored on the same channel traces
-(one per seed and mean SNR). A clip later than the deadline counts as wrong.
+every T / fps seconds; clips queue on one link, each with the length of its own measured bitstream
+(`stae_jax.channel.simulate_choices`, queue=True: the one scoring path, which the test of
+`rate_margin` runs too); the test clips are sent in their stored order. Every method is scored on
+the same channel traces (one per seed and mean SNR). A clip later than the deadline counts as wrong.
 
 Policies per method:
   fixed:<point>  always the same operating point;
@@ -52,18 +53,15 @@ def _operating_points(method: dict) -> list[channel_lib.OperatingPoint]:
       classify_seconds=p["seconds"]["classify"]) for p in method["points"]]
 
 
-def _score(trace, bits, correct, arrivals, point_of_clip, points, deadlines):
+def _score(trace, points, choices, arrivals, correct, bits, deadlines):
   """Accuracy and on-time fraction per deadline (None where the link saturates)."""
-  chosen = [points[i] for i in point_of_clip]
   try:
-    latencies = channel_lib.clip_latencies(
-        trace, bits=bits, arrival_seconds=arrivals,
-        encode_seconds=[p.encode_seconds for p in chosen],
-        decode_seconds=[p.decode_seconds for p in chosen],
-        classify_seconds=[p.classify_seconds for p in chosen], queue=True)
-  except ValueError:
+    reports, _ = channel_lib.simulate_choices(
+        trace, points, choices, arrival_seconds=arrivals, deadlines_seconds=deadlines,
+        correct_by_point=correct, bits_by_point=bits, queue=True)
+  except channel_lib.TraceEndedError:
     return None
-  return [channel_lib.accuracy_under_deadline(correct, latencies, d) for d in deadlines]
+  return reports
 
 
 def channel_comparison(results: dict, options: ChannelOptions = ChannelOptions()) -> dict:
@@ -87,17 +85,15 @@ def channel_comparison(results: dict, options: ChannelOptions = ChannelOptions()
         points = _operating_points(method)
         correct = np.array([p["per_clip"]["correct"][:num_clips] for p in method["points"]], bool).T
         bits = np.array([p["per_clip"]["bits"][:num_clips] for p in method["points"]], np.float64).T
-        clips = np.arange(num_clips)
         for i, point in enumerate(points):
           choice = np.full(num_clips, i)
-          reports = _score(trace, bits[:, i], correct[:, i], arrivals, choice, points, deadlines)
+          reports = _score(trace, points, choice, arrivals, correct, bits, deadlines)
           scores.setdefault((name, f"fixed:{point.name}", None), []).append(reports)
         for d_index, deadline in enumerate(deadlines):
           choice = channel_lib.adaptive_choices(trace, points, arrival_seconds=arrivals,
                                                 deadline_seconds=deadline,
                                                 rate_margin=options.rate_margin)
-          reports = _score(trace, bits[clips, choice], correct[clips, choice], arrivals, choice,
-                           points, [deadline])
+          reports = _score(trace, points, choice, arrivals, correct, bits, [deadline])
           scores.setdefault((name, "adaptive", d_index), []).append(reports)
     # Keys: (method, policy, None) for a fixed point, scored at every deadline at once;
     # (method, "adaptive", deadline index) for the adaptive policy, whose choices depend on it.

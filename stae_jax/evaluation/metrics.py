@@ -8,11 +8,8 @@ always in percentage points of top-1.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Sequence
-
-import numpy as np
 
 
 def raw_clip_bytes(clip_shape: Sequence[int]) -> int:
@@ -65,67 +62,3 @@ def accuracy_loss_points(top1_clean: float, top1_compressed: float) -> float:
   """
   return 100.0 * (_check_fraction("top1_clean", top1_clean)
                   - _check_fraction("top1_compressed", top1_compressed))
-
-
-def top1(predictions: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = None) -> float:
-  """Top-1 accuracy as a fraction.
-
-  `predictions` are logits [N, C] (argmax taken) or class indices [N]. `valid` marks real examples
-  in a batch padded to a static shape: invalid rows leave the numerator and the denominator. (A clip
-  that misses its deadline is not invalid, it is wrong: see `stae_jax.channel.accuracy_under_deadline`.)
-  """
-  predictions = np.asarray(predictions)
-  labels = np.asarray(labels)
-  if predictions.ndim == 2:
-    predicted = predictions.argmax(axis=-1)
-  elif predictions.ndim == 1:
-    predicted = predictions
-  else:
-    raise ValueError(f"predictions of shape {predictions.shape}: expected logits [N, C] or classes [N].")
-  if labels.shape != predicted.shape:
-    raise ValueError(
-        f"labels of shape {labels.shape} do not match {predicted.shape[0]} predictions; pass one "
-        "integer label per clip.")
-  correct = predicted == labels
-  if valid is None:
-    valid = np.ones_like(correct, dtype=bool)
-  else:
-    valid = np.asarray(valid)
-    if valid.shape != correct.shape or valid.dtype != np.bool_:
-      raise ValueError(
-          f"valid mask {valid.dtype}{list(valid.shape)}: expected bool[{correct.shape[0]}], True for "
-          "real (not padding) examples.")
-  num_valid = int(valid.sum())
-  if num_valid == 0:
-    raise ValueError("top1 of no valid example is undefined; the mask marks every row as padding.")
-  return float((correct & valid).sum() / num_valid)
-
-
-@dataclasses.dataclass(frozen=True)
-class LatencyBreakdown:
-  """Where one clip's end-to-end latency went, in seconds.
-
-  `wait_seconds` is time queued behind earlier clips on the same link (zero for an idle link).
-  The total is what a deadline is checked against (DESIGN.md: encode + bits / rate integrated over
-  the channel's slots + decode + ViT).
-  """
-  encode_seconds: float
-  wait_seconds: float
-  transmit_seconds: float
-  decode_seconds: float
-  classify_seconds: float
-
-  def __post_init__(self):
-    for field in dataclasses.fields(self):
-      value = getattr(self, field.name)
-      if not (value >= 0.0 and math.isfinite(value)):
-        raise ValueError(f"{field.name}={value}: a latency component must be finite and >= 0 seconds.")
-
-  @property
-  def total_seconds(self) -> float:
-    return (self.encode_seconds + self.wait_seconds + self.transmit_seconds + self.decode_seconds
-            + self.classify_seconds)
-
-  def as_dict(self) -> dict[str, float]:
-    """A JSON-ready record, total included."""
-    return {**dataclasses.asdict(self), "total_seconds": self.total_seconds}

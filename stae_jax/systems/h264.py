@@ -26,7 +26,7 @@ import dataclasses
 from fractions import Fraction
 import re
 import time
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -199,26 +199,6 @@ def h264_roundtrip(clip: np.ndarray, crf: float, *, preset: str = "veryfast", fp
   decode_seconds = time.perf_counter() - started
   return H264Result(num_bytes=stream.num_bytes, decoded=decoded if keep_decoded else None,
                     encode_seconds=stream.encode_seconds, decode_seconds=decode_seconds)
-
-
-def sweep_crf(clips: Iterable[np.ndarray], crfs: Sequence[float], *, preset: str = "veryfast",
-              fps: int = 30, drop_sei: bool = True,
-              keep_decoded: bool = False) -> dict[float, list[H264Result]]:
-  """Round-trips every clip at every CRF: {crf: [result per clip, in clip order]}.
-
-  Decoded clips are dropped unless `keep_decoded` (a 16x224x224 clip is 2.4 MB per CRF); the
-  classifier's accuracy on them is what `keep_decoded=True` is for.
-  """
-  check_x264()
-  crfs = list(crfs)
-  for crf in crfs:
-    _check_settings(crf, preset)
-  results: dict[float, list[H264Result]] = {crf: [] for crf in crfs}
-  for clip in clips:
-    for crf in crfs:
-      results[crf].append(h264_roundtrip(clip, crf, preset=preset, fps=fps, drop_sei=drop_sei,
-                                         keep_decoded=keep_decoded))
-  return results
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import pathlib
 from typing import Any
 
 import grain.checkpoint as grain_checkpoint
-import jax
 import orbax.checkpoint as ocp
 
 BEST_METRIC = "eval_loss"
@@ -95,8 +94,3 @@ def restore_tables(directory: str | pathlib.Path, abstract_tables=None):
   args = ocp.args.StandardRestore(abstract_tables) if abstract_tables is not None else ocp.args.StandardRestore()
   return manager.restore(step, args=ocp.args.Composite(tables=args))["tables"]
 
-
-def abstract_like(tree):
-  """ShapeDtypeStructs with each leaf's sharding: the restore target for `StandardRestore`."""
-  return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)

@@ -57,12 +57,6 @@ class MetricWriter:
         self._tb.close()
 
 
-def read_metrics(path: str | pathlib.Path) -> list[dict]:
-  path = pathlib.Path(path)
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
 
 class Throughput:
   """clips/s over the steps after the first (compile) one, and the ETA it implies."""

@@ -110,6 +110,3 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
 
-
-def per_process_batch_size(global_batch_size: int) -> int:
-  return global_batch_size // jax.process_count()

@@ -165,8 +165,3 @@ def import_variables(state, shardings, checkpoint_dir: str | pathlib.Path, step:
     new_state[group] = jax.tree_util.tree_map_with_path(lambda p, x, g=group: lookup(g, p, x), state[group])
   return new_state, imported
 
-
-def host_params(state) -> dict[str, np.ndarray]:
-  """{path: numpy array} of the params (fully gathered): for tests and for comparing runs."""
-  return {path_str(p): np.asarray(jax.device_get(x))
-          for p, x in jax.tree_util.tree_flatten_with_path(state["params"])[0]}

@@ -1,0 +1,138 @@
+"""The golden bitstream: one small clip stream, made once and committed.
+
+Why: round-trip tests only prove that today's encoder and today's decoder agree with each other. A
+change of the format (header, varints, mask or escape coding, CRC, table hash) or of constriction's
+range coder would pass them and still make every stream already written undecodable. The fixture,
+tests/data/golden_stream.json, pins the bytes: `tests/test_coding.py` decodes the committed stream
+to the committed payload and re-encodes that payload to the committed bytes.
+
+The tables are small dyadic rationals (counts / 256, exact in float64), built here from literal
+integers and stored in the fixture with their hash, so the fixture depends on no random
+initialisation and no floating-point library.
+
+Regenerate ONLY after an intentional format change that bumps `stae_jax.coding.bitstream.VERSION`
+(old streams then are meant to stop decoding); a failing golden test without a version bump is a
+regression to fix, not a fixture to refresh:
+
+    python tests/golden_stream.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: import this checkout, not an installed copy
+  sys.path.insert(0, str(REPO))
+
+from stae_jax.coding import bitstream  # pylint: disable=wrong-import-position
+from stae_jax.coding import tables as tables_lib  # pylint: disable=wrong-import-position
+
+PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream.json"
+FORMAT = "stae_jax.golden_stream/1"
+
+#: Per channel: the support's lower end and the counts (out of 256) of its symbols, then escape.
+_COUNTS = (
+    (-3, (4, 16, 48, 120, 48, 12, 4, 4)),
+    (-2, (20, 60, 100, 56, 16, 4)),
+    (0, (128, 64, 32, 16, 8, 8)),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Golden:
+  tables: tables_lib.CodingTables
+  payload: bitstream.ClipPayload
+  stream: bytes
+  version: int
+
+
+def make_tables() -> tables_lib.CodingTables:
+  """Three channels with supports -3..3, -2..2 and 0..4 and an escape mass each."""
+  width = max(len(counts) for _, counts in _COUNTS)
+  lower = np.array([low for low, _ in _COUNTS], np.int32)
+  upper = np.array([low + len(counts) - 2 for low, counts in _COUNTS], np.int32)
+  probabilities = np.zeros((len(_COUNTS), width), np.float64)
+  for c, (_, counts) in enumerate(_COUNTS):
+    probabilities[c, :len(counts)] = np.array(counts, np.float64) / 256
+  model_hash = hashlib.sha256(b"stae-jax golden bitstream tables").hexdigest()
+  # pylint: disable-next=protected-access
+  table_hash = tables_lib._table_hash(lower, upper, probabilities, model_hash)
+  return tables_lib.CodingTables(lower=lower, upper=upper, probabilities=probabilities,
+                                 model_hash=model_hash, table_hash=table_hash)
+
+
+def make_payload(tables: tables_lib.CodingTables) -> bitstream.ClipPayload:
+  """An STAE-shaped clip: 3 of 8 frames, 2 of 6 blocks per kept frame, 2x1 latents per block.
+
+  Four latents are escaped: just above a support, far below one, and both int32 limits.
+  """
+  rng = np.random.default_rng(2026)
+  frame_mask = np.zeros(8, bool)
+  frame_mask[[1, 4, 6]] = True
+  block_masks = np.zeros((3, 6), bool)
+  for row, kept in zip(block_masks, ([0, 5], [2, 3], [1, 4])):
+    row[kept] = True
+  latents = np.empty((3, 2, 2, 1, tables.channels), np.int32)
+  for c in range(tables.channels):
+    p = tables.probabilities[c, :tables.sizes[c]]
+    latents[..., c] = rng.choice(np.arange(tables.lower[c], tables.upper[c] + 1),
+                                 size=latents.shape[:-1], p=p / p.sum())
+  latents[0, 0, 0, 0, 0] = tables.upper[0] + 2
+  latents[1, 1, 1, 0, 0] = -77777
+  latents[2, 0, 0, 0, 1] = 2**31 - 1
+  latents[2, 1, 1, 0, 2] = -2**31
+  return bitstream.ClipPayload(latents, frame_mask, block_masks)
+
+
+def _tables_json(tables: tables_lib.CodingTables) -> dict:
+  return dict(lower=tables.lower.tolist(), upper=tables.upper.tolist(),
+              probabilities=tables.probabilities.tolist(), model_hash=tables.model_hash,
+              table_hash=tables.table_hash, tail_mass=tables.tail_mass)
+
+
+def regenerate(path: pathlib.Path = PATH) -> pathlib.Path:
+  """Encodes the fixed clip with today's code and writes the fixture (see the module docstring)."""
+  tables = make_tables()
+  payload = make_payload(tables)
+  stream = bitstream.encode(payload, tables)
+  record = dict(
+      format=FORMAT, bitstream_version=bitstream.VERSION,
+      regenerate=("python tests/golden_stream.py, only after an intentional bump of "
+                  "stae_jax.coding.bitstream.VERSION"),
+      tables=_tables_json(tables),
+      payload=dict(latents_shape=list(payload.latents.shape), latents=payload.latents.tolist(),
+                   frame_mask=payload.frame_mask.tolist(),
+                   block_masks=payload.block_masks.tolist()),
+      stream_hex=stream.hex())
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(record, indent=1) + "\n")
+  return path
+
+
+def load(path: pathlib.Path = PATH) -> Golden:
+  """The committed fixture; the tables' constructor re-checks the committed table hash."""
+  record = json.loads(path.read_text())
+  if record.get("format") != FORMAT:
+    raise ValueError(f"{path}: format {record.get('format')!r}, expected {FORMAT!r}.")
+  t = record["tables"]
+  tables = tables_lib.CodingTables(
+      lower=np.array(t["lower"], np.int32), upper=np.array(t["upper"], np.int32),
+      probabilities=np.array(t["probabilities"], np.float64), model_hash=t["model_hash"],
+      table_hash=t["table_hash"], tail_mass=float(t["tail_mass"]))
+  p = record["payload"]
+  latents = np.array(p["latents"], np.int32).reshape(p["latents_shape"])
+  payload = bitstream.ClipPayload(latents, np.array(p["frame_mask"], bool),
+                                  np.array(p["block_masks"], bool))
+  return Golden(tables=tables, payload=payload, stream=bytes.fromhex(record["stream_hex"]),
+                version=int(record["bitstream_version"]))
+
+
+if __name__ == "__main__":
+  print(f"wrote {regenerate()}")
