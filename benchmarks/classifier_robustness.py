@@ -14,7 +14,6 @@ import argparse
 import pathlib
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -22,7 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from configs import synthetic  # pylint: disable=wrong-import-position
 from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
-from stae_jax.evaluation import loading  # pylint: disable=wrong-import-position
+from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 
 def block_means(clips: np.ndarray, p: int) -> np.ndarray:
@@ -54,8 +53,9 @@ def main():
   parser.add_argument("--block", type=int, default=8)
   args = parser.parse_args()
   config = synthetic.get_config(args.config_arg)
-  vit = loading.load_classifier(config, args.workdir).merge()["vit"]
-  predict = jax.jit(lambda v: jnp.argmax(vit(v), -1))
+  # The stage-1 ViT, jitted: classify(clips) -> logits.
+  classify = workdir_lib.load_classifier(config, pathlib.Path(args.workdir).absolute())
+  predict = lambda v: np.argmax(classify(v), -1)
   clips, labels = [], []
   for batch in pipeline.make_loader(config.data, "test", seed=0, train=False, num_epochs=1):
     clips.append(batch["video"][batch["mask"]])

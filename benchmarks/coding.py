@@ -32,6 +32,7 @@ from configs import synthetic as synthetic_config  # pylint: disable=g-import-no
 from stae_jax.coding import bitstream  # pylint: disable=g-import-not-at-top,wrong-import-position
 from stae_jax.coding import tables as tables_lib  # pylint: disable=wrong-import-position
 from stae_jax.models.entropy import FactorizedPrior, mask_bits  # pylint: disable=wrong-import-position
+from stae_jax.models.stae import STAE  # pylint: disable=wrong-import-position
 
 _REPEATS = flags.DEFINE_integer("repeats", 30, "timed repetitions per measurement (median reported)")
 _BATCH = flags.DEFINE_integer("batch", 32, "clips per encode_batch call")
@@ -63,13 +64,18 @@ def median_seconds(fn, repeats):
   return statistics.median(times)
 
 
+def stae_section(config):
+  """The keyword arguments of STAE in the config's STAE system (`config.systems.stae`)."""
+  return config.systems.stae.model.stae
+
+
 def bench_coding(name, config, repeats, batch):
-  stae = config.model.stae
+  stae = stae_section(config)
   size, frames, p = config.data.resolution, config.data.frames, stae.block_size
   blocks = (size // p) ** 2
-  g = p // stae.get("latent_stride", 4)
-  latent_shape = (g, g, stae.latent_channels)
-  prior = FactorizedPrior(stae.latent_channels, rngs=nnx.Rngs(0), init_scale=2.0)
+  # The latent shape as the model defines it (the constructor holds the defaults); shapes only.
+  latent_shape = nnx.eval_shape(lambda: STAE(**stae, rngs=nnx.Rngs(0))).latent_shape()
+  prior = FactorizedPrior(latent_shape[-1], rngs=nnx.Rngs(0), init_scale=2.0)
   tables = tables_lib.freeze(prior)
   rng = np.random.default_rng(0)
   print(f"\n== {name}: clip {frames}x{size}x{size}, {blocks} blocks of {p}x{p}, latent "
@@ -109,11 +115,11 @@ def bench_stae_encoder(name, config, repeats, coding):
   except ImportError as e:
     print(f"\n{name}: stae_jax/models/stae.py not importable ({e}); STAE encoder not timed")
     return
-  model = stae_lib.STAE.from_config(config.model.stae, rngs=nnx.Rngs(0))
+  model = stae_lib.STAE(**stae_section(config), rngs=nnx.Rngs(0))
   graphdef, state = nnx.split(model)
-  size, frames, p = config.data.resolution, config.data.frames, config.model.stae.block_size
+  size, frames, p = config.data.resolution, config.data.frames, model.block_size
   video = np.random.default_rng(1).integers(0, 256, (1, frames, size, size, 3), np.uint8)
-  print(f"\n== {name}: STAE encoder forward (jit, batch 1, {config.model.stae.dtype}) vs coding ==")
+  print(f"\n== {name}: STAE encoder forward (jit, batch 1, {model.dtype}) vs coding ==")
   for frame_keep, block_keep in KEEP_RATIOS:
     k_f, k_s = model.keep_counts(frames, (size // p) ** 2, frame_keep, block_keep)
 

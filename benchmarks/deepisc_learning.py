@@ -27,7 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from configs import synthetic  # pylint: disable=wrong-import-position
 from stae_jax.data import synthetic as synthetic_data  # pylint: disable=wrong-import-position
-from stae_jax.models import deepisc as deepisc_lib  # pylint: disable=wrong-import-position
+from stae_jax.systems import deepisc as deepisc_system  # pylint: disable=wrong-import-position
 
 
 def clips(split: str, count: int, size: int) -> np.ndarray:
@@ -44,10 +44,11 @@ def main():
   parser.add_argument("--every", type=int, default=250)
   args = parser.parse_args()
   config = synthetic.get_config(None)
+  entry = config.systems.deepisc  # DeepISC's system entry: model.deepisc (+ model.entropy)
   if args.init_step is not None:
-    config.model.deepisc.init_step = args.init_step
+    entry.model.deepisc.init_step = args.init_step
   size = int(config.data.resolution)
-  model = deepisc_lib.deepisc_from_config(config, rngs=nnx.Rngs(0))
+  model = deepisc_system.build(entry, config.data, rngs=nnx.Rngs(0))["deepisc"]
   k_max = model.max_tokens
   train = clips("train", 64, size)
   test = jnp.asarray(clips("test", 16, size))
@@ -83,7 +84,7 @@ def main():
     return out
 
   print(f"DeepISC of configs/synthetic.py: {k_max} tokens x {model.channels} channels per frame, "
-        f"init_step {config.model.deepisc.get('init_step', 8.0)}, Adam {args.lr}")
+        f"init_step {model.init_step}, Adam {args.lr}")
   print("| step | PSNR dB, 1 token | PSNR dB, all tokens | seconds |")
   print("|---|---|---|---|")
   rng = jax.random.PRNGKey(0)

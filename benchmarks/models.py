@@ -27,20 +27,32 @@ sys.path.insert(0, str(REPO_ROOT))  # configs/ is a folder of the repository, no
 from configs import hmdb51 as hmdb51_config  # noqa: E402
 from configs import synthetic as synthetic_config  # noqa: E402
 from stae_jax.data import synthetic as synthetic_data  # noqa: E402
-from stae_jax.models import systems  # noqa: E402
+from stae_jax import systems  # noqa: E402
 from stae_jax.models import vit as vit_lib  # noqa: E402
+from stae_jax.systems import deepisc as deepisc_system  # noqa: E402
+from stae_jax.systems import stae as stae_system  # noqa: E402
+from stae_jax.training import workdir as workdir_lib  # noqa: E402
 from timing import median_ms_per_clip  # noqa: E402  (benchmarks/timing.py)
 
 
-def build(config, abstract: bool):
-  """Models of `config.system`; abstract (shapes only) for counting, real for timing."""
-  make = lambda: systems.build_models(config, nnx.Rngs(jax.random.key(0, impl="rbg")))
+def build(config, tag: str, abstract: bool):
+  """Models of system `config.systems[tag]` (the ViT and the system's own modules); abstract
+  (shapes only) for counting, real for timing."""
+  make = lambda: workdir_lib.build_models(config, config.systems[tag],
+                                          nnx.Rngs(jax.random.key(0, impl="rbg")))
   return nnx.eval_shape(make) if abstract else make()
 
 
-def training_loss(config, models, video, labels, operating_point, rng):
-  out = systems.system_forward(config, models, video, operating_point=operating_point,
-                               training=True, rng=rng)
+def point_text(point) -> str:
+  """An operating point as this table always printed it: (rho_f, rho_s) or a token count."""
+  settings = point.as_dict()
+  if "tokens_per_frame" in settings:
+    return str(settings["tokens_per_frame"])
+  return str((settings["frame_keep"], settings["block_keep"]))
+
+
+def training_loss(method, models, video, labels, operating_point, rng):
+  out = method.forward(models, video, operating_point, training=True, rng=rng)
   task = -jnp.take_along_axis(jax.nn.log_softmax(out["logits"]), labels[:, None], 1).mean()
   distortion = jnp.mean((out["reconstruction"] - video.astype(jnp.float32)) ** 2) / 255.0 ** 2
   return task + distortion + 1e-5 * out["bits"]["total"].mean()
@@ -60,14 +72,15 @@ def timing(args):
   print("|---|---|---|---|")
   rows = []
   for system in ("stae", "deepisc"):
-    config.system = system
-    models = build(config, abstract=False)
+    entry = config.systems[system]
+    method = systems.get(entry.method)
+    models = build(config, system, abstract=False)
     graphdef, state = nnx.split(models)
     params_graph, params, rest = nnx.split(models, nnx.Param, ...)
     if system == "stae":
-      classify = jax.jit(lambda s, v: systems.classifier_forward(nnx.merge(graphdef, s), v))
+      classify = jax.jit(lambda s, v: dict(logits=nnx.merge(graphdef, s)["vit"](v)))
       loss = lambda p, r, v, y: jax.nn.log_softmax(
-          systems.classifier_forward(nnx.merge(params_graph, p, r), v)["logits"])[
+          nnx.merge(params_graph, p, r)["vit"](v))[
               jnp.arange(v.shape[0]), y].mean()
       grad = jax.jit(jax.grad(loss))
       rows.append(("classifier (ViT alone)", "-",
@@ -75,23 +88,24 @@ def timing(args):
                                       repeats=args.repeats),
                    median_ms_per_clip(grad, params, rest, video, labels, batch=args.batch,
                                       repeats=args.repeats)))
-      points = [tuple(config.model.stae.keep_ratios[1]), tuple(config.model.stae.keep_ratios[-1])]
+      keep_ratios = entry.model.stae.keep_ratios
+      points = [stae_system.point(*keep_ratios[1]), stae_system.point(*keep_ratios[-1])]
     else:
-      points = [max(config.model.deepisc.token_choices)]
+      points = [deepisc_system.point(max(entry.model.deepisc.token_choices))]
     for point in points:
-      forward = jax.jit(lambda s, v, point=point: systems.system_forward(
-          config, nnx.merge(graphdef, s), v, operating_point=point, training=False))
+      forward = jax.jit(lambda s, v, point=point: method.forward(
+          nnx.merge(graphdef, s), v, point, training=False))
       grad = jax.jit(jax.grad(lambda p, r, v, y, k, point=point: training_loss(
-          config, nnx.merge(params_graph, p, r), v, y, point, k)))
-      rows.append((system, str(point),
+          method, nnx.merge(params_graph, p, r), v, y, point, k)))
+      rows.append((system, point_text(point),
                    median_ms_per_clip(forward, state, video, batch=args.batch,
                                       repeats=args.repeats),
                    median_ms_per_clip(grad, params, rest, video, labels, key, batch=args.batch,
                                       repeats=args.repeats)))
       if system == "stae":
         encode = jax.jit(lambda s, v, point=point: nnx.merge(graphdef, s)["stae"].encode(
-            v, frame_keep=point[0], block_keep=point[1]))
-        rows.append(("stae encoder alone (device)", str(point),
+            v, frame_keep=point["frame_keep"], block_keep=point["block_keep"]))
+        rows.append(("stae encoder alone (device)", point_text(point),
                      median_ms_per_clip(encode, state, video, batch=args.batch,
                                         repeats=args.repeats), float("nan")))
   for name, point, fwd, bwd in rows:
@@ -110,11 +124,12 @@ def size(args):
   config = hmdb51_config.get_config()
   frames, res = config.data.frames, config.data.resolution
   video = jax.ShapeDtypeStruct((1, frames, res, res, 3), jnp.uint8)
-  models = build(config, abstract=True)
+  models = build(config, "stae", abstract=True)
   graphdef, state = nnx.split(models)
   merged = lambda s: nnx.merge(graphdef, s)
   stae = models["stae"]
-  p = config.model.stae.block_size
+  stae_config = config.systems.stae.model.stae
+  p = stae_config.block_size
   n = (res // p) ** 2
   print(f"\n## Size: HMDB51 config, one {frames}x{res}x{res} clip, forward FLOPs from XLA's HLO "
         "cost analysis (2 per multiply-add)")
@@ -128,12 +143,12 @@ def size(args):
   rows = [("ViT-B/16 (server)", "-", count_parameters(models["vit"]), vit_flops)]
   stae_params = count_parameters(stae)
   synthesis_params = count_parameters(stae.synthesis) if stae.synthesis is not None else 0
-  for rho_f, rho_s in config.model.stae.keep_ratios:
+  for rho_f, rho_s in stae_config.keep_ratios:
     encoder = flops(lambda s, v: merged(s)["stae"].encode(v, frame_keep=rho_f, block_keep=rho_s),
                     state, video)
     rows.append(("STAE encoder (device)", f"({rho_f}, {rho_s})", stae_params - synthesis_params,
                  encoder))
-  for rho_f, rho_s in (config.model.stae.keep_ratios[0], config.model.stae.keep_ratios[-1]):
+  for rho_f, rho_s in (stae_config.keep_ratios[0], stae_config.keep_ratios[-1]):
     k_f, k_s = stae.keep_counts(frames, n, rho_f, rho_s)
     h, w, c = stae.latent_shape()
     receive = flops(lambda s, fi, bi, y: merged(s)["stae"].receive(
@@ -145,12 +160,12 @@ def size(args):
   mask = jax.ShapeDtypeStruct((1, frames, res, res, 1), jnp.float32)
   rows.append(("3D-2D CNN decoder (server)", "-", count_parameters(models["decoder"]),
                flops(lambda s, r, m: merged(s)["decoder"](r, m), state, pixels, mask)))
-  config.system = "deepisc"
-  deepisc_models = build(config, abstract=True)
+  deepisc_models = build(config, "deepisc", abstract=True)
   dgraph, dstate = nnx.split(deepisc_models)
   deepisc = deepisc_models["deepisc"]
-  tokens = max(config.model.deepisc.token_choices)
-  latents = jax.ShapeDtypeStruct((1, frames, tokens, int(config.model.deepisc.channels)),
+  deepisc_config = config.systems.deepisc.model.deepisc
+  tokens = max(deepisc_config.token_choices)
+  latents = jax.ShapeDtypeStruct((1, frames, tokens, int(deepisc_config.channels)),
                                  jnp.float32)
   rows.append(("DeepISC encoder (device; parameters: whole model)", f"{tokens} tokens/frame", None,
                flops(lambda s, v: nnx.merge(dgraph, s)["deepisc"].encode(v), dstate, video)))

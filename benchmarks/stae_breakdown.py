@@ -27,11 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from flax import nnx  # pylint: disable=wrong-import-position
 from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
-from stae_jax.evaluation import loading  # pylint: disable=wrong-import-position
 from stae_jax.models.decoder import temporal_fill  # pylint: disable=wrong-import-position
 from stae_jax.models.entropy import quantize  # pylint: disable=wrong-import-position
 from stae_jax.models.stae import blockify, unblockify  # pylint: disable=wrong-import-position
+from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 
 VARIANTS = ("clean", "stae", "exact + decoder", "exact + fill", "code, all frames",
@@ -67,10 +68,10 @@ def main():
   parser.add_argument("--clips", type=int, default=256)
   args = parser.parse_args()
   frame_keep, block_keep = (float(x) for x in args.keep.split(","))
-  loaded = loading.load_system(args.workdir, args.system)
-  if loaded.system != "stae":
-    raise SystemExit(f"{args.system} is a {loaded.system} system; this breakdown is for STAE")
-  models = loaded.merge()
+  loaded = workdir_lib.load_system(pathlib.Path(args.workdir).absolute(), args.system)
+  if loaded.entry.method != "stae":
+    raise SystemExit(f"{args.system} is a {loaded.entry.method} system; this breakdown is for STAE")
+  models = nnx.merge(loaded.graphdef, loaded.params, loaded.rest)
   vit = models["vit"]
 
   @jax.jit
@@ -82,7 +83,7 @@ def main():
     return out
 
   correct, errors, seen = {}, {}, 0
-  for batch in pipeline.make_loader(loaded.config.data, "test", seed=0, train=False,
+  for batch in pipeline.make_loader(loaded.data, "test", seed=0, train=False,
                                     num_epochs=1):
     keep = np.asarray(batch["mask"])
     for name, (pred, error) in measure(jnp.asarray(batch["video"])).items():

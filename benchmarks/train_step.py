@@ -19,14 +19,17 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from absl import flags  # pylint: disable=wrong-import-position
+from flax import nnx  # pylint: disable=wrong-import-position
 import jax  # pylint: disable=wrong-import-position
-import ml_collections  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
+from stae_jax import systems  # pylint: disable=wrong-import-position
+from stae_jax.models import vit as vit_lib  # pylint: disable=wrong-import-position
 from stae_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-position
 from stae_jax.training import optim  # pylint: disable=wrong-import-position
 from stae_jax.training import state as state_lib  # pylint: disable=wrong-import-position
 from stae_jax.training import trainer  # pylint: disable=wrong-import-position
+from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 #: Dense peak FLOP/s by device kind (bf16 for accelerators), for the utilisation figure.
 PEAKS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12,
@@ -38,24 +41,29 @@ def cpu_peak(cores: int, ghz: float) -> float:
 
 
 def bench(config, stage_name: str, tag: str | None, steps: int, peak: float, peak_note: str):
-  api = trainer.default_models_api()
-  cfg = config if tag is None else trainer.system_config(config, tag)
-  stage = ml_collections.ConfigDict(cfg.stages[stage_name].to_dict())
-  stage.name = stage_name
+  """One stage's compiled train step as `trainer.run_stage` builds it: the shared classifier (tag
+  None: the ViT alone) or a stage of system `config.systems[tag]`."""
+  stage = trainer.stage_settings(config, stage_name, tag)
+  entry = None if tag is None else trainer.system_entry(config, tag)
+  method = None if entry is None else systems.get(entry.method)
   mesh = mesh_lib.make_mesh()
-  build = functools.partial(api.build_models, cfg)
+  if entry is None:
+    build = lambda rngs: nnx.Dict(vit=vit_lib.vit_from_config(config, rngs=rngs))
+  else:
+    build = functools.partial(workdir_lib.build_models, config, entry)
   shapes = state_lib.model_shapes(build, 0)
   tx, labels = optim.make_optimizer(stage, shapes[1])
   graphdef, state, shardings = state_lib.create_state(build, 0, tx, mesh, (), shapes)
-  jitted = trainer.Steps(graphdef=graphdef, tx=tx, labels=labels, stage=stage, api=api, config=cfg,
+  jitted = trainer.Steps(graphdef=graphdef, tx=tx, labels=labels, stage=stage, method=method,
                          state_shardings=shardings, mesh=mesh, key=jax.random.PRNGKey(0))
-  d = cfg.data
+  d = config.data
   b = int(d.batch_size)
   rng = np.random.default_rng(0)
   batch = mesh_lib.global_batch(dict(
       video=rng.integers(0, 256, (b, d.frames, d.resolution, d.resolution, 3), dtype=np.uint8),
-      label=rng.integers(0, int(cfg.model.vit.num_classes), (b,), dtype=np.int32)), mesh)
-  op = None if stage.kind == "classifier" or cfg.system != "stae" else api.operating_points(cfg)[0]
+      label=rng.integers(0, int(config.model.vit.num_classes), (b,), dtype=np.int32)), mesh)
+  # The first training point: STAE's first keep-ratio pair; DeepISC's None (tokens drawn per clip).
+  op = None if method is None else method.training_points(entry)[0]
   t0 = time.perf_counter()
   state, metrics = jitted.train(state, batch, op)
   jax.block_until_ready(metrics)

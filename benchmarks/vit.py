@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO_ROOT))  # configs/ is a folder of the repository, no
 from configs import synthetic as synthetic_config  # noqa: E402
 from stae_jax.models import deepisc as deepisc_lib  # noqa: E402
 from stae_jax.models import vit as vit_lib  # noqa: E402
+from stae_jax.systems import deepisc as deepisc_system  # noqa: E402
 from timing import median_ms_per_clip  # noqa: E402  (benchmarks/timing.py)
 
 
@@ -55,9 +56,10 @@ def main():
     print(f"ViT {name}: {ms:.1f} ms/clip forward, {gflops:.2f} GFLOP/clip")
 
   vit = vit_lib.vit_from_config(config, rngs=nnx.Rngs(0))
-  for patch in (config.model.deepisc.patch, 8):
-    config.model.deepisc.patch = patch
-    model = deepisc_lib.deepisc_from_config(config, rngs=nnx.Rngs(1))
+  entry = config.systems.deepisc  # DeepISC's system entry: model.deepisc (+ model.entropy)
+  for patch in (entry.model.deepisc.patch, 8):
+    entry.model.deepisc.patch = patch
+    model = deepisc_system.build(entry, config.data, rngs=nnx.Rngs(1))["deepisc"]
     graph, state = nnx.split((model, vit))
 
     def encode(s, x, graph=graph):

@@ -5,7 +5,7 @@
 Every HMDB51 clip in the real-data folder (stae_jax.data.real_data_dir(): hmdb51/ and
 hmdb51_reencoded/) is sampled as DESIGN.md's table was: 16 frames spread uniformly over the clip,
 short side resized to the model resolution (bilinear), centre crop. Each clip is encoded with the
-low-delay settings of stae_jax/evaluation/x264.py at each CRF. Printed per (resolution, CRF): the
+low-delay settings of stae_jax/systems/h264.py at each CRF. Printed per (resolution, CRF): the
 median over clips of the compression ratio (T*H*W*3 / stream bytes) with x264's SEI banner dropped
 (the default) and kept, the median bytes, and the median over clips of each clip's fastest encode
 and decode (min over --repeats, since this machine is shared and noisy).
