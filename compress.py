@@ -40,7 +40,8 @@ def main(argv):
   output = pathlib.Path(_OUTPUT.value or pathlib.Path(_INPUT.value).with_suffix(".stae"))
   try:
     codec = workdir_lib.load_codec(workdir, _SYSTEM.value)
-    data, header = clip_tools.compress_video(_INPUT.value, codec, config.data, _POINT.value)
+    data, header = clip_tools.compress_video(_INPUT.value, codec, workdir_lib.trained_data(workdir),
+                                          _POINT.value)
   except (VideoReadError, DecodeError, TablesError, ValueError) as error:
     sys.exit(f"compress.py: error: {error}")
   try:

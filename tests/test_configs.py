@@ -23,7 +23,7 @@ def test_switches_are_typed():
   config = hmdb51.get_config("split=2,frames=8,frame_attention=False,system=deepisc")
   assert config.data.split == 2 and isinstance(config.data.split, int)
   assert config.data.frames == 8
-  assert config.system == "deepisc"
+  assert list(config.systems) == ["deepisc"]  # the one place that says what is trained
   # System switches choose a folder inside the workdir, not a new workdir.
   assert config.name == "hmdb51_split=2_frames=8"
 

@@ -136,7 +136,7 @@ def test_bfloat16_agrees_with_float32():
 def test_config_sizes(module):
   config = module.get_config(None)
   t, size = config.data.frames, config.data.resolution
-  decoder = nnx.eval_shape(lambda: Decoder.from_config(config.model.decoder, rngs=rngs(0)))
+  decoder = nnx.eval_shape(lambda: Decoder(**config.systems.stae.model.decoder, rngs=rngs(0)))
   graphdef, state = nnx.split(decoder)
   out = jax.eval_shape(lambda s, r, m: nnx.merge(graphdef, s)(r, m), state,
                        jax.ShapeDtypeStruct((1, t, size, size, 3), jnp.float32),

@@ -9,6 +9,7 @@ from flax import nnx
 
 from configs import hmdb51 as hmdb51_config
 from stae_jax.models import deepisc as deepisc_lib
+from stae_jax.systems import deepisc as deepisc_method
 from stae_jax.models import vit as vit_lib
 
 FRAMES, SIZE, TOKENS, CHANNELS = 4, 16, 8, 4
@@ -20,16 +21,21 @@ def tiny_config():
   c.model = ml_collections.ConfigDict()
   c.model.vit = dict(size="Ti", width=16, depth=1, num_heads=2, tubelet=2, patch=8, num_classes=3,
                      head_init_scale=1.0)
-  c.model.deepisc = dict(patch=4, width=16, encoder_depth=1, decoder_depth=1, num_heads=2,
-                         max_tokens=TOKENS, channels=CHANNELS, token_choices=(1, 2, 4, 8))
+  c.systems = dict(deepisc=dict(method="deepisc", model=dict(deepisc=dict(
+      patch=4, width=16, encoder_depth=1, decoder_depth=1, num_heads=2, max_tokens=TOKENS,
+      channels=CHANNELS, token_choices=(1, 2, 4, 8)))))
   return c
+
+
+def build_deepisc(config, rngs):
+  return deepisc_method.build(config.systems.deepisc, config.data, rngs=rngs)["deepisc"]
 
 
 @pytest.fixture(scope="module")
 def system():
   """(graph, state, jitted forward) of a tiny DeepISC + ViT."""
   config = tiny_config()
-  model = deepisc_lib.deepisc_from_config(config, rngs=nnx.Rngs(0))
+  model = build_deepisc(config, nnx.Rngs(0))
   vit = vit_lib.vit_from_config(config, rngs=nnx.Rngs(1))
   graph, state = nnx.split((model, vit))
 
@@ -185,7 +191,7 @@ def test_fresh_codec_sends_patch_colours_coarse_first():
 
 def test_hmdb51_config_shapes_abstractly():
   config = hmdb51_config.get_config()
-  model = nnx.eval_shape(lambda: deepisc_lib.deepisc_from_config(config, rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: build_deepisc(config, nnx.Rngs(0)))
   vit = nnx.eval_shape(lambda: vit_lib.vit_from_config(config, rngs=nnx.Rngs(1)))
   graph, state = nnx.split((model, vit))
   video = jax.ShapeDtypeStruct((2, 16, 224, 224, 3), jnp.uint8)

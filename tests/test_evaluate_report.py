@@ -10,7 +10,7 @@ from stae_jax.evaluation import deadlines
 from stae_jax.evaluation import pictures
 from stae_jax.evaluation import plots
 from stae_jax.evaluation import report
-from stae_jax.evaluation.evaluate import RESULTS_FORMAT, STEPS
+from stae_jax.evaluation.report import RESULTS_FORMAT, STEPS
 
 CLIP = [16, 64, 64, 3]
 RAW_BYTES = 16 * 64 * 64 * 3
@@ -35,18 +35,22 @@ def _point(name, bits, top1, *, seconds=0.001, reference=0.8, seed=0):
 
 def fake_results(h264_skipped=None):
   methods = {
-      "stae": dict(kind="stae", label="STAE", skipped=None, config=dict(block_size=8), points=[
+      "stae": dict(kind="stae", label="STAE", skipped=None, variant_of=None, headline=True,
+                   config=dict(block_size=8), points=[
           _point("keep=0.25x0.25", 4000, 0.5), _point("keep=0.5x0.5", 16000, 0.7),
           _point("keep=1x0.5", 32000, 0.8)]),
       "stae_no-frame-attention": dict(kind="stae", label="STAE no frame", skipped=None,
+                                      variant_of="stae", headline=False,
                                       config=dict(block_size=8), points=[
           _point("keep=0.25x0.25", 8000, 0.4), _point("keep=1x0.5", 32000, 0.75)]),
-      "deepisc": dict(kind="deepisc", label="DeepISC", skipped=None, config={}, points=[
+      "deepisc": dict(kind="deepisc", label="DeepISC", skipped=None, variant_of=None, headline=True,
+                      config={}, points=[
           _point("tokens=1", 20000, 0.3), _point("tokens=4", 80000, 0.6)]),
-      "h264": dict(kind="h264", label="H.264", skipped=h264_skipped, config={}, points=[] if
+      "h264": dict(kind="h264", label="H.264", skipped=h264_skipped, variant_of=None, headline=True,
+                   config={}, points=[] if
                    h264_skipped else [_point("crf=45", 12000, 0.6, seconds=0.01),
                                       _point("crf=30", 60000, 0.8, seconds=0.01)]),
-      "raw": dict(kind="raw", label="raw", skipped=None, config={},
+      "raw": dict(kind="raw", label="raw", skipped=None, variant_of=None, headline=False, config={},
                   points=[_point("uint8", RAW_BYTES * 8, 0.8, seconds=0.0)]),
   }
   return dict(format=RESULTS_FORMAT, config_name="fake", workdir="/tmp/x", dataset="fake",

@@ -288,12 +288,13 @@ def test_config_sizes():
   for module in (synthetic, hmdb51):
     config = module.get_config(None)
     t, size = config.data.frames, config.data.resolution
-    p = config.model.stae.block_size
+    section = config.systems.stae.model.stae
+    p = section.block_size
     n = (size // p) ** 2
     video = jax.ShapeDtypeStruct((1, t, size, size, 3), jnp.uint8)
-    model = nnx.eval_shape(lambda: STAE.from_config(config.model.stae, rngs=rngs(0)))
+    model = nnx.eval_shape(lambda: STAE(**section, rngs=rngs(0)))
     graphdef, state = nnx.split(model)
-    for rho_f, rho_s in config.model.stae.keep_ratios:
+    for rho_f, rho_s in section.keep_ratios:
       k_f, k_s = keep_count(rho_f, t), keep_count(rho_s, n)
 
       def forward(state, video):
@@ -301,7 +302,7 @@ def test_config_sizes():
                                           training=False)
 
       out = jax.eval_shape(forward, state, video)
-      c, g = config.model.stae.latent_channels, p // config.model.stae.latent_stride
+      c, g = section.latent_channels, p // section.latent_stride
       assert out["latents"].shape == (1, k_f, k_s, g, g, c)
       assert out["received"].shape == (1, t, size, size, 3)
       assert out["block_mask"].shape == (1, t, n)

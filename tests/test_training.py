@@ -1,7 +1,6 @@
 """Training: freezing by regex, config and workdir checks, and every stage end to end on the real
 models (tiny config, a few steps): loss falls, frozen parameters stay put, nothing recompiles."""
 
-import functools
 import json
 import pathlib
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import train_helpers  # pylint: disable=wrong-import-position
 
+from stae_jax.models import vit as vit_lib  # pylint: disable=wrong-import-position
 from stae_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-position
 from stae_jax.training import optim  # pylint: disable=wrong-import-position
 from stae_jax.training import trainer  # pylint: disable=wrong-import-position
@@ -84,48 +84,85 @@ def test_batch_that_does_not_divide_over_devices_is_explained():
   mesh_lib.check_batch_size(16, fake_mesh)
 
 
+def _check(folder, config, stage, tag):
+  trainer.check_stage_config(folder, config, trainer.stage_settings(config, stage, tag), tag)
+
+
 def test_workdir_of_another_config_is_refused(tmp_path):
   config = train_helpers.tiny_config()
-  trainer.check_workdir_config(tmp_path, config.to_dict())
-  trainer.check_workdir_config(tmp_path, config.to_dict())  # same config: fine
-  config.train.log_every = 7  # runtime knob: fine
-  trainer.check_workdir_config(tmp_path, config.to_dict())
+  _check(tmp_path, config, "classifier", None)
+  _check(tmp_path, config, "classifier", None)  # same config: fine
+  config.train.log_every = 7  # runtime knobs: fine
+  config.data.workers = 3
+  _check(tmp_path, config, "classifier", None)
   config.stages.classifier.lr = 0.5
-  with pytest.raises(ValueError, match=r"different config \(stages.classifier.lr: 0.003 there, 0.5 now"):
-    trainer.check_workdir_config(tmp_path, config.to_dict())
+  with pytest.raises(ValueError, match=r"different config \(stage.lr: 0.003 there, 0.5 now"):
+    _check(tmp_path, config, "classifier", None)
 
 
 def test_a_later_stage_setting_does_not_invalidate_an_earlier_stage(tmp_path):
   """A finished compressor stage stays valid when only the joint stage or the logging changes."""
   config = train_helpers.tiny_config()
   folder = tmp_path / "compressor"
-  trainer.check_stage_config(folder, config, "compressor", "stae")
+  _check(folder, config, "compressor", "stae")
   config.stages.joint.lr = 0.5
+  config.systems.stae.stages.joint.loss.rate = 3.0
   config.train.eval_every = 7
-  trainer.check_stage_config(folder, config, "compressor", "stae")
-  config.stages.compressor.loss.rate = 2.0
-  with pytest.raises(ValueError, match="stages.compressor.loss.rate"):
-    trainer.check_stage_config(folder, config, "compressor", "stae")
+  _check(folder, config, "compressor", "stae")
+  config.systems.stae.stages.compressor.loss.rate = 2.0
+  with pytest.raises(ValueError, match="stage.loss.rate"):
+    _check(folder, config, "compressor", "stae")
 
 
-def test_another_systems_model_section_does_not_invalidate_a_stage(tmp_path):
-  """Changing DeepISC's model keeps STAE's finished stages valid, and the other way round; a
-  system's own model section still counts."""
+def test_another_systems_settings_do_not_invalidate_a_stage(tmp_path):
+  """Changing DeepISC's model or loss weights keeps STAE's finished stages valid, and the other way
+  round; a system's own model section and loss weights still count."""
   config = train_helpers.tiny_config(systems=("stae", "deepisc"))
+  stae, deepisc = config.systems.stae, config.systems.deepisc
   stae_folder, deepisc_folder = tmp_path / "stae", tmp_path / "deepisc"
-  trainer.check_stage_config(stae_folder, config, "compressor", "stae")
-  trainer.check_stage_config(deepisc_folder, config, "compressor", "deepisc")
-  config.model.deepisc.init_step = 2.0
-  config.model.decoder.width = 4
-  with pytest.raises(ValueError, match="model.decoder.width"):
-    trainer.check_stage_config(stae_folder, config, "compressor", "stae")
-  with pytest.raises(ValueError, match="model.deepisc.init_step"):
-    trainer.check_stage_config(deepisc_folder, config, "compressor", "deepisc")
-  config.model.decoder.width = train_helpers.tiny_config().model.decoder.width
-  trainer.check_stage_config(stae_folder, config, "compressor", "stae")  # only DeepISC's changed
-  config.model.deepisc.init_step = 8.0
-  config.model.stae.init_step = 4.0
-  trainer.check_stage_config(deepisc_folder, config, "compressor", "deepisc")  # only STAE's changed
+  _check(stae_folder, config, "compressor", "stae")
+  _check(deepisc_folder, config, "compressor", "deepisc")
+  deepisc.model.deepisc.init_step = 2.0
+  deepisc.stages.compressor.loss.rate = 5.0
+  stae.model.decoder.width = 4
+  with pytest.raises(ValueError, match="system.model.decoder.width"):
+    _check(stae_folder, config, "compressor", "stae")
+  with pytest.raises(ValueError, match="system.model.deepisc.init_step"):
+    _check(deepisc_folder, config, "compressor", "deepisc")
+  stae.model.decoder.width = train_helpers.tiny_config().systems.stae.model.decoder.width
+  _check(stae_folder, config, "compressor", "stae")  # only DeepISC's changed
+  deepisc.model.deepisc.init_step = 8.0
+  deepisc.stages.compressor.loss.rate = 0.1  # back to its value
+  stae.model.stae.init_step = 4.0
+  stae.stages.compressor.loss.task = 9.0
+  _check(deepisc_folder, config, "compressor", "deepisc")  # only STAE's changed
+
+
+def test_stage_overrides_merge_deeply_and_loss_keys_are_checked():
+  """Overriding one loss weight keeps the others; a misspelled or foreign weight is an error that
+  names the method's terms (it would otherwise silently weigh 0)."""
+  from configs import common  # pylint: disable=g-import-not-at-top
+  entry = common.stae_system(stae={}, decoder={}, entropy={}, loss=dict(rate=1.0))
+  assert entry["stages"]["compressor"]["loss"] == dict(
+      task=1.0, distill=0.0, reconstruction=100.0, block_reconstruction=100.0, rate=1.0)
+  config = train_helpers.tiny_config(systems=("stae", "deepisc"))
+  config.systems.stae.stages.compressor.lr = 0.25  # a system's own stage setting
+  stage = trainer.stage_settings(config, "compressor", "stae")
+  assert stage.lr == 0.25 and stage.loss.rate == 0.1 and stage.loss.block_reconstruction == 1.0
+  assert stage.trainable == config.stages.compressor.trainable and stage.name == "compressor"
+  assert trainer.stage_settings(config, "compressor", "deepisc").lr == config.stages.compressor.lr
+  config.systems.stae.stages.compressor.loss = dict(reconstrution=1.0)
+  with pytest.raises(ValueError, match="reconstrution.*task, distill, reconstruction"):
+    trainer.stage_settings(config, "compressor", "stae")
+  config.systems.deepisc.stages.compressor.loss.block_reconstruction = 1.0
+  with pytest.raises(ValueError, match="block_reconstruction.*not its loss terms"):
+    trainer.stage_settings(config, "compressor", "deepisc")
+  config.stages.classifier.loss.rate = 1.0
+  with pytest.raises(ValueError, match="the classifier"):
+    trainer.stage_settings(config, "classifier", None)
+  stages = common.training_stages(classifier=dict(steps=3, loss=dict(task=2.0)), compressor={},
+                                  joint={})
+  assert stages.classifier.loss.task == 2.0 and stages.classifier.trainable == "^vit/"
 
 
 def test_unknown_config_key_on_the_command_line_is_an_error(tmp_path):
@@ -146,7 +183,7 @@ def test_systems_default_and_switches():
   ablation = synthetic.get_config("frame_attention=False")
   assert list(ablation.systems) == ["stae_no-frame-attention"]
   assert ablation.name == "synthetic"  # same workdir, its own systems/<tag> folder
-  assert not trainer.system_config(ablation, "stae_no-frame-attention").model.stae.frame_attention
+  assert not ablation.systems["stae_no-frame-attention"].model.stae.frame_attention
   plan = trainer.stage_plan(synthetic.get_config(None), pathlib.Path("/w"))
   assert [(s, t, str(d)) for s, t, d in plan][:2] == [
       ("classifier", None, "/w/classifier"), ("compressor", "deepisc", "/w/systems/deepisc/compressor")]
@@ -167,8 +204,8 @@ SYSTEMS_UNDER_TEST = [
 def test_every_stage_end_to_end(tmp_path, systems):
   """The real models through the real trainer: classifier, compressor, joint, for each system."""
   config = train_helpers.tiny_config(steps=5, systems=systems, batch_size=16)
-  config.model.stae.keep_ratios = ((0.5, 0.5),)
-  config.model.deepisc.token_choices = (2,)
+  config.systems.stae.model.stae.keep_ratios = ((0.5, 0.5),)
+  config.systems.deepisc.model.deepisc.token_choices = (2,)
   config.stages.classifier.batch_size = 8  # a stage's own batch size
   summaries = trainer.train_and_evaluate(config, tmp_path, loader_fn=train_helpers.small_loader)
   (tag,) = systems
@@ -185,8 +222,7 @@ def test_every_stage_end_to_end(tmp_path, systems):
   classifier = train_helpers.final_params(tmp_path / "classifier")
   # Stage 1 builds and trains the ViT alone, shared by every system.
   assert classifier and all(name.startswith("vit/") for name in classifier), sorted(classifier)[:5]
-  build = functools.partial(trainer.default_models_api().build_models,
-                            trainer.classifier_config(config))
+  build = lambda rngs: nnx.Dict(vit=vit_lib.vit_from_config(config, rngs=rngs))
   init = {optim.path_str(p): np.asarray(x) for p, x in
           jax.tree_util.tree_flatten_with_path(nnx.split(build(nnx.Rngs(config.seed)), nnx.Param, ...)[1])[0]}
   assert set(init) == set(classifier)

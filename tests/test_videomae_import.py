@@ -7,7 +7,6 @@ The reference models are tiny (width 64, 2 blocks, 8x32x32 clips, tubelets 2x8x8
 included), so a swapped transpose or a dropped bias cannot hide behind default initialisations.
 """
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -204,13 +203,7 @@ def test_converter_output_trains_in_the_classifier_stage(tmp_path):
                                                  "tubelet", "patch", "layer_norm_eps")})
   c.stages.classifier.update(dict(init_from=str(out), init_params="^vit/",
                                   trainable="^vit/head/"))  # blocks frozen: they must stay imported
-  # The classifier stage calls only the ViT; building the codec modules too (the default API) adds
-  # ~30 s of XLA compiling of their initialisation here and nothing to what this test checks.
-  vit_only = dataclasses.replace(
-      trainer.default_models_api(),
-      build_models=lambda cfg, rngs: nnx.Dict(vit=vit_lib.vit_from_config(cfg, rngs=rngs)))
-  (summary,) = trainer.train_and_evaluate(c, tmp_path / "run", api=vit_only,
-                                          loader_fn=train_helpers.small_loader)
+  (summary,) = trainer.train_and_evaluate(c, tmp_path / "run", loader_fn=train_helpers.small_loader)
   assert summary["final_step"] == 2
   trained = train_helpers.final_params(tmp_path / "run" / "classifier")
   imported, _ = vi.load_videomae(source, num_classes=synthetic_data.NUM_CLASSES)

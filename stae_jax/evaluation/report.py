@@ -152,28 +152,25 @@ def headline(results: dict, target_loss_points: float = TARGET_LOSS_POINTS) -> d
   methods in results order (the project's own first)."""
   target = results["reference"]["top1"] - target_loss_points / 100.0
   raw_bits = 8.0 * results["raw_clip_bytes"]
-  summary = {}
+  summary, skipped = {}, []
   for name, method in results["methods"].items():
     if not method["headline"]:
       continue
     if method["skipped"]:
-      summary[name] = dict(label=method["label"], skipped=method["skipped"], reached=False,
-                           bound="not reached", bits_per_clip=None, compression_ratio=None)
+      skipped.append(f"{method['label']} skipped ({method['skipped'].split(';')[0]})")
       continue
     bits, bound = bits_at_accuracy(method["points"], target)
     best = max(method["points"], key=lambda p: p["top1"])
-    summary[name] = dict(label=method["label"], skipped=None, reached=bits is not None,
+    summary[name] = dict(label=method["label"], reached=bits is not None,
                          bound=bound, bits_per_clip=bits,
                          compression_ratio=raw_bits / bits if bits else None,
                          best_loss_points=best["accuracy_loss_points"],
                          best_compression_ratio=best["compression_ratio"])
   return dict(target_loss_points=target_loss_points, target_top1=target, methods=summary,
-              text=_headline_text(results, summary, target_loss_points))
+              text=_headline_text(results, summary, skipped, target_loss_points))
 
 
 def _ratio_text(entry: dict) -> str:
-  if entry["skipped"]:
-    return f"{entry['label']} skipped ({entry['skipped'].split(';')[0]})"
   if not entry["reached"]:
     return (f"{entry['label']} does not get that close at any measured rate (its best: "
             f"{entry['best_loss_points']:.1f} points lost at {entry['best_compression_ratio']:.0f}x)")
@@ -182,22 +179,22 @@ def _ratio_text(entry: dict) -> str:
           f"({entry['bits_per_clip'] / 1000:.1f} kbit per clip)")
 
 
-def _headline_text(results: dict, summary: dict, target_loss_points: float) -> str:
+def _headline_text(results: dict, summary: dict, skipped: list[str],
+                   target_loss_points: float) -> str:
   ref = 100 * results["reference"]["top1"]
   lead = (f"At <= {target_loss_points:g} points of accuracy loss (reference top-1 {ref:.1f}%, "
           f"{results['num_clips']} test clips of {'x'.join(map(str, results['clip_shape'][:3]))}), ")
   entries = list(summary.values())
   if not entries:
-    return lead + "no method was evaluated."
-  main, others = entries[0], entries[1:]
+    return lead + "no method was evaluated" + (f" ({'; '.join(skipped)})" if skipped else "") + "."
+  main, others = entries[0], [_ratio_text(e) for e in entries[1:]] + skipped
   if main["reached"]:
     lead += (f"{main['label']} compresses the clips {main['compression_ratio']:.0f}x"
              + (" or more" if main["bound"] == "at most" else "")
              + f" ({main['bits_per_clip'] / 1000:.1f} kbit per clip)")
   else:
     lead += _ratio_text(main)
-  text = lead + ("; at the same accuracy " + " and ".join(_ratio_text(e) for e in others)
-                 if others else "") + "."
+  text = lead + ("; at the same accuracy " + " and ".join(others) if others else "") + "."
   if any(entry["bound"] == "at most" for entry in entries):
     text += (" ('or more': the method's cheapest measured point already reaches the target, so "
              "its true rate there may be lower.)")

@@ -121,6 +121,16 @@ def _restore(build, seed: int, directory: pathlib.Path, what: str, regex: str = 
   return graphdef, state["params"], state["rest"], step
 
 
+def trained_data(workdir) -> ml_collections.ConfigDict:
+  """`config.data` of the run that trained `workdir` (every system shares the classifier's data),
+  so single-clip tools sample clips exactly as the models were trained on."""
+  directory = classifier_dir(workdir)
+  if not (directory / "config.json").is_file():
+    raise WorkdirError(f"no trained classifier in {directory}: train first with `python train.py "
+                       f"--config=<config> --workdir={workdir}`.")
+  return read_record(directory).data
+
+
 def load_classifier(config, workdir):
   """The stage-1 ViT as a `classify(clips) -> logits` function (the reference, and the classifier
   of every baseline). Only the ViT is built."""
