@@ -51,6 +51,6 @@ def test_system_switches_choose_the_systems_to_train():
   assert list(synthetic.get_config("system=deepisc").systems) == ["deepisc"]
   neither = synthetic.get_config("selection=random")
   assert list(neither.systems) == ["stae_random-selection"]
-  assert neither.systems["stae_random-selection"].selection == "random"
+  assert neither.systems["stae_random-selection"].model.stae.selection == "random"
   both_off = synthetic.get_config("frame_attention=False,spatial_attention=False")
   assert list(both_off.systems) == ["stae_no-frame-attention_no-spatial-attention"]

@@ -204,11 +204,12 @@ SYSTEMS_UNDER_TEST = [
 def test_every_stage_end_to_end(tmp_path, systems):
   """The real models through the real trainer: classifier, compressor, joint, for each system."""
   config = train_helpers.tiny_config(steps=5, systems=systems, batch_size=16)
-  config.systems.stae.model.stae.keep_ratios = ((0.5, 0.5),)
-  config.systems.deepisc.model.deepisc.token_choices = (2,)
+  (tag,) = systems
+  section = config.systems[tag].model.get("stae") or config.systems[tag].model.deepisc
+  section.update(dict(keep_ratios=((0.5, 0.5),)) if "keep_ratios" in section else
+                 dict(token_choices=(2,)))
   config.stages.classifier.batch_size = 8  # a stage's own batch size
   summaries = trainer.train_and_evaluate(config, tmp_path, loader_fn=train_helpers.small_loader)
-  (tag,) = systems
   starts = {s["stage"]: json.loads((pathlib.Path(s["directory"]) / "metrics.jsonl").read_text()
                                    .splitlines()[0]) for s in summaries}
   assert {k: v["batch_size"] for k, v in starts.items()} == dict(classifier=8, compressor=16, joint=16)

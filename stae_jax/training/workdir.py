@@ -187,6 +187,9 @@ def load_system(workdir, tag: str) -> systems.Trained:
     raise WorkdirError(f"no system {tag!r} in {workdir} (trained systems: {known}); train it with "
                        f"`python train.py --config=<config>:system=...`.")
   record = read_record(last)
+  if "system" not in record or "method" not in record.system:
+    raise WorkdirError(f"{last} was trained by an older stae-jax (its config.json names no system "
+                       "entry); train it again into a fresh --workdir.")
   method = systems.get(record.system.method)
   graphdef, params, rest, step = _restore(
       lambda rngs: build_models(record, record.system, rngs), record.seed, last,
