@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from stae_jax.data import datasets  # pylint: disable=wrong-import-position
 from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
+from stae_jax.evaluation import report  # pylint: disable=wrong-import-position
 from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "synthetic.py"),
@@ -70,12 +71,6 @@ def scores(predictions: np.ndarray, labels: np.ndarray) -> dict:
               within=float(correct[pair].mean()) if pair.any() else float("nan"), pairs=pairs)
 
 
-def interval(correct: np.ndarray, rng: np.random.Generator, resamples: int) -> tuple[float, float]:
-  """95% bootstrap interval of the mean of `correct` over clips."""
-  means = correct[rng.integers(0, len(correct), size=(resamples, len(correct)))].mean(axis=1)
-  return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -107,7 +102,7 @@ def main(argv):
   print("\n| clips given to it | top-1 [95% interval] | pair right | within-pair right |")
   print("|---|---|---|---|")
   for name, (s, correct) in results.items():
-    lo, hi = interval(correct, rng, _BOOTSTRAP.value)
+    lo, hi = report.top1_interval(correct, resamples=_BOOTSTRAP.value, seed=_SEED.value)
     print(f"| {name} | {100 * s['top1']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | "
           f"{100 * s['pair']:.1f}% | {100 * s['within']:.1f}% |")
   print("\nwithin-pair right per class pair (clips whose pair was right)\n")

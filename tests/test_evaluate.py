@@ -50,6 +50,8 @@ def test_every_method_is_measured_on_every_clip(evaluated):
       assert point["bits_per_clip"] == pytest.approx(np.mean(point["per_clip"]["bits"]))
       assert point["compression_ratio"] == pytest.approx(8 * raw_bytes / point["bits_per_clip"])
       assert point["top1"] == pytest.approx(np.mean(point["per_clip"]["correct"]))
+      lo, hi = point["top1_interval"]
+      assert lo <= point["top1"] <= hi
       assert point["accuracy_loss_points"] == pytest.approx(
           100 * (results["reference"]["top1"] - point["top1"]))
       assert point["seconds"]["classify"] > 0

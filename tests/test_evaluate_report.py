@@ -61,6 +61,17 @@ def fake_results(h264_skipped=None):
               methods=methods, evaluate_seconds=1.0)
 
 
+def test_top1_interval_is_seeded_and_brackets_the_mean():
+  correct = np.random.default_rng(3).random(600) < 0.45
+  lo, hi = report.top1_interval(correct)
+  assert lo < correct.mean() < hi and report.top1_interval(correct) == [lo, hi]
+  # ~ +-4 points at 600 clips and 45%: what BENCHMARKS.md calls the noise of one evaluation.
+  assert 0.06 < hi - lo < 0.10
+  assert report.top1_interval([1, 1, 1]) == [1.0, 1.0]
+  with pytest.raises(ValueError, match="at least one clip"):
+    report.top1_interval([])
+
+
 def test_bits_at_accuracy_interpolates_in_log_bits():
   points = [dict(bits_per_clip=1000, top1=0.5), dict(bits_per_clip=4000, top1=0.7)]
   bits, how = report.bits_at_accuracy(points, 0.6)

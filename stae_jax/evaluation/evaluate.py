@@ -129,6 +129,7 @@ class _Accumulator:
     bits = metrics.bits_per_clip(mean_bytes)
     return report.PointResult(
         name=self.point.name, setting=self.point.as_dict(), num_clips=len(self.correct), top1=top1,
+        top1_interval=report.top1_interval(self.correct),
         accuracy_loss_points=metrics.accuracy_loss_points(reference_top1, top1),
         bytes_per_clip=mean_bytes, bits_per_clip=bits,
         compression_ratio=metrics.compression_ratio(clip_shape, mean_bytes),
@@ -280,7 +281,8 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
       config_name=config.name, workdir=str(workdir), dataset=config.data.name, split="test",
       num_clips=len(ref_point.correct), clip_shape=list(clip_shape),
       raw_clip_bytes=metrics.raw_clip_bytes(clip_shape), machine=_machine(),
-      reference=dict(top1=reference_top1, seconds=ref_record.seconds,
+      reference=dict(top1=reference_top1, top1_interval=ref_record.top1_interval,
+                     seconds=ref_record.seconds,
                      per_clip=ref_record.per_clip),
       methods=methods, evaluate_seconds=time.perf_counter() - started)
   return results.to_json(), pictures

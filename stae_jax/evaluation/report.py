@@ -5,7 +5,7 @@ results.json, format "stae_jax.results/1" (keys always present; null where a val
   format, config_name, workdir, dataset, split, num_clips, clip_shape [T,H,W,3],
   raw_clip_bytes (T*H*W*3), machine {platform, processor, cpu_count, jax_backend, devices, jax},
   evaluate_seconds,
-  reference {top1, seconds {encode, entropy_encode, entropy_decode, decode, classify},
+  reference {top1, top1_interval, seconds {encode, entropy_encode, entropy_decode, decode, classify},
              per_clip {correct [0/1...], bits [...]}}   the stage-1 ViT on uncompressed clips
   methods {<name>: {kind (its stae_jax.systems name: "stae", "deepisc", "h264", "raw", ...),
                     label, skipped: null | why, variant_of: null | the method an ablation varies,
@@ -14,6 +14,7 @@ results.json, format "stae_jax.results/1" (keys always present; null where a val
      names: every system tag trained in the workdir ("stae", "deepisc",
      "stae_no-frame-attention", ...), then every baseline ("h264", "raw")
   POINT {name ("keep=0.5x0.25", "tokens=4", "crf=35", "uint8"), setting {...}, num_clips, top1,
+         top1_interval [lo, hi] (95% bootstrap over the test clips, seeded: `top1_interval`),
          accuracy_loss_points, bytes_per_clip, bits_per_clip, compression_ratio, bits_per_pixel
          (means over clips of the real bitstream, header included; ratio = raw_clip_bytes /
          mean bytes), estimated_bits_per_clip, rate_gap_bits, rate_gap_relative (learned rate
@@ -55,6 +56,17 @@ STEPS = ("encode", "entropy_encode", "entropy_decode", "decode", "classify")
 TARGET_LOSS_POINTS = 5.0
 
 
+def top1_interval(correct, *, resamples: int = 1000, seed: int = 0) -> list[float]:
+  """95% bootstrap interval [lo, hi] of a top-1 over clips (percentiles of `resamples` seeded
+  resamples of the per-clip correctness): the one definition every accuracy's interval uses."""
+  correct = np.asarray(correct, np.float64)
+  if correct.size == 0:
+    raise ValueError("a top-1 interval needs at least one clip")
+  rng = np.random.default_rng(seed)
+  means = correct[rng.integers(0, correct.size, size=(resamples, correct.size))].mean(axis=1)
+  return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
 @dataclasses.dataclass
 class PointResult:
   """One operating point of a method (POINT above)."""
@@ -62,6 +74,7 @@ class PointResult:
   setting: dict
   num_clips: int
   top1: float
+  top1_interval: list
   accuracy_loss_points: float
   bytes_per_clip: float
   bits_per_clip: float
@@ -258,6 +271,13 @@ def _pct(value: float | None) -> str:
   return "-" if value is None else f"{100 * value:.1f}"
 
 
+def _pct_interval(point: dict) -> str:
+  """top-1 % with its interval where results.json has one."""
+  interval = point.get("top1_interval")
+  text = _pct(point["top1"])
+  return text if interval is None else f"{text} [{_pct(interval[0])}, {_pct(interval[1])}]"
+
+
 def _num(value: float | None, fmt: str) -> str:
   return "-" if value is None else format(value, fmt)
 
@@ -284,9 +304,9 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
             "accuracy-vs-bits curve (upper envelope, linear in top-1 against log bits).", ""]
 
   lines += ["## Operating points", "",
-            f"Reference (stage-1 ViT, uncompressed): top-1 {_pct(results['reference']['top1'])}%, "
+            f"Reference (stage-1 ViT, uncompressed): top-1 {_pct_interval(results['reference'])}%, "
             f"{_ms(results['reference']['seconds']['classify'])} ms per clip.", "",
-            "| method | point | top-1 % | loss (points) | ratio | bits/clip | bits/pixel | "
+            "| method | point | top-1 % [95% interval] | loss (points) | ratio | bits/clip | bits/pixel | "
             "estimated bits | rate gap | encode ms | code ms | uncode ms | decode ms | classify ms |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, method in results["methods"].items():
@@ -297,7 +317,7 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
       s = p["seconds"]
       gap = "-" if p["rate_gap_relative"] is None else f"{100 * p['rate_gap_relative']:+.1f}%"
       lines.append(
-          f"| {method['label']} | {p['name']} | {_pct(p['top1'])} | "
+          f"| {method['label']} | {p['name']} | {_pct_interval(p)} | "
           f"{p['accuracy_loss_points']:.1f} | {p['compression_ratio']:.1f} | "
           f"{p['bits_per_clip']:,.0f} | {p['bits_per_pixel']:.4f} | "
           f"{_num(p['estimated_bits_per_clip'], ',.0f')} | {gap} | {_ms(s['encode'])} | "
