@@ -38,6 +38,9 @@ def main(argv):
   config = _CONFIG.value
   workdir = workdir_lib.resolve(_WORKDIR.value, config)
   output = pathlib.Path(_OUTPUT.value or pathlib.Path(_INPUT.value).with_suffix(".stae"))
+  if not output.parent.is_dir():  # before any model is loaded: fail fast, lose nothing
+    sys.exit(f"compress.py: error: cannot write {output}: {output.parent} is not a folder; pass a "
+             "writable --output path")
   try:
     codec = workdir_lib.load_codec(workdir, _SYSTEM.value)
     data, header = clip_tools.compress_video(_INPUT.value, codec, workdir_lib.trained_data(workdir),
