@@ -112,14 +112,14 @@ def _flatten(d, prefix=""):
   return out
 
 
-def check_workdir_config(directory: pathlib.Path, config_dict: dict, ignore: tuple = ()) -> None:
+def check_workdir_config(directory: pathlib.Path, config_dict: dict) -> None:
   """Refuses a folder that holds a run of another config, else records it (as config.json).
 
-  Keys under RUNTIME_KEYS and `ignore` (dotted prefixes) may differ: they do not change what the
+  Keys under RUNTIME_KEYS (dotted prefixes) may differ: they do not change what the
   folder's run trained."""
   path = directory / "config.json"
   mine = _flatten(json.loads(json.dumps(config_dict)))
-  skip = tuple(RUNTIME_KEYS) + tuple(ignore)
+  skip = tuple(RUNTIME_KEYS)
   if path.exists():
     theirs = _flatten(json.loads(path.read_text()))
     keys = sorted(k for k in set(mine) | set(theirs)

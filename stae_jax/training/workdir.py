@@ -22,6 +22,7 @@ import pathlib
 from flax import nnx
 import jax
 import ml_collections
+import numpy as np
 
 from stae_jax import REPO_ROOT
 from stae_jax import systems
@@ -153,7 +154,6 @@ class Classifier:
     self._classify = jax.jit(lambda p, r, clip: nnx.merge(graphdef, p, r)["vit"](clip))
 
   def __call__(self, clips):
-    import numpy as np  # pylint: disable=g-import-not-at-top
     return np.asarray(jax.block_until_ready(self._classify(*self._state, jax.numpy.asarray(clips))))
 
 
