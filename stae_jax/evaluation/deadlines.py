@@ -45,7 +45,9 @@ class ChannelOptions:
   max_backlog_seconds: float = 600.0
 
 
-def _operating_points(method: dict) -> list[channel_lib.OperatingPoint]:
+def operating_points(method: dict) -> list[channel_lib.OperatingPoint]:
+  """A method's points (`results.json` `methods.<tag>`) as the channel's `OperatingPoint`s: mean
+  bits, measured top-1 and single-clip step times (also what the serving client plans with)."""
   return [channel_lib.OperatingPoint(
       name=p["name"], bits=p["bits_per_clip"], expected_accuracy=p["top1"],
       encode_seconds=p["device_seconds"],
@@ -82,7 +84,7 @@ def channel_comparison(results: dict, options: ChannelOptions = ChannelOptions()
           arrivals[-1] + interval + options.max_backlog_seconds, link, seed=int(seed))
       mean_rates.setdefault(f"{float(snr):g}", []).append(float(np.mean(trace.rates_bps)))
       for name, method in methods.items():
-        points = _operating_points(method)
+        points = operating_points(method)
         correct = np.array([p["per_clip"]["correct"][:num_clips] for p in method["points"]], bool).T
         bits = np.array([p["per_clip"]["bits"][:num_clips] for p in method["points"]], np.float64).T
         for i, point in enumerate(points):

@@ -1,0 +1,84 @@
+r"""The edge server: serves classification of compressed clips for every method of a workdir (gRPC).
+
+  python serve.py --config=configs/synthetic.py --workdir=runs/synthetic [--address=127.0.0.1:50051]
+                  [--max_batch=8] [--max_wait_ms=10] [--methods=stae,h264] [--metrics_port=9100]
+
+Loads the ViT and every trained method (STAE, DeepISC, ...) plus the baselines (H.264, raw), as
+evaluate.py builds them, compiles every (method, operating point, batch size) and then says ready
+(the Health rpc). Ctrl-C or SIGTERM shuts down gracefully: new requests are refused, every accepted
+one is answered. Metrics (Prometheus text) come from the Metrics rpc and, with --metrics_port,
+from http://127.0.0.1:<port>/metrics. The protocol and batching are described in
+stae_jax/serving/server.py; the device side is client.py.
+"""
+
+import asyncio
+import signal
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from stae_jax import REPO_ROOT
+
+_CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "synthetic.py"),
+                                          "Experiment config (file.py:switches).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir; default runs/<config.name>.")
+_ADDRESS = flags.DEFINE_string("address", "127.0.0.1:50051", "host:port to listen on.")
+_MAX_BATCH = flags.DEFINE_integer("max_batch", 8, "Most requests per batch.")
+_MAX_WAIT = flags.DEFINE_float("max_wait_ms", 10.0, "Longest a batch waits to fill (ms).")
+_SIZES = flags.DEFINE_list("batch_sizes", None, "Padded batch shapes (default 1,2,4,.. max_batch).")
+_METHODS = flags.DEFINE_list("methods", None, "Method tags to serve (default: every one).")
+_CRFS = flags.DEFINE_list("crfs", ["23", "29", "35", "41", "47", "51"], "x264 CRFs served.")
+_PRESET = flags.DEFINE_string("h264_preset", "veryfast", "x264 preset.")
+_METRICS_PORT = flags.DEFINE_integer("metrics_port", 0, "Also serve /metrics over HTTP on "
+                                     "127.0.0.1:<port> (0: only the Metrics rpc).")
+_GRACE = flags.DEFINE_float("grace_seconds", 30.0, "Longest shutdown waits for accepted requests.")
+
+
+async def _serve(codecs, options):
+  from stae_jax.serving import server as server_lib  # pylint: disable=g-import-not-at-top
+  server = server_lib.Server(codecs, options)
+  stop = asyncio.Event()
+  loop = asyncio.get_running_loop()
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    loop.add_signal_handler(sig, stop.set)
+  port = await server.start(_ADDRESS.value)
+  if _METRICS_PORT.value:
+    import prometheus_client  # pylint: disable=g-import-not-at-top
+    prometheus_client.start_http_server(_METRICS_PORT.value, addr="127.0.0.1",
+                                        registry=server.service.metrics.registry)
+  host = _ADDRESS.value.rsplit(":", 1)[0]
+  print(f"serve.py: ready on {host}:{port}: "
+        + ", ".join(f"{c.tag} ({len(c.points)} points)" for c in codecs), flush=True)
+  await stop.wait()
+  print("serve.py: shutting down (answering every accepted request)", flush=True)
+  await server.stop(_GRACE.value)
+  print("serve.py: stopped", flush=True)
+
+
+def main(argv):
+  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  quiet_library_logs()
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from stae_jax.serving import server as server_lib  # pylint: disable=g-import-not-at-top
+  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  workdir = workdir_lib.resolve(_WORKDIR.value, config)
+  try:
+    options = server_lib.ServeOptions(
+        max_batch=_MAX_BATCH.value, max_wait_seconds=_MAX_WAIT.value / 1000.0,
+        batch_sizes=None if _SIZES.value is None else tuple(int(s) for s in _SIZES.value))
+    codecs = server_lib.load_codecs(
+        config, workdir, methods=_METHODS.value,
+        baselines=dict(h264=dict(crfs=tuple(float(c) for c in _CRFS.value),
+                                 preset=_PRESET.value)))
+  except (ValueError, workdir_lib.WorkdirError) as error:
+    raise SystemExit(f"serve.py: error: {error}") from None
+  logging.info("serving %s", [c.tag for c in codecs])
+  asyncio.run(_serve(codecs, options))
+
+
+if __name__ == "__main__":
+  app.run(main)
