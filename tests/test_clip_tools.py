@@ -1,5 +1,7 @@
 """Single-clip tools: a real video -> .stae file -> class, and clear errors for bad files."""
 
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -122,10 +124,17 @@ def test_command_line_round_trip(workdir, real_data, tmp_path):
   picture = tmp_path / "clip.png"
   run = lambda *args: subprocess.run([sys.executable, *args], capture_output=True, text=True,
                                      timeout=300, cwd=REPO_ROOT)
-  done = run("compress.py", f"--workdir={workdir}", f"--input={real_data / VIDEO}",
-             f"--output={stae_file}", "--point=keep=1x0.5")
+  copy = tmp_path / "second.avi"
+  shutil.copy(real_data / VIDEO, copy)
+  out = tmp_path / "out"
+  out.mkdir()
+  # two inputs in one call (one restore, one compile) into a folder
+  done = run("compress.py", f"--workdir={workdir}", f"--input={real_data / VIDEO},{copy}",
+             f"--output={out}", "--point=keep=1x0.5")
   assert done.returncode == 0, done.stderr[-2000:]
-  assert stae_file.stat().st_size > 20 and "bytes" in done.stdout
+  assert done.stdout.count(" bytes (") == 2
+  stae_file = out / pathlib.Path(VIDEO).with_suffix(".stae").name
+  assert stae_file.stat().st_size > 20
   done = run("decompress.py", f"--workdir={workdir}", f"--input={stae_file}",
              f"--picture={picture}", "--top=3")
   assert done.returncode == 0, done.stderr[-2000:]
