@@ -17,6 +17,7 @@ namespace shapes the link; see stae_jax/serving/link.py). Details: stae_jax/serv
 
 import json
 import threading
+import time
 
 from absl import app
 from absl import flags
@@ -101,9 +102,11 @@ def main(argv):
     for i in range(_CAMERAS.value):
       cameras.append(client_lib.Camera(codec, stub, options, planned=planned, trace=trace,
                                        name=f"{codec.tag}{i}", encoder=encoder))
+  start = _START.value or time.time() + 1.0
+  print(f"client.py: capture starts at {start:.6f}", flush=True)  # for a link shaper to line up
   results = {}
   threads = [threading.Thread(target=lambda c=c: results.__setitem__(
-      c.name, c.run(clips, start_unix=_START.value or None))) for c in cameras]
+      c.name, c.run(clips, start_unix=start))) for c in cameras]
   for thread in threads:
     thread.start()
   for thread in threads:

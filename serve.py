@@ -24,7 +24,8 @@ from stae_jax import REPO_ROOT
 _CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "synthetic.py"),
                                           "Experiment config (file.py:switches).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir; default runs/<config.name>.")
-_ADDRESS = flags.DEFINE_string("address", "127.0.0.1:50051", "host:port to listen on.")
+_ADDRESS = flags.DEFINE_string("address", "127.0.0.1:50051", "host:port to listen on (several: "
+                               "comma-separated, e.g. loopback and a namespace link's address).")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 8, "Most requests per batch.")
 _MAX_WAIT = flags.DEFINE_float("max_wait_ms", 10.0, "Longest a batch waits to fill (ms).")
 _SIZES = flags.DEFINE_list("batch_sizes", None, "Padded batch shapes (default 1,2,4,.. max_batch).")
@@ -48,8 +49,8 @@ async def _serve(codecs, options):
     import prometheus_client  # pylint: disable=g-import-not-at-top
     prometheus_client.start_http_server(_METRICS_PORT.value, addr="127.0.0.1",
                                         registry=server.service.metrics.registry)
-  host = _ADDRESS.value.rsplit(":", 1)[0]
-  print(f"serve.py: ready on {host}:{port}: "
+  hosts = ",".join(f"{a.rsplit(':', 1)[0]}:{port}" for a in _ADDRESS.value.split(","))
+  print(f"serve.py: ready on {hosts}: "
         + ", ".join(f"{c.tag} ({len(c.points)} points)" for c in codecs), flush=True)
   await stop.wait()
   print("serve.py: shutting down (answering every accepted request)", flush=True)

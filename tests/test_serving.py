@@ -331,3 +331,21 @@ def test_adaptive_camera_picks_what_the_channel_policy_picks(served):
   assert chosen == want.tolist() and len(set(chosen)) > 1
   with pytest.raises(ValueError, match="results.json"):
     client_lib.Camera(stae, served["stub"], options, planned=None)
+
+
+def test_camera_retries_with_the_same_ids_until_the_server_takes_them(served):
+  """While the server refuses (UNAVAILABLE: not ready, as after a restart) the camera retries
+  each clip with its request id; every clip is answered once and counted once."""
+  service, stae = served["server"].service, served["codecs"]["stae"]
+  point = stae.points[0]
+  text = lambda: served["stub"].Metrics(protocol.MetricsRequest(), timeout=5).text  # pylint: disable=unnecessary-lambda-assignment
+  labels = dict(method="stae", point=point.name, status="ok")
+  before = _counter(text(), "stae_serving_requests_total", **labels)
+  service.ready = False
+  threading.Timer(0.6, lambda: setattr(service, "ready", True)).start()
+  options = client_lib.ClientOptions(fps=200.0, deadline_seconds=30.0, max_clips=3,
+                                     policy=f"fixed:{point.name}", retry_backoff_seconds=0.2)
+  records = client_lib.Camera(stae, served["stub"], options, name="retrying").run(
+      served["clips"][:3])
+  assert [r.status for r in records] == ["ok"] * 3 and all(r.attempts > 1 for r in records)
+  assert _counter(text(), "stae_serving_requests_total", **labels) - before == 3

@@ -155,6 +155,25 @@ class Encoder:
     return stream, time.perf_counter() - started
 
 
+class ReplayEncoder:
+  """Streams made once per (clip, point) by `Encoder`, replayed with their measured encode time.
+
+  For load tests on one machine: N cameras' device compute would otherwise run on the server's
+  cores. The camera still waits the measured encode time before it sends. Clips are given to the
+  camera as clip ids (int) into `clips`."""
+
+  def __init__(self, codec: systems.Codec, clips: Sequence[np.ndarray]):
+    encoder = Encoder(codec)
+    encoder.warm_up()
+    self.codec = codec
+    self._coded = {(i, p): encoder(i, clip, p) for i, clip in enumerate(clips)
+                   for p in codec.points}
+
+  def __call__(self, index: int, clip_id, point: systems.Point) -> tuple[bytes, float]:
+    del index
+    return self._coded[int(clip_id), point]
+
+
 class Camera:
   """One device sending one method's clips to the edge server (module doc)."""
 
@@ -205,7 +224,8 @@ class Camera:
 
   def run(self, clips: Iterable[tuple[np.ndarray, int]], *, start_unix: float | None = None
           ) -> list[ClipRecord]:
-    """Captures `clips` ((uint8 [T,H,W,3], label) pairs) at the capture rate from `start_unix`
+    """Captures `clips` ((uint8 [T,H,W,3] clip, or a clip id for `ReplayEncoder`, label) pairs)
+    at the capture rate from `start_unix`
     (default now), sends each, waits for every answer; returns the records in capture order."""
     frames = self.codec.clip_shape[0]
     interval = frames / self.options.fps

@@ -132,6 +132,10 @@ class ShapedLink:
     self._replayer = threading.Thread(target=loop, name="link-replay", daemon=True)
     self._replayer.start()
 
+  def resume(self) -> None:
+    """Allows `replay` again after `stop`."""
+    self._stop.clear()
+
   def device_command(self, argv) -> list[str]:
     """`argv` run inside the device namespace."""
     return ["ip", "netns", "exec", self.namespace, *argv]

@@ -469,7 +469,8 @@ class Server:
     self.port = None
 
   async def start(self, address: str = "127.0.0.1:0", *, warmup: bool | None = None) -> int:
-    """Listens on `address` (host:port; port 0 picks a free one), compiles (unless warmup=False)
+    """Listens on `address` (host:port, or several comma-separated; port 0 picks a free one, the
+    same for all), compiles (unless warmup=False)
     and turns ready. Health answers "not ready" while it compiles. Returns the port."""
     limit = self.service.max_request_bytes
     self._server = grpc.aio.server(
@@ -478,9 +479,15 @@ class Server:
                  ("grpc.max_send_message_length", 1 << 20),
                  ("grpc.so_reuseport", 0)])
     self._server.add_generic_rpc_handlers((_handlers(self.service),))
-    self.port = self._server.add_insecure_port(address)
-    if not self.port:
-      raise OSError(f"cannot listen on {address}: the address is in use or not this machine's")
+    port = None
+    for one in address.split(","):  # several host:port (e.g. loopback and a namespace link)
+      if port is not None and one.endswith(":0"):
+        one = f"{one.rsplit(':', 1)[0]}:{port}"  # the same free port on every host
+      bound = self._server.add_insecure_port(one)
+      if not bound:
+        raise OSError(f"cannot listen on {one}: the address is in use or not this machine's")
+      port = bound if port is None else port
+    self.port = port
     await self._server.start()
     warm = self.service.options.warmup if warmup is None else warmup
     if warm:
