@@ -16,14 +16,17 @@ r"""The edge server under load, and offloading over a shaped link, for BENCHMARK
    A method saturates at the first N whose served rate is under 90% of the offered rate or whose
    deadline hit rate is under 90%.
 2. Two replicas: --replicas_method runs again at every N against two serve.py processes behind
-   gRPC's client-side round robin (the same machine: they share its cores).
+   gRPC's client-side round robin (the same machine: they share its cores). Failover: then
+   --failover_cameras cameras run against both and replica 2 is SIGKILLed 2 s in; its requests
+   fail, the cameras retry them with the same request ids and round robin takes them to replica
+   1. Reported: clips, distinct request ids (one record per id), answered, retried, late.
 3. The shaped link: one camera per method runs client.py inside a network namespace whose tbf
    uplink replays one channel trace (stae_jax/serving/link.py; every method the same trace), for
    --shaped_clips clips; where namespaces are not available (not root) the client paces instead,
    and the output says so. Its measured deadline accuracy is set beside what evaluate.py's channel
    model predicts for the same clips, trace, policy and deadline (from the workdir's results.json).
 
-Every loop is bounded: runs by --seconds of capture and a fixed drain timeout, servers by a start
+--phases picks among load, replicas, failover, shaped. Every loop is bounded: runs by --seconds of capture and a fixed drain timeout, servers by a start
 timeout. Prints one JSON document (and writes it to --output) plus markdown tables.
 """
 
@@ -62,9 +65,15 @@ _MAX_BATCH = flags.DEFINE_integer("max_batch", 8, "Server max batch.")
 _MAX_WAIT = flags.DEFINE_float("max_wait_ms", 10.0, "Server max wait (ms).")
 _REPLICAS_METHOD = flags.DEFINE_string("replicas_method", "stae",
                                        "Run this method once more on two replicas ('' : skip).")
-_SHAPED = flags.DEFINE_integer("shaped_clips", 40, "Clips per method over the shaped link (0: skip).")
-_SHAPED_DEADLINE = flags.DEFINE_float("shaped_deadline", 0.1, "Deadline of the shaped-link runs (s).")
+_SHAPED = flags.DEFINE_integer("shaped_clips", 40,
+                               "Clips per method over the shaped link (0: skip).")
+_SHAPED_DEADLINE = flags.DEFINE_float("shaped_deadline", 0.1,
+                                      "Deadline of the shaped-link runs (s).")
 _SHAPED_SNR = flags.DEFINE_float("shaped_snr_db", 0.0, "Mean SNR of the shaped link's trace (dB).")
+_PHASES = flags.DEFINE_list("phases", ["load", "replicas", "failover", "shaped"],
+                            "What to run (module doc).")
+_FAILOVER_CAMERAS = flags.DEFINE_integer("failover_cameras", 16,
+                                         "Cameras of the failover run (two replicas, one killed).")
 _START_TIMEOUT = flags.DEFINE_float("start_timeout", 900.0, "Longest a server may take to start.")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the JSON here.")
 
@@ -142,7 +151,10 @@ def _histograms(stubs, method: str) -> dict[int, float]:
   return total
 
 
-def _run_load(stub, replica_stubs, codec, encoder, planned, clips, traces, cameras: int) -> dict:
+def _run_load(stub, replica_stubs, codec, encoder, planned, clips, traces, cameras: int, *,
+              kill=None) -> dict:
+  """`cameras` cameras of one method for --seconds; `kill=(process, seconds)` SIGKILLs that
+  server process that long after the first capture (the failover run)."""
   from stae_jax.serving import client as client_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import protocol  # pylint: disable=g-import-not-at-top
   interval = codec.clip_shape[0] / _FPS.value
@@ -164,21 +176,30 @@ def _run_load(stub, replica_stubs, codec, encoder, planned, clips, traces, camer
         c.name, c.run(ids, start_unix=s))))
   for t in threads:
     t.start()
+  killer = None
+  if kill is not None:
+    killer = threading.Timer(max(0.0, start + kill[1] - time.time()), kill[0].kill)
+    killer.start()
   for t in threads:
     t.join(_SECONDS.value + DRAIN_SECONDS + 30)
+  if killer is not None:
+    killer.cancel()
   hist_after = _histograms(replica_stubs, codec.tag)
   flat = [r for rs in records.values() for r in rs]
   summary = client_lib.summarize(flat)
   answered = [r for r in flat if r.status == "ok"]
   # served rate: answers over the time from the first capture to the last answer (at least the
   # capture window, so that a run's tail does not read as more than was offered)
-  span = max(max(r.answer_unix for r in answered) - start, per_camera * interval) if answered else 1.0
+  span = (max(max(r.answer_unix for r in answered) - start, per_camera * interval) if answered
+          else 1.0)
   summary.update(
       method=codec.tag, cameras=cameras, offered_clips_per_second=cameras / interval,
       capture_seconds=per_camera * interval,
       served_clips_per_second=len(answered) / span if answered else 0.0,
       batch_histogram={s: int(hist_after.get(s, 0) - hist_before.get(s, 0)) for s in hist_after},
-      points={p: sum(r.point == p for r in flat) for p in {r.point for r in flat}})
+      points={p: sum(r.point == p for r in flat) for p in {r.point for r in flat}},
+      retried=sum(r.attempts > 1 for r in flat),
+      request_ids=len({r.request_id for r in flat}))
   summary["saturated"] = bool(summary["served_clips_per_second"]
                               < 0.9 * summary["offered_clips_per_second"]
                               or summary["deadline_hit_rate"] < 0.9)
@@ -256,7 +277,8 @@ def _run_shaped(tmp: pathlib.Path, methods, results: dict, clip_frames: int, lin
         latency_p50_seconds=float(np.percentile(latencies, 50)) if latencies.size else None,
         latency_p95_seconds=float(np.percentile(latencies, 95)) if latencies.size else None,
         mean_encode_seconds=float(np.mean([r["encode_seconds"] for r in records])),
-        statuses={s: sum(r["status"] == s for r in records) for s in {r["status"] for r in records}},
+        statuses={s: sum(r["status"] == s for r in records)
+                  for s in {r["status"] for r in records}},
         choices=[r["point"] for r in records])
     predicted = _predicted(results, tag, trace, len(records), interval)
     same = float(np.mean([a == b for a, b in zip(measured["choices"], predicted["choices"])]))
@@ -267,7 +289,8 @@ def _run_shaped(tmp: pathlib.Path, methods, results: dict, clip_frames: int, lin
 
 
 def _table(rows) -> str:
-  head = ("| method | cameras | replicas | offered clips/s | served clips/s | p50 s | p95 s | p99 s "
+  head = ("| method | cameras | replicas | offered clips/s | served clips/s | p50 s | p95 s "
+          "| p99 s "
           "| deadline hit | acc. in deadline | batch sizes (count) |")
   lines = [head, "|" + "---|" * 11]
   for r in rows:
@@ -312,10 +335,11 @@ def main(argv):
   replay_ids = [(i, label) for i, (_, label) in enumerate(clips)]
   duration = _SECONDS.value + DRAIN_SECONDS + 10
   traces = [channel_lib.ChannelTrace.generate(duration, channel_lib.ChannelConfig(
-      mean_snr_db=_SNR.value), seed=i) for i in range(max(counts))]
+      mean_snr_db=_SNR.value), seed=i) for i in range(max(counts + [_FAILOVER_CAMERAS.value]))]
   rows = []
   ports = [_free_port(), _free_port()]
-  reason = link_lib.unavailable() if _SHAPED.value else "not run"
+  phases = set(_PHASES.value)
+  reason = link_lib.unavailable() if _SHAPED.value and "shaped" in phases else "not run"
   link = link_lib.ShapedLink().create() if reason is None else None
   shaped_trace = channel_lib.ChannelTrace.generate(
       _SHAPED.value * codecs[0].clip_shape[0] / _FPS.value + 120.0,
@@ -323,7 +347,11 @@ def main(argv):
   shaped_trace_path = shaped_trace.save(tmp / "trace.npz")
   address = f"127.0.0.1:{ports[0]}" + (f",{link.server_address}:{ports[0]}" if link else "")
   servers = [_start_server(address, methods, tmp / "server0.log")]
+  two = bool(_REPLICAS_METHOD.value) and bool(phases & {"replicas", "failover"})
+  if two:  # the second replica starts alongside the first
+    servers.append(_start_server(f"127.0.0.1:{ports[1]}", methods, tmp / "server1.log"))
   shaped = None
+  failover = None
   try:
     server_started = time.monotonic()
     health = _wait_ready(f"127.0.0.1:{ports[0]}", servers[0])
@@ -332,7 +360,7 @@ def main(argv):
                  [m.method for m in health.methods])
     channel = client_lib.channel_for(f"127.0.0.1:{ports[0]}")
     stub = protocol.Stub(channel)
-    for codec in codecs:
+    for codec in codecs if "load" in phases else ():
       for n in counts:
         row = _run_load(stub, [stub], codec, encoders[codec.tag], planned[codec.tag], replay_ids,
                         traces, n)
@@ -340,24 +368,29 @@ def main(argv):
         rows.append(row)
         print(json.dumps(row), flush=True)
     channel.close()
-    if _REPLICAS_METHOD.value:
-      servers.append(_start_server(f"127.0.0.1:{ports[1]}", methods, tmp / "server1.log"))
+    if two:
       _wait_ready(f"127.0.0.1:{ports[1]}", servers[1])
       channel = client_lib.channel_for([f"127.0.0.1:{p}" for p in ports])
       stub = protocol.Stub(channel)
       singles = [client_lib.channel_for(f"127.0.0.1:{p}") for p in ports]
       codec = next(c for c in codecs if c.tag == _REPLICAS_METHOD.value)
-      for n in counts:
+      for n in counts if "replicas" in phases else ():
         row = _run_load(stub, [protocol.Stub(c) for c in singles], codec, encoders[codec.tag],
                         planned[codec.tag], replay_ids, traces, n)
         row["replicas"] = 2
         rows.append(row)
         print(json.dumps(row), flush=True)
+      if "failover" in phases:
+        failover = _run_load(stub, [protocol.Stub(singles[0])], codec, encoders[codec.tag],
+                             planned[codec.tag], replay_ids, traces, _FAILOVER_CAMERAS.value,
+                             kill=(servers[1], 2.0))
+        failover.update(replicas=2, killed="replica 2, SIGKILL 2 s after the first capture")
+        print(json.dumps(failover), flush=True)
       for c in singles:
         c.close()
       channel.close()
       _stop(servers.pop())
-    if _SHAPED.value:
+    if _SHAPED.value and "shaped" in phases:
       shaped = _run_shaped(tmp, methods, results, codecs[0].clip_shape[0], link, ports[0],
                            shaped_trace, shaped_trace_path, reason)
   finally:
@@ -377,7 +410,7 @@ def main(argv):
                            snr_db=_SNR.value, max_batch=_MAX_BATCH.value,
                            max_wait_ms=_MAX_WAIT.value, clips=len(clips)),
              server_start_seconds=server_start_seconds, load=rows,
-             saturation_cameras=saturation, shaped=shaped,
+             saturation_cameras=saturation, failover=failover, shaped=shaped,
              benchmark_seconds=time.time() - started)
   text = json.dumps(out, indent=1)
   if _OUTPUT.value:
@@ -388,6 +421,11 @@ def main(argv):
   print()
   print("saturation (first camera count served < 90% of offered or < 90% on time):",
         json.dumps(saturation))
+  if failover:
+    print(f"\nfailover ({failover['killed']}), {failover['cameras']} cameras of "
+          f"{failover['method']}: {failover['clips']} clips, {failover['request_ids']} request ids, "
+          f"{failover['ok']} ok, {failover['late']} late, {failover['failed']} without answer, "
+          f"{failover['retried']} retried; deadline hit {failover['deadline_hit_rate']:.2f}")
   if shaped:
     print(f"\nshaped link: {shaped['link']}; trace at {shaped['trace']['mean_snr_db']:g} dB, mean "
           f"rate {shaped['trace']['mean_rate_bps'] / 1e6:.2f} Mbit/s; {shaped['clips']} clips; "

@@ -6,6 +6,7 @@ talks to it over gRPC as a client would.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 import threading
@@ -23,6 +24,8 @@ from stae_jax.serving import client as client_lib
 from stae_jax.serving import protocol
 from stae_jax.serving import server as server_lib
 from stae_jax.serving import sources
+
+pytestmark = pytest.mark.slow  # the module's server restores and compiles every method once
 
 MAX_BATCH = 4
 OPTIONS = server_lib.ServeOptions(max_batch=MAX_BATCH, max_wait_seconds=0.02,
@@ -86,10 +89,9 @@ def test_cameras_on_loopback_get_evaluates_labels(served):
     codec = served["codecs"][tag]
     point = codec.points[-1]
     expected[tag] = evaluate.round_trip(codec, video, point, warm).logits
-    cameras.append(client_lib.Camera(codec, served["stub"],
-                                     options.__class__(**{**options.__dict__,
-                                                          "policy": f"fixed:{point.name}"}),
-                                     name=f"cam-{tag}"))
+    cameras.append(client_lib.Camera(
+        codec, served["stub"], dataclasses.replace(options, policy=f"fixed:{point.name}"),
+        name=f"cam-{tag}"))
   results = {}
   threads = [threading.Thread(target=lambda c=c: results.__setitem__(c.codec.tag, c.run(clips)))
              for c in cameras]
@@ -154,18 +156,18 @@ def test_faults_beside_good_clients(served):
                                                        **fields), timeout=30)
         errors.setdefault(name, []).append((reply.status, reply.error))
       try:  # bigger than any request the server accepts: refused by gRPC itself
+        huge = bytes(served["server"].service.max_request_bytes + 1)
         stub.Classify(protocol.ClassifyRequest(method="raw", point="uint8",
-                                               request_id=f"fuzz-{round_}-oversized",
-                                               stream=bytes(served["server"].service.max_request_bytes + 1)),
+                                               request_id=f"fuzz-{round_}-oversized", stream=huge),
                       timeout=30)
         errors.setdefault("oversized", []).append((None, "accepted"))
       except grpc.RpcError as error:
         errors.setdefault("oversized", []).append((error.code(), error.details()))
 
   options = client_lib.ClientOptions(fps=400.0, deadline_seconds=30.0, max_clips=len(clips))
-  cameras = [client_lib.Camera(c, stub, client_lib.ClientOptions(
-      **{**options.__dict__, "policy": f"fixed:{c.points[0].name}"}), name=f"good-{c.tag}")
-             for c in (stae, deepisc, h264)]
+  cameras = [client_lib.Camera(c, stub, dataclasses.replace(options,
+                                                             policy=f"fixed:{c.points[0].name}"),
+                               name=f"good-{c.tag}") for c in (stae, deepisc, h264)]
   records = {}
   threads = [threading.Thread(target=fuzz)] + [
       threading.Thread(target=lambda c=c: records.__setitem__(c.name, c.run(clips)))

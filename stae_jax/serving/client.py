@@ -19,7 +19,7 @@ trace says its last bit would have arrived (one FIFO link), then sends it over l
 
 Retries. A request refused as UNAVAILABLE (server draining or down), RESOURCE_EXHAUSTED (queue
 full) or failing to connect is sent again with the same request id, up to `retries` times with a
-short back-off; the server answers a retried id once (`stae_jax.serving.server`), and the camera
+growing back-off (at most 2 s) and not after `answer_timeout_seconds` past the clip's deadline; the server answers a retried id once (`stae_jax.serving.server`), and the camera
 records the first answer per id.
 
 Per clip the camera records (`ClipRecord`): capture time, bytes, the point, send start, answer
@@ -57,7 +57,7 @@ class ClientOptions:
   pacing: bool = False             # hold each request for its transmission time on the trace
   max_clips: int = 0               # 0: every clip the source gives
   max_seconds: float = 300.0       # stop capturing after this long
-  retries: int = 5
+  retries: int = 50
   retry_backoff_seconds: float = 0.2
   answer_timeout_seconds: float = 30.0  # per attempt, beyond the deadline
 
@@ -242,7 +242,9 @@ class Camera:
       delay = capture - time.time()
       if delay > 0:
         time.sleep(delay)
-      rate = self.rate_estimate(capture - self._start)
+      # the slot of the clip's capture, from index x interval exactly as evaluate.py's simulation
+      # takes it (start + t - start in float can land in the neighbouring 1 ms slot)
+      rate = self.rate_estimate(index * interval)
       point = self.choose(rate)
       stream, encode_seconds = self.encoder(index, clip, point)
       record = ClipRecord(camera=self.name, index=index, method=self.codec.tag, point=point.name,
@@ -287,7 +289,8 @@ class Camera:
 
   def _attempt(self, record: ClipRecord, request) -> None:
     record.attempts += 1
-    timeout = max(request.deadline_unix_seconds - time.time(), 0) + self.options.answer_timeout_seconds
+    timeout = (max(request.deadline_unix_seconds - time.time(), 0)
+               + self.options.answer_timeout_seconds)
     future = self.stub.Classify.future(request, timeout=timeout)
     future.add_done_callback(lambda f: self._answered(record, request, f))
 
@@ -296,8 +299,12 @@ class Camera:
     try:
       reply = future.result()
     except grpc.RpcError as error:
-      if error.code() in RETRIABLE and record.attempts <= self.options.retries:
-        timer = threading.Timer(self.options.retry_backoff_seconds * record.attempts,
+      give_up = (record.capture_unix + self.options.deadline_seconds
+                 + self.options.answer_timeout_seconds)
+      backoff = min(self.options.retry_backoff_seconds * record.attempts, 2.0)
+      if (error.code() in RETRIABLE and record.attempts <= self.options.retries
+          and time.time() + backoff < give_up):
+        timer = threading.Timer(backoff,
                                 self._attempt, (record, request))
         timer.daemon = True
         timer.start()
@@ -329,7 +336,8 @@ def summarize(records: Sequence[ClipRecord]) -> dict:
              late=sum(r.status == "late" for r in records),
              errors=sum(r.status == "error" for r in records),
              failed=sum(r.status in ("failed", "pending") for r in records),
-             deadline_hit_rate=float(np.mean([r.deadline_met for r in records])) if records else 0.0,
+             deadline_hit_rate=(float(np.mean([r.deadline_met for r in records])) if records
+                                else 0.0),
              accuracy_within_deadline=(float(np.mean([r.deadline_met and r.correct for r in known]))
                                        if known else None),
              mean_bytes=float(np.mean([r.bytes for r in records])) if records else 0.0)

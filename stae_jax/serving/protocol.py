@@ -161,5 +161,6 @@ class Stub:
   def __init__(self, channel):
     for rpc in RPCS:
       request, reply = classes(rpc)
-      setattr(self, rpc, channel.unary_unary(path(rpc), request_serializer=request.SerializeToString,
-                                             response_deserializer=reply.FromString))
+      setattr(self, rpc, channel.unary_unary(
+          path(rpc), request_serializer=request.SerializeToString,
+          response_deserializer=reply.FromString))
