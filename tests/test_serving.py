@@ -351,3 +351,14 @@ def test_camera_retries_with_the_same_ids_until_the_server_takes_them(served):
       served["clips"][:3])
   assert [r.status for r in records] == ["ok"] * 3 and all(r.attempts > 1 for r in records)
   assert _counter(text(), "stae_serving_requests_total", **labels) - before == 3
+
+
+@pytest.mark.real_data
+def test_video_files_become_clips_of_the_model_shape(served, real_data):
+  clips = sources.video_clips(
+      [real_data / "hmdb51/brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi"],
+      served["config"].data)
+  assert [(c.shape, c.dtype, label) for c, label in clips] == [
+      (tuple(served["codecs"]["stae"].clip_shape), np.uint8, -1)]
+  with pytest.raises(ValueError):
+    sources.video_clips([real_data / "no_such_video.avi"], served["config"].data)
