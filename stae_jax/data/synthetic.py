@@ -14,11 +14,10 @@ cores, and so that compression is a real trade-off on it rather than a free lunc
   window falls. Left and right are also time reversals of each other in distribution (window
   start, background pan, distractor motion and noise are all symmetric under reversal), so the
   frames of a clip as an unordered set do not tell them apart: frame order matters.
-- The action happens only inside a window of 9-13 of 16 frames at a random position; outside it
-  the actor is still. Frame attention has something to find. (Version 1.2.0 lengthened it from
-  5-9 frames and made the motions larger, with less noise, fewer distractors and a background pan
-  of 1 px per frame instead of 2, so that a from-scratch ViT has more motion to learn from in
-  minutes; issue 15 and BENCHMARKS.md "Classifier controls" measure how far that got.)
+- The action happens only inside a window of 5-9 of 16 frames at a random position; outside it the
+  actor is still. Frame attention has something to find. (The knobs of `generate_clip` make easier
+  or harder variants without changing the default clips; benchmarks/motion_probe.py trains a
+  classifier on them in memory, BENCHMARKS.md "Motion probes".)
 - The actor is small (an arrowhead 16-22 px long, under 4% of a 64 px frame by default) over a
   panning multi-scale noise texture that is costly to code, among distractor discs and squares
   that drift randomly and carry no class information. Spatial attention has something to find.
@@ -126,7 +125,7 @@ _DISTRACTOR_PALETTE = _PALETTE[5:]
 # third of the amplitude per channel. Finer octaves make the texture costly to code.
 _OCTAVES = ((2, 40), (4, 30), (8, 22), (16, 16), (32, 12))
 # Generator version: bump when any clip changes, so old built data is never read as new.
-GENERATOR_VERSION = "1.2.0"
+GENERATOR_VERSION = "1.1.0"
 
 
 def _check_range(name: str, value, low: float, high: float) -> tuple[float, float]:
@@ -283,16 +282,16 @@ def generate_clip(
     seed: int = 0,
     actor_size: tuple[float, float] = (0.25, 0.35),
     actor_contrast: float = 1.0,
-    noise: int = 3,
-    num_distractors: int = 3,
+    noise: int = 6,
+    num_distractors: int = 4,
     distractor_size: tuple[float, float] = (0.09, 0.2),
-    background_speed: int = 1,
+    background_speed: int = 2,
     background_contrast: int = 100,
     distractor_speed: int = 2,
-    window_fraction: tuple[float, float] = (9 / 16, 13 / 16),
-    travel: tuple[float, float] = (0.3, 0.48),
-    oscillation: tuple[float, float] = (0.1, 0.2),
-    rotation: tuple[float, float] = (0.5, 0.75),
+    window_fraction: tuple[float, float] = (5 / 16, 9 / 16),
+    travel: tuple[float, float] = (0.25, 0.45),
+    oscillation: tuple[float, float] = (0.08, 0.16),
+    rotation: tuple[float, float] = (0.25, 0.5),
     group_colours: bool = True,
 ) -> tuple[np.ndarray, int, dict[str, Any]]:
   """Clip `index` of `split`: (uint8[frames,size,size,3], label, info).
@@ -542,10 +541,6 @@ class SyntheticActions(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {
       "1.0.0": "First release.",
       "1.1.0": "Actor colour names its class pair (group_colours); larger, opaque actor.",
-      "1.2.0": "Issue 15: longer action window (9-13 of 16 frames), larger and faster motions "
-               "(travel 0.3-0.48 of the side: under half the torus, so its sense stays "
-               "unambiguous), noise 3, 3 distractors, background pan 1 px/frame; "
-               "background_contrast and distractor_speed knobs.",
   }
   BUILDER_CONFIGS = [make_config()]
 
