@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from stae_jax.data import datasets  # pylint: disable=wrong-import-position
 from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
 from stae_jax.evaluation import report  # pylint: disable=wrong-import-position
+from stae_jax.evaluation import time_controls  # pylint: disable=wrong-import-position
 from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "synthetic.py"),
@@ -41,34 +42,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir (holds the
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the per-clip shuffles and of the bootstrap.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Clips per classifier call.")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples for the intervals.")
-
-
-def shuffled(clips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Each clip's frames in its own random order (the same multiset of frames, no order)."""
-  order = np.stack([rng.permutation(clips.shape[1]) for _ in range(len(clips))])
-  return np.take_along_axis(clips, order[:, :, None, None, None], axis=1)
-
-
-def middle_repeated(clips: np.ndarray) -> np.ndarray:
-  """Frame T // 2 repeated T times: everything one frame shows, no motion."""
-  t = clips.shape[1]
-  return np.repeat(clips[:, t // 2:t // 2 + 1], t, axis=1)
-
-
-def reversed_in_time(clips: np.ndarray) -> np.ndarray:
-  return clips[:, ::-1]
-
-
-def scores(predictions: np.ndarray, labels: np.ndarray) -> dict:
-  """top-1, pair right, within-pair right, and within-pair per pair (label // 2)."""
-  correct = predictions == labels
-  pair = predictions // 2 == labels // 2
-  pairs = {}
-  for k in range(int(labels.max()) // 2 + 1):
-    in_pair = pair & (labels // 2 == k)
-    pairs[k] = (float(correct[in_pair].mean()) if in_pair.any() else float("nan"), int(in_pair.sum()))
-  return dict(top1=float(correct.mean()), pair=float(pair.mean()),
-              within=float(correct[pair].mean()) if pair.any() else float("nan"), pairs=pairs)
 
 
 def main(argv):
@@ -85,9 +58,9 @@ def main(argv):
   rng = np.random.default_rng(_SEED.value)
   cases = {
       "clean": clips,
-      f"frames shuffled in time (seed {_SEED.value})": shuffled(clips, rng),
-      f"middle frame repeated {clips.shape[1]} times": middle_repeated(clips),
-      "frames reversed": reversed_in_time(clips),
+      f"frames shuffled in time (seed {_SEED.value})": time_controls.shuffled(clips, rng),
+      f"middle frame repeated {clips.shape[1]} times": time_controls.middle_repeated(clips),
+      "frames reversed": time_controls.reversed_in_time(clips),
   }
   names = datasets.class_names_of(config.data)
   results = {}

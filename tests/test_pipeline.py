@@ -77,7 +77,9 @@ def collect_workers():
 def _data_config(**overrides):
   data = synthetic.get_config().data
   data.update(dict(frames=4, stride=2, resolution=8, batch_size=2, eval_batch_size=3, workers=0,
-                   prefetch=1, min_crop_scale=0.5, flip=False))
+                   prefetch=1, min_crop_scale=0.5, flip=False, flip_labels=(),
+                   vertical_flip=False, vertical_flip_labels=(), time_reverse=False,
+                   time_reverse_labels=(), roll=False))
   data.update(overrides)
   return data
 
@@ -190,6 +192,48 @@ def test_train_crop_is_the_same_for_every_frame_and_flip_mirrors_it(tiny_builder
       np.testing.assert_array_equal(flip, plain[:, :, ::-1])
       flipped_some = True
   assert flipped_some and kept_some
+
+
+def test_symmetries_transform_the_clip_and_map_the_label():
+  """vertical_flip, time_reverse (each with its label permutation) and roll: training only."""
+  frames = np.zeros((4, 8, 8, 3), np.uint8)
+  frames[..., 0] = 40 * np.arange(4)[:, None, None]   # red: time
+  frames[..., 1] = 20 * np.arange(8)[None, :, None]   # green: row
+  frames[..., 2] = 20 * np.arange(8)[None, None, :]   # blue: column
+  record = dict(frames=encode_frames(frames, "png"), label=0)
+  swap = (2, 0, 1)  # label 0 -> 2 -> 1 -> 0: applying it twice differs from once
+  config = _data_config(frames=4, stride=1, min_crop_scale=1.0, vertical_flip=True,
+                        vertical_flip_labels=swap, time_reverse=True, time_reverse_labels=swap)
+  plain_config = _data_config(frames=4, stride=1, min_crop_scale=1.0)
+  seen = set()
+  for seed in range(24):
+    out = pipeline.make_clip(record, config, train=True, rng=np.random.default_rng(seed))
+    # The symmetries draw after the window and the crop, so the same seed gives the same crop.
+    plain = pipeline.make_clip(record, plain_config, train=True,
+                               rng=np.random.default_rng(seed))["video"]
+    video, label = out["video"], int(out["label"])
+    flipped = bool(video[0, 0, 0, 1] > video[0, -1, 0, 1])
+    reversed_ = bool(video[0, 0, 0, 0] > video[-1, 0, 0, 0])
+    expected = plain[:, ::-1] if flipped else plain
+    np.testing.assert_array_equal(video, expected[::-1] if reversed_ else expected)
+    assert label == [0, 2, 1][flipped + reversed_], (flipped, reversed_, label)
+    seen.add((flipped, reversed_))
+  assert len(seen) == 4, seen
+  rolled = pipeline.make_clip(record, _data_config(frames=4, stride=1, min_crop_scale=1.0, roll=True),
+                              train=True, rng=np.random.default_rng(3))["video"]
+  plain = pipeline.make_clip(record, plain_config, train=True, rng=np.random.default_rng(3))["video"]
+  assert any(np.array_equal(rolled, np.roll(plain, (dy, dx), axis=(1, 2)))
+             for dy in range(8) for dx in range(8))
+  # Evaluation never transforms.
+  clean = pipeline.make_clip(record, _data_config(frames=4, stride=1, roll=True, time_reverse=True),
+                             train=False)
+  np.testing.assert_array_equal(
+      clean["video"], pipeline.make_clip(record, _data_config(frames=4, stride=1), train=False)["video"])
+  with pytest.raises(ValueError, match="time_reverse_labels"):
+    for seed in range(8):
+      pipeline.make_clip(dict(record, label=2), _data_config(
+          frames=4, stride=1, time_reverse=True, time_reverse_labels=(0,)),
+          train=True, rng=np.random.default_rng(seed))
 
 
 # --- loaders ---------------------------------------------------------------------------------

@@ -13,6 +13,13 @@ One clip is made from one record in three steps, all on the host and all in uint
   crop is resized to resolution x resolution, and is the same for every frame of a clip (motion is
   the signal; a per-frame crop would add motion that is not in the video).
 - optional horizontal flip of the whole clip (training only, `flip`).
+- optional symmetries of a generated world, training only, each with probability 1/2 and a label
+  permutation saying which class the transformed clip belongs to (`*_labels`; empty keeps the
+  label): `flip` (+ `flip_labels`), `vertical_flip` (+ `vertical_flip_labels`), `time_reverse`
+  (+ `time_reverse_labels`), and `roll`, a random circular shift of every frame by the same offset
+  (valid only where the scene lives on a torus, as synthetic_actions does). On synthetic_actions
+  these give one stored clip 8 x H x W views that are all valid clips of the generator's
+  distribution, so a short training run cannot memorise clips and must learn the motion.
 
 Randomness comes only from the per-record generator grain hands a `RandomMap` (seeded from the
 loader seed and the record's position in the stream), so the same seed gives the same batches, and
@@ -126,9 +133,39 @@ def make_clip(record: dict, data_config: ml_collections.ConfigDict, *, train: bo
       np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR, box=box))
       for frame in decoded])
   video = resized if len(unique) == len(indices) else resized[inverse]
+  label = int(record["label"])
   if train and data_config.flip and rng.random() < 0.5:
     video = video[:, :, ::-1]   # a view: batching copies it once, into the batch
-  return {"video": video, "label": np.int32(record["label"])}
+    label = _mapped(data_config, "flip_labels", label)
+  if train:
+    video, label = _symmetries(video, label, data_config, rng)
+  return {"video": video, "label": np.int32(label)}
+
+
+def _mapped(data_config: ml_collections.ConfigDict, key: str, label: int) -> int:
+  """The label of a transformed clip: `data_config[key][label]`, or `label` if the map is empty."""
+  mapping = tuple(data_config.get(key) or ())
+  if not mapping:
+    return label
+  if label >= len(mapping):
+    raise ValueError(f"config.data.{key} has {len(mapping)} entries; label {label} needs one "
+                     "(a permutation of every class).")
+  return int(mapping[label])
+
+
+def _symmetries(video: np.ndarray, label: int, data_config: ml_collections.ConfigDict,
+                rng: np.random.Generator) -> tuple[np.ndarray, int]:
+  """vertical_flip, time_reverse and roll (module docstring); nothing is drawn for those off."""
+  if data_config.get("vertical_flip", False) and rng.random() < 0.5:
+    video = video[:, ::-1]
+    label = _mapped(data_config, "vertical_flip_labels", label)
+  if data_config.get("time_reverse", False) and rng.random() < 0.5:
+    video = video[::-1]
+    label = _mapped(data_config, "time_reverse_labels", label)
+  if data_config.get("roll", False):
+    height, width = video.shape[1:3]
+    video = np.roll(video, (int(rng.integers(height)), int(rng.integers(width))), axis=(1, 2))
+  return video, label
 
 
 class _TrainClip(grain.transforms.RandomMap):

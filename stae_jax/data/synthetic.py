@@ -15,7 +15,9 @@ cores, and so that compression is a real trade-off on it rather than a free lunc
   start, background pan, distractor motion and noise are all symmetric under reversal), so the
   frames of a clip as an unordered set do not tell them apart: frame order matters.
 - The action happens only inside a window of 5-9 of 16 frames at a random position; outside it the
-  actor is still. Frame attention has something to find.
+  actor is still. Frame attention has something to find. (The knobs of `generate_clip` make easier
+  or harder variants without changing the default clips; benchmarks/motion_probe.py trains a
+  classifier on them in memory, BENCHMARKS.md "Motion probes".)
 - The actor is small (an arrowhead 16-22 px long, under 4% of a 64 px frame by default) over a
   panning multi-scale noise texture that is costly to code, among distractor discs and squares
   that drift randomly and carry no class information. Spatial attention has something to find.
@@ -64,6 +66,28 @@ CLASS_NAMES = (
     "oscillate_vertical",
 )
 NUM_CLASSES = len(CLASS_NAMES)
+
+
+def _label_permutation(*swaps: tuple[str, str]) -> tuple[int, ...]:
+  mapping = list(range(NUM_CLASSES))
+  for a, b in swaps:
+    i, j = CLASS_NAMES.index(a), CLASS_NAMES.index(b)
+    mapping[i], mapping[j] = j, i
+  return tuple(mapping)
+
+
+# Symmetries of the generator (config.data.*_labels, stae_jax/data/pipeline.py): the class a clip
+# belongs to once mirrored left-right, mirrored top-bottom, or played backwards. Every other draw
+# (positions on the torus, orientations, window start, background pan, distractor motion, noise)
+# has a distribution that each of these maps onto itself, so a transformed clip is a clip of the
+# mapped class. Oscillations keep their class under all three (their phase sign is drawn at random).
+HFLIP_LABELS = _label_permutation(("travel_left", "travel_right"),
+                                  ("rotate_clockwise", "rotate_anticlockwise"))
+VFLIP_LABELS = _label_permutation(("travel_up", "travel_down"),
+                                  ("rotate_clockwise", "rotate_anticlockwise"))
+TIME_REVERSE_LABELS = _label_permutation(
+    ("travel_left", "travel_right"), ("travel_up", "travel_down"),
+    ("rotate_clockwise", "rotate_anticlockwise"), ("grow", "shrink"))
 SPLITS = ("train", "test")
 
 # Fixed point: positions and sizes in 1/16 px; a pixel is sampled 4x4 times at these offsets.
@@ -136,12 +160,16 @@ def _periodic_upsample(grid: np.ndarray, size: int) -> np.ndarray:
   return (out + size * size // 2) // (size * size)
 
 
-def _background_texture(rng: np.random.Generator, size: int) -> np.ndarray:
-  """A periodic multi-scale colour noise texture, int64[size,size,3], values in 0..255."""
+def _background_texture(rng: np.random.Generator, size: int, contrast: int = 100) -> np.ndarray:
+  """A periodic multi-scale colour noise texture, int64[size,size,3], values in 0..255.
+
+  `contrast` scales every octave's amplitude, in percent (integers, so the texture stays exact).
+  """
   texture = np.broadcast_to(rng.integers(70, 186, size=3), (size, size, 3)).astype(np.int64)
   for cells, amplitude in _OCTAVES:
     if cells > size // 2:
       continue
+    amplitude = amplitude * contrast // 100
     luminance = rng.integers(-amplitude, amplitude + 1, size=(cells, cells, 1))
     chroma = rng.integers(-(amplitude // 3), amplitude // 3 + 1, size=(cells, cells, 3))
     texture = texture + _periodic_upsample(luminance + chroma, size)
@@ -258,6 +286,8 @@ def generate_clip(
     num_distractors: int = 4,
     distractor_size: tuple[float, float] = (0.09, 0.2),
     background_speed: int = 2,
+    background_contrast: int = 100,
+    distractor_speed: int = 2,
     window_fraction: tuple[float, float] = (5 / 16, 9 / 16),
     travel: tuple[float, float] = (0.25, 0.45),
     oscillation: tuple[float, float] = (0.08, 0.16),
@@ -277,6 +307,9 @@ def generate_clip(
     num_distractors: drifting discs and squares that carry no class information.
     distractor_size: (smallest, largest) diameter of a distractor.
     background_speed: largest pan of the background texture, in px per frame per axis.
+    background_contrast: amplitude of the background texture's octaves, in percent of _OCTAVES.
+    distractor_speed: largest constant drift of a distractor, in px per frame per axis (each also
+      jitters by up to half a pixel per frame).
     window_fraction: (shortest, longest) action window as a fraction of the clip's frames.
     travel, oscillation, rotation: (least, most) travel distance, oscillation amplitude (fractions
       of the frame side) and total rotation (turns) over the window.
@@ -293,7 +326,9 @@ def generate_clip(
     raise ValueError(f"split={split!r}: expected one of {SPLITS}.")
   for name, value in (("index", index), ("frames", frames), ("size", size), ("seed", seed),
                       ("noise", noise), ("num_distractors", num_distractors),
-                      ("background_speed", background_speed)):
+                      ("background_speed", background_speed),
+                      ("background_contrast", background_contrast),
+                      ("distractor_speed", distractor_speed)):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
       raise ValueError(f"{name}={value!r}: expected an integer.")
   if index < 0 or seed < 0:
@@ -302,9 +337,10 @@ def generate_clip(
     raise ValueError(f"size={size}: frames must be at least 16x16 px.")
   if not 0.0 < actor_contrast <= 1.0:
     raise ValueError(f"actor_contrast={actor_contrast}: expected a number in (0, 1].")
-  if noise < 0 or num_distractors < 0 or background_speed < 0:
+  if min(noise, num_distractors, background_speed, background_contrast, distractor_speed) < 0:
     raise ValueError(f"noise={noise}, num_distractors={num_distractors}, background_speed="
-                     f"{background_speed}: none may be negative.")
+                     f"{background_speed}, background_contrast={background_contrast}, "
+                     f"distractor_speed={distractor_speed}: none may be negative.")
   actor_size = _check_range("actor_size", actor_size, 1.0 / size, 0.45)
   distractor_size = _check_range("distractor_size", distractor_size, 1.0 / size, 0.35)
   window_fraction = _check_range("window_fraction", window_fraction, 0.0, 1.0)
@@ -378,7 +414,7 @@ def generate_clip(
     lengths[t] = length
 
   # --- Background: a periodic texture panning at a constant whole-pixel velocity (never still).
-  texture = _background_texture(rng, size)
+  texture = _background_texture(rng, size, background_contrast)
   while True:
     vx = _uniform_int(rng, -background_speed, background_speed)
     vy = _uniform_int(rng, -background_speed, background_speed)
@@ -389,7 +425,7 @@ def generate_clip(
   # --- Distractors: constant drift plus independent jitter every frame, symmetric in sign so that
   # their motion reversed in time has the same distribution.
   distractors = []
-  drift = 2 * SUBPIXEL  # up to 2 px per frame per axis
+  drift = distractor_speed * SUBPIXEL  # px per frame per axis, at most
   jitter = SUBPIXEL // 2
   for _ in range(num_distractors):
     radius = max(1, _uniform_int(rng, px(distractor_size[0]), px(distractor_size[1])) // 2)

@@ -47,6 +47,16 @@ epsilons: VideoMAE trains with eps 1e-6 everywhere; HF configs store `layer_norm
 and build `fc_norm` with torch's default 1e-5; the differences are far below bf16 resolution, and
 `layer_norm_eps` here can be set to match an import exactly.
 
+Optional motion stem (`stem_channels > 0`; off for VideoMAE's layout and every import): before the
+tubelet embedding, the clip is average-pooled `stem_pool`x`stem_pool` in space and passed through
+one small 3-D convolution (kernel `stem_kernel`, stride 1, zero padding), LayerNorm and GELU,
+giving `stem_channels` features per pixel and frame. A tubelet embedding is linear in its pixels,
+and a linear map cannot say which way a small object moved wherever it sits in the patch; a
+shared spatiotemporal filter followed by a nonlinearity can (oriented filters and rectification,
+as in motion-energy models and the convolutional stems of hybrid ViTs, Xiao et al. 2021). The
+convolution is written as shifted slices and one matmul: XLA's CPU convolution took ~30x longer
+a training step at this size (BENCHMARKS.md, "Classifier controls").
+
 Not included (not needed yet): dropout and stochastic depth (VideoMAE fine-tuning uses drop path
 0.1); add them with an rng argument when the trainer needs them.
 """
@@ -102,8 +112,12 @@ def sinusoid_position_table(num_positions: int, width: int) -> np.ndarray:
   return table.astype(np.float32)
 
 
-def check_video(video: jax.Array, *, tubelet: int, patch: int, who: str) -> None:
-  """Rejects clips the patching cannot tile, with the shape that would work."""
+def check_video(video: jax.Array, *, tubelet: int, patch: int, who: str, pool: int = 1) -> None:
+  """Rejects clips the patching cannot tile, with the shape that would work.
+
+  `pool` is the motion stem's spatial pooling: a token then covers `patch * pool` input pixels.
+  """
+  patch = patch * pool
   if video.ndim != 5 or video.shape[-1] != 3:
     raise ValueError(f"{who} expects clips [batch, frames, height, width, 3]; got shape "
                      f"{tuple(video.shape)}. Add a batch axis or move channels last.")
@@ -142,21 +156,64 @@ def attention_implementation(choice: str, dtype) -> str | None:
   raise ValueError(f"unknown attention implementation {choice!r}; use 'auto', 'xla' or 'cudnn'.")
 
 
+class MotionStem(nnx.Module):
+  """Average pool `pool`x`pool` in space, then 3-D conv (stride 1, zero padding) + LayerNorm + GELU.
+
+  [B, T, H, W, 3] (normalised) -> [B, T, H/pool, W/pool, channels]. The convolution is one matmul
+  over the `kt*ks*ks` shifted copies of the pooled clip (im2col), with the kernel stored as
+  [kt, ks, ks, 3, channels] (Flax's conv layout).
+  """
+
+  def __init__(self, channels: int, *, pool: int, kernel: tuple[int, int, int], eps: float, dtype,
+               param_dtype, rngs: nnx.Rngs):
+    kernel = tuple(int(k) for k in kernel)
+    if len(kernel) != 3 or min(kernel) < 1 or any(k % 2 == 0 for k in kernel):
+      raise ValueError(f"stem_kernel={kernel}: expected three odd sizes (frames, height, width), "
+                       "e.g. (3, 3, 3).")
+    if pool < 1:
+      raise ValueError(f"stem_pool={pool}: expected a positive integer (1 = no pooling).")
+    self.pool, self.kernel_size, self.dtype = int(pool), kernel, dtype
+    fan_in = 3 * kernel[0] * kernel[1] * kernel[2]
+    bound = 1.0 / np.sqrt(fan_in)
+    self.kernel = nnx.Param(jax.random.uniform(
+        rngs.params(), (*kernel, 3, channels), param_dtype, -bound, bound))
+    self.bias = nnx.Param(jnp.zeros((channels,), param_dtype))
+    self.norm = nnx.LayerNorm(channels, epsilon=eps, dtype=dtype, param_dtype=param_dtype,
+                              rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, t, h, w, c = x.shape
+    p = self.pool
+    if p > 1:
+      x = x.reshape(b, t, h // p, p, w // p, p, c).mean(axis=(3, 5))
+    kt, kh, kw = self.kernel_size
+    t, h, w = x.shape[1:4]
+    padded = jnp.pad(x, ((0, 0), (kt // 2,) * 2, (kh // 2,) * 2, (kw // 2,) * 2, (0, 0)))
+    columns = jnp.concatenate(
+        [padded[:, i:i + t, j:j + h, k:k + w] for i in range(kt) for j in range(kh)
+         for k in range(kw)], axis=-1)  # [B, T, H, W, kt*kh*kw*3], ordered (i, j, k, channel)
+    kernel = self.kernel[...].astype(self.dtype).reshape(kt * kh * kw * c, -1)
+    x = columns.astype(self.dtype) @ kernel + self.bias[...].astype(self.dtype)
+    return jax.nn.gelu(self.norm(x), approximate=False)
+
+
 class TubeletEmbed(nnx.Module):
   """Conv3d with kernel = stride = (tubelet, patch, patch), written as patchify + one matmul.
 
-  The kernel keeps Flax's conv layout [kt, kh, kw, 3, width] (torch's weight transposed by
+  The kernel keeps Flax's conv layout [kt, kh, kw, channels, width] (torch's weight transposed by
   (2,3,4,1,0)); a strided non-overlapping convolution is exactly this contraction, and a plain
-  matmul is faster than a 3-D convolution on CPUs and as fast on accelerators.
+  matmul is faster than a 3-D convolution on CPUs and as fast on accelerators. `channels` is 3
+  (pixels) unless a motion stem comes first.
   """
 
-  def __init__(self, width: int, *, tubelet: int, patch: int, dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, *, tubelet: int, patch: int, dtype, param_dtype, rngs: nnx.Rngs,
+               channels: int = 3):
     self.tubelet, self.patch, self.dtype = tubelet, patch, dtype
-    fan_in = 3 * tubelet * patch * patch
+    fan_in = channels * tubelet * patch * patch
     # torch's Conv3d default init (kaiming uniform, a=sqrt(5)) is uniform(+-1/sqrt(fan_in)).
     bound = 1.0 / np.sqrt(fan_in)
     self.kernel = nnx.Param(jax.random.uniform(
-        rngs.params(), (tubelet, patch, patch, 3, width), param_dtype, -bound, bound))
+        rngs.params(), (tubelet, patch, patch, channels, width), param_dtype, -bound, bound))
     self.bias = nnx.Param(jax.random.uniform(rngs.params(), (width,), param_dtype, -bound, bound))
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -237,14 +294,20 @@ class VideoViT(nnx.Module):
   def __init__(self, *, num_classes: int, width: int, depth: int, num_heads: int, mlp_dim: int,
                tubelet: int = 2, patch: int = 16, layer_norm_eps: float = 1e-6,
                head_init_scale: float = 1e-3, dtype=jnp.float32, param_dtype=jnp.float32,
-               attention: str = "auto", rngs: nnx.Rngs):
+               attention: str = "auto", stem_channels: int = 0, stem_pool: int = 1,
+               stem_kernel: tuple[int, int, int] = (3, 3, 3), rngs: nnx.Rngs):
     if num_classes < 1:
       raise ValueError(f"num_classes must be >= 1, got {num_classes}; set config.model.vit.num_classes.")
     self.tubelet, self.patch, self.width = tubelet, patch, width
     self.dtype = resolve_dtype(dtype)
     param_dtype = resolve_dtype(param_dtype)
     common = dict(dtype=self.dtype, param_dtype=param_dtype)
-    self.patch_embed = TubeletEmbed(width, tubelet=tubelet, patch=patch, rngs=rngs, **common)
+    # The optional motion stem (module docstring); None keeps VideoMAE's layout exactly.
+    self.stem = (MotionStem(stem_channels, pool=stem_pool, kernel=stem_kernel, eps=layer_norm_eps,
+                            rngs=rngs, **common) if stem_channels else None)
+    self.pool = stem_pool if stem_channels else 1
+    self.patch_embed = TubeletEmbed(width, tubelet=tubelet, patch=patch, rngs=rngs,
+                                    channels=stem_channels or 3, **common)
     self.blocks = nnx.List([
         Block(width, num_heads, mlp_dim, eps=layer_norm_eps, attention=attention, rngs=rngs,
               **common)
@@ -258,8 +321,11 @@ class VideoViT(nnx.Module):
 
   def tokens(self, video: jax.Array) -> jax.Array:
     """The last block's tokens [B, N, width] (compute dtype)."""
-    check_video(video, tubelet=self.tubelet, patch=self.patch, who="VideoViT")
-    x = self.patch_embed(normalize_video(video, self.dtype))
+    check_video(video, tubelet=self.tubelet, patch=self.patch, pool=self.pool, who="VideoViT")
+    x = normalize_video(video, self.dtype)
+    if self.stem is not None:
+      x = self.stem(x)
+    x = self.patch_embed(x)
     x = x + jnp.asarray(sinusoid_position_table(x.shape[1], self.width), self.dtype)
     for block in self.blocks:
       x = block(x)
@@ -299,11 +365,13 @@ def vit_from_config(config, *, rngs: nnx.Rngs) -> VideoViT:
       layer_norm_eps=float(config.get("layer_norm_eps", 1e-6)),
       head_init_scale=float(config.get("head_init_scale", 1e-3)),
       dtype=config.get("dtype", "float32"), param_dtype=config.get("param_dtype", "float32"),
-      attention=config.get("attention", "auto"), rngs=rngs, **vit_dimensions(config))
+      attention=config.get("attention", "auto"),
+      stem_channels=int(config.get("stem_channels", 0)), stem_pool=int(config.get("stem_pool", 1)),
+      stem_kernel=tuple(config.get("stem_kernel", (3, 3, 3))), rngs=rngs, **vit_dimensions(config))
 
 
 def flops_per_clip(config, *, frames: int | None = None, resolution: int | None = None) -> int:
-  """Analytic forward FLOPs of one clip (2 per multiply-add; matmuls and the tubelet conv only).
+  """Analytic forward FLOPs of one clip (2 per multiply-add; matmuls and the convolutions only).
 
   `config` is a whole experiment config (clip size from `config.data`) or a `model.vit` config
   with `frames` and `resolution` given. Softmax, norms, GELU and adds are left out (< 1%).
@@ -318,9 +386,15 @@ def flops_per_clip(config, *, frames: int | None = None, resolution: int | None 
   vit = _vit_config(config)
   dims = vit_dimensions(vit)
   tubelet, patch = int(vit.tubelet), int(vit.patch)
-  tokens = (frames // tubelet) * (resolution // patch) ** 2
+  stem_channels = int(vit.get("stem_channels", 0))
+  pool = int(vit.get("stem_pool", 1)) if stem_channels else 1
+  stem = 0
+  if stem_channels:
+    pixels = frames * (resolution // pool) ** 2
+    stem = pixels * 3 * int(np.prod(vit.get("stem_kernel", (3, 3, 3)))) * stem_channels
+  tokens = (frames // tubelet) * (resolution // (patch * pool)) ** 2
   d, mlp = dims["width"], dims["mlp_dim"]
-  embed = tokens * (3 * tubelet * patch * patch) * d
+  embed = stem + tokens * ((stem_channels or 3) * tubelet * patch * patch) * d
   per_block = (4 * tokens * d * d            # q, k, v, output projections
                + 2 * tokens * tokens * d     # q.k^T and attention.v
                + 2 * tokens * d * mlp)       # fc1, fc2
