@@ -5,6 +5,11 @@ Settings, each chosen for a real-time edge link rather than for the best possibl
     as it is coded (what a device streaming to a server would run).
   * no B-frames and one GOP per clip (keyint = min-keyint = T, scenecut off): each clip is
     decodable on its own, one I-frame then P-frames, like the STAE codec's one bitstream per clip.
+  * one thread (`threads=1`), so one slice per frame: with x264's default thread count, which
+    follows the machine's cores, zerolatency's sliced threads cut larger frames into 2-4 slices
+    (measured on 256x256 frames: 10,237 bytes in one slice, 10,599 in two, 11,319 in four), so the
+    bytes counted would depend on the machine. One thread also costs 30-40% less CPU per clip;
+    a batch's clips are coded in parallel instead (`CODING_THREADS`).
   * yuv420p, 8 bits: what every H.264 decoder accepts. libx264 needs even frame sizes in 4:2:0, so
     odd heights or widths are padded by repeating the last row or column, and cropped after decoding.
 
@@ -21,7 +26,7 @@ no single one of them optimal). Each cell is a `Point` (`frames=2,side=32,crf=51
 `frames` evenly spaced frames (`kept_frame_index`), area-downscales them to `side` pixels
 (`area_downscale`) and codes them as one closed GOP; the server decodes them, fills the dropped
 frames by STAE's receiver rule (held at the ends, linear in between:
-`stae_jax.models.decoder.temporal_fill`) and upsamples bilinearly (`receive`). The report compares
+`stae_jax.models.decoder.temporal_fill`) and upsamples bilinearly (`receive`), to uint8 clips. The report compares
 STAE with the upper envelope of the cells (`stae_jax.evaluation.curves`).
 
 Where the installed PyAV has no libx264 (a build without GPL codecs) every entry point raises
@@ -172,6 +177,7 @@ def encode_h264(clip: np.ndarray, crf: float, *, preset: str = "veryfast", fps: 
       "crf": f"{crf:g}",
       "preset": preset,
       "tune": "zerolatency",
+      "threads": "1",
       "x264-params": f"keyint={num_frames}:min-keyint={num_frames}:scenecut=0:bframes=0",
   }
   packets = []
@@ -193,6 +199,7 @@ def decode_h264(stream: H264Stream) -> np.ndarray:
   """Decodes an `H264Stream` back to uint8[T,H,W,3] RGB, cropping any padding added for 4:2:0."""
   check_x264()
   context = av.CodecContext.create(DECODER_NAME, "r")
+  context.thread_count = 1  # clips are decoded in parallel instead (and the pixels are the same)
   frames = []
   for packet in context.parse(stream.data) + context.parse(None):
     frames.extend(context.decode(packet))
@@ -303,16 +310,20 @@ def upsampling_weights(side: int, size: int) -> np.ndarray:
 @jax.jit
 def _receive(kept, time, rows, cols):
   out = jnp.einsum("tk,Hh,Ww,bkhwc->btHWc", time, rows, cols, kept.astype(jnp.float32))
-  return jnp.clip(out, 0.0, 255.0)
+  return jnp.clip(jnp.round(out), 0.0, 255.0).astype(jnp.uint8)
 
 
-def receive(kept: np.ndarray, frame_index: tuple[int, ...], clip_shape) -> jax.Array:
+def receive(kept: np.ndarray, frame_index: tuple[int, ...], clip_shape):
   """The server's inverse of dropping and downscaling: decoded kept frames uint8 [B,k,h,w,3] ->
-  float32 [B,T,H,W,3] in 0..255, each missing frame filled in time (`time_weights`), every frame
-  upsampled bilinearly (`upsampling_weights`). Both steps are linear and act on different axes,
-  so one contraction does both (jitted per shape)."""
+  uint8 [B,T,H,W,3], each missing frame filled in time (`time_weights`), every frame upsampled
+  bilinearly (`upsampling_weights`), rounded to 8 bits as a server's scaler would (and a quarter
+  of the memory traffic of float32 on the way to the ViT). Both steps are linear and act on
+  different axes, so one contraction does both (jitted per shape); a cell that kept every frame
+  at full size is the decoded clip itself."""
   num_frames, height, width, _ = clip_shape
-  _, _, h, w, _ = kept.shape
+  _, k, h, w, _ = kept.shape
+  if (k, h, w) == (num_frames, height, width):
+    return kept
   return _receive(kept, time_weights(num_frames, tuple(frame_index)),
                   upsampling_weights(h, height), upsampling_weights(w, width))
 
@@ -377,8 +388,8 @@ def parse_grid(spec: str, num_frames: int) -> dict:
   return out
 
 
-#: Threads that code the clips of a batch (PyAV releases the GIL inside libx264 and the decoder):
-#: measured on two loaded cores, 5.1 -> 3.2 ms per 16x64x64 encode.
+#: Threads that code the clips of a batch (PyAV releases the GIL inside libx264 and the decoder;
+#: each encoder and decoder runs one thread of its own).
 CODING_THREADS = min(4, os.cpu_count() or 1)
 
 
@@ -425,7 +436,7 @@ class H264Codec(base.Codec):
   def summary(self) -> dict:
     axes = {name: sorted({p[name] for p in self.points}, reverse=name != "crf")
             for name in ("frames", "side", "crf")}
-    return dict(preset=self._preset, tune="zerolatency", bframes=0, gop="one per clip",
+    return dict(preset=self._preset, tune="zerolatency", bframes=0, gop="one per clip", threads=1,
                 frames=axes["frames"], sides=axes["side"], crfs=axes["crf"],
                 downscaling="area", upsampling="bilinear",
                 missing_frames="held at the ends, linear in between (temporal_fill)")
@@ -464,7 +475,7 @@ class H264Codec(base.Codec):
                                f"{side} ({point.name}): {error}") from None
 
     kept = _map(one, enumerate(received))
-    return jax.block_until_ready(receive(np.stack(kept), index, self.clip_shape))
+    return np.asarray(jax.block_until_ready(receive(np.stack(kept), index, self.clip_shape)))
 
   def classify(self, clips) -> np.ndarray:
     return self._classify(clips)
