@@ -30,7 +30,8 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(workdir):
   options = evaluate.EvalOptions(latency_clips=1, num_pictures=2, progress=False,
-                                 baselines=dict(h264=dict(crfs=(30, 51))))
+                                 baselines=dict(h264=dict(frames=(4, 1), scales=(1, 2),
+                                                          crfs=(30, 51))))
   paths = evaluate.run(evaluate_helpers.tiny_config(), workdir, options, CHANNEL,
                        loader_fn=evaluate_helpers.memory_loader)
   return paths, json.loads(paths["results"].read_text())
@@ -41,11 +42,21 @@ def test_every_method_is_measured_on_every_clip(evaluated):
   assert results["format"] == report.RESULTS_FORMAT
   assert results["num_clips"] == evaluate_helpers.train_helpers.NUM_TEST
   assert list(results["methods"]) == ["stae", "deepisc", "h264", "raw"]
+  # The validation clips: carved from the training records, the same for every method.
+  num_validation = len(range(9, evaluate_helpers.train_helpers.NUM_TRAIN, 10))
+  assert results["validation"]["num_clips"] == num_validation
+  assert results["reference"]["validation"]["num_clips"] == num_validation
   raw_bytes = results["raw_clip_bytes"]
   for name, method in results["methods"].items():
     assert method["skipped"] is None and method["variant_of"] is None
+    assert method["envelope_split"] == "validation" and method["envelope"]
+    assert set(method["envelope"]) <= {p["name"] for p in method["points"]}
     for point in method["points"]:
       assert point["num_clips"] == results["num_clips"]
+      validation = point["validation"]
+      assert validation["num_clips"] == num_validation
+      assert validation["top1"] == pytest.approx(np.mean(validation["per_clip"]["correct"]))
+      assert validation["bits_per_clip"] == pytest.approx(np.mean(validation["per_clip"]["bits"]))
       assert len(point["per_clip"]["correct"]) == results["num_clips"]
       assert point["bits_per_clip"] == pytest.approx(np.mean(point["per_clip"]["bits"]))
       assert point["compression_ratio"] == pytest.approx(8 * raw_bytes / point["bits_per_clip"])
@@ -62,6 +73,21 @@ def test_every_method_is_measured_on_every_clip(evaluated):
     assert all(p["estimated_bits_per_clip"] > 0 for p in results["methods"][name]["points"])
   assert [p["name"] for p in results["methods"]["stae"]["points"]] == ["keep=0.5x0.5", "keep=1x0.5"]
   assert [p["name"] for p in results["methods"]["deepisc"]["points"]] == ["tokens=2", "tokens=4"]
+  # H.264: every cell of the grid (kept frames x side x CRF), fewer frames and pixels, fewer bits.
+  h264_points = {p["name"]: p for p in results["methods"]["h264"]["points"]}
+  assert sorted(h264_points) == sorted(f"frames={f},side={s},crf={c}" for f in (4, 1)
+                                       for s in (16, 8) for c in (30, 51))
+  assert (h264_points["frames=1,side=8,crf=30"]["bits_per_clip"]
+          < h264_points["frames=4,side=16,crf=30"]["bits_per_clip"])
+  # The tuned column: the learned systems' own ViTs everywhere; H.264's tuned ViT at envelope
+  # points only, with the budget of STAE's last stage.
+  for name in ("stae", "deepisc"):
+    assert all(p["tuned"]["per_clip"]["correct"] for p in results["methods"][name]["points"])
+    assert "its own ViT" in results["methods"][name]["tuned_classifier"]
+  tuned_cells = [n for n, p in h264_points.items() if p["tuned"]]
+  assert tuned_cells and set(tuned_cells) <= set(results["methods"]["h264"]["envelope"])
+  assert "stae's compressor stage budget (2 steps" in results["methods"]["h264"]["tuned_classifier"]
+  assert results["methods"]["raw"]["tuned_classifier"] is None  # not a headline method
   raw = results["methods"]["raw"]["points"][0]
   assert raw["compression_ratio"] == 1.0 and raw["top1"] == results["reference"]["top1"]
   # More frames kept -> more bits (same block ratio).
@@ -92,7 +118,12 @@ def test_outputs_are_written(evaluated, workdir):
     assert (workdir / "plots" / f"{name}.png").stat().st_size > 1000
   assert sorted(p.name for p in (workdir / "pictures").glob("*.png")) == ["clip_0.png", "clip_1.png"]
   policies = {(r["method"], r["policy"]) for r in results["channel"]["rows"]}
-  assert ("stae", "adaptive") in policies and ("h264", "fixed:crf=51") in policies
+  assert ("stae", "adaptive") in policies and ("h264", "fixed:frames=1,side=8,crf=51") in policies
+  assert {r["split"] for r in results["channel"]["rows"]} == {"test", "validation"}
+  head = results["headline"]
+  assert [c["baseline"] for c in head["columns"]["frozen"]["comparisons"]] == ["deepisc", "h264"]
+  assert set(head["columns"]["tuned"]["methods"]) == {"stae", "deepisc", "h264"}
+  assert "frozen reference ViT for every method" in text and "Tuned column" in text
   assert set(results["channel"]["mean_rates_bps"]) == {"10"}
 
 
@@ -101,7 +132,8 @@ def test_a_new_codec_is_one_module_and_one_registry_line(workdir, monkeypatch, t
   plots through the generic evaluation with no other edit."""
   monkeypatch.setitem(systems.METHODS, "jpeg", "jpeg_codec")
   options = evaluate.EvalOptions(latency_clips=1, num_pictures=0, max_clips=8, systems=(),
-                                 progress=False, baselines=dict(h264=dict(crfs=(51,))))
+                                 validation_clips=0, progress=False,
+                                 baselines=dict(h264=dict(frames=(4,), scales=(1,), crfs=(51,))))
   results, _ = evaluate.evaluate_workdir(evaluate_helpers.tiny_config(), workdir, options,
                                          loader_fn=evaluate_helpers.memory_loader)
   jpeg = results["methods"]["jpeg"]
@@ -110,7 +142,8 @@ def test_a_new_codec_is_one_module_and_one_registry_line(workdir, monkeypatch, t
   assert all(p["num_clips"] == 8 for p in jpeg["points"])
   paths = evaluate.finish(results, tmp_path, CHANNEL)
   written = json.loads(paths["results"].read_text())
-  assert "jpeg" in written["headline"]["methods"] and "JPEG per frame" in written["headline"]["text"]
+  assert "jpeg" in written["headline"]["columns"]["frozen"]["methods"]
+  assert "JPEG per frame" in written["headline"]["text"]
   assert "JPEG per frame (Pillow)" in paths["report"].read_text()
   assert any(r["method"] == "jpeg" for r in written["channel"]["rows"])
   assert (tmp_path / "plots" / "accuracy_vs_bits.png").stat().st_size > 1000
@@ -119,7 +152,8 @@ def test_a_new_codec_is_one_module_and_one_registry_line(workdir, monkeypatch, t
 def test_missing_x264_skips_the_baseline_with_a_message(workdir, monkeypatch):
   monkeypatch.setattr(h264, "ENCODER_NAME", "no_such_encoder")
   options = evaluate.EvalOptions(latency_clips=0, num_pictures=0, max_clips=8, systems=(),
-                                 progress=False, baselines=dict(h264=dict(crfs=(30,))))
+                                 validation_clips=0, progress=False,
+                                 baselines=dict(h264=dict(frames=(4,), scales=(1,), crfs=(30,))))
   results, _ = evaluate.evaluate_workdir(evaluate_helpers.tiny_config(), workdir, options,
                                          loader_fn=evaluate_helpers.memory_loader)
   assert results["num_clips"] == 8

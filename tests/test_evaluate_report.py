@@ -6,10 +6,12 @@ import math
 import numpy as np
 import pytest
 
+from stae_jax.evaluation import curves
 from stae_jax.evaluation import deadlines
 from stae_jax.evaluation import pictures
 from stae_jax.evaluation import plots
 from stae_jax.evaluation import report
+from stae_jax.evaluation import tuned
 from stae_jax.evaluation.report import RESULTS_FORMAT, STEPS
 
 CLIP = [16, 64, 64, 3]
@@ -17,13 +19,30 @@ RAW_BYTES = 16 * 64 * 64 * 3
 NUM_CLIPS = 40
 
 
-def _point(name, bits, top1, *, seconds=0.001, reference=0.8, seed=0):
-  rng = np.random.default_rng(seed)
-  correct = np.zeros(NUM_CLIPS, int)
-  correct[rng.permutation(NUM_CLIPS)[:round(top1 * NUM_CLIPS)]] = 1
+def _correct(top1, seed, n=NUM_CLIPS):
+  correct = np.zeros(n, int)
+  correct[np.random.default_rng(seed).permutation(n)[:round(top1 * n)]] = 1
+  return correct
+
+
+def _point(name, bits, top1, *, seconds=0.001, reference=0.8, seed=0, validation=None,
+           tuned_top1=None):
+  """A POINT; `validation` (its top-1) adds a validation entry, `tuned_top1` a tuned one."""
+  correct = _correct(top1, seed)
   num_bytes = bits / 8
+  extra = {}
+  if validation is not None:
+    v = _correct(validation, seed + 100)
+    extra["validation"] = dict(num_clips=NUM_CLIPS, top1=v.mean(), bits_per_clip=bits,
+                               top1_interval=report.top1_interval(v),
+                               per_clip=dict(correct=v.tolist(), bits=[bits] * NUM_CLIPS))
+  if tuned_top1 is not None:
+    t = _correct(tuned_top1, seed + 200)
+    extra["tuned"] = dict(classifier="its own", top1=t.mean(), top1_interval=None,
+                          accuracy_loss_points=100 * (reference - t.mean()),
+                          per_clip=dict(correct=t.tolist()))
   return dict(
-      name=name, setting={}, num_clips=NUM_CLIPS, top1=correct.mean(),
+      **extra, name=name, setting={}, num_clips=NUM_CLIPS, top1=correct.mean(),
       accuracy_loss_points=100 * (reference - correct.mean()), bytes_per_clip=num_bytes,
       bits_per_clip=bits, compression_ratio=RAW_BYTES / num_bytes,
       bits_per_pixel=bits / (RAW_BYTES / 3), estimated_bits_per_clip=0.9 * bits,
@@ -57,7 +76,8 @@ def fake_results(h264_skipped=None):
               split="test", num_clips=NUM_CLIPS, clip_shape=CLIP, raw_clip_bytes=RAW_BYTES,
               machine=dict(platform="test", processor="cpu", cpu_count=2, jax_backend="cpu",
                            devices=[], jax="0"),
-              reference=dict(top1=0.8, seconds={s: 0.001 for s in STEPS}, per_clip={}),
+              reference=dict(top1=0.8, seconds={s: 0.001 for s in STEPS},
+                             per_clip=dict(correct=_correct(0.8, 7).tolist())),
               methods=methods, evaluate_seconds=1.0)
 
 
@@ -94,16 +114,111 @@ def test_headline_is_computed_from_the_curves():
   results = fake_results()
   head = report.headline(results)
   assert head["target_top1"] == pytest.approx(0.75)
-  stae = head["methods"]["stae"]
+  stae = head["columns"]["frozen"]["methods"]["stae"]
   # 0.75 lies halfway (in top-1) between 16 kbit (0.7) and 32 kbit (0.8): sqrt(16k * 32k).
   assert stae["bits_per_clip"] == pytest.approx(math.sqrt(16000 * 32000))
   assert stae["compression_ratio"] == pytest.approx(8 * RAW_BYTES / stae["bits_per_clip"])
-  assert not head["methods"]["deepisc"]["reached"]
-  assert head["methods"]["h264"]["reached"]
+  lo, hi = stae["bits_interval"]
+  assert lo <= stae["bits_per_clip"] and (hi is None or hi >= stae["bits_per_clip"])
+  frozen = head["columns"]["frozen"]["methods"]
+  assert not frozen["deepisc"]["reached"]
+  assert frozen["h264"]["reached"]
   assert f"{stae['compression_ratio']:.0f}x" in head["text"]
   assert "DeepISC does not get that close" in head["text"]
+  assert "frozen reference ViT for every method" in head["text"]
+  assert [(c["method"], c["baseline"]) for c in head["columns"]["frozen"]["comparisons"]] == [
+      ("stae", "deepisc"), ("stae", "h264")]
+  assert "Paired bootstrap" in head["text"]
   skipped = report.headline(fake_results(h264_skipped="no libx264"))
-  assert "H.264 skipped" in skipped["text"] and "h264" not in skipped["methods"]
+  assert ("H.264 skipped" in skipped["text"]
+          and "h264" not in skipped["columns"]["frozen"]["methods"])
+  # No method of the fake results has a tuned column: it is empty, and says so.
+  assert head["columns"]["tuned"]["methods"] == {} and "no method" in head["tuned_text"]
+
+
+def test_the_envelope_is_chosen_on_validation_and_read_on_test():
+  # B is lucky on the test clips (0.7) but the worst on validation: chosen on test it would be on
+  # the envelope (and the curve biased up); chosen on validation it is not.
+  points = [_point("A", 1000, 0.5, validation=0.5), _point("B", 2000, 0.7, validation=0.4),
+            _point("C", 4000, 0.65, validation=0.6)]
+  assert [p["name"] for p in curves.frontier(points)] == ["A", "C"]
+  assert curves.frontier_split(points) == "validation"
+  bits, top1 = curves.envelope(points)
+  np.testing.assert_allclose(bits, [1000, 4000])
+  np.testing.assert_allclose(top1, [0.5, 0.65])
+  # 0.575 is halfway (in top-1) between A and C: halfway in log bits.
+  assert report.bits_at_accuracy(points, 0.575)[0] == pytest.approx(2000.0)
+  # Without validation entries the envelope is chosen on test, as before the validation split.
+  on_test = [{k: v for k, v in p.items() if k != "validation"} for p in points]
+  assert [p["name"] for p in curves.frontier(on_test)] == ["A", "B"]
+  assert curves.frontier_split(on_test) == "test"
+  # The results.json fields say which points and where.
+  assert report.describe_envelope(points) == dict(envelope=["A", "C"],
+                                                  envelope_split="validation")
+  # A cheaper point with the same validation top-1 dominates a dearer one.
+  tie = [_point("X", 1000, 0.5, validation=0.5), _point("Y", 2000, 0.6, validation=0.5)]
+  assert [p["name"] for p in curves.frontier(tie)] == ["X"]
+
+
+def test_tuned_column_uses_only_points_with_a_tuned_result():
+  points = [_point("A", 1000, 0.5, tuned_top1=0.6), _point("B", 2000, 0.7),
+            _point("C", 4000, 0.8, tuned_top1=0.9)]
+  assert [p["name"] for p in curves.frontier(points, "tuned")] == ["A", "C"]
+  np.testing.assert_allclose(curves.envelope(points, "tuned")[1], [0.6, 0.9])
+  assert curves.column(points[1], "tuned") is None
+  with pytest.raises(ValueError, match="unknown column"):
+    curves.column(points[0], "retrained")
+
+
+def _curve_points(correct_lo, correct_hi, bits_lo, bits_hi):
+  n = len(correct_lo)
+  return [dict(name=name, bits_per_clip=float(bits), top1=float(np.mean(c)),
+               per_clip=dict(correct=list(map(int, c)), bits=[bits] * n))
+          for name, c, bits in (("lo", correct_lo, bits_lo), ("hi", correct_hi, bits_hi))]
+
+
+def test_paired_bootstrap_separates_what_the_same_clips_can_and_cannot_show():
+  n = 400
+  reference = _correct(0.6, 1, n)
+  lo, hi = _correct(0.45, 2, n), _correct(0.75, 3, n)
+  method = _curve_points(lo, hi, 900, 1800)
+  # The same per-clip predictions at 10% more bits: on every resample exactly 10% more bits, so
+  # paired resampling shows the difference, however noisy each curve is on its own.
+  baseline = _curve_points(lo, hi, 1000, 2000)
+  # An independent classifier of the same accuracy at the same bits: nothing to show.
+  other = _curve_points(_correct(0.45, 4, n), _correct(0.75, 5, n), 1000, 2000)
+  samples = curves.bootstrap_bits(dict(method=method, baseline=baseline, other=other), reference,
+                                  target_loss_points=5.0)
+  assert all(s.shape == (curves.RESAMPLES,) and np.isfinite(s).all() for s in samples.values())
+  np.testing.assert_allclose(samples["method"] / samples["baseline"], 0.9)
+  paired = curves.compare(samples["method"], samples["baseline"])
+  assert paired["fewer_bits"] is True
+  assert paired["ratio_interval"] == pytest.approx([0.9, 0.9])
+  unpaired = curves.compare(samples["method"], samples["other"])
+  assert unpaired["fewer_bits"] is None
+  assert unpaired["ratio_interval"][0] < 0.9 < 1.0 < unpaired["ratio_interval"][1]
+  assert curves.compare(samples["baseline"], samples["method"])["fewer_bits"] is False
+  # The same seed gives the same resamples.
+  again = curves.bootstrap_bits(dict(other=other), reference, target_loss_points=5.0)
+  np.testing.assert_array_equal(again["other"], samples["other"])
+  # A curve that never reaches the target is infinite in every resample: the ratio's upper end
+  # is unbounded (None) and the comparison says the reaching method needs fewer bits.
+  never = _curve_points(_correct(0.1, 6, n), _correct(0.2, 7, n), 1000, 2000)
+  missing = curves.bootstrap_bits(dict(never=never), reference, target_loss_points=5.0)["never"]
+  assert np.isinf(missing).all()
+  versus = curves.compare(samples["method"], missing)
+  assert versus["fewer_bits"] is True and versus["ratio_interval"] == [0.0, 0.0]
+  assert curves.interval(missing) == [None, None]
+
+
+def test_cells_to_tune_bracket_the_first_envelope_point_reaching_the_target():
+  points = [dict(name=f"p{i}", bits_per_clip=1000 * 2 ** i, top1=t)
+            for i, t in enumerate([0.3, 0.4, 0.5, 0.45, 0.6, 0.7])]
+  # Envelope: p0, p1, p2, p4, p5 (p3 is worse than the cheaper p2); p4 first reaches 0.55.
+  assert tuned.cells_to_tune(points, 0.55, (2, 1)) == ["p1", "p2", "p4"]
+  assert tuned.cells_to_tune(points, 0.55, (1, 2)) == ["p2", "p4", "p5"]
+  assert tuned.cells_to_tune(points, 0.9, (2, 2)) == ["p4", "p5"]  # none reaches: the best ones
+  assert tuned.cells_to_tune(points, 0.1, (2, 2)) == ["p0", "p1"]
 
 
 def test_ablations_read_variants_at_the_main_rates():
@@ -177,3 +292,31 @@ def test_overlay_marks_dropped_frames_and_blocks():
   assert (shown[2, :8, 8:] == 200).all() and (shown[2, :8, :8] != 200).all()
   image = pictures.clip_picture(clip, [("kept", shown)], "title")
   assert image.width > pictures.LABEL_WIDTH and image.height > 3 * 16
+
+
+def test_channel_choices_come_from_the_validation_clips():
+  """The adaptive policy expects each point's validation top-1 and the best fixed point is the best
+  on the validation clips: a point that is only lucky on the test clips is never chosen."""
+  results = fake_results()
+  results["methods"] = dict(m=dict(
+      kind="m", label="M", skipped=None, variant_of=None, headline=True, config={}, points=[
+          _point("lucky", 2000, 0.8, validation=0.3), _point("steady", 2000, 0.5, validation=0.7)]))
+  options = deadlines.ChannelOptions(deadlines_seconds=(1.0,), mean_snrs_db=(10.0,), seeds=(0,),
+                                     max_clips=NUM_CLIPS, max_backlog_seconds=60.0)
+  channel = deadlines.channel_comparison(results, options)
+  assert channel["validation_clips"] == NUM_CLIPS
+  splits = {(r["policy"], r["split"]) for r in channel["rows"]}
+  assert splits == {("fixed:lucky", "test"), ("fixed:steady", "test"), ("adaptive", "test"),
+                    ("fixed:lucky", "validation"), ("fixed:steady", "validation")}
+  best = deadlines.best_fixed(channel["rows"], "m", 10.0, 1.0)
+  assert best["policy"] == "fixed:steady" and best["split"] == "test"
+  assert best["chosen_on"] == "validation" and best["accuracy"] == pytest.approx(0.5)
+  assert deadlines.adaptive(channel["rows"], "m", 10.0, 1.0)["accuracy"] == pytest.approx(0.5)
+  lo, hi = best["accuracy_interval"]
+  assert lo < 0.5 < hi
+  # Without validation entries both choices fall back to the test clips (in hindsight).
+  for p in results["methods"]["m"]["points"]:
+    del p["validation"]
+  rows = deadlines.channel_comparison(results, options)["rows"]
+  hindsight = deadlines.best_fixed(rows, "m", 10.0, 1.0)
+  assert hindsight["policy"] == "fixed:lucky" and hindsight["chosen_on"] == "test"

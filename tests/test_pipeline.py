@@ -352,6 +352,27 @@ def test_synthetic_dataset_through_the_registry(tmp_path):
   assert batch["label"].max() < len(datasets.class_names(builder))
   batches = list(pipeline.make_loader(data, "test", seed=0, train=False, num_epochs=1))
   assert [int(b["mask"].sum()) for b in batches] == [5, 3]
+  # 16 stored training clips: the 10th is the validation split, the other 15 are trained on.
+  validation = list(pipeline.make_loader(data, "validation", seed=0, train=False, num_epochs=1))
+  assert [int(b["mask"].sum()) for b in validation] == [1]
+  train = builder.as_data_source(split="train")
+  np.testing.assert_array_equal(validation[0]["label"][0], train[9]["label"])
+  with pytest.raises(ValueError, match="carved from the training split"):
+    pipeline.make_loader(data, "val", seed=0, train=False)
+
+
+def test_validation_is_carved_from_train_deterministically_and_disjointly():
+  records = [dict(index=i) for i in range(45)]
+  validation = pipeline.carve(records, "validation")
+  train = pipeline.carve(records, "train")
+  held = [validation[i]["index"] for i in range(len(validation))]
+  kept = [train[i]["index"] for i in range(len(train))]
+  assert held == [9, 19, 29, 39] and len(kept) == 41
+  assert sorted(held + kept) == list(range(45))
+  assert [pipeline.carve(records, "validation")[i] for i in range(4)] == [validation[i] for i in range(4)]
+  assert pipeline.split_source(lambda name: {"test": ["t"]}[name], "test") == ["t"]
+  with pytest.raises(ValueError, match="'train' or 'validation'"):
+    pipeline.carve(records, "test")
 
 
 def test_build_command_writes_a_preview(tmp_path):

@@ -57,6 +57,9 @@ def test_one_closed_gop_without_b_frames():
   frames += decoder.decode(None)
   picture_types = [av.video.frame.PictureType(f.pict_type).name for f in frames]
   assert picture_types == ["I"] + ["P"] * 11
+  # One slice per frame whatever the machine's cores (x264's default threads slice large frames).
+  large = np.tile(_moving_gradient(num_frames=3), (1, 4, 3, 1))  # 3 x 256 x 288
+  assert sum(t in (1, 5) for t in _nal_types(x264.encode_h264(large, 35).data)) == 3
 
 
 def test_dropping_the_sei_banner_changes_bytes_not_pictures():
@@ -121,3 +124,103 @@ def test_real_hmdb51_compression_ratios_match_the_design_table(real_data):
     coarse = [metrics.compression_ratio(clip.shape, x264.encode_h264(clip, 45).num_bytes)
               for clip in clips]
     assert np.median(coarse) > 3 * np.median(ratios)
+
+
+# --- the grid codec: kept frames x resolution x CRF ---------------------------------------------
+
+def _grid_codec(clip_shape=(8, 32, 32, 3), **options):
+  from stae_jax.systems import base  # pylint: disable=g-import-not-at-top
+  return x264.H264Codec(base.BaselineContext(clip_shape=clip_shape, classify=None,
+                                             options=dict(h264=options)))
+
+
+def test_kept_frames_are_evenly_spaced_with_both_ends():
+  assert x264.kept_frame_index(16, 16) == tuple(range(16))
+  assert x264.kept_frame_index(16, 4) == (0, 5, 10, 15)
+  assert x264.kept_frame_index(16, 2) == (0, 15)
+  assert x264.kept_frame_index(16, 1) == (7,)
+  assert x264.default_frames(16) == (16, 8, 4, 2, 1) and x264.default_frames(6) == (6, 3, 1)
+  with pytest.raises(ValueError, match="between 1 and 16"):
+    x264.kept_frame_index(16, 17)
+
+
+def test_area_downscale_averages_squares():
+  frames = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+  small = x264.area_downscale(frames, 2)
+  assert small.shape == (2, 2, 2, 3) and small.dtype == np.uint8
+  expected = frames.astype(np.float64).reshape(2, 2, 2, 2, 2, 3).mean(axis=(2, 4))
+  np.testing.assert_array_equal(small, np.floor(expected + 0.5))
+  assert x264.area_downscale(frames, 1) is frames
+
+
+def test_server_fill_is_the_receivers_rule_then_bilinear_upsampling():
+  """`receive` is STAE's temporal fill (models.decoder.temporal_fill) and jax.image.resize,
+  composed: the same numbers, so the two methods' receivers cannot drift apart."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from stae_jax.models.decoder import temporal_fill  # pylint: disable=g-import-not-at-top
+  kept = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8, 3), dtype=np.uint8)
+  index = x264.kept_frame_index(8, 3)
+  out = np.asarray(x264.receive(kept, index, (8, 32, 32, 3)))
+  values = np.zeros((2, 8, 8, 8, 3), np.float32)
+  values[:, list(index)] = kept
+  mask = np.zeros((2, 8, 8, 8, 1), np.float32)
+  mask[:, list(index)] = 1
+  expected = np.asarray(jax.jit(lambda v, m: jax.image.resize(
+      temporal_fill(v, m)[0], (2, 8, 32, 32, 3), "bilinear"))(values, mask))
+  assert out.dtype == np.uint8
+  np.testing.assert_allclose(out, np.round(expected), atol=1)  # rounded to 8 bits
+  # Held before the first and after the last kept frame, linear in between.
+  weights = x264.time_weights(8, (2, 5))
+  np.testing.assert_allclose(weights[:3], [[1, 0]] * 3)
+  np.testing.assert_allclose(weights[3:6], [[2 / 3, 1 / 3], [1 / 3, 2 / 3], [0, 1]], atol=1e-6)
+  np.testing.assert_allclose(weights[6:], [[0, 1]] * 2)
+
+
+@pytest.mark.parametrize("frames,side", [(8, 32), (2, 16), (1, 8)])
+def test_grid_cells_round_trip_with_real_bytes_and_no_sei(frames, side):
+  codec = _grid_codec(frames=(frames,), scales=(32 // side,), crfs=(0, 40))
+  clip = _moving_gradient(num_frames=8, height=32, width=32)
+  lossless, coarse = codec.points
+  assert lossless.name == f"frames={frames},side={side},crf=0"
+  coded = codec.device(clip[None], lossless)
+  stream = coded.streams[0]
+  types = _nal_types(stream)
+  assert 6 not in types  # x264's SEI banner is dropped before counting
+  assert sum(t in (1, 5) for t in types) == frames  # one slice per kept frame, nothing else sent
+  assert len(codec.device(clip[None], coarse).streams[0]) < len(stream)
+  rebuilt = np.asarray(codec.server(coded.streams, lossless))
+  assert rebuilt.shape == (1, 8, 32, 32, 3) and rebuilt.dtype == np.uint8
+  # The kept frames come back as the device saw them: downscaled, coded, upsampled.
+  index = list(x264.kept_frame_index(8, frames))
+  small = x264.area_downscale(clip[index], 32 // side)
+  decoded = x264.decode_h264(x264.H264Stream(stream, frames, side, side, 0, 0, 0.0))
+  np.testing.assert_array_equal(decoded, x264.h264_roundtrip(small, 0).decoded)
+  assert _psnr(decoded, small) > 25  # CRF 0: lossless in YUV; 4:2:0 chroma of an 8 px frame
+  np.testing.assert_array_equal(rebuilt[0], np.asarray(x264.receive(
+      decoded[None], tuple(index), (8, 32, 32, 3)))[0])
+  if frames == 8 and side == 32:  # the whole clip at full size: exactly the decoded frames
+    np.testing.assert_array_equal(rebuilt[0], decoded)
+  # The server refuses a stream of another cell by name.
+  from stae_jax.systems import base  # pylint: disable=g-import-not-at-top
+  other = x264.point(frames + 1 if frames < 8 else 4, side, 0)
+  with pytest.raises(base.DecodeError, match="does not decode"):
+    codec.decode([stream], other)
+
+
+def test_grid_options_and_their_errors():
+  codec = _grid_codec()
+  assert len(codec.points) == 4 * 3 * len(x264.DEFAULT_CRFS)  # frames 8, 4, 2, 1 x sides 32, 16, 8
+  assert codec.summary()["frames"] == [8, 4, 2, 1] and codec.summary()["sides"] == [32, 16, 8]
+  assert x264.parse_grid("full", 16) == {}
+  assert x264.parse_grid("single", 16) == dict(frames=(16,), scales=(1,))
+  assert x264.parse_grid("frames=16+2,scales=1+2", 16) == dict(frames=(16, 2), scales=(1, 2))
+  with pytest.raises(ValueError, match="'full', 'single' or axes"):
+    x264.parse_grid("frames", 16)
+  with pytest.raises(ValueError, match="integers"):
+    x264.parse_grid("frames=a", 16)
+  with pytest.raises(ValueError, match="does not divide"):
+    _grid_codec(scales=(3,))
+  with pytest.raises(ValueError, match="kept frames"):
+    _grid_codec(frames=(9,))
+  with pytest.raises(ValueError, match="not known"):
+    _grid_codec(crf=51)

@@ -81,8 +81,11 @@ def _source(split):
 
 
 def memory_loader(data_config, split, *, seed, train, num_epochs=None):
+  """"train", "test", or "validation", carved from the training records as `make_loader` carves
+  it (here "train" keeps all its records, as the training tests were written for)."""
   from stae_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return pipeline.loader_from_source(_source(split), data_config, seed=seed, train=train,
+  source = pipeline.carve(_source("train"), split) if split == "validation" else _source(split)
+  return pipeline.loader_from_source(source, data_config, seed=seed, train=train,
                                      num_epochs=num_epochs)
 
 

@@ -26,6 +26,14 @@ loader seed and the record's position in the stream), so the same seed gives the
 a restored iterator state continues with the same batches. With `workers` > 0 each worker batches
 every workers-th record, so a different worker count gives the same clips grouped differently.
 
+Splits: "test" is the dataset's test split; "validation" is carved from its training split
+(`VALIDATION_RULE`: every `VALIDATION_EVERY`-th stored record, a fixed rule, so every method, seed
+and run sees the same clips) and "train" is the rest of it. Nothing trains on the validation clips;
+evaluation chooses on them whatever it chooses from results (envelopes, policies), so the test
+clips only score. (On HMDB51/UCF101 several clips come from one source video, and the rule does not
+keep those together: a validation clip may share a source video with training clips, which makes
+validation accuracies a little optimistic, for every method alike.)
+
 Sharding: each JAX process reads its own part of the split (`grain.sharding.ShardByJaxProcess`).
 Training shards drop the remainder so every process has the same number of clips per epoch.
 Evaluation must count every clip exactly once, and every process must run the same number of steps
@@ -47,6 +55,11 @@ from stae_jax.data import datasets
 from stae_jax.data.features import decode_frames
 
 SAMPLINGS = ("random", "uniform")
+SPLITS = ("train", "validation", "test")
+#: Every VALIDATION_EVERY-th record of the stored training split (positions 9, 19, ...) is held out.
+VALIDATION_EVERY = 10
+VALIDATION_RULE = (f"every {VALIDATION_EVERY}th clip of the stored training split (positions "
+                   f"{VALIDATION_EVERY - 1}, {2 * VALIDATION_EVERY - 1}, ...), held out of training")
 #: Records read ahead by background threads, per worker. A record holds every frame of its video
 #: (an HMDB51 clip is ~5 MB of JPEGs, of which a clip uses 16 frames), so grain's default (500
 #: records) would hold gigabytes per worker; reading a record takes a fraction of the time making
@@ -210,6 +223,35 @@ class _PaddedShard(grain.sources.RandomAccessDataSource):
     return {**self._source[position], "mask": index < self._count}
 
 
+class _Records(grain.sources.RandomAccessDataSource):
+  """The records of `source` at `positions`, in that order."""
+
+  def __init__(self, source, positions):
+    self._source, self._positions = source, list(positions)
+
+  def __len__(self) -> int:
+    return len(self._positions)
+
+  def __getitem__(self, index: int) -> dict:
+    return self._source[self._positions[index]]
+
+  def __repr__(self) -> str:
+    return f"_Records({self._source!r}, {len(self._positions)} records)"
+
+
+def carve(train_source, split: str):
+  """The "train" or "validation" records of a dataset's stored training split (`VALIDATION_RULE`):
+  validation every VALIDATION_EVERY-th record, train the others."""
+  held_out = VALIDATION_EVERY - 1
+  if split == "validation":
+    positions = range(held_out, len(train_source), VALIDATION_EVERY)
+  elif split == "train":
+    positions = (i for i in range(len(train_source)) if i % VALIDATION_EVERY != held_out)
+  else:
+    raise ValueError(f"carve takes split 'train' or 'validation', got {split!r}")
+  return _Records(train_source, positions)
+
+
 def _shard_options(shard: bool | grain.sharding.ShardOptions, *, train: bool):
   if isinstance(shard, grain.sharding.ShardOptions):
     return shard
@@ -262,10 +304,22 @@ def loader_from_source(source, data_config: ml_collections.ConfigDict, *, seed: 
       read_options=READ_OPTIONS)
 
 
+def split_source(stored_source, split: str):
+  """The records of `split`, from `stored_source(name)`, the dataset's stored "train" or "test"
+  split: "test" as stored, "train" and "validation" carved from the stored training split."""
+  if split not in SPLITS:
+    raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}; the validation clips are "
+                     "carved from the training split (data/pipeline.py VALIDATION_RULE).")
+  if split == "test":
+    return stored_source("test")
+  return carve(stored_source("train"), split)
+
+
 def make_loader(data_config: ml_collections.ConfigDict, split: str, *, seed: int, train: bool,
                 num_epochs: int | None = None,
                 shard: bool | grain.sharding.ShardOptions = True) -> grain.DataLoader:
-  """A grain DataLoader of `split` ("train" or "test") of the dataset `data_config` names.
+  """A grain DataLoader of `split` ("train", "validation" or "test": see the module docstring) of
+  the dataset `data_config` names.
 
   Batches are {"video": uint8[B,T,R,R,3], "label": int32[B]}, plus "mask": bool[B] when not
   `train` (False on the padding that completes the last batch; see the module docstring).
@@ -278,6 +332,7 @@ def make_loader(data_config: ml_collections.ConfigDict, split: str, *, seed: int
   """
   import jax  # pylint: disable=g-import-not-at-top  (only to know the process count)
 
+
   if jax.process_count() == 1:
     builder = datasets.ensure_built(data_config)
   else:
@@ -286,6 +341,6 @@ def make_loader(data_config: ml_collections.ConfigDict, split: str, *, seed: int
       raise FileNotFoundError(
           f"dataset {data_config.name!r} is not built under {builder.data_dir}; build it once "
           "before a multi-process run: python -m stae_jax.data.build --config=<config>.")
-  source = builder.as_data_source(split=split)
+  source = split_source(lambda stored: builder.as_data_source(split=stored), split)
   return loader_from_source(source, data_config, seed=seed, train=train, num_epochs=num_epochs,
                             shard=shard)

@@ -15,9 +15,14 @@ Policies per method:
   fixed:<point>  always the same operating point;
   adaptive       per clip, the point with the best expected accuracy whose predicted latency at
                  `rate_margin` x the rate known when the clip arrives meets the deadline
-                 (`stae_jax.channel.adaptive_choices`); expected accuracy = the point's measured top-1.
-The report also names, per deadline, the best fixed point in hindsight (an upper bound no device
-could pick in advance).
+                 (`stae_jax.channel.adaptive_choices`); expected accuracy = the point's top-1 on
+                 the validation split (the test top-1 only where the results have no validation
+                 split). Every point of a method is a choice: H.264 picks its grid cell per clip.
+The report also names, per deadline, the best fixed point: the one with the best accuracy on the
+validation clips, sent over their own traces (seeds offset by `VALIDATION_TRACE_SEED`, so neither
+the clips nor the channel realisation are the test's), and shows its test accuracy (`best_fixed`).
+Each row's accuracy carries a 95% bootstrap interval over its clips (the per-clip score averaged
+over the traces).
 
 A link that a method saturates (its queue outgrows the trace, `max_backlog_seconds` past the last
 arrival) has every clip counted late; such rows carry `saturated: true`.
@@ -31,6 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from stae_jax import channel as channel_lib
+from stae_jax.evaluation import curves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,89 +51,126 @@ class ChannelOptions:
   max_backlog_seconds: float = 600.0
 
 
+#: Validation clips are sent over traces of seed + this, never over the test clips' traces.
+VALIDATION_TRACE_SEED = 1000
+
+
 def operating_points(method: dict) -> list[channel_lib.OperatingPoint]:
   """A method's points (`results.json` `methods.<tag>`) as the channel's `OperatingPoint`s: mean
-  bits, measured top-1 and single-clip step times (also what the serving client plans with)."""
+  bits, top-1 on the validation split (test where none was measured) and single-clip step times
+  (also what the serving client plans with)."""
   return [channel_lib.OperatingPoint(
-      name=p["name"], bits=p["bits_per_clip"], expected_accuracy=p["top1"],
+      name=p["name"], bits=p["bits_per_clip"],
+      expected_accuracy=(p.get("validation") or p)["top1"],
       encode_seconds=p["device_seconds"],
       decode_seconds=p["seconds"]["entropy_decode"] + p["seconds"]["decode"],
       classify_seconds=p["seconds"]["classify"]) for p in method["points"]]
 
 
 def _score(trace, points, choices, arrivals, correct, bits, deadlines):
-  """Accuracy and on-time fraction per deadline (None where the link saturates)."""
+  """Per deadline and clip, float [2, D, N]: (correct and on time, on time); None where the link
+  saturates (every clip late)."""
   try:
-    reports, _ = channel_lib.simulate_choices(
+    _, latencies = channel_lib.simulate_choices(
         trace, points, choices, arrival_seconds=arrivals, deadlines_seconds=deadlines,
         correct_by_point=correct, bits_by_point=bits, queue=True)
   except channel_lib.TraceEndedError:
     return None
-  return reports
+  totals = np.array([latency.total_seconds for latency in latencies], np.float64)
+  on_time = np.array([totals <= d for d in deadlines])
+  right = correct[np.arange(len(choices)), choices]
+  return np.stack([right & on_time, on_time]).astype(np.float64)
+
+
+def _per_clip(points: list[dict], split: str, num_clips: int):
+  """(correct bool [N, P], bits [N, P]) of a method's points on `split`'s first `num_clips`."""
+  sources = [p if split == "test" else p["validation"] for p in points]
+  correct = np.array([s["per_clip"]["correct"][:num_clips] for s in sources], bool).T
+  bits = np.array([s["per_clip"]["bits"][:num_clips] for s in sources], np.float64).T
+  return correct, bits
 
 
 def channel_comparison(results: dict, options: ChannelOptions = ChannelOptions()) -> dict:
-  """The `channel` section of results.json: rows of accuracy per method, policy, SNR, deadline."""
+  """The `channel` section of results.json: rows of accuracy per method, policy, split, SNR and
+  deadline (the adaptive policy on the test clips only)."""
   frames = results["clip_shape"][0]
   interval = frames / options.fps
   methods = {name: m for name, m in results["methods"].items() if not m["skipped"] and m["points"]}
-  num_clips = min(options.max_clips, results["num_clips"])
-  arrivals = np.arange(num_clips) * interval
+  with_validation = bool(methods) and all(p.get("validation") for m in methods.values()
+                                          for p in m["points"])
+  counts = {"test": min(options.max_clips, results["num_clips"])}
+  if with_validation:
+    counts["validation"] = min([options.max_clips] + [p["validation"]["num_clips"]
+                                                      for m in methods.values()
+                                                      for p in m["points"]])
   deadlines = [float(d) for d in options.deadlines_seconds]
   rows = []
   mean_rates = {}
   for snr in options.mean_snrs_db:
     link = channel_lib.ChannelConfig(bandwidth_hz=options.bandwidth_hz, mean_snr_db=float(snr))
-    scores: dict[tuple, list] = {}
-    for seed in options.seeds:
-      trace = channel_lib.ChannelTrace.generate(
-          arrivals[-1] + interval + options.max_backlog_seconds, link, seed=int(seed))
-      mean_rates.setdefault(f"{float(snr):g}", []).append(float(np.mean(trace.rates_bps)))
-      for name, method in methods.items():
-        points = operating_points(method)
-        correct = np.array([p["per_clip"]["correct"][:num_clips] for p in method["points"]], bool).T
-        bits = np.array([p["per_clip"]["bits"][:num_clips] for p in method["points"]], np.float64).T
-        for i, point in enumerate(points):
-          choice = np.full(num_clips, i)
-          reports = _score(trace, points, choice, arrivals, correct, bits, deadlines)
-          scores.setdefault((name, f"fixed:{point.name}", None), []).append(reports)
+    for split, num_clips in counts.items():
+      arrivals = np.arange(num_clips) * interval
+      # (method, policy) -> per seed: `_score`'s [2, D, N] (None: saturated); for the adaptive
+      # policy, whose choices depend on the deadline, a list of one [2, 1, N] per deadline.
+      scores: dict[tuple, list] = {}
+      for seed in options.seeds:
+        trace_seed = int(seed) + (VALIDATION_TRACE_SEED if split == "validation" else 0)
+        trace = channel_lib.ChannelTrace.generate(
+            arrivals[-1] + interval + options.max_backlog_seconds, link, seed=trace_seed)
+        if split == "test":
+          mean_rates.setdefault(f"{float(snr):g}", []).append(float(np.mean(trace.rates_bps)))
+        for name, method in methods.items():
+          points = operating_points(method)
+          correct, bits = _per_clip(method["points"], split, num_clips)
+          for i, point in enumerate(points):
+            choice = np.full(num_clips, i)
+            scores.setdefault((name, f"fixed:{point.name}"), []).append(
+                _score(trace, points, choice, arrivals, correct, bits, deadlines))
+          if split != "test":
+            continue
+          per_deadline = []
+          for deadline in deadlines:
+            choice = channel_lib.adaptive_choices(trace, points, arrival_seconds=arrivals,
+                                                  deadline_seconds=deadline,
+                                                  rate_margin=options.rate_margin)
+            per_deadline.append(_score(trace, points, choice, arrivals, correct, bits, [deadline]))
+          scores.setdefault((name, "adaptive"), []).append(per_deadline)
+      for (name, policy), per_seed in scores.items():
         for d_index, deadline in enumerate(deadlines):
-          choice = channel_lib.adaptive_choices(trace, points, arrival_seconds=arrivals,
-                                                deadline_seconds=deadline,
-                                                rate_margin=options.rate_margin)
-          reports = _score(trace, points, choice, arrivals, correct, bits, [deadline])
-          scores.setdefault((name, "adaptive", d_index), []).append(reports)
-    # Keys: (method, policy, None) for a fixed point, scored at every deadline at once;
-    # (method, "adaptive", deadline index) for the adaptive policy, whose choices depend on it.
-    for (name, policy, adaptive_index), per_seed in scores.items():
-      for d_index, deadline in enumerate(deadlines):
-        if adaptive_index is not None and adaptive_index != d_index:
-          continue
-        index = 0 if adaptive_index is not None else d_index
-        accuracy, on_time, saturated = [], [], False
-        for reports in per_seed:
-          if reports is None:
-            saturated = True
-            accuracy.append(0.0)
-            on_time.append(0.0)
+          if policy == "adaptive":
+            seeds = [s[d_index] for s in per_seed]
+            seeds = [None if s is None else s[:, 0] for s in seeds]
           else:
-            accuracy.append(reports[index].accuracy)
-            on_time.append(reports[index].on_time_fraction)
-        rows.append(dict(method=name, policy=policy, mean_snr_db=float(snr),
-                         deadline_seconds=deadline, accuracy=float(np.mean(accuracy)),
-                         on_time_fraction=float(np.mean(on_time)), saturated=saturated))
+            seeds = [None if s is None else s[:, d_index] for s in per_seed]
+          saturated = any(s is None for s in seeds)
+          # [2, N]: per clip, over the traces: the fraction right and on time, and on time.
+          clips = np.mean([np.zeros((2, num_clips)) if s is None else s for s in seeds], axis=0)
+          rows.append(dict(method=name, policy=policy, split=split, mean_snr_db=float(snr),
+                           deadline_seconds=deadline, accuracy=float(clips[0].mean()),
+                           accuracy_interval=curves.top1_interval(clips[0]),
+                           on_time_fraction=float(clips[1].mean()), saturated=saturated))
   return dict(options=dataclasses.asdict(options) | dict(
       deadlines_seconds=deadlines, mean_snrs_db=[float(s) for s in options.mean_snrs_db],
       seeds=[int(s) for s in options.seeds]),
-              clip_interval_seconds=interval, num_clips=num_clips,
+              clip_interval_seconds=interval, num_clips=counts["test"],
+              validation_clips=counts.get("validation"),
               mean_rates_bps={snr: float(np.mean(r)) for snr, r in mean_rates.items()}, rows=rows)
 
 
 def best_fixed(rows: list[dict], method: str, snr: float, deadline: float) -> dict | None:
-  """The fixed-point row of `method` with the best accuracy at (snr, deadline), in hindsight."""
-  candidates = [r for r in rows if r["method"] == method and r["policy"].startswith("fixed:")
-                and r["mean_snr_db"] == snr and r["deadline_seconds"] == deadline]
-  return max(candidates, key=lambda r: r["accuracy"], default=None)
+  """The test row of `method`'s fixed point with the best accuracy at (snr, deadline) on the
+  validation clips (in hindsight, on the test rows, where the comparison had no validation split);
+  its `chosen_on` says which."""
+  def candidates(split):
+    return [r for r in rows if r["method"] == method and r["policy"].startswith("fixed:")
+            and r.get("split", "test") == split and r["mean_snr_db"] == snr
+            and r["deadline_seconds"] == deadline]
+  chosen_on = "validation" if candidates("validation") else "test"
+  best = max(candidates(chosen_on), key=lambda r: r["accuracy"], default=None)
+  if best is None:
+    return None
+  test = next(r for r in candidates("test") if r["policy"] == best["policy"])
+  return dict(test, chosen_on=chosen_on)
 
 
 def adaptive(rows: list[dict], method: str, snr: float, deadline: float) -> dict | None:

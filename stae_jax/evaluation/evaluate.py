@@ -1,19 +1,29 @@
-"""Real compression of the test split by every method, measured on this machine -> `results.json`.
+"""Real compression by every method, measured on this machine -> `results.json`.
 
-One pass over the test split; each batch goes through every method at every operating point, so the
-split is read and decoded once and every method sees the very same clips:
+Two passes, each batch through every method at every operating point, so every method sees the
+very same clips:
+
+  validation  the first `validation_clips` clips of the validation split (carved from the training
+              split: `stae_jax.data.pipeline`), frozen reference ViT only: what anything chosen
+              from results is chosen on (envelopes, the channel policy's expectations, best fixed
+              points, and the cells where a baseline's ViT is tuned)
+  test        the whole test split (or `max_clips`): every number of the report
 
   reference  the stage-1 ViT on the uncompressed clips (accuracy loss is measured against it)
   learned    every system trained in the workdir (STAE, its ablations, DeepISC)
-  baselines  every baseline of `stae_jax.systems` (H.264, raw offloading, ...), scored by the
-             reference ViT; one that cannot run here (no libx264) is reported as skipped
+  baselines  every baseline of `stae_jax.systems` (H.264 over its grid, raw offloading, ...); one
+             that cannot run here (no libx264) is reported as skipped
 
 Every method is a `stae_jax.systems.Codec`, measured by one function (`round_trip`): the device
-half makes real bitstreams, the server half decodes them, the method's classifier scores what it
-rebuilt. Bits per clip are the lengths of the streams the codec returned.
+half makes real bitstreams, the server half decodes them, and the frozen reference ViT scores what
+it rebuilt (the headline's column, the same classifier for all). The "tuned" column scores the
+same test reconstructions with a ViT tuned for the method's output: a learned system's own
+(`codec.classify`), and for a headline baseline the reference fine-tuned with the main learned
+system's last-stage budget at its envelope points near the target (`stae_jax.evaluation.tuned`).
+Bits per clip are the lengths of the streams the codec returned.
 
 Times. Batched times are amortised over an evaluation batch (throughput). The per-step times the
-tables and the channel use are single-clip medians (`latency_clips` clips at batch 1): a device
+tables and the channel use are single-clip medians (`latency_clips` test clips at batch 1): a device
 encodes one clip when it has one. Every model step is timed after `block_until_ready`, and the
 first call of each step per batch shape is a warm-up (the compile), never timed.
 """
@@ -33,6 +43,7 @@ import jax
 import numpy as np
 
 from stae_jax import systems
+from stae_jax.evaluation import curves
 from stae_jax.evaluation import metrics
 from stae_jax.evaluation import report
 from stae_jax.training import workdir as workdir_lib
@@ -44,12 +55,22 @@ STEPS = report.STEPS
 class EvalOptions:
   """What evaluate.py measures besides the trained systems (flags of evaluate.py)."""
   max_clips: int = 0             # 0: the whole test split
+  #: Validation clips measured (the first ones of the split; 0: none, and then envelopes and
+  #: policies are chosen on the test clips and no baseline is tuned). 300 is the whole validation
+  #: split of the embedded default; the rest of the evaluation costs ~1.5x this pass.
+  validation_clips: int = 300
   latency_clips: int = 4         # clips timed one at a time per operating point (0: batched only)
   num_pictures: int = 3          # clips drawn as overlays and reconstructions
   systems: Sequence[str] | None = None  # system tags to evaluate (None: every one in the workdir)
-  #: Per-baseline options, {name: {...}} (e.g. {"h264": {"crfs": (...), "preset": "veryfast"}});
-  #: a baseline not named here runs with its module's defaults.
+  #: Baselines to measure (names of `stae_jax.systems.baselines()`; None: all of them).
+  baseline_methods: Sequence[str] | None = None
+  #: Per-baseline options, {name: {...}} (e.g. {"h264": {"frames": (16, 2), "scales": (1, 2),
+  #: "crfs": (...), "preset": "veryfast"}}); a baseline not named here runs with its defaults.
   baselines: dict = dataclasses.field(default_factory=dict)
+  #: Tune the reference ViT for each headline baseline at its envelope points near the target
+  #: (the "tuned" column); `tuned_cells` = (points below the first reaching it, points from it).
+  tune_baselines: bool = True
+  tuned_cells: tuple[int, int] = (2, 2)
   progress: bool = True
 
 
@@ -59,8 +80,8 @@ class EvalOptions:
 
 @dataclasses.dataclass
 class RoundTrip:
-  """One batch through a codec at one point: what was sent, rebuilt and predicted, and the time of
-  each step (seconds for the whole batch)."""
+  """One batch through a codec at one point: what was sent, rebuilt and predicted (by the frozen
+  reference ViT), and the time of each step (seconds for the whole batch)."""
   streams: list[bytes]
   estimated_bits: np.ndarray | None
   received: Any
@@ -84,34 +105,45 @@ class _Warm:
     return out, time.perf_counter() - started
 
 
-def round_trip(codec: systems.Codec, clips: np.ndarray, point: systems.Point,
-               warm: _Warm) -> RoundTrip:
-  """Device half, server half and classifier of `codec` on `clips`, each step timed."""
+def round_trip(codec: systems.Codec, clips: np.ndarray, point: systems.Point, warm: _Warm,
+               classify: Callable | None = None) -> RoundTrip:
+  """Device half, server half and a classifier (`classify`, default the codec's) on `clips`, each
+  step timed."""
   key = (codec.tag, point, len(clips))
+  classify = classify or codec.classify
   encoded, t_encode = warm(key + ("encode",), codec.encode, clips, point)
   coded, t_code = warm(key + ("entropy_encode",), codec.entropy_encode, encoded, point)
   received, t_uncode = warm(key + ("entropy_decode",), codec.entropy_decode, coded.streams, point)
   rebuilt, t_decode = warm(key + ("decode",), codec.decode, received, point)
-  logits, t_classify = warm(key + ("classify",), codec.classify, rebuilt)
+  logits, t_classify = warm(_classify_key(classify, rebuilt), classify, rebuilt)
   return RoundTrip(streams=coded.streams, estimated_bits=coded.estimated_bits, received=received,
                    rebuilt=rebuilt, logits=np.asarray(logits), seconds=dict(zip(STEPS, (
                        t_encode, t_code, t_uncode, t_decode, t_classify))))
 
 
+def _classify_key(classify, clips) -> tuple:
+  """A classifier compiles once per input shape and dtype: its warm-up key."""
+  return ("classify", id(classify), tuple(np.shape(clips)), str(getattr(clips, "dtype", "")))
+
+
 class _Accumulator:
-  """One operating point's per-clip results over batches."""
+  """One operating point's per-clip results over batches (one split)."""
 
   def __init__(self, point: systems.Point):
     self.point = point
     self.correct: list[bool] = []
+    self.tuned_correct: list[bool] = []
     self.num_bytes: list[int] = []
     self.estimated_bits: list[float] = []
     self.batched = {step: 0.0 for step in STEPS}
     self.batched_clips = 0
     self.single: dict[str, list[float]] = {step: [] for step in STEPS}
 
-  def add(self, trip: RoundTrip, labels, valid):
+  def add(self, trip: RoundTrip, labels, valid, tuned_logits=None):
     self.correct.extend(bool(c) for c in (trip.logits.argmax(-1) == labels)[valid])
+    if tuned_logits is not None:
+      self.tuned_correct.extend(bool(c) for c in (np.asarray(tuned_logits).argmax(-1)
+                                                  == labels)[valid])
     self.num_bytes.extend(len(s) for s, v in zip(trip.streams, valid) if v)
     if trip.estimated_bits is not None:
       self.estimated_bits.extend(float(b) for b in np.asarray(trip.estimated_bits)[valid])
@@ -119,17 +151,37 @@ class _Accumulator:
       self.batched[step] += value
     self.batched_clips += len(valid)
 
-  def record(self, clip_shape, reference_top1: float) -> report.PointResult:
+  def top1(self) -> float:
+    return float(np.mean(self.correct))
+
+  def bits(self) -> float:
+    return metrics.bits_per_clip(float(np.mean(self.num_bytes)))
+
+  def validation_record(self) -> dict:
+    return dict(num_clips=len(self.correct), top1=self.top1(),
+                top1_interval=curves.top1_interval(self.correct), bits_per_clip=self.bits(),
+                per_clip=dict(correct=[int(c) for c in self.correct],
+                              bits=[8 * b for b in self.num_bytes]))
+
+  def record(self, clip_shape, reference_top1: float, validation: "_Accumulator | None" = None,
+             tuned_classifier: str | None = None) -> report.PointResult:
     mean_bytes = float(np.mean(self.num_bytes))
-    top1 = float(np.mean(self.correct))
+    top1 = self.top1()
     batched = {step: self.batched[step] / max(self.batched_clips, 1) for step in STEPS}
     single = {step: float(np.median(v)) for step, v in self.single.items() if v}
     seconds = {step: single.get(step, batched[step]) for step in STEPS}
     estimated = float(np.mean(self.estimated_bits)) if self.estimated_bits else None
     bits = metrics.bits_per_clip(mean_bytes)
+    tuned = None
+    if self.tuned_correct:
+      tuned_top1 = float(np.mean(self.tuned_correct))
+      tuned = dict(classifier=tuned_classifier, top1=tuned_top1,
+                   top1_interval=curves.top1_interval(self.tuned_correct),
+                   accuracy_loss_points=metrics.accuracy_loss_points(reference_top1, tuned_top1),
+                   per_clip=dict(correct=[int(c) for c in self.tuned_correct]))
     return report.PointResult(
         name=self.point.name, setting=self.point.as_dict(), num_clips=len(self.correct), top1=top1,
-        top1_interval=report.top1_interval(self.correct),
+        top1_interval=curves.top1_interval(self.correct),
         accuracy_loss_points=metrics.accuracy_loss_points(reference_top1, top1),
         bytes_per_clip=mean_bytes, bits_per_clip=bits,
         compression_ratio=metrics.compression_ratio(clip_shape, mean_bytes),
@@ -142,11 +194,13 @@ class _Accumulator:
         device_seconds=seconds["encode"] + seconds["entropy_encode"],
         server_seconds=seconds["entropy_decode"] + seconds["decode"] + seconds["classify"],
         per_clip=dict(correct=[int(c) for c in self.correct],
-                      bits=[8 * b for b in self.num_bytes]))
+                      bits=[8 * b for b in self.num_bytes]),
+        validation=None if validation is None else validation.validation_record(),
+        tuned=tuned)
 
 
 # ------------------------------------------------------------------------------------------------
-# Every method on the test split
+# Every method on a split
 # ------------------------------------------------------------------------------------------------
 
 def _progress(iterable, total, enabled, description):
@@ -179,7 +233,12 @@ def make_codecs(config, workdir: pathlib.Path, options: EvalOptions, classify) -
           f"for {list(clip_shape)}: evaluate with the config it was trained with.")
   context = systems.BaselineContext(clip_shape=clip_shape, classify=classify,
                                     options=dict(options.baselines))
-  for name in systems.baselines():
+  names = systems.baselines() if options.baseline_methods is None else list(
+      options.baseline_methods)
+  for name in names:
+    if name not in systems.baselines():
+      raise ValueError(f"{name!r} is not a baseline; stae_jax.systems has: "
+                       f"{', '.join(systems.baselines())}")
     codecs.extend(systems.get(name).codecs(context))
   for codec in codecs:
     if codec.skipped:
@@ -187,104 +246,173 @@ def make_codecs(config, workdir: pathlib.Path, options: EvalOptions, classify) -
   return codecs
 
 
-def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions = EvalOptions(), *,
-                     loader_fn: Callable | None = None) -> tuple[dict, dict]:
-  """Measures every method on the test split; returns (results dict, pictures data).
+@dataclasses.dataclass
+class _Split:
+  """What one pass over a split measured: the reference's and every point's accumulators."""
+  reference: _Accumulator
+  points: dict[str, dict[systems.Point, _Accumulator]]
+  clip_shape: tuple | None = None
 
-  `loader_fn(data_config, split, *, seed, train, num_epochs)` gives the test batches (default: the
-  dataset's grain pipeline). The pictures data (first clips, what was kept, the reconstructions) is
-  for `stae_jax.evaluation.pictures`.
-  """
-  workdir = pathlib.Path(workdir).absolute()
-  if loader_fn is None:
-    from stae_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    loader_fn = pipeline.make_loader
-  started = time.perf_counter()
-  reference = workdir_lib.load_classifier(config, workdir)
-  codecs = make_codecs(config, workdir, options, reference)
-  running = [c for c in codecs if not c.skipped]
-  ref_point = _Accumulator(systems.Point.of("clean"))
-  accumulators = {c.tag: {p: _Accumulator(p) for p in c.points} for c in running}
-  pictures = dict(videos=None, labels=None, systems={})
-  warm = _Warm()
-  loader = loader_fn(config.data, "test", seed=int(config.seed), train=False, num_epochs=1)
+
+def _measure(split: str, config, codecs, reference, loader_fn, *, max_clips: int, warm: _Warm,
+             progress: bool, tuned: dict | None = None, pictures: dict | None = None,
+             num_pictures: int = 0, single_clips: list | None = None,
+             latency_clips: int = 0) -> _Split:
+  """One pass over `split`: every codec at every point on the same clips, scored by the reference
+  ViT, and by `tuned[(tag, point)]` where that is given. Collects pictures and the clips timed
+  alone where asked."""
+  measured = _Split(reference=_Accumulator(systems.Point.of("clean")),
+                    points={c.tag: {p: _Accumulator(p) for p in c.points} for c in codecs})
+  loader = loader_fn(config.data, split, seed=int(config.seed), train=False, num_epochs=1)
   try:
     total_batches = math.ceil(len(loader._data_source) / config.data.eval_batch_size)  # pylint: disable=protected-access
   except (AttributeError, TypeError):
     total_batches = None
-  if options.max_clips:
-    total_batches = math.ceil(options.max_clips / config.data.eval_batch_size)
-  clip_shape = None
+  if max_clips:
+    total_batches = min(total_batches or math.inf, math.ceil(max_clips / config.data.eval_batch_size))
   seen = 0
-  single_clips: list[np.ndarray] = []
-  for batch in _progress(loader, total_batches, options.progress, "evaluate"):
+  for batch in _progress(loader, total_batches, progress, split):
     video = np.asarray(batch["video"])
     labels = np.asarray(batch["label"])
     valid = np.asarray(batch.get("mask", np.ones(len(labels), bool)), bool)
-    if options.max_clips:
-      valid &= np.arange(len(valid)) + seen < options.max_clips
+    if max_clips:
+      valid &= np.arange(len(valid)) + seen < max_clips
     if not valid.any():
       break
     seen += int(valid.sum())
-    clip_shape = tuple(int(d) for d in video.shape[1:])
-    if len(single_clips) < options.latency_clips:
-      single_clips.extend(video[valid][:options.latency_clips - len(single_clips)])
-    if pictures["videos"] is None:
-      keep = np.flatnonzero(valid)[:options.num_pictures]
+    measured.clip_shape = tuple(int(d) for d in video.shape[1:])
+    if single_clips is not None and len(single_clips) < latency_clips:
+      single_clips.extend(video[valid][:latency_clips - len(single_clips)])
+    if pictures is not None and pictures["videos"] is None:
+      keep = np.flatnonzero(valid)[:num_pictures]
       pictures.update(videos=video[keep], labels=labels[keep])
 
-    logits, seconds = warm(("reference", len(video)), reference, video)
-    ref_point.correct.extend(bool(c) for c in (logits.argmax(-1) == labels)[valid])
-    ref_point.batched["classify"] += seconds
-    ref_point.batched_clips += len(video)
-    for codec in running:
-      for point, acc in accumulators[codec.tag].items():
-        trip = round_trip(codec, video, point, warm)
-        acc.add(trip, labels, valid)
+    logits, seconds = warm(_classify_key(reference, video), reference, video)
+    ref = measured.reference
+    ref.correct.extend(bool(c) for c in (logits.argmax(-1) == labels)[valid])
+    ref.batched["classify"] += seconds
+    ref.batched_clips += len(video)
+    for codec in codecs:
+      for point, acc in measured.points[codec.tag].items():
+        trip = round_trip(codec, video, point, warm, reference)
+        tuned_classify = (tuned or {}).get((codec.tag, point))
+        acc.add(trip, labels, valid,
+                None if tuned_classify is None else tuned_classify(trip.rebuilt))
+        if pictures is None:
+          continue
         kept = codec.kept(trip.received)
         shown = pictures["systems"].setdefault(codec.tag, dict(block_size=codec.block_size,
                                                                points={}))
         if kept is not None and point.name not in shown["points"]:
-          keep = np.flatnonzero(valid)[:options.num_pictures]
+          keep = np.flatnonzero(valid)[:num_pictures]
           shown["points"][point.name] = dict(
               reconstruction=np.asarray(trip.rebuilt)[keep],
               frame_mask=[kept[i][0] for i in keep], block_masks=[kept[i][1] for i in keep])
-    if options.max_clips and seen >= options.max_clips:
+    if max_clips and seen >= max_clips:
       break
-  if clip_shape is None:
-    raise ValueError("the test split gave no clips to evaluate; check config.data and the dataset.")
+  if measured.clip_shape is None:
+    raise ValueError(f"the {split} split gave no clips to evaluate; check config.data and the "
+                     "dataset.")
+  return measured
+
+
+def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions = EvalOptions(), *,
+                     loader_fn: Callable | None = None) -> tuple[dict, dict]:
+  """Measures every method on the validation and test splits; returns (results dict, pictures).
+
+  `loader_fn(data_config, split, *, seed, train, num_epochs)` gives the batches (default: the
+  dataset's grain pipeline). The pictures data (first clips, what was kept, the reconstructions) is
+  for `stae_jax.evaluation.pictures`.
+  """
+  from stae_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from stae_jax.evaluation import tuned as tuned_lib  # pylint: disable=g-import-not-at-top
+  workdir = pathlib.Path(workdir).absolute()
+  loader_fn = loader_fn or pipeline.make_loader
+  started = time.perf_counter()
+  reference = workdir_lib.load_classifier(config, workdir)
+  codecs = make_codecs(config, workdir, options, reference)
+  running = [c for c in codecs if not c.skipped]
+  warm = _Warm()
+  phases = {}
+
+  def phase(name):
+    phases[name] = time.perf_counter() - started - sum(phases.values())
+    logging.info("evaluate: %s took %.1f s", name, phases[name])
+
+  phase("set_up")
+  validation = None
+  if options.validation_clips:
+    validation = _measure("validation", config, running, reference, loader_fn,
+                          max_clips=options.validation_clips, warm=warm, progress=options.progress)
+  phase("validation")
+
+  # The tuned column: a learned system's own ViT at every point; a headline baseline's, the
+  # reference fine-tuned at its envelope points near the target (chosen on validation).
+  tuned = {(c.tag, p): c.classify for c in running if c.tuned_classifier for p in c.points}
+  tuned_what = {c.tag: c.tuned_classifier for c in running if c.tuned_classifier}
+  budget_from = next((c.tag for c in running if c.tuned_classifier and c.headline), None)
+  baselines = [c for c in running if c.headline and not c.tuned_classifier]
+  if options.tune_baselines and validation is not None and budget_from and baselines:
+    made = tuned_lib.tune_baselines(
+        config, workdir, baselines, reference, validation, loader_fn=loader_fn,
+        budget_from=budget_from, cells=options.tuned_cells, progress=options.progress)
+    tuned.update(made.classifiers)
+    tuned_what.update(made.descriptions)
+  phase("tuning")
+
+  pictures = dict(videos=None, labels=None, systems={})
+  single_clips: list[np.ndarray] = []
+  test = _measure("test", config, running, reference, loader_fn, max_clips=options.max_clips,
+                  warm=warm, progress=options.progress, tuned=tuned, pictures=pictures,
+                  num_pictures=options.num_pictures, single_clips=single_clips,
+                  latency_clips=options.latency_clips)
+  clip_shape = test.clip_shape
+  phase("test")
 
   # Single-clip latencies: what one device and one server spend on one clip.
+  ref_point = test.reference
   for clip in single_clips:
     one = clip[None]
-    _, seconds = warm(("reference", 1), reference, one)
+    _, seconds = warm(_classify_key(reference, one), reference, one)
     ref_point.single["classify"].append(seconds)
     for codec in running:
-      for point, acc in accumulators[codec.tag].items():
-        trip = round_trip(codec, one, point, warm)
+      for point, acc in test.points[codec.tag].items():
+        trip = round_trip(codec, one, point, warm, reference)
         for step, value in trip.seconds.items():
           acc.single[step].append(value)
   for step in STEPS:
     ref_point.single[step] = ref_point.single[step] or [0.0]
   ref_point.num_bytes = [metrics.raw_clip_bytes(clip_shape)] * len(ref_point.correct)
+  phase("single_clip_latency")
 
-  reference_top1 = float(np.mean(ref_point.correct))
+  reference_top1 = ref_point.top1()
   methods = {}
   for codec in codecs:
+    points = [] if codec.skipped else [
+        acc.record(clip_shape, reference_top1,
+                   None if validation is None else validation.points[codec.tag][point],
+                   tuned_what.get(codec.tag))
+        for point, acc in test.points[codec.tag].items()]
     methods[codec.tag] = report.MethodResult(
         kind=codec.kind, label=codec.label, skipped=codec.skipped, variant_of=codec.variant_of,
-        headline=codec.headline, config=codec.summary(),
-        points=[] if codec.skipped else [acc.record(clip_shape, reference_top1)
-                                         for acc in accumulators[codec.tag].values()])
+        headline=codec.headline, config=codec.summary(), points=points,
+        tuned_classifier=tuned_what.get(codec.tag),
+        **report.describe_envelope([dataclasses.asdict(p) for p in points]))
   ref_record = ref_point.record(clip_shape, reference_top1)
   results = report.Results(
       config_name=config.name, workdir=str(workdir), dataset=config.data.name, split="test",
       num_clips=len(ref_point.correct), clip_shape=list(clip_shape),
       raw_clip_bytes=metrics.raw_clip_bytes(clip_shape), machine=_machine(),
       reference=dict(top1=reference_top1, top1_interval=ref_record.top1_interval,
-                     seconds=ref_record.seconds,
-                     per_clip=ref_record.per_clip),
-      methods=methods, evaluate_seconds=time.perf_counter() - started)
+                     seconds=ref_record.seconds, per_clip=ref_record.per_clip,
+                     validation=None if validation is None else dict(
+                         num_clips=len(validation.reference.correct),
+                         top1=validation.reference.top1(),
+                         top1_interval=curves.top1_interval(validation.reference.correct))),
+      methods=methods, evaluate_seconds=time.perf_counter() - started, phase_seconds=phases,
+      validation=None if validation is None else dict(
+          split="validation", num_clips=len(validation.reference.correct),
+          rule=pipeline.VALIDATION_RULE))
   return results.to_json(), pictures
 
 
@@ -294,10 +422,10 @@ def finish(results: dict, workdir: pathlib.Path, channel_options, pictures: dict
   from stae_jax.evaluation import deadlines  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import pictures as pictures_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
+  started = time.perf_counter()
   results["channel"] = deadlines.channel_comparison(results, channel_options)
   results["headline"] = report.headline(results)
   results["ablations"] = report.ablations(results)
-  paths = dict(results=report.write_results(results, workdir / "results.json"))
   plot_paths = plots.write_plots(results, workdir / "plots")
   picture_paths = []
   if pictures is not None:
@@ -305,6 +433,8 @@ def finish(results: dict, workdir: pathlib.Path, channel_options, pictures: dict
                                                 class_names=class_names)
   elif (workdir / "pictures").is_dir():
     picture_paths = sorted(str(p.relative_to(workdir)) for p in (workdir / "pictures").glob("*.png"))
+  results.setdefault("phase_seconds", {})["channel_and_report"] = time.perf_counter() - started
+  paths = dict(results=report.write_results(results, workdir / "results.json"))
   report_path = workdir / "report.md"
   report_path.write_text(report.markdown(results, plots=plot_paths, pictures=picture_paths))
   paths.update(report=report_path, plots=workdir / "plots", pictures=workdir / "pictures")

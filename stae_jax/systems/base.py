@@ -12,7 +12,9 @@ A method (STAE, DeepISC, H.264, raw offloading, ...) is cut where a real link cu
                                                  anything malformed is a `DecodeError`
                 `decode(received, point)`        -> float32 clips [B,T,H,W,3] in 0..255 (what the
                                                  ViT sees)
-                `classify(clips)`                the ViT that scores this method
+                `classify(clips)`                the ViT this method's server runs: a learned
+                                                 system's own (trained on its output), a
+                                                 baseline's the reference
 
 Evaluation, the single-clip tools and serving time and call these five steps and nothing else, so
 a new method is one module and one line in `stae_jax.systems.METHODS`: nothing outside a method's
@@ -129,8 +131,10 @@ class Codec(abc.ABC):
   baseline's registry name), `kind` (its registry name), `label`, `points`, `clip_shape`
   (T, H, W, 3), and optionally `skipped` (why it cannot run here: reported, not measured),
   `variant_of` (the tag of the method an ablation varies; None for a method of its own),
-  `headline` (whether the report's headline compares it) and `block_size` (for pictures of what
-  was kept).
+  `headline` (whether the report's headline compares it), `block_size` (for pictures of what
+  was kept) and `tuned_classifier` (what `classify` is where it is a ViT tuned for this method's
+  output, for the report's "tuned" column; None where it is the reference ViT, which evaluation
+  scores every method with anyway).
   """
   tag: str
   kind: str
@@ -141,6 +145,7 @@ class Codec(abc.ABC):
   variant_of: str | None = None
   headline: bool = True
   block_size: int | None = None
+  tuned_classifier: str | None = None
 
   # --- the five steps ---------------------------------------------------------------------------
 

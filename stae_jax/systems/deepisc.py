@@ -86,6 +86,8 @@ class DeepISCCodec(base.Codec):
     self.label = LABEL if trained.tag == entry.method else f"{LABEL} ({trained.tag})"
     self.variant_of = None if trained.tag == entry.method else entry.method
     self.headline = self.variant_of is None
+    self.tuned_classifier = f"its own ViT (as its {trained.directory.name} stage left it)" if (
+        trained.directory is not None) else "its own ViT"
     self.points = operating_points(entry)
     self.clip_shape = trained.clip_shape
     self._entry = entry

@@ -5,6 +5,11 @@ Settings, each chosen for a real-time edge link rather than for the best possibl
     as it is coded (what a device streaming to a server would run).
   * no B-frames and one GOP per clip (keyint = min-keyint = T, scenecut off): each clip is
     decodable on its own, one I-frame then P-frames, like the STAE codec's one bitstream per clip.
+  * one thread (`threads=1`), so one slice per frame: with x264's default thread count, which
+    follows the machine's cores, zerolatency's sliced threads cut larger frames into 2-4 slices
+    (measured on 256x256 frames: 10,237 bytes in one slice, 10,599 in two, 11,319 in four), so the
+    bytes counted would depend on the machine. One thread also costs 30-40% less CPU per clip;
+    a batch's clips are coded in parallel instead (`CODING_THREADS`).
   * yuv420p, 8 bits: what every H.264 decoder accepts. libx264 needs even frame sizes in 4:2:0, so
     odd heights or widths are padded by repeating the last row or column, and cropped after decoding.
 
@@ -15,6 +20,15 @@ every option, ~600 bytes) that decoders ignore, and at high CRF it would be a th
 16x112x112 clip's bytes, charging the baseline for text rather than video. `drop_sei=False`
 keeps it (the stream exactly as x264 emits it); `H264Stream.sei_bytes` says how much was dropped.
 
+The codec (`H264Codec`) is H.264 as a practitioner would run it at a few kbit per clip: over a grid
+of operating points, kept frames x resolution x CRF (AWStream profiles exactly these knobs and finds
+no single one of them optimal). Each cell is a `Point` (`frames=2,side=32,crf=51`): the device keeps
+`frames` evenly spaced frames (`kept_frame_index`), area-downscales them to `side` pixels
+(`area_downscale`) and codes them as one closed GOP; the server decodes them, fills the dropped
+frames by STAE's receiver rule (held at the ends, linear in between:
+`stae_jax.models.decoder.temporal_fill`) and upsamples bilinearly (`receive`), to uint8 clips. The report compares
+STAE with the upper envelope of the cells (`stae_jax.evaluation.curves`).
+
 Where the installed PyAV has no libx264 (a build without GPL codecs) every entry point raises
 `X264Unavailable` with a message, so an evaluation can report the baseline as skipped instead of
 crashing.
@@ -22,15 +36,21 @@ crashing.
 
 from __future__ import annotations
 
+from concurrent import futures
 import dataclasses
 from fractions import Fraction
+import functools
+import os
 import re
 import time
 from typing import NamedTuple
 
 import av
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from stae_jax.models.decoder import temporal_fill
 from stae_jax.systems import base
 
 #: FFmpeg's names for the encoder and decoder (module attributes so tests can simulate their absence).
@@ -157,6 +177,7 @@ def encode_h264(clip: np.ndarray, crf: float, *, preset: str = "veryfast", fps: 
       "crf": f"{crf:g}",
       "preset": preset,
       "tune": "zerolatency",
+      "threads": "1",
       "x264-params": f"keyint={num_frames}:min-keyint={num_frames}:scenecut=0:bframes=0",
   }
   packets = []
@@ -178,6 +199,7 @@ def decode_h264(stream: H264Stream) -> np.ndarray:
   """Decodes an `H264Stream` back to uint8[T,H,W,3] RGB, cropping any padding added for 4:2:0."""
   check_x264()
   context = av.CodecContext.create(DECODER_NAME, "r")
+  context.thread_count = 1  # clips are decoded in parallel instead (and the pixels are the same)
   frames = []
   for packet in context.parse(stream.data) + context.parse(None):
     frames.extend(context.decode(packet))
@@ -186,7 +208,10 @@ def decode_h264(stream: H264Stream) -> np.ndarray:
     raise ValueError(
         f"the H.264 stream decoded to {len(frames)} frames, expected {stream.num_frames}; the stream "
         "is truncated or not one produced by encode_h264.")
-  clip = np.stack([frame.to_ndarray(format="rgb24") for frame in frames])
+  # One reformatter for the clip: it keeps its swscale context across frames (a fresh one per
+  # frame, as `frame.to_ndarray(format=...)` makes, took 60% of a 16x64x64 decode; same pixels).
+  reformatter = av.video.reformatter.VideoReformatter()
+  clip = np.stack([reformatter.reformat(frame, format="rgb24").to_ndarray() for frame in frames])
   return clip[:, :stream.height, :stream.width]
 
 
@@ -202,48 +227,229 @@ def h264_roundtrip(clip: np.ndarray, crf: float, *, preset: str = "veryfast", fp
 
 
 # ------------------------------------------------------------------------------------------------
-# The codec (what evaluation and the single-clip tools call)
+# The grid: kept frames x resolution x CRF (device side: drop, downscale; server side: the reverse)
 # ------------------------------------------------------------------------------------------------
 
 LABEL = "H.264 (libx264, low delay)"
 LEARNED = False
 DEFAULT_CRFS = (23, 29, 35, 41, 47, 51)
+#: Divisors of the clip's side: the model's resolution, 1/2 and 1/4 of it.
+DEFAULT_SCALES = (1, 2, 4)
 DEFAULT_PRESET = "veryfast"
+#: The keys of `options["h264"]` (`base.BaselineContext.options`).
+OPTION_KEYS = ("frames", "scales", "crfs", "preset")
 
 
-def point(crf: float, preset: str = DEFAULT_PRESET) -> base.Point:
-  return base.Point.of(f"crf={float(crf):g}", crf=float(crf), preset=preset)
+def default_frames(num_frames: int) -> tuple[int, ...]:
+  """Kept-frame counts of the default grid: T, T/2, T/4, ... down to 1 (16, 8, 4, 2, 1 for T=16)."""
+  counts, k = [], int(num_frames)
+  while k >= 1:
+    counts.append(k)
+    k //= 2
+  if counts[-1] != 1:
+    counts.append(1)
+  return tuple(counts)
+
+
+def kept_frame_index(num_frames: int, keep: int) -> tuple[int, ...]:
+  """The `keep` frames of `num_frames` the device sends: evenly spaced with the first and the last
+  included when keep >= 2 (STAE's "uniform" selection), the middle one when keep == 1."""
+  if not 1 <= keep <= num_frames:
+    raise ValueError(f"H.264 grid: {keep} kept frames of a {num_frames}-frame clip; keep between 1 "
+                     f"and {num_frames} (evaluate.py --h264_grid=frames=...).")
+  if keep == 1:
+    return ((num_frames - 1) // 2,)
+  return tuple(int(i) for i in np.round(np.linspace(0, num_frames - 1, keep)).astype(int))
+
+
+def area_downscale(frames: np.ndarray, scale: int) -> np.ndarray:
+  """uint8 [k,H,W,3] -> [k,H/scale,W/scale,3]: each scale x scale square becomes its mean (area
+  resampling, what a device's scaler does before the encoder), rounded half up."""
+  if scale == 1:
+    return frames
+  k, height, width, c = frames.shape
+  squares = frames.reshape(k, height // scale, scale, width // scale, scale, c)
+  total = squares.sum(axis=(2, 4), dtype=np.uint32)
+  return ((total + scale * scale // 2) // (scale * scale)).astype(np.uint8)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _impulse_fill(num_frames: int, kept):
+  # Column j: a unit impulse at the j-th kept frame (kept: float [T] 0/1, padded columns stay 0),
+  # through the receiver's fill; one compile per clip length, whatever the kept frames.
+  order = jnp.cumsum(kept) - 1
+  impulses = (kept[:, None] * (order[:, None] == jnp.arange(num_frames)[None, :]))
+  mask = jnp.broadcast_to(kept[:, None], (num_frames, num_frames))
+  fill, _ = temporal_fill(impulses[None, :, :, None, None], mask[None, :, :, None, None])
+  return fill[0, :, :, 0, 0]
+
+
+@functools.lru_cache(maxsize=None)
+def time_weights(num_frames: int, frame_index: tuple[int, ...]) -> np.ndarray:
+  """float32 [T, k]: how much of each kept frame the server puts in each frame of the clip. Missing
+  frames are held (before the first, after the last kept frame) or linearly interpolated between
+  the kept ones: STAE's receiver rule, `stae_jax.models.decoder.temporal_fill`, applied here to
+  one unit impulse per kept frame (the rule is linear, so these weights are all of it)."""
+  kept = np.zeros(num_frames, np.float32)
+  kept[list(frame_index)] = 1.0
+  return np.asarray(_impulse_fill(int(num_frames), kept))[:, :len(frame_index)]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _bilinear_matrix(side: int, size: int):
+  return jax.image.resize(jnp.eye(side, dtype=jnp.float32), (size, side), method="bilinear")
+
+
+@functools.lru_cache(maxsize=None)
+def upsampling_weights(side: int, size: int) -> np.ndarray:
+  """float32 [size, side]: bilinear upsampling of one axis (`jax.image.resize`, half-pixel
+  centres), as a matrix, so the server's whole inverse is one contraction (`receive`)."""
+  return np.asarray(_bilinear_matrix(int(side), int(size)))
+
+
+@jax.jit
+def _receive(kept, time, rows, cols):
+  out = jnp.einsum("tk,Hh,Ww,bkhwc->btHWc", time, rows, cols, kept.astype(jnp.float32))
+  return jnp.clip(jnp.round(out), 0.0, 255.0).astype(jnp.uint8)
+
+
+def receive(kept: np.ndarray, frame_index: tuple[int, ...], clip_shape):
+  """The server's inverse of dropping and downscaling: decoded kept frames uint8 [B,k,h,w,3] ->
+  uint8 [B,T,H,W,3], each missing frame filled in time (`time_weights`), every frame upsampled
+  bilinearly (`upsampling_weights`), rounded to 8 bits as a server's scaler would (and a quarter
+  of the memory traffic of float32 on the way to the ViT). Both steps are linear and act on
+  different axes, so one contraction does both (jitted per shape); a cell that kept every frame
+  at full size is the decoded clip itself."""
+  num_frames, height, width, _ = clip_shape
+  _, k, h, w, _ = kept.shape
+  if (k, h, w) == (num_frames, height, width):
+    return kept
+  return _receive(kept, time_weights(num_frames, tuple(frame_index)),
+                  upsampling_weights(h, height), upsampling_weights(w, width))
+
+
+def point(frames: int, side: int, crf: float, preset: str = DEFAULT_PRESET) -> base.Point:
+  """One grid cell: `frames` kept frames at `side` x `side` pixels, coded at `crf`."""
+  return base.Point.of(f"frames={int(frames)},side={int(side)},crf={float(crf):g}",
+                       frames=int(frames), side=int(side), crf=float(crf), preset=preset)
+
+
+def grid_points(clip_shape, *, frames=None, scales=DEFAULT_SCALES, crfs=DEFAULT_CRFS,
+                preset: str = DEFAULT_PRESET) -> tuple[base.Point, ...]:
+  """Every cell of frames x scales x crfs for clips of `clip_shape` (T, H, W, 3), checked: most
+  frames, largest side and lowest CRF first. `frames` None: `default_frames(T)`."""
+  num_frames, height, width, _ = (int(d) for d in clip_shape)
+  frames = default_frames(num_frames) if frames is None else tuple(int(k) for k in frames)
+  for k in frames:
+    kept_frame_index(num_frames, k)
+  sides = []
+  for scale in scales:
+    scale = int(scale)
+    if scale < 1 or height % scale or width % scale:
+      raise ValueError(f"H.264 grid: scale 1/{scale} does not divide a {height}x{width} frame; "
+                       "pick divisors of the config's resolution (--h264_grid=scales=1+2).")
+    sides.append(height // scale)
+  if height != width:
+    raise ValueError(f"H.264 grid: frames of {height}x{width}; the grid names cells by their side "
+                     "and needs square clips (config.data.resolution).")
+  if not (frames and sides and crfs):
+    raise ValueError("H.264 grid: every axis (frames, scales, crfs) needs at least one value.")
+  cells = []
+  for k in sorted(set(frames), reverse=True):
+    for side in sorted(set(sides), reverse=True):
+      for crf in sorted({float(c) for c in crfs}):
+        _check_settings(crf, preset)
+        cells.append(point(k, side, crf, preset))
+  return tuple(cells)
+
+
+def parse_grid(spec: str, num_frames: int) -> dict:
+  """evaluate.py's `--h264_grid` -> `options["h264"]` entries (the CRFs are `--crfs`).
+
+  "full": every default cell (kept frames T, T/2, ..., 1 x side 1, 1/2, 1/4); "single": all frames
+  at the model's resolution (the CRF sweep alone); or axes, `frames=16+2,scales=1+2` (an axis
+  left out keeps its default)."""
+  spec = spec.strip()
+  if spec == "full":
+    return {}
+  if spec == "single":
+    return dict(frames=(int(num_frames),), scales=(1,))
+  out = {}
+  for item in spec.split(","):
+    key, _, values = item.partition("=")
+    key = key.strip()
+    if key not in ("frames", "scales") or not values.strip():
+      raise ValueError(f"--h264_grid={spec!r}: expected 'full', 'single' or axes like "
+                       "'frames=16+2,scales=1+2' (CRFs are --crfs).")
+    try:
+      out[key] = tuple(int(v) for v in values.split("+") if v.strip())
+    except ValueError:
+      raise ValueError(f"--h264_grid={spec!r}: {key} takes integers joined by '+'.") from None
+  return out
+
+
+#: Threads that code the clips of a batch (PyAV releases the GIL inside libx264 and the decoder;
+#: each encoder and decoder runs one thread of its own).
+CODING_THREADS = min(4, os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> futures.ThreadPoolExecutor:
+  return futures.ThreadPoolExecutor(max_workers=CODING_THREADS, thread_name_prefix="x264")
+
+
+def _map(fn, items) -> list:
+  """fn over items, in order, on the coding threads (one item: in this thread)."""
+  items = list(items)
+  if len(items) < 2 or CODING_THREADS < 2:
+    return [fn(item) for item in items]
+  return list(_pool().map(fn, items))
 
 
 class H264Codec(base.Codec):
-  """libx264 on the device, PyAV's H.264 decoder on the server, the reference ViT to classify.
+  """libx264 on the device, PyAV's H.264 decoder on the server; one point per grid cell.
 
-  Each point is a CRF (`options["h264"]["crfs"]`) at one preset. A clip's stream is the elementary
-  stream of `encode_h264` (SEI dropped); the server knows the clip shape, as it knows a learned
-  model's, so nothing else travels."""
+  Device: keep the cell's frames (`kept_frame_index`), area-downscale them to its side, encode
+  them as one closed GOP (`encode_h264`, SEI dropped). Server: decode, then `_receive` (hold /
+  linear interpolation in time, bilinear upsampling) back to the model's clip. The server knows
+  the clip shape and the cell, as it knows a learned model's, so nothing else travels.
+  Options (`options["h264"]`): frames (kept-frame counts), scales (side divisors), crfs, preset."""
   kind = tag = "h264"
   label = LABEL
 
   def __init__(self, context: base.BaselineContext):
     options = dict(context.options.get("h264", {}))
-    preset = options.get("preset", DEFAULT_PRESET)
-    self.points = tuple(point(crf, preset) for crf in options.get("crfs", DEFAULT_CRFS))
-    for p in self.points:
-      _check_settings(p["crf"], p["preset"])
-    self.clip_shape = tuple(context.clip_shape)
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+      raise ValueError(f"H.264 options {unknown} are not known; it takes {', '.join(OPTION_KEYS)}.")
+    self._preset = options.get("preset", DEFAULT_PRESET)
+    self.clip_shape = tuple(int(d) for d in context.clip_shape)
+    self.points = grid_points(self.clip_shape, frames=options.get("frames"),
+                              scales=options.get("scales", DEFAULT_SCALES),
+                              crfs=options.get("crfs", DEFAULT_CRFS), preset=self._preset)
     self._classify = context.classify
-    self._preset = preset
     try:
       check_x264()
     except X264Unavailable as error:
       self.skipped = str(error)
 
   def summary(self) -> dict:
-    return dict(preset=self._preset, tune="zerolatency", bframes=0, gop="one per clip")
+    axes = {name: sorted({p[name] for p in self.points}, reverse=name != "crf")
+            for name in ("frames", "side", "crf")}
+    return dict(preset=self._preset, tune="zerolatency", bframes=0, gop="one per clip", threads=1,
+                frames=axes["frames"], sides=axes["side"], crfs=axes["crf"],
+                downscaling="area", upsampling="bilinear",
+                missing_frames="held at the ends, linear in between (temporal_fill)")
+
+  def _cell(self, point):
+    frames = self.clip_shape[0]
+    return kept_frame_index(frames, point["frames"]), self.clip_shape[1] // point["side"]
 
   def encode(self, clips, point):
     clips = base.check_clips(clips, self.clip_shape)
-    return [encode_h264(clip, point["crf"], preset=point["preset"]) for clip in clips]
+    index, scale = self._cell(point)
+    return _map(lambda clip: encode_h264(area_downscale(clip[list(index)], scale), point["crf"],
+                                         preset=point["preset"]), clips)
 
   def entropy_encode(self, encoded, point) -> base.Coded:
     del point  # x264 codes its own symbols: the streams are ready
@@ -252,20 +458,24 @@ class H264Codec(base.Codec):
   def entropy_decode(self, streams, point):
     return base.check_streams(streams, self.max_stream_bytes(point))
 
-  def decode(self, received, point) -> np.ndarray:
-    frames, height, width, _ = self.clip_shape
-    clips = []
-    for i, data in enumerate(received):
+  def decode(self, received, point):
+    index, _ = self._cell(point)
+    keep, side = point["frames"], point["side"]
+
+    def one(item):
+      i, data = item
       try:
-        clip = decode_h264(H264Stream(data=data, num_frames=frames, height=height, width=width,
+        clip = decode_h264(H264Stream(data=data, num_frames=keep, height=side, width=side,
                                       crf=point["crf"], sei_bytes=0, encode_seconds=0.0))
-        if clip.shape != (frames, height, width, 3):
+        if clip.shape != (keep, side, side, 3):
           raise ValueError(f"it decoded to {list(clip.shape)}")
-        clips.append(clip)
+        return clip
       except (ValueError, av.FFmpegError) as error:
-        raise base.DecodeError(f"H.264 stream {i} does not decode to a {frames}x{height}x{width} "
-                               f"clip ({error})") from None
-    return np.stack(clips)
+        raise base.DecodeError(f"H.264 stream {i} does not decode to {keep} frames of {side}x"
+                               f"{side} ({point.name}): {error}") from None
+
+    kept = _map(one, enumerate(received))
+    return np.asarray(jax.block_until_ready(receive(np.stack(kept), index, self.clip_shape)))
 
   def classify(self, clips) -> np.ndarray:
     return self._classify(clips)

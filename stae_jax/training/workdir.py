@@ -149,9 +149,14 @@ def load_classifier(config, workdir):
 class Classifier:
   """A restored ViT, jitted: `classify(clips uint8 or float 0..255 [B,T,H,W,3]) -> logits`."""
 
-  def __init__(self, graphdef, params, rest):
+  def __init__(self, graphdef, params, rest, *, compiled=None):
+    self.graphdef, self.params, self.rest = graphdef, params, rest
     self._state = (params, rest)
-    self._classify = jax.jit(lambda p, r, clip: nnx.merge(graphdef, p, r)["vit"](clip))
+    self._classify = compiled or jax.jit(lambda p, r, clip: nnx.merge(graphdef, p, r)["vit"](clip))
+
+  def with_params(self, params, rest) -> "Classifier":
+    """The same ViT with other weights (a fine-tuned copy), sharing this one's compiled step."""
+    return Classifier(self.graphdef, params, rest, compiled=self._classify)
 
   def __call__(self, clips):
     return np.asarray(jax.block_until_ready(self._classify(*self._state, jax.numpy.asarray(clips))))
