@@ -288,6 +288,12 @@ class Block(nnx.Module):
     return x + self.mlp(self.norm2(x))
 
 
+@nnx.remat
+def remat_block(block: "Block", x: jax.Array) -> jax.Array:
+  """`block(x)` whose activations are recomputed in the backward pass (`jax.checkpoint`)."""
+  return block(x)
+
+
 class VideoViT(nnx.Module):
   """VideoMAE's video ViT classifier. Call on a clip [B, T, H, W, 3] (uint8, or float 0..255)."""
 
@@ -295,10 +301,15 @@ class VideoViT(nnx.Module):
                tubelet: int = 2, patch: int = 16, layer_norm_eps: float = 1e-6,
                head_init_scale: float = 1e-3, dtype=jnp.float32, param_dtype=jnp.float32,
                attention: str = "auto", stem_channels: int = 0, stem_pool: int = 1,
-               stem_kernel: tuple[int, int, int] = (3, 3, 3), rngs: nnx.Rngs):
+               stem_kernel: tuple[int, int, int] = (3, 3, 3), remat: bool = False,
+               rngs: nnx.Rngs):
     if num_classes < 1:
       raise ValueError(f"num_classes must be >= 1, got {num_classes}; set config.model.vit.num_classes.")
     self.tubelet, self.patch, self.width = tubelet, patch, width
+    # remat: each block's activations are recomputed in the backward pass instead of kept (only
+    # the block inputs stay), which trades ~1/3 more compute for memory that no longer grows
+    # with depth x tokens per clip (BENCHMARKS.md "Paper size on a CPU"). Same numbers either way.
+    self.remat = bool(remat)
     self.dtype = resolve_dtype(dtype)
     param_dtype = resolve_dtype(param_dtype)
     common = dict(dtype=self.dtype, param_dtype=param_dtype)
@@ -328,7 +339,7 @@ class VideoViT(nnx.Module):
     x = self.patch_embed(x)
     x = x + jnp.asarray(sinusoid_position_table(x.shape[1], self.width), self.dtype)
     for block in self.blocks:
-      x = block(x)
+      x = remat_block(block, x) if self.remat else block(x)
     return x
 
   def features(self, video: jax.Array) -> jax.Array:
@@ -367,7 +378,8 @@ def vit_from_config(config, *, rngs: nnx.Rngs) -> VideoViT:
       dtype=config.get("dtype", "float32"), param_dtype=config.get("param_dtype", "float32"),
       attention=config.get("attention", "auto"),
       stem_channels=int(config.get("stem_channels", 0)), stem_pool=int(config.get("stem_pool", 1)),
-      stem_kernel=tuple(config.get("stem_kernel", (3, 3, 3))), rngs=rngs, **vit_dimensions(config))
+      stem_kernel=tuple(config.get("stem_kernel", (3, 3, 3))),
+      remat=bool(config.get("remat", False)), rngs=rngs, **vit_dimensions(config))
 
 
 def flops_per_clip(config, *, frames: int | None = None, resolution: int | None = None) -> int:
