@@ -26,9 +26,10 @@ reported as such):
   STAE compressor, the same analysis of its pieces (the frozen ViT-B on the rebuilt clip, STAE's
   dense training forward, the decoder) says where the memory goes.
 
-`--remat` (default True) sets `config.model.vit.remat` (each ViT block's activations are
-recomputed in the backward pass instead of kept); `--remat=False` is the config as it was before
-that option, for the before/after figures. `--cpu_scheduler=memory` (default) runs the children
+`--remat` (default True, as configs/hmdb51.py has it) sets `config.model.vit.remat` and
+`config.systems.deepisc.model.deepisc.remat` (each transformer block's activations are recomputed
+in the backward pass instead of kept); `--remat=False` is the config as it was before that option,
+for the before/after figures. `--cpu_scheduler=memory` (default) runs the children
 with XLA:CPU's concurrency-optimised scheduler off
 (`XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`): that scheduler, XLA:CPU's
 default, orders independent work for parallelism and keeps every block's attention buffers alive at
@@ -78,8 +79,7 @@ def overrides(batch: int, steps: int, remat: bool, real_data: pathlib.Path) -> d
   }
   for stage in ("classifier", "compressor", "joint"):
     o[f"stages.{stage}.steps"] = steps
-  if remat:
-    o["model.vit.remat"] = True
+  o["model.vit.remat"] = o["systems.deepisc.model.deepisc.remat"] = bool(remat)
   return o
 
 

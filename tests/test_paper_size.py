@@ -106,3 +106,22 @@ def test_vit_remat_keeps_only_block_inputs_and_the_same_gradients():
   tokens = "f32[2,8,32]"  # batch 2, (4/2) x (16/8)^2 tokens, width 32
   assert residuals[1].count(tokens) == 3, residuals[1]
   assert len(residuals[1]) < len(residuals[0]) / 3, (residuals[0], residuals[1])
+
+
+def test_deepisc_remat_gives_the_same_gradients():
+  from stae_jax.models.deepisc import DeepISC  # pylint: disable=g-import-not-at-top
+  video = jnp.asarray(np.random.default_rng(0).integers(0, 256, (1, 2, 16, 16, 3)), jnp.float32)
+  grads = []
+  for remat in (False, True):
+    model = DeepISC(frame_size=16, patch=8, width=16, encoder_depth=1, decoder_depth=1,
+                    num_heads=2, max_tokens=4, channels=4, token_choices=(2, 4), remat=remat,
+                    rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p):
+      m = nnx.merge(graphdef, p, rest)
+      return m.decode(m.encode(video), jnp.array([2])).mean()
+
+    grads.append(jax.tree_util.tree_leaves(jax.jit(jax.grad(loss))(params)))
+  for plain, rematerialised in zip(*grads):
+    np.testing.assert_allclose(plain, rematerialised, rtol=1e-5, atol=1e-6)

@@ -195,7 +195,7 @@ def test_training_clips_come_out_at_model_resolution(small_build):
   for record in records["train"]:
     for train in (True, False):
       clip = pipeline.make_clip(record, config, train=train, rng=rng)
-      assert clip["video"].shape == (16, 64, 64, 3) and clip["video"].dtype == np.uint8
+      assert clip["video"].shape == (8, 64, 64, 3) and clip["video"].dtype == np.uint8
 
 
 def test_registered_and_configured():
@@ -271,3 +271,21 @@ def test_bad_builder_settings_are_explained(tmp_path):
   config.builder_kwargs.short_side = 64
   with pytest.raises(ValueError, match="unknown surveillance_fight builder_kwargs \\['short_side'\\]"):
     sf.make_builder(config, tmp_path)
+
+
+def test_classifier_on_differences_does_not_see_a_still_scene():
+  """configs/surveillance_fight.py's ViT sees frame differences: two different still scenes look
+  alike to it (a camera's look cannot be learnt), and moving content changes what it sees."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from stae_jax.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
+  config = fight_config.get_config()
+  assert config.model.vit.temporal_difference
+  vit = vit_lib.vit_from_config(config, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  scenes = rng.integers(0, 256, (2, 1, 64, 64, 3)).astype(np.float32)
+  still = np.repeat(scenes, config.data.frames, axis=1)        # two different still scenes
+  moving = still.copy()
+  moving[1, 1::2] = 255 - moving[1, 1::2]                      # the second one flickers
+  logits = np.asarray(vit(still))
+  np.testing.assert_allclose(logits[0], logits[1], rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(vit(moving))[1] - logits[1]).max() > 1e-3

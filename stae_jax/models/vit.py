@@ -288,10 +288,31 @@ class Block(nnx.Module):
     return x + self.mlp(self.norm2(x))
 
 
+#: Gain on frame differences (`temporal_difference`): normalised pixels change by ~0.1 between
+#: frames, so x4 brings them nearer the unit scale of the frames the embedding was built for
+#: (chosen, not tuned).
+DIFFERENCE_GAIN = 4.0
+
+
+def temporal_difference(x: jax.Array) -> jax.Array:
+  """[B, T, H, W, C] -> DIFFERENCE_GAIN * (x[t] - x[t-1]), frame 0 taking frame 1's difference.
+
+  A classifier fed the clip itself can learn a scene's look; fed its changes it sees only what
+  moved (a fixed motion-energy front end; on the surveillance_fight benchmark a from-scratch ViT
+  on 203 clips learnt the camera from frames and the action from differences, BENCHMARKS.md).
+  """
+  if x.shape[1] < 2:
+    raise ValueError(f"temporal_difference needs clips of at least 2 frames, got {x.shape[1]}")
+  d = x[:, 1:] - x[:, :-1]
+  return DIFFERENCE_GAIN * jnp.concatenate([d[:, :1], d], axis=1)
+
+
 @nnx.remat
-def remat_block(block: "Block", x: jax.Array) -> jax.Array:
-  """`block(x)` whose activations are recomputed in the backward pass (`jax.checkpoint`)."""
-  return block(x)
+def remat_block(block: "Block", x: jax.Array,
+                key_value_lengths: jax.Array | None = None) -> jax.Array:
+  """`block(x, key_value_lengths)` whose activations are recomputed in the backward pass
+  (`jax.checkpoint`) instead of kept: only the block's input stays for the backward pass."""
+  return block(x, key_value_lengths)
 
 
 class VideoViT(nnx.Module):
@@ -302,7 +323,7 @@ class VideoViT(nnx.Module):
                head_init_scale: float = 1e-3, dtype=jnp.float32, param_dtype=jnp.float32,
                attention: str = "auto", stem_channels: int = 0, stem_pool: int = 1,
                stem_kernel: tuple[int, int, int] = (3, 3, 3), remat: bool = False,
-               rngs: nnx.Rngs):
+               temporal_difference: bool = False, rngs: nnx.Rngs):
     if num_classes < 1:
       raise ValueError(f"num_classes must be >= 1, got {num_classes}; set config.model.vit.num_classes.")
     self.tubelet, self.patch, self.width = tubelet, patch, width
@@ -310,6 +331,9 @@ class VideoViT(nnx.Module):
     # the block inputs stay), which trades ~1/3 more compute for memory that no longer grows
     # with depth x tokens per clip (BENCHMARKS.md "Paper size on a CPU"). Same numbers either way.
     self.remat = bool(remat)
+    # temporal_difference: the ViT sees `temporal_difference(x)` of the normalised clip instead
+    # of the clip (see that function); off keeps VideoMAE's input exactly.
+    self.temporal_difference = bool(temporal_difference)
     self.dtype = resolve_dtype(dtype)
     param_dtype = resolve_dtype(param_dtype)
     common = dict(dtype=self.dtype, param_dtype=param_dtype)
@@ -334,6 +358,8 @@ class VideoViT(nnx.Module):
     """The last block's tokens [B, N, width] (compute dtype)."""
     check_video(video, tubelet=self.tubelet, patch=self.patch, pool=self.pool, who="VideoViT")
     x = normalize_video(video, self.dtype)
+    if self.temporal_difference:
+      x = temporal_difference(x)
     if self.stem is not None:
       x = self.stem(x)
     x = self.patch_embed(x)
@@ -379,7 +405,9 @@ def vit_from_config(config, *, rngs: nnx.Rngs) -> VideoViT:
       attention=config.get("attention", "auto"),
       stem_channels=int(config.get("stem_channels", 0)), stem_pool=int(config.get("stem_pool", 1)),
       stem_kernel=tuple(config.get("stem_kernel", (3, 3, 3))),
-      remat=bool(config.get("remat", False)), rngs=rngs, **vit_dimensions(config))
+      remat=bool(config.get("remat", False)),
+      temporal_difference=bool(config.get("temporal_difference", False)), rngs=rngs,
+      **vit_dimensions(config))
 
 
 def flops_per_clip(config, *, frames: int | None = None, resolution: int | None = None) -> int:
