@@ -71,6 +71,9 @@ def get_config(arg=None):
       layer_norm_eps=1e-6,
       dtype="bfloat16",           # compute dtype; parameters are float32
       attention="auto",           # cuDNN fused attention on GPUs in bf16, XLA elsewhere
+      # Recompute each block's activations in the backward pass: ViT-B keeps ~6 GB per clip for
+      # it otherwise (every stage backpropagates through it; BENCHMARKS.md "Paper size on a CPU").
+      remat=True,
   ))
   # DeepISC baseline (stae_jax/models/deepisc.py): every frame coded alone to <= 64 tokens x 32 ch.
   deepisc = dict(
@@ -80,6 +83,7 @@ def get_config(arg=None):
       init_step=8.0,  # pixel levels per latent unit of the patch-colour code channels 0-2 start with
       dtype="bfloat16",
       attention="auto",
+      remat=True,                 # as the ViT's: recompute each block in the backward pass
   )
   # STAE encoder (stae_jax/models/stae.py). 16x16 blocks: 196 per 224x224 frame, latent 4x4x8 each.
   stae = dict(

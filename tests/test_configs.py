@@ -6,7 +6,7 @@ import pytest
 
 from configs import common
 
-CONFIGS = ["synthetic", "hmdb51", "ucf101"]
+CONFIGS = ["synthetic", "hmdb51", "ucf101", "surveillance_fight"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -331,7 +331,7 @@ def test_evaluation_with_workers_has_only_full_batches_and_every_clip_once(tiny_
 
 
 def test_unknown_dataset_lists_the_known_ones():
-  with pytest.raises(ValueError, match="hmdb51, synthetic_actions, ucf101"):
+  with pytest.raises(ValueError, match="hmdb51, surveillance_fight, synthetic_actions, ucf101"):
     datasets.get_builder(_data_config(name="kinetics"))
 
 

@@ -130,6 +130,17 @@ class ManualVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   CLASS_NAMES: tuple[str, ...] = ()
   HOMEPAGE: str = ""
   HOW_TO_GET: str = ""
+  DESCRIPTION: str = ("{release} read from the official release (manual download). Frames are "
+                      "JPEG bytes (no TensorFlow needed); label follows the official class "
+                      "order; fps and source size are those of the file.")
+  #: The `config.data.builder_kwargs` keys `make_builder` accepts (all but build_workers go to
+  #: `make_config`).
+  BUILDER_KWARGS: tuple[str, ...] = BUILDER_KWARGS
+
+  @classmethod
+  def make_config(cls, split: int, **kwargs: Any) -> tfds.core.BuilderConfig:
+    """The BuilderConfig for `config.data.split` and `builder_kwargs` (less build_workers)."""
+    return manual_config(split=split, **kwargs)
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -163,9 +174,7 @@ class ManualVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
-        description=(f"{self.RELEASE_NAME} read from the official release (manual download). "
-                     "Frames are JPEG bytes (no TensorFlow needed); label follows the official "
-                     "class order; fps and source size are those of the file."),
+        description=self.DESCRIPTION.format(release=self.RELEASE_NAME),
         features=features_lib.video_features(self.CLASS_NAMES),
         homepage=self.HOMEPAGE,
         metadata=tfds.core.MetadataDict(),
@@ -296,12 +305,12 @@ def make_builder(builder_cls: type[ManualVideoBuilder], data_config: Mapping[str
   """
   kwargs = data_config.get("builder_kwargs") or {}
   kwargs = kwargs.to_dict() if hasattr(kwargs, "to_dict") else dict(kwargs)
-  unknown = sorted(set(kwargs) - set(BUILDER_KWARGS))
+  unknown = sorted(set(kwargs) - set(builder_cls.BUILDER_KWARGS))
   if unknown:
     raise ValueError(f"unknown {builder_cls.name} builder_kwargs {unknown}; known: "
-                     f"{', '.join(BUILDER_KWARGS)}")
+                     f"{', '.join(builder_cls.BUILDER_KWARGS)}")
   build_workers = kwargs.pop("build_workers", None)
-  config = manual_config(split=int(data_config["split"]), **kwargs)
+  config = builder_cls.make_config(int(data_config["split"]), **kwargs)
   # TFDS refuses a second config object under a registered name; reuse the registered one.
   config = builder_cls.builder_configs.get(config.name, config)
   manual_dir = data_config.get("manual_dir")

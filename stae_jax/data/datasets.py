@@ -1,7 +1,7 @@
 """The dataset registry: `config.data.name` -> the TFDS builder that stores it, built on demand.
 
 Each dataset module exposes `make_builder(data_config, data_dir)`; modules are imported only when
-their dataset is asked for, so reading the synthetic data never imports the HMDB51/UCF101 readers.
+their dataset is asked for, so reading the synthetic data never imports the readers of the real releases.
 Building never downloads: the synthetic data is generated, and the real datasets read the manual
 directory the user extracted (see data/README.md).
 """
@@ -20,6 +20,7 @@ DATASET_MODULES = {
     "synthetic_actions": "stae_jax.data.synthetic",
     "hmdb51": "stae_jax.data.hmdb51",
     "ucf101": "stae_jax.data.ucf101",
+    "surveillance_fight": "stae_jax.data.surveillance_fight",
 }
 
 

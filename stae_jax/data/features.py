@@ -2,7 +2,7 @@
 
 TFDS's `Video` and `Image` features need TensorFlow, so frames are stored as our own encoded bytes
 (JPEG for real video, PNG where exactness matters) in a `Sequence` of scalar object tensors. Every
-builder (synthetic_actions, hmdb51, ucf101) uses `video_features(...)` so the input pipeline reads
+builder (synthetic_actions, hmdb51, ucf101, surveillance_fight) uses `video_features(...)` so the input pipeline reads
 them all the same way.
 """
 
@@ -22,7 +22,8 @@ def video_features(class_names: Sequence[str]) -> tfds.features.FeaturesDict:
   """Features of one clip record.
 
   frames: encoded frames (JPEG or PNG bytes), all of one size; label: class index;
-  fps, height, width: of the stored frames (height, width) and of the source video (fps);
+  fps, height, width: of the stored frames (height, width) and of the source video (fps), except
+  where a builder resamples time (surveillance_fight: fps is the stored frames' rate);
   source_height, source_width: the original frame size; filename: the source file name (or a
   synthetic id); num_frames: len(frames).
   """

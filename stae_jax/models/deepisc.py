@@ -87,7 +87,7 @@ class DeepISC(nnx.Module):
                decoder_depth: int, num_heads: int, max_tokens: int, channels: int,
                token_choices: Sequence[int], mlp_dim: int = 0, init_step: float = 8.0,
                prior: dict | None = None, layer_norm_eps: float = 1e-6, dtype=jnp.float32, param_dtype=jnp.float32,
-               attention: str = "auto", rngs: nnx.Rngs):
+               attention: str = "auto", remat: bool = False, rngs: nnx.Rngs):
     height, width_px = (frame_size, frame_size) if isinstance(frame_size, int) else frame_size
     if height % patch or width_px % patch:
       raise ValueError(f"DeepISC: frame {height}x{width_px} does not tile into {patch}x{patch} "
@@ -103,6 +103,9 @@ class DeepISC(nnx.Module):
     self.patch, self.width = int(patch), int(width)
     self.max_tokens, self.channels = int(max_tokens), int(channels)
     self.token_choices = token_choices
+    # remat: each transformer block's activations are recomputed in the backward pass instead of
+    # kept (`vit.remat_block`); the same numbers, less memory per frame (BENCHMARKS.md).
+    self.remat = bool(remat)
     mlp_dim = int(mlp_dim) or 4 * int(width)  # 0: the usual 4x the width
     self.dtype = vit_lib.resolve_dtype(dtype)
     param_dtype = vit_lib.resolve_dtype(param_dtype)
@@ -163,7 +166,7 @@ class DeepISC(nnx.Module):
                                (b * t, self.max_tokens, self.width))
     tokens = jnp.concatenate([patches, queries], axis=1)
     for block in self.encoder_blocks:
-      tokens = block(tokens)
+      tokens = vit_lib.remat_block(block, tokens) if self.remat else block(tokens)
     latents = self.to_latent(self.encoder_norm(tokens[:, self.num_patches:])).astype(jnp.float32)
     # The colour code: DCT of the patch mean colours (normalised), in units of init_step levels.
     n = self.colour_channels
@@ -200,7 +203,8 @@ class DeepISC(nnx.Module):
                                (b * t, self.num_patches, self.width))
     tokens = jnp.concatenate([queries, latent_tokens], axis=1)
     for block in self.decoder_blocks:
-      tokens = block(tokens, lengths)
+      tokens = (vit_lib.remat_block(block, tokens, lengths) if self.remat
+                else block(tokens, lengths))
     residual = self.to_pixels(self.decoder_norm(tokens[:, :self.num_patches])).astype(jnp.float32)
     p, (h, w) = self.patch, self.frame_size
     residual = residual.reshape(b * t, self.num_patches, p * p, 3)

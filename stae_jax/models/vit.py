@@ -288,6 +288,33 @@ class Block(nnx.Module):
     return x + self.mlp(self.norm2(x))
 
 
+#: Gain on frame differences (`temporal_difference`): normalised pixels change by ~0.1 between
+#: frames, so x4 brings them nearer the unit scale of the frames the embedding was built for
+#: (chosen, not tuned).
+DIFFERENCE_GAIN = 4.0
+
+
+def temporal_difference(x: jax.Array) -> jax.Array:
+  """[B, T, H, W, C] -> DIFFERENCE_GAIN * (x[t] - x[t-1]), frame 0 taking frame 1's difference.
+
+  A classifier fed the clip itself can learn a scene's look; fed its changes it sees only what
+  moved (a fixed motion-energy front end; on the surveillance_fight benchmark a from-scratch ViT
+  on 203 clips learnt the camera from frames and the action from differences, BENCHMARKS.md).
+  """
+  if x.shape[1] < 2:
+    raise ValueError(f"temporal_difference needs clips of at least 2 frames, got {x.shape[1]}")
+  d = x[:, 1:] - x[:, :-1]
+  return DIFFERENCE_GAIN * jnp.concatenate([d[:, :1], d], axis=1)
+
+
+@nnx.remat
+def remat_block(block: "Block", x: jax.Array,
+                key_value_lengths: jax.Array | None = None) -> jax.Array:
+  """`block(x, key_value_lengths)` whose activations are recomputed in the backward pass
+  (`jax.checkpoint`) instead of kept: only the block's input stays for the backward pass."""
+  return block(x, key_value_lengths)
+
+
 class VideoViT(nnx.Module):
   """VideoMAE's video ViT classifier. Call on a clip [B, T, H, W, 3] (uint8, or float 0..255)."""
 
@@ -295,10 +322,18 @@ class VideoViT(nnx.Module):
                tubelet: int = 2, patch: int = 16, layer_norm_eps: float = 1e-6,
                head_init_scale: float = 1e-3, dtype=jnp.float32, param_dtype=jnp.float32,
                attention: str = "auto", stem_channels: int = 0, stem_pool: int = 1,
-               stem_kernel: tuple[int, int, int] = (3, 3, 3), rngs: nnx.Rngs):
+               stem_kernel: tuple[int, int, int] = (3, 3, 3), remat: bool = False,
+               temporal_difference: bool = False, rngs: nnx.Rngs):
     if num_classes < 1:
       raise ValueError(f"num_classes must be >= 1, got {num_classes}; set config.model.vit.num_classes.")
     self.tubelet, self.patch, self.width = tubelet, patch, width
+    # remat: each block's activations are recomputed in the backward pass instead of kept (only
+    # the block inputs stay), which trades ~1/3 more compute for memory that no longer grows
+    # with depth x tokens per clip (BENCHMARKS.md "Paper size on a CPU"). Same numbers either way.
+    self.remat = bool(remat)
+    # temporal_difference: the ViT sees `temporal_difference(x)` of the normalised clip instead
+    # of the clip (see that function); off keeps VideoMAE's input exactly.
+    self.temporal_difference = bool(temporal_difference)
     self.dtype = resolve_dtype(dtype)
     param_dtype = resolve_dtype(param_dtype)
     common = dict(dtype=self.dtype, param_dtype=param_dtype)
@@ -323,12 +358,14 @@ class VideoViT(nnx.Module):
     """The last block's tokens [B, N, width] (compute dtype)."""
     check_video(video, tubelet=self.tubelet, patch=self.patch, pool=self.pool, who="VideoViT")
     x = normalize_video(video, self.dtype)
+    if self.temporal_difference:
+      x = temporal_difference(x)
     if self.stem is not None:
       x = self.stem(x)
     x = self.patch_embed(x)
     x = x + jnp.asarray(sinusoid_position_table(x.shape[1], self.width), self.dtype)
     for block in self.blocks:
-      x = block(x)
+      x = remat_block(block, x) if self.remat else block(x)
     return x
 
   def features(self, video: jax.Array) -> jax.Array:
@@ -367,7 +404,10 @@ def vit_from_config(config, *, rngs: nnx.Rngs) -> VideoViT:
       dtype=config.get("dtype", "float32"), param_dtype=config.get("param_dtype", "float32"),
       attention=config.get("attention", "auto"),
       stem_channels=int(config.get("stem_channels", 0)), stem_pool=int(config.get("stem_pool", 1)),
-      stem_kernel=tuple(config.get("stem_kernel", (3, 3, 3))), rngs=rngs, **vit_dimensions(config))
+      stem_kernel=tuple(config.get("stem_kernel", (3, 3, 3))),
+      remat=bool(config.get("remat", False)),
+      temporal_difference=bool(config.get("temporal_difference", False)), rngs=rngs,
+      **vit_dimensions(config))
 
 
 def flops_per_clip(config, *, frames: int | None = None, resolution: int | None = None) -> int:

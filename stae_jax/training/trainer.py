@@ -260,6 +260,14 @@ class Steps:
       self._eval[operating_point] = self._make_eval(operating_point)
     return self._eval[operating_point](state, batch)
 
+  def lower_train(self, state, batch, operating_point):
+    """The train step of `operating_point` lowered for these arguments, not yet compiled: for
+    compile timing and `.compile().memory_analysis()` (benchmarks/paper_size.py). The compiled
+    step is called as `compiled(state, batch)` and donates `state`, like `train`."""
+    if operating_point not in self._train:
+      self._train[operating_point] = self._make_train(operating_point)
+    return self._train[operating_point].lower(state, batch)
+
 
 def _op_name(op) -> str:
   return "drawn" if op is None else op.name
