@@ -1,8 +1,8 @@
 r"""How fast does a classifier learn motion on a synthetic_actions variant? A plain training loop.
 
   python benchmarks/motion_probe.py --steps=900 \
-      --vit='{"stem_channels": 16, "stem_pool": 2, "tubelet": 4, "patch": 8}' \
-      --knobs='{"noise": 3, "window_fraction": [0.5625, 0.8125]}' --augment=roll,hflip,vflip,reverse
+      --vit='{"inputs": "frames", "pool": 1, "stem_channels": 0, "patch": 16}' \
+      --knobs='{"rotation": [0.5, 0.75]}' --augment=roll,hflip,vflip,reverse
 
 Why (issue 15): the embedded default's classifier must recognise the action, not the actor's
 colour, within the minutes train.py has on two CPU cores. Trying a recipe through the whole

@@ -57,7 +57,15 @@ def get_config(arg=None):
       # No random resized crop: zooming changes the actor's size, which grow/shrink are about, and
       # in minutes of training it cost accuracy (0.37 with 0.85 at 700 steps; see BENCHMARKS.md).
       min_crop_scale=1.0,         # random resized crop area range for training
-      flip=False,                 # horizontal flip would swap left/right classes: off here
+      # The generator's symmetries (stae_jax/data/synthetic.py), each drawn per training clip with
+      # the label map that keeps the class right: mirror left-right (left<->right, clockwise<->
+      # anticlockwise), mirror up-down, time reversed (left<->right, up<->down, rotations,
+      # grow<->shrink), and a circular shift (the scene is a torus). Together 8x the distinct
+      # motions per stored clip; the classifier learnt the sense of motion only with them.
+      flip=True, flip_labels=synthetic_data.HFLIP_LABELS,
+      vertical_flip=True, vertical_flip_labels=synthetic_data.VFLIP_LABELS,
+      time_reverse=True, time_reverse_labels=synthetic_data.TIME_REVERSE_LABELS,
+      roll=True,
       batch_size=32,
       eval_batch_size=64,
       workers=0,                  # grain worker processes (0: in-process)
@@ -74,14 +82,18 @@ def get_config(arg=None):
       likelihood_bound=1e-9,      # floor on a bin's probability in the training rate
       tail_mass=1e-9,             # freezing: table support holds all but this mass; rest escapes
   )
-  # Classifier (stae_jax/models/vit.py): a tiny VideoMAE-layout ViT, 4x16x16 tubelets -> 64 tokens
-  # (patch 8 -> 256 tokens is ~4x slower a step and learnt no faster in minutes on two cores).
-  # Tubelet 4 rather than VideoMAE's 2: ~3.5 ms per 16x64x64 clip forward (patch 8) on two CPU cores
-  # instead of ~17 ms (BENCHMARKS.md), which is what makes CPU training take minutes.
+  # Classifier (stae_jax/models/vit.py): a tiny VideoMAE-layout ViT with a motion front end: the
+  # clip average-pooled to 32x32, its motion features (frames, their changes, normal flow and its
+  # curl and divergence: stae_jax/models/motion.py), a per-pixel linear layer + GELU to 32
+  # channels, then 4x8x8 tubelets -> 64 tokens. On pixels alone it learnt the actor's colour and
+  # not the sense of motion in minutes on two cores (BENCHMARKS.md "Classifier controls").
   c.model.vit = ml_collections.ConfigDict(dict(
       size="Ti",                  # Ti/S/B/L; the overrides below shrink it for CPUs (0 = size's)
       width=128, depth=4, num_heads=4, mlp_dim=0,
-      tubelet=4, patch=16,
+      tubelet=4, patch=8,
+      pool=2,                     # spatial average pooling before everything (64 -> 32 px)
+      inputs="motion",            # "frames" (VideoMAE's input), "differences" or "motion"
+      stem_channels=32,           # per-pixel Linear + GELU after the inputs (0: none)
       # VideoMAE scales the head init by 1e-3 for fine-tuning; from scratch that stalls at chance.
       head_init_scale=1.0,
       num_classes=synthetic_data.NUM_CLASSES,  # len(stae_jax.data.synthetic.CLASS_NAMES)

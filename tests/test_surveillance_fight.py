@@ -279,7 +279,7 @@ def test_classifier_on_differences_does_not_see_a_still_scene():
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from stae_jax.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
   config = fight_config.get_config()
-  assert config.model.vit.temporal_difference
+  assert config.model.vit.inputs == "differences"
   vit = vit_lib.vit_from_config(config, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(0)
   scenes = rng.integers(0, 256, (2, 1, 64, 64, 3)).astype(np.float32)

@@ -9,6 +9,7 @@ from flax import nnx
 
 from configs import hmdb51 as hmdb51_config
 from configs import synthetic as synthetic_config
+from stae_jax.models import motion
 from stae_jax.models import vit as vit_lib
 
 
@@ -164,35 +165,31 @@ def test_huggingface_map_covers_every_parameter_once_with_torch_layouts():
     assert mapped == ours, (hf_name, path)
 
 
-def test_motion_stem_is_a_pooled_3d_convolution_then_layernorm_gelu():
-  """The im2col stem equals lax's 3-D convolution (zero padding, stride 1) on the pooled clip."""
+def test_front_end_pools_then_motion_features_then_pixel_mlp():
+  """pool -> motion_features -> PixelMlp (Linear + exact GELU per pixel), then the tubelets."""
   model = vit_lib.VideoViT(num_classes=3, width=12, depth=0, num_heads=2, mlp_dim=24, tubelet=2,
-                           patch=2, stem_channels=5, stem_pool=2, stem_kernel=(3, 3, 5),
-                           rngs=nnx.Rngs(2))
+                           patch=2, inputs="motion", pool=2, stem_channels=5, rngs=nnx.Rngs(2))
   clip = random_clip((2, 4, 8, 12, 3), seed=3)
   x = vit_lib.normalize_video(clip)
   pooled = x.reshape(2, 4, 4, 2, 6, 2, 3).mean(axis=(3, 5))
-  conv = jax.lax.conv_general_dilated(
-      pooled, model.stem.kernel[...], window_strides=(1, 1, 1), padding="SAME",
-      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision="highest") + model.stem.bias[...]
-  mean = conv.mean(-1, keepdims=True)
-  normed = (conv - mean) / jnp.sqrt(((conv - mean) ** 2).mean(-1, keepdims=True) + 1e-6)
-  expected = jax.nn.gelu(normed, approximate=False)
+  features = motion.motion_features(pooled)
+  assert features.shape == (2, 4, 4, 6, motion.MOTION_CHANNELS)
+  expected = jax.nn.gelu(features @ model.stem.kernel[...] + model.stem.bias[...],
+                         approximate=False)
   stem = nnx.split(model.stem)
-  got = jax.jit(lambda s, v: nnx.merge(stem[0], s)(v))(stem[1], x)
-  assert got.shape == (2, 4, 4, 6, 5)
-  np.testing.assert_allclose(got, expected, atol=1e-4)
-  # Tokens: (4/2) x (8/(2*2)) x (12/(2*2)) = 12, each from 2x2x2 stem pixels of 5 channels.
+  got = jax.jit(lambda s, v: nnx.merge(stem[0], s)(v))(stem[1], features)
+  np.testing.assert_allclose(got, expected, atol=1e-5)
+  # Tokens: (4/2) x (8/(2*2)) x (12/(2*2)) = 12, each from 2x2x2 pooled pixels of 5 channels.
   assert jitted(model, "tokens")(clip).shape == (2, 12, 12)
   assert model.patch_embed.kernel.shape == (2, 2, 2, 5, 12)
   with pytest.raises(ValueError, match="multiples of 4"):
     model(random_clip((1, 4, 8, 10, 3)))
-  with pytest.raises(ValueError, match="three odd sizes"):
+  with pytest.raises(ValueError, match="inputs='flow'"):
     vit_lib.VideoViT(num_classes=3, width=12, depth=0, num_heads=2, mlp_dim=24, tubelet=2,
-                     patch=2, stem_channels=5, stem_kernel=(2, 3, 3), rngs=nnx.Rngs(2))
+                     patch=2, inputs="flow", rngs=nnx.Rngs(2))
 
 
-@pytest.mark.parametrize("stem", [{}, dict(stem_channels=8, stem_pool=2, stem_kernel=(3, 3, 3))])
+@pytest.mark.parametrize("stem", [{}, dict(inputs="motion", pool=2, stem_channels=8)])
 def test_flops_match_videomae_and_xla(stem):
   config = hmdb51_config.get_config()
   # VideoMAE reports 180 G (multiply-adds) per 16x224x224 view for ViT-B.

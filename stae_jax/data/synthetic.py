@@ -14,12 +14,15 @@ cores, and so that compression is a real trade-off on it rather than a free lunc
   window falls. Left and right are also time reversals of each other in distribution (window
   start, background pan, distractor motion and noise are all symmetric under reversal), so the
   frames of a clip as an unordered set do not tell them apart: frame order matters.
-- The action happens only inside a window of 5-9 of 16 frames at a random position; outside it the
-  actor is still. Frame attention has something to find. (The knobs of `generate_clip` make easier
-  or harder variants without changing the default clips; benchmarks/motion_probe.py trains a
-  classifier on them in memory, BENCHMARKS.md "Motion probes".)
-- The actor is small (an arrowhead 16-22 px long, under 4% of a 64 px frame by default) over a
-  panning multi-scale noise texture that is costly to code, among distractor discs and squares
+- The action happens only inside a window of 9-13 of 16 frames at a random position; outside it
+  the actor is still. Frame attention has something to find. (Version 1.3.0, issue 15: the window
+  was 5-9 frames; the motions are larger where a sense of motion was hard to see (travel 0.3-0.48
+  of the side, grow/shrink by a factor 1.8-2.2 instead of ~1.25) and slower where it aliased
+  (rotation 0.25-0.4 turns over the window), with noise 3, 3 distractors and a background pan of
+  1 px per frame instead of 6, 4 and 2. The knobs of `generate_clip` make other variants;
+  benchmarks/motion_probe.py trains a classifier on one in memory, BENCHMARKS.md "Motion probes".)
+- The actor is small (an arrowhead 16-22 px long, down to ~9 px in grow and shrink; under 4% of
+  a 64 px frame) over a panning multi-scale noise texture that is costly to code, among distractor discs and squares
   that drift randomly and carry no class information. Spatial attention has something to find.
   The actor's colour names its class pair (`group_colours`, see _GROUP_PALETTE): a foothold for a
   classifier trained from scratch in minutes, which leaves the sense of motion within a pair
@@ -125,7 +128,7 @@ _DISTRACTOR_PALETTE = _PALETTE[5:]
 # third of the amplitude per channel. Finer octaves make the texture costly to code.
 _OCTAVES = ((2, 40), (4, 30), (8, 22), (16, 16), (32, 12))
 # Generator version: bump when any clip changes, so old built data is never read as new.
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.3.0"
 
 
 def _check_range(name: str, value, low: float, high: float) -> tuple[float, float]:
@@ -282,16 +285,17 @@ def generate_clip(
     seed: int = 0,
     actor_size: tuple[float, float] = (0.25, 0.35),
     actor_contrast: float = 1.0,
-    noise: int = 6,
-    num_distractors: int = 4,
+    noise: int = 3,
+    num_distractors: int = 3,
     distractor_size: tuple[float, float] = (0.09, 0.2),
-    background_speed: int = 2,
+    background_speed: int = 1,
     background_contrast: int = 100,
     distractor_speed: int = 2,
-    window_fraction: tuple[float, float] = (5 / 16, 9 / 16),
-    travel: tuple[float, float] = (0.25, 0.45),
-    oscillation: tuple[float, float] = (0.08, 0.16),
-    rotation: tuple[float, float] = (0.25, 0.5),
+    window_fraction: tuple[float, float] = (9 / 16, 13 / 16),
+    travel: tuple[float, float] = (0.3, 0.48),
+    oscillation: tuple[float, float] = (0.1, 0.2),
+    rotation: tuple[float, float] = (0.25, 0.4),
+    growth: tuple[float, float] = (1.8, 2.2),
     group_colours: bool = True,
 ) -> tuple[np.ndarray, int, dict[str, Any]]:
   """Clip `index` of `split`: (uint8[frames,size,size,3], label, info).
@@ -313,6 +317,8 @@ def generate_clip(
     window_fraction: (shortest, longest) action window as a fraction of the clip's frames.
     travel, oscillation, rotation: (least, most) travel distance, oscillation amplitude (fractions
       of the frame side) and total rotation (turns) over the window.
+    growth: (least, most) ratio of the largest to the smallest arrowhead of grow and shrink (the
+      largest in the top third of `actor_size`, the smallest that divided by the ratio).
     group_colours: the actor's colour names its class pair (label // 2) and distractors use other
       colours; False draws the actor's and distractors' colours from one shared palette.
 
@@ -347,9 +353,11 @@ def generate_clip(
   travel = _check_range("travel", travel, 0.0, 1.0)
   oscillation = _check_range("oscillation", oscillation, 0.0, 0.5)
   rotation = _check_range("rotation", rotation, 0.0, 1.0)
-  if min(travel[0], oscillation[0], rotation[0]) <= 0:
-    raise ValueError(f"travel={travel}, oscillation={oscillation}, rotation={rotation}: the least "
-                     "motion must be above 0, or some clips of a class would not move at all.")
+  growth = _check_range("growth", growth, 1.0, 4.0)
+  if min(travel[0], oscillation[0], rotation[0], growth[0] - 1) <= 0:
+    raise ValueError(f"travel={travel}, oscillation={oscillation}, rotation={rotation}, growth="
+                     f"{growth}: the least motion must be above 0 (growth above 1), or some clips "
+                     "of a class would not move at all.")
   index = int(index)
   shortest, longest = _window_lengths(frames, window_fraction)
 
@@ -370,8 +378,9 @@ def generate_clip(
   actor_lo, actor_hi = px(actor_size[0]), px(actor_size[1])
   third = (actor_hi - actor_lo) // 3
   size_still = _uniform_int(rng, actor_lo, actor_hi)
-  size_small = _uniform_int(rng, actor_lo, actor_lo + third)
   size_large = _uniform_int(rng, actor_hi - third, actor_hi)
+  ratio = _uniform_int(rng, round(growth[0] * 16), round(growth[1] * 16))  # in 1/16
+  size_small = max(SUBPIXEL, size_large * 16 // ratio)
   distance = _uniform_int(rng, px(travel[0]), px(travel[1]))
   amplitude = _uniform_int(rng, px(oscillation[0]), px(oscillation[1]))
   oscillation_sign = 1 if rng.integers(2) else -1
@@ -541,6 +550,9 @@ class SyntheticActions(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {
       "1.0.0": "First release.",
       "1.1.0": "Actor colour names its class pair (group_colours); larger, opaque actor.",
+      "1.3.0": "Issue 15: action window 9-13 of 16 frames; travel 0.3-0.48 of the side, grow and "
+               "shrink by 1.8-2.2x, rotation 0.25-0.4 turns; noise 3, 3 distractors, background "
+               "pan 1 px/frame; growth knob. (1.2.0 was an unreleased intermediate.)",
   }
   BUILDER_CONFIGS = [make_config()]
 

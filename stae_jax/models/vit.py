@@ -47,15 +47,15 @@ epsilons: VideoMAE trains with eps 1e-6 everywhere; HF configs store `layer_norm
 and build `fc_norm` with torch's default 1e-5; the differences are far below bf16 resolution, and
 `layer_norm_eps` here can be set to match an import exactly.
 
-Optional motion stem (`stem_channels > 0`; off for VideoMAE's layout and every import): before the
-tubelet embedding, the clip is average-pooled `stem_pool`x`stem_pool` in space and passed through
-one small 3-D convolution (kernel `stem_kernel`, stride 1, zero padding), LayerNorm and GELU,
-giving `stem_channels` features per pixel and frame. A tubelet embedding is linear in its pixels,
-and a linear map cannot say which way a small object moved wherever it sits in the patch; a
-shared spatiotemporal filter followed by a nonlinearity can (oriented filters and rectification,
-as in motion-energy models and the convolutional stems of hybrid ViTs, Xiao et al. 2021). The
-convolution is written as shifted slices and one matmul: XLA's CPU convolution took ~30x longer
-a training step at this size (BENCHMARKS.md, "Classifier controls").
+Optional input front end (all off for VideoMAE's layout and every import), applied in this order
+to the normalised clip before the tubelet embedding:
+  `pool`: average pooling `pool`x`pool` in space (a token then covers `patch * pool` pixels);
+  `inputs`: "frames" (the clip), "differences" (`temporal_difference`: what changed), or "motion"
+    (`stae_jax.models.motion.motion_features`: the frames, their changes, and which way things
+    moved, as normal-flow fields; a tubelet embedding is linear in its pixels and cannot by itself
+    say which way a small object moved wherever it sits in the patch);
+  `stem_channels`: one pointwise linear layer + GELU per pixel and frame (`PixelMlp`), so that the
+    embedding sees nonlinear combinations such as "motion where the actor's colour is".
 
 Not included (not needed yet): dropout and stochastic depth (VideoMAE fine-tuning uses drop path
 0.1); add them with an rng argument when the trainer needs them.
@@ -69,6 +69,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from stae_jax.models import motion
 
 # ImageNet statistics, as VideoMAE's data transforms use (after scaling pixels to 0..1).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,7 +117,7 @@ def sinusoid_position_table(num_positions: int, width: int) -> np.ndarray:
 def check_video(video: jax.Array, *, tubelet: int, patch: int, who: str, pool: int = 1) -> None:
   """Rejects clips the patching cannot tile, with the shape that would work.
 
-  `pool` is the motion stem's spatial pooling: a token then covers `patch * pool` input pixels.
+  `pool` is the input's spatial average pooling: a token then covers `patch * pool` pixels.
   """
   patch = patch * pool
   if video.ndim != 5 or video.shape[-1] != 3:
@@ -156,45 +158,18 @@ def attention_implementation(choice: str, dtype) -> str | None:
   raise ValueError(f"unknown attention implementation {choice!r}; use 'auto', 'xla' or 'cudnn'.")
 
 
-class MotionStem(nnx.Module):
-  """Average pool `pool`x`pool` in space, then 3-D conv (stride 1, zero padding) + LayerNorm + GELU.
+class PixelMlp(nnx.Module):
+  """One linear layer + GELU applied to every pixel and frame: [..., channels] -> [..., out]."""
 
-  [B, T, H, W, 3] (normalised) -> [B, T, H/pool, W/pool, channels]. The convolution is one matmul
-  over the `kt*ks*ks` shifted copies of the pooled clip (im2col), with the kernel stored as
-  [kt, ks, ks, 3, channels] (Flax's conv layout).
-  """
-
-  def __init__(self, channels: int, *, pool: int, kernel: tuple[int, int, int], eps: float, dtype,
-               param_dtype, rngs: nnx.Rngs):
-    kernel = tuple(int(k) for k in kernel)
-    if len(kernel) != 3 or min(kernel) < 1 or any(k % 2 == 0 for k in kernel):
-      raise ValueError(f"stem_kernel={kernel}: expected three odd sizes (frames, height, width), "
-                       "e.g. (3, 3, 3).")
-    if pool < 1:
-      raise ValueError(f"stem_pool={pool}: expected a positive integer (1 = no pooling).")
-    self.pool, self.kernel_size, self.dtype = int(pool), kernel, dtype
-    fan_in = 3 * kernel[0] * kernel[1] * kernel[2]
-    bound = 1.0 / np.sqrt(fan_in)
-    self.kernel = nnx.Param(jax.random.uniform(
-        rngs.params(), (*kernel, 3, channels), param_dtype, -bound, bound))
-    self.bias = nnx.Param(jnp.zeros((channels,), param_dtype))
-    self.norm = nnx.LayerNorm(channels, epsilon=eps, dtype=dtype, param_dtype=param_dtype,
-                              rngs=rngs)
+  def __init__(self, channels: int, out: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    self.dtype = dtype
+    self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (channels, out),
+                                                            param_dtype))
+    self.bias = nnx.Param(jnp.zeros((out,), param_dtype))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    b, t, h, w, c = x.shape
-    p = self.pool
-    if p > 1:
-      x = x.reshape(b, t, h // p, p, w // p, p, c).mean(axis=(3, 5))
-    kt, kh, kw = self.kernel_size
-    t, h, w = x.shape[1:4]
-    padded = jnp.pad(x, ((0, 0), (kt // 2,) * 2, (kh // 2,) * 2, (kw // 2,) * 2, (0, 0)))
-    columns = jnp.concatenate(
-        [padded[:, i:i + t, j:j + h, k:k + w] for i in range(kt) for j in range(kh)
-         for k in range(kw)], axis=-1)  # [B, T, H, W, kt*kh*kw*3], ordered (i, j, k, channel)
-    kernel = self.kernel[...].astype(self.dtype).reshape(kt * kh * kw * c, -1)
-    x = columns.astype(self.dtype) @ kernel + self.bias[...].astype(self.dtype)
-    return jax.nn.gelu(self.norm(x), approximate=False)
+    x = x.astype(self.dtype) @ self.kernel[...].astype(self.dtype)
+    return jax.nn.gelu(x + self.bias[...].astype(self.dtype), approximate=False)
 
 
 class TubeletEmbed(nnx.Module):
@@ -203,7 +178,7 @@ class TubeletEmbed(nnx.Module):
   The kernel keeps Flax's conv layout [kt, kh, kw, channels, width] (torch's weight transposed by
   (2,3,4,1,0)); a strided non-overlapping convolution is exactly this contraction, and a plain
   matmul is faster than a 3-D convolution on CPUs and as fast on accelerators. `channels` is 3
-  (pixels) unless a motion stem comes first.
+  (pixels) unless the input front end (module docstring) gives more.
   """
 
   def __init__(self, width: int, *, tubelet: int, patch: int, dtype, param_dtype, rngs: nnx.Rngs,
@@ -288,6 +263,9 @@ class Block(nnx.Module):
     return x + self.mlp(self.norm2(x))
 
 
+#: Channels per pixel of each `inputs` choice of VideoViT's front end (module docstring).
+INPUT_CHANNELS = {"frames": 3, "differences": 3, "motion": motion.MOTION_CHANNELS}
+
 #: Gain on frame differences (`temporal_difference`): normalised pixels change by ~0.1 between
 #: frames, so x4 brings them nearer the unit scale of the frames the embedding was built for
 #: (chosen, not tuned).
@@ -321,9 +299,8 @@ class VideoViT(nnx.Module):
   def __init__(self, *, num_classes: int, width: int, depth: int, num_heads: int, mlp_dim: int,
                tubelet: int = 2, patch: int = 16, layer_norm_eps: float = 1e-6,
                head_init_scale: float = 1e-3, dtype=jnp.float32, param_dtype=jnp.float32,
-               attention: str = "auto", stem_channels: int = 0, stem_pool: int = 1,
-               stem_kernel: tuple[int, int, int] = (3, 3, 3), remat: bool = False,
-               temporal_difference: bool = False, rngs: nnx.Rngs):
+               attention: str = "auto", inputs: str = "frames", pool: int = 1,
+               stem_channels: int = 0, remat: bool = False, rngs: nnx.Rngs):
     if num_classes < 1:
       raise ValueError(f"num_classes must be >= 1, got {num_classes}; set config.model.vit.num_classes.")
     self.tubelet, self.patch, self.width = tubelet, patch, width
@@ -331,18 +308,21 @@ class VideoViT(nnx.Module):
     # the block inputs stay), which trades ~1/3 more compute for memory that no longer grows
     # with depth x tokens per clip (BENCHMARKS.md "Paper size on a CPU"). Same numbers either way.
     self.remat = bool(remat)
-    # temporal_difference: the ViT sees `temporal_difference(x)` of the normalised clip instead
-    # of the clip (see that function); off keeps VideoMAE's input exactly.
-    self.temporal_difference = bool(temporal_difference)
+    # The input front end (module docstring); the defaults keep VideoMAE's input exactly.
+    if inputs not in INPUT_CHANNELS:
+      raise ValueError(f"inputs={inputs!r}: use one of {sorted(INPUT_CHANNELS)} "
+                       "(config.model.vit.inputs).")
+    if int(pool) < 1 or int(stem_channels) < 0:
+      raise ValueError(f"pool={pool}, stem_channels={stem_channels}: pool must be >= 1 (1 = none) "
+                       "and stem_channels >= 0 (0 = no pointwise layer).")
+    self.inputs, self.pool = inputs, int(pool)
     self.dtype = resolve_dtype(dtype)
     param_dtype = resolve_dtype(param_dtype)
     common = dict(dtype=self.dtype, param_dtype=param_dtype)
-    # The optional motion stem (module docstring); None keeps VideoMAE's layout exactly.
-    self.stem = (MotionStem(stem_channels, pool=stem_pool, kernel=stem_kernel, eps=layer_norm_eps,
-                            rngs=rngs, **common) if stem_channels else None)
-    self.pool = stem_pool if stem_channels else 1
+    channels = INPUT_CHANNELS[inputs]
+    self.stem = (PixelMlp(channels, stem_channels, rngs=rngs, **common) if stem_channels else None)
     self.patch_embed = TubeletEmbed(width, tubelet=tubelet, patch=patch, rngs=rngs,
-                                    channels=stem_channels or 3, **common)
+                                    channels=stem_channels or channels, **common)
     self.blocks = nnx.List([
         Block(width, num_heads, mlp_dim, eps=layer_norm_eps, attention=attention, rngs=rngs,
               **common)
@@ -358,8 +338,13 @@ class VideoViT(nnx.Module):
     """The last block's tokens [B, N, width] (compute dtype)."""
     check_video(video, tubelet=self.tubelet, patch=self.patch, pool=self.pool, who="VideoViT")
     x = normalize_video(video, self.dtype)
-    if self.temporal_difference:
+    if self.pool > 1:
+      b, t, h, w, c = x.shape
+      x = x.reshape(b, t, h // self.pool, self.pool, w // self.pool, self.pool, c).mean((3, 5))
+    if self.inputs == "differences":
       x = temporal_difference(x)
+    elif self.inputs == "motion":
+      x = motion.motion_features(x)
     if self.stem is not None:
       x = self.stem(x)
     x = self.patch_embed(x)
@@ -403,10 +388,9 @@ def vit_from_config(config, *, rngs: nnx.Rngs) -> VideoViT:
       head_init_scale=float(config.get("head_init_scale", 1e-3)),
       dtype=config.get("dtype", "float32"), param_dtype=config.get("param_dtype", "float32"),
       attention=config.get("attention", "auto"),
-      stem_channels=int(config.get("stem_channels", 0)), stem_pool=int(config.get("stem_pool", 1)),
-      stem_kernel=tuple(config.get("stem_kernel", (3, 3, 3))),
-      remat=bool(config.get("remat", False)),
-      temporal_difference=bool(config.get("temporal_difference", False)), rngs=rngs,
+      inputs=str(config.get("inputs", "frames")), pool=int(config.get("pool", 1)),
+      stem_channels=int(config.get("stem_channels", 0)),
+      remat=bool(config.get("remat", False)), rngs=rngs,
       **vit_dimensions(config))
 
 
@@ -427,14 +411,12 @@ def flops_per_clip(config, *, frames: int | None = None, resolution: int | None 
   dims = vit_dimensions(vit)
   tubelet, patch = int(vit.tubelet), int(vit.patch)
   stem_channels = int(vit.get("stem_channels", 0))
-  pool = int(vit.get("stem_pool", 1)) if stem_channels else 1
-  stem = 0
-  if stem_channels:
-    pixels = frames * (resolution // pool) ** 2
-    stem = pixels * 3 * int(np.prod(vit.get("stem_kernel", (3, 3, 3)))) * stem_channels
+  pool = int(vit.get("pool", 1))
+  channels = INPUT_CHANNELS[vit.get("inputs", "frames")]
+  stem = frames * (resolution // pool) ** 2 * channels * stem_channels  # the pointwise layer
   tokens = (frames // tubelet) * (resolution // (patch * pool)) ** 2
   d, mlp = dims["width"], dims["mlp_dim"]
-  embed = stem + tokens * ((stem_channels or 3) * tubelet * patch * patch) * d
+  embed = stem + tokens * ((stem_channels or channels) * tubelet * patch * patch) * d
   per_block = (4 * tokens * d * d            # q, k, v, output projections
                + 2 * tokens * tokens * d     # q.k^T and attention.v
                + 2 * tokens * d * mlp)       # fc1, fc2

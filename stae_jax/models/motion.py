@@ -1,0 +1,74 @@
+"""Motion inputs for the classifier: what moved between frames, and which way, at every pixel.
+
+`VideoViT(inputs="motion")` feeds its tubelet embedding these channels instead of the clip alone.
+Why: a tubelet embedding is linear in its pixels, and a linear map of a patch cannot say which way a
+small object moved wherever it sits in that patch; a from-scratch ViT on two CPU cores learnt the
+sense of motion only slowly from pixels (BENCHMARKS.md, "Classifier controls" and "Motion probes").
+Two-stream action recognisers give the network optical flow beside the frames for this reason
+(Simonyan and Zisserman 2014); here a cheap, differentiable stand-in is computed in the graph from
+the (decoded) clip, so a compressed clip is scored by what survives of its motion.
+
+From the normalised clip x [B, T, H, W, 3] (all differences central; borders repeat the edge value,
+so no wrap-around at the frame's edges and the first/last frame take a one-sided half step):
+
+  d  = (x[t+1] - x[t-1]) / 2                      temporal derivative, per colour channel
+  gx, gy                                          spatial derivatives, per colour channel
+  px = box(sum_c d * gx), py = box(sum_c d * gy)  brightness-constancy products (3x3 mean)
+  e  = box(sum_c gx^2 + gy^2)
+  u, v = clip(-(px, py) / (e + 0.01), +-3)        normal flow: the motion along the gradient,
+                                                  in pixels per frame (I_t = -v . grad I)
+  curl, div of box(px, py) at a 2-pixel spacing   rotation and expansion of the motion field
+
+Channels, in order (MOTION_CHANNELS = 12): x (3), 4 d (3), then tanh of 3 px, 3 py, 2 u, 2 v,
+8 curl, 8 div. The gains bring each channel to a standard deviation of roughly 0.3-0.9 on
+synthetic_actions clips and tanh bounds the heavy tails of the products; both were chosen on
+training-clip statistics (motion_probe), not tuned on the test split.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+MOTION_CHANNELS = 12
+#: tanh gains of px/py, u/v and curl/div (module docstring).
+PRODUCT_GAIN, FLOW_GAIN, FIELD_GAIN = 3.0, 2.0, 8.0
+DIFFERENCE_SCALE = 4.0
+
+
+def _shift(a: jax.Array, offset: int, axis: int) -> jax.Array:
+  """b[i] = a[clip(i + offset)] along `axis`: a shift whose borders repeat the edge value."""
+  n = a.shape[axis]
+  index = jnp.clip(jnp.arange(n) + offset, 0, n - 1)
+  return jnp.take(a, index, axis=axis)
+
+
+def _central(a: jax.Array, axis: int, spacing: int = 1) -> jax.Array:
+  return (_shift(a, spacing, axis) - _shift(a, -spacing, axis)) / (2.0 * spacing)
+
+
+def _box3(a: jax.Array) -> jax.Array:
+  """3x3 mean over the (height, width) axes 2 and 3, separable."""
+  a = (_shift(a, -1, 2) + a + _shift(a, 1, 2)) / 3.0
+  return (_shift(a, -1, 3) + a + _shift(a, 1, 3)) / 3.0
+
+
+def motion_features(x: jax.Array) -> jax.Array:
+  """[B, T, H, W, 3] normalised clip -> [B, T, H, W, MOTION_CHANNELS] (module docstring)."""
+  if x.ndim != 5 or x.shape[-1] != 3:
+    raise ValueError(f"motion_features expects [batch, frames, height, width, 3]; got {x.shape}.")
+  if x.shape[1] < 2:
+    raise ValueError(f"motion_features needs clips of at least 2 frames, got {x.shape[1]}.")
+  d = _central(x, 1)
+  gx, gy = _central(x, 3), _central(x, 2)
+  px = _box3(jnp.sum(d * gx, axis=-1))
+  py = _box3(jnp.sum(d * gy, axis=-1))
+  energy = _box3(jnp.sum(gx * gx + gy * gy, axis=-1))
+  u = jnp.clip(-px / (energy + 1e-2), -3.0, 3.0)
+  v = jnp.clip(-py / (energy + 1e-2), -3.0, 3.0)
+  sx, sy = _box3(px), _box3(py)
+  curl = _central(sy, 3, 2) - _central(sx, 2, 2)
+  div = _central(sx, 3, 2) + _central(sy, 2, 2)
+  fields = jnp.stack([PRODUCT_GAIN * px, PRODUCT_GAIN * py, FLOW_GAIN * u, FLOW_GAIN * v,
+                      FIELD_GAIN * curl, FIELD_GAIN * div], axis=-1)
+  return jnp.concatenate([x, DIFFERENCE_SCALE * d, jnp.tanh(fields)], axis=-1)

@@ -1,0 +1,64 @@
+"""stae_jax.models.motion: the classifier's motion inputs say which way things moved."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stae_jax.models import motion
+
+SIZE, FRAMES = 32, 8
+# Channel positions in motion_features' output (module docstring order).
+U, V, CURL, DIV = 3 + 3 + 2, 3 + 3 + 3, 3 + 3 + 4, 3 + 3 + 5
+
+
+def blob_clip(centre, angle=0.0, scale=1.0):
+  """An elongated Gaussian blob per frame: centre(t) -> (x, y), angle(t), scale(t)."""
+  y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+  frames = []
+  for t in range(FRAMES):
+    cx, cy = centre(t)
+    a, s = angle * t, scale ** t
+    dx, dy = x - cx, y - cy
+    along, across = dx * np.cos(a) + dy * np.sin(a), -dx * np.sin(a) + dy * np.cos(a)
+    frames.append(np.exp(-(along / (5 * s)) ** 2 - (across / (2 * s)) ** 2))
+  grey = np.stack(frames)[None, ..., None] * np.ones(3)
+  return jnp.asarray(grey * 2.0 - 1.0, jnp.float32)  # [1, T, H, W, 3], normalised-like range
+
+
+def mean_channel(clip, channel):
+  return float(motion.motion_features(clip)[0, 1:-1, ..., channel].mean())
+
+
+def test_translation_gives_the_sign_of_the_motion():
+  right = blob_clip(lambda t: (10 + t, 16))
+  left = blob_clip(lambda t: (22 - t, 16))
+  down = blob_clip(lambda t: (16, 10 + t))
+  assert mean_channel(right, U) > 0.02 > -0.02 > mean_channel(left, U)
+  assert mean_channel(down, V) > 0.02
+  # A horizontal motion puts (almost) nothing in the vertical channel.
+  assert abs(mean_channel(right, V)) < 0.2 * mean_channel(right, U)
+
+
+def test_rotation_and_expansion_have_signed_fields():
+  centre = lambda t: (16, 16)
+  clockwise, anticlockwise = blob_clip(centre, angle=0.2), blob_clip(centre, angle=-0.2)
+  assert np.sign(mean_channel(clockwise, CURL)) == -np.sign(mean_channel(anticlockwise, CURL)) != 0
+  assert abs(mean_channel(clockwise, CURL)) > 10 * abs(mean_channel(blob_clip(centre), CURL))
+  grow, shrink = blob_clip(centre, scale=1.08), blob_clip(centre, scale=1 / 1.08)
+  assert mean_channel(grow, DIV) > 0 > mean_channel(shrink, DIV)
+
+
+def test_a_still_clip_has_no_motion_and_the_frames_pass_through():
+  still = blob_clip(lambda t: (16, 16))
+  features = motion.motion_features(still)
+  assert features.shape == (1, FRAMES, SIZE, SIZE, motion.MOTION_CHANNELS)
+  np.testing.assert_array_equal(features[..., :3], still)
+  np.testing.assert_allclose(features[..., 3:], 0.0, atol=1e-6)
+  assert float(jnp.abs(motion.motion_features(still * 50)).max()) <= 50  # tanh-bounded fields
+
+
+def test_bad_shapes_are_explained():
+  with pytest.raises(ValueError, match="at least 2 frames"):
+    motion.motion_features(jnp.zeros((1, 1, 8, 8, 3)))
+  with pytest.raises(ValueError, match="batch, frames, height, width, 3"):
+    motion.motion_features(jnp.zeros((1, 4, 8, 8)))
