@@ -133,8 +133,11 @@ def get_config(arg=None):
       selection_gradient="all",   # "task": the pixel loss does not steer the attention (stae.py)
       block_spread=2.0,           # kept frames send different blocks (spread_top_k_mask); 0: off
       dtype="float32",            # compute dtype; parameters are float32
-      # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them).
-      keep_ratios=((0.125, 1.0), (0.25, 1.0), (0.25, 0.5)),
+      # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them):
+      # four that send 128 of the clip's 1024 blocks, from 2 whole frames to all 16 frames with 8
+      # blocks each (the frames-versus-blocks trade the motion classifier makes real), and 16
+      # frames x 16 blocks.
+      keep_ratios=((0.125, 1.0), (0.25, 0.5), (0.5, 0.25), (1.0, 0.125), (1.0, 0.25)),
   )
   # Receiver's 3D-2D CNN (stae_jax/models/decoder.py).
   decoder = dict(
@@ -142,7 +145,7 @@ def get_config(arg=None):
   # Training (stae_jax/training, train.py): stages run in train.stage_order; each names the
   # parameters it trains (`trainable` regex; the rest get no optimizer state) and its loss weights.
   c.stages = common.training_stages(
-      classifier=dict(steps=700, lr=0.002, warmup_steps=20),
+      classifier=dict(steps=1500, lr=0.002, warmup_steps=30),
       compressor=dict(steps=100, lr=0.003, warmup_steps=5),
       joint=dict(steps=10, lr=0.0001, warmup_steps=2))
   c.train = common.train_settings(log_every=10, eval_every=0, eval_batches=4, checkpoint_every=100)

@@ -8,7 +8,7 @@ from stae_jax.models import motion
 
 SIZE, FRAMES = 32, 8
 # Channel positions in motion_features' output (module docstring order).
-U, V, CURL, DIV = 3 + 3 + 2, 3 + 3 + 3, 3 + 3 + 4, 3 + 3 + 5
+U, V, CURL, DIV, ANISO = 3 + 3 + 2, 3 + 3 + 3, 3 + 3 + 4, 3 + 3 + 5, 3 + 3 + 6
 
 
 def blob_clip(centre, angle=0.0, scale=1.0):
@@ -25,8 +25,14 @@ def blob_clip(centre, angle=0.0, scale=1.0):
   return jnp.asarray(grey * 2.0 - 1.0, jnp.float32)  # [1, T, H, W, 3], normalised-like range
 
 
-def mean_channel(clip, channel):
-  return float(motion.motion_features(clip)[0, 1:-1, ..., channel].mean())
+def mean_channel(clip, channel, window=slice(None)):
+  """Mean over the inner frames and a window of rows and columns (the whole frame by default)."""
+  return float(motion.motion_features(clip)[0, 1:-1, window, window, channel].mean())
+
+
+#: Where the blob is: a whole frame's mean curl or divergence is ~0 (a circulation/flux over the
+#: frame's border, where nothing moves), so those are read over the blob.
+BLOB = slice(10, 22)
 
 
 def test_translation_gives_the_sign_of_the_motion():
@@ -35,17 +41,22 @@ def test_translation_gives_the_sign_of_the_motion():
   down = blob_clip(lambda t: (16, 10 + t))
   assert mean_channel(right, U) > 0.02 > -0.02 > mean_channel(left, U)
   assert mean_channel(down, V) > 0.02
-  # A horizontal motion puts (almost) nothing in the vertical channel.
+  # A horizontal motion puts (almost) nothing in the vertical channel, and its energy is
+  # horizontal whichever its sign.
   assert abs(mean_channel(right, V)) < 0.2 * mean_channel(right, U)
+  assert mean_channel(right, ANISO) > 0.02 and mean_channel(left, ANISO) > 0.02
+  assert mean_channel(down, ANISO) < -0.02
 
 
 def test_rotation_and_expansion_have_signed_fields():
   centre = lambda t: (16, 16)
   clockwise, anticlockwise = blob_clip(centre, angle=0.2), blob_clip(centre, angle=-0.2)
-  assert np.sign(mean_channel(clockwise, CURL)) == -np.sign(mean_channel(anticlockwise, CURL)) != 0
-  assert abs(mean_channel(clockwise, CURL)) > 10 * abs(mean_channel(blob_clip(centre), CURL))
+  curl = [mean_channel(c, CURL, BLOB) for c in (clockwise, anticlockwise)]
+  assert np.sign(curl[0]) == -np.sign(curl[1]) != 0 and min(map(abs, curl)) > 0.02, curl
+  assert abs(mean_channel(clockwise, DIV, BLOB)) < 0.2 * abs(curl[0])
   grow, shrink = blob_clip(centre, scale=1.08), blob_clip(centre, scale=1 / 1.08)
-  assert mean_channel(grow, DIV) > 0 > mean_channel(shrink, DIV)
+  assert mean_channel(grow, DIV, BLOB) > 0.02 > -0.02 > mean_channel(shrink, DIV, BLOB)
+  assert abs(mean_channel(grow, CURL, BLOB)) < 0.2 * mean_channel(grow, DIV, BLOB)
 
 
 def test_a_still_clip_has_no_motion_and_the_frames_pass_through():

@@ -17,12 +17,16 @@ so no wrap-around at the frame's edges and the first/last frame take a one-sided
   e  = box(sum_c gx^2 + gy^2)
   u, v = clip(-(px, py) / (e + 0.01), +-3)        normal flow: the motion along the gradient,
                                                   in pixels per frame (I_t = -v . grad I)
-  curl, div of box(px, py) at a 2-pixel spacing   rotation and expansion of the motion field
+  curl, div of box(box(u, v)) at a 3-pixel        rotation and expansion of the motion field
+    spacing
+  aniso = box(u^2 - v^2)                          horizontal against vertical motion energy
 
-Channels, in order (MOTION_CHANNELS = 12): x (3), 4 d (3), then tanh of 3 px, 3 py, 2 u, 2 v,
-8 curl, 8 div. The gains bring each channel to a standard deviation of roughly 0.3-0.9 on
-synthetic_actions clips and tanh bounds the heavy tails of the products; both were chosen on
-training-clip statistics (motion_probe), not tuned on the test split.
+Channels, in order (MOTION_CHANNELS = 13): x (3), 4 d (3), then tanh of 3 px, 3 py, 2 u, 2 v,
+12 curl, 12 div, 4 aniso. The gains bring each field to a standard deviation of about 0.5-0.8
+before the tanh on synthetic_actions training clips, and tanh bounds the heavy tails of the
+products. Curl and divergence are taken of the normal flow rather than of the products: on the
+actor's pixels the clockwise/anticlockwise means were about 2 standard deviations apart that
+way and 1.4 from the products (BENCHMARKS.md "Classifier controls", the probes).
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-MOTION_CHANNELS = 12
-#: tanh gains of px/py, u/v and curl/div (module docstring).
-PRODUCT_GAIN, FLOW_GAIN, FIELD_GAIN = 3.0, 2.0, 8.0
+MOTION_CHANNELS = 13
+#: tanh gains of px/py, u/v, curl/div and aniso (module docstring).
+PRODUCT_GAIN, FLOW_GAIN, FIELD_GAIN, ANISOTROPY_GAIN = 3.0, 2.0, 12.0, 4.0
 DIFFERENCE_SCALE = 4.0
 
 
@@ -66,9 +70,10 @@ def motion_features(x: jax.Array) -> jax.Array:
   energy = _box3(jnp.sum(gx * gx + gy * gy, axis=-1))
   u = jnp.clip(-px / (energy + 1e-2), -3.0, 3.0)
   v = jnp.clip(-py / (energy + 1e-2), -3.0, 3.0)
-  sx, sy = _box3(px), _box3(py)
-  curl = _central(sy, 3, 2) - _central(sx, 2, 2)
-  div = _central(sx, 3, 2) + _central(sy, 2, 2)
+  su, sv = _box3(_box3(u)), _box3(_box3(v))
+  curl = _central(sv, 3, 3) - _central(su, 2, 3)
+  div = _central(su, 3, 3) + _central(sv, 2, 3)
+  aniso = _box3(u * u - v * v)
   fields = jnp.stack([PRODUCT_GAIN * px, PRODUCT_GAIN * py, FLOW_GAIN * u, FLOW_GAIN * v,
-                      FIELD_GAIN * curl, FIELD_GAIN * div], axis=-1)
+                      FIELD_GAIN * curl, FIELD_GAIN * div, ANISOTROPY_GAIN * aniso], axis=-1)
   return jnp.concatenate([x, DIFFERENCE_SCALE * d, jnp.tanh(fields)], axis=-1)
