@@ -54,6 +54,7 @@ def test_clips_match_recorded_checksums():
       ((3, "train", dict(frames=8, size=32)),
        "12eac87a16cd60ff5a9006c8d6dc1eb44af87acd4d8140cccfa60b0b3a61b74f"),
       ((17, "test", {}), "542d327a804e38ca3998edf22db297dc3c6422103c9e9fb3a8b665292011036a"),
+      ((14, "test", {}), "993b1c41b45c5ddf7a0806a70f1989aef5b002db08920a52810822d0facc0527"),
   ]:
     clip, _, _ = synthetic.generate_clip(index, split, **kwargs)
     assert hashlib.sha256(clip.tobytes()).hexdigest() == expected, (index, split)

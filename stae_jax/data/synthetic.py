@@ -18,7 +18,7 @@ cores, and so that compression is a real trade-off on it rather than a free lunc
   the actor is still. Frame attention has something to find. (Version 1.3.0, issue 15: the window
   was 5-9 frames; the motions are larger where a sense of motion was hard to see (travel 0.3-0.48
   of the side, grow/shrink by a factor 1.8-2.2 instead of ~1.25) and slower where it aliased
-  (rotation 0.25-0.4 turns over the window), with noise 3, 3 distractors and a background pan of
+  (rotation 0.15-0.3 turns over the window), with noise 3, 3 distractors and a background pan of
   1 px per frame instead of 6, 4 and 2. The knobs of `generate_clip` make other variants;
   benchmarks/motion_probe.py trains a classifier on one in memory, BENCHMARKS.md "Motion probes".)
 - The actor is small (an arrowhead 16-22 px long, down to ~9 px in grow and shrink; under 4% of
@@ -294,7 +294,7 @@ def generate_clip(
     window_fraction: tuple[float, float] = (9 / 16, 13 / 16),
     travel: tuple[float, float] = (0.3, 0.48),
     oscillation: tuple[float, float] = (0.1, 0.2),
-    rotation: tuple[float, float] = (0.25, 0.4),
+    rotation: tuple[float, float] = (0.15, 0.3),
     growth: tuple[float, float] = (1.8, 2.2),
     group_colours: bool = True,
 ) -> tuple[np.ndarray, int, dict[str, Any]]:
@@ -551,7 +551,7 @@ class SyntheticActions(tfds.core.GeneratorBasedBuilder):
       "1.0.0": "First release.",
       "1.1.0": "Actor colour names its class pair (group_colours); larger, opaque actor.",
       "1.3.0": "Issue 15: action window 9-13 of 16 frames; travel 0.3-0.48 of the side, grow and "
-               "shrink by 1.8-2.2x, rotation 0.25-0.4 turns; noise 3, 3 distractors, background "
+               "shrink by 1.8-2.2x, rotation 0.15-0.3 turns; noise 3, 3 distractors, background "
                "pan 1 px/frame; growth knob. (1.2.0 was an unreleased intermediate.)",
   }
   BUILDER_CONFIGS = [make_config()]
