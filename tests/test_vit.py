@@ -166,13 +166,14 @@ def test_huggingface_map_covers_every_parameter_once_with_torch_layouts():
 
 
 def test_front_end_pools_then_motion_features_then_pixel_mlp():
-  """motion_features -> pool -> PixelMlp (Linear + exact GELU per pixel), then the tubelets."""
+  """pool -> motion_features -> PixelMlp (Linear + exact GELU per pixel), then the tubelets."""
   model = vit_lib.VideoViT(num_classes=3, width=12, depth=0, num_heads=2, mlp_dim=24, tubelet=2,
                            patch=2, inputs="motion", pool=2, stem_channels=5, rngs=nnx.Rngs(2))
   clip = random_clip((2, 4, 8, 12, 3), seed=3)
   x = vit_lib.normalize_video(clip)
-  channels = motion.MOTION_CHANNELS
-  features = motion.motion_features(x).reshape(2, 4, 4, 2, 6, 2, channels).mean(axis=(3, 5))
+  pooled = x.reshape(2, 4, 4, 2, 6, 2, 3).mean(axis=(3, 5))
+  features = motion.motion_features(pooled)
+  assert features.shape == (2, 4, 4, 6, motion.MOTION_CHANNELS)
   expected = jax.nn.gelu(features @ model.stem.kernel[...] + model.stem.bias[...],
                          approximate=False)
   stem = nnx.split(model.stem)
