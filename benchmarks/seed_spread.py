@@ -47,7 +47,7 @@ _OUT = flags.DEFINE_string("out", None, "Where the seeds' workdirs go (<out>/see
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds of the STAE stages.")
 _SYSTEM = flags.DEFINE_string("system", "stae", "The config.systems tag to train.")
 _MAX_CLIPS = flags.DEFINE_integer("max_clips", 0, "Test clips (0: the whole split).")
-_VALIDATION = flags.DEFINE_integer("validation_clips", 300, "Validation clips (as evaluate.py).")
+_VALIDATION = flags.DEFINE_integer("validation_clips", 200, "Validation clips (as evaluate.py).")
 _EVALUATE_ONLY = flags.DEFINE_bool("evaluate_only", False, "Evaluate the seeds' workdirs only.")
 _JSON = flags.DEFINE_string("json", None, "Also write the spread as JSON here.")
 
@@ -86,7 +86,7 @@ def train_seed(config, base_workdir, out, seed: int, tag: str, *, loader_fn=None
   return workdir
 
 
-def evaluate_seed(config, workdir, tag: str, *, max_clips: int = 0, validation_clips: int = 300,
+def evaluate_seed(config, workdir, tag: str, *, max_clips: int = 0, validation_clips: int = 200,
                   loader_fn=None) -> dict:
   """results.json's dict for system `tag` of a seed's workdir (no baselines), headline included."""
   from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
