@@ -246,8 +246,10 @@ def _comparison_text(results: dict, comparison: dict) -> str:
              False: f"{b} needs fewer bits (the interval excludes 1)",
              None: "no difference the test clips can show (the interval holds 1)"}[
                  comparison["fewer_bits"]]
-  hi_text = "inf" if hi is None else f"{hi:.2f}"
-  return f"{a} / {b} bits {comparison['ratio']:.2f} [{lo:.2f}, {hi_text}]: {verdict}"
+  # An end at 0 or infinity: in those resamples the baseline, or the method, missed the target.
+  lo_text = f"0 ({b} unreached)" if lo == 0 else f"{lo:.2f}"
+  hi_text = f"inf ({a} unreached)" if hi is None else f"{hi:.2f}"
+  return f"{a} / {b} bits {comparison['ratio']:.2f} [{lo_text}, {hi_text}]: {verdict}"
 
 
 def _headline_text(results: dict, head: dict, column: str, skipped: list[str]) -> str:
@@ -492,8 +494,9 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
       return f"{_pct(r['same_point_top1'])} ({r['same_point_bits_per_clip']:,.0f})"
 
     lines += ["## Ablations", "",
-              "At the same keep ratios: each variant's measured top-1 % at the main STAE's "
-              "operating points, with the bits per clip it spent there in brackets.", ""] + header
+              "Frozen reference ViT for every variant. At the same keep ratios: each variant's "
+              "measured top-1 % at the main STAE's operating points, with the bits per clip it "
+              "spent there in brackets.", ""] + header
     lines += [row_label(p) + " | ".join(same_cell(cells.get((m, p))) for m in methods) + " |"
               for p in points]
     lines += ["", "At matched rates: each variant's curve (upper envelope of its points) read at "
