@@ -96,8 +96,14 @@ def paper_config(batch: int, steps: int, remat: bool, real_data: pathlib.Path):
   return config
 
 
-def flag_list(batch: int, steps: int, remat: bool, real_data: pathlib.Path) -> list[str]:
-  return [f"--config.{k}={v}" for k, v in overrides(batch, steps, remat, real_data).items()]
+def flag_list(batch: int, steps: int, remat: bool, real_data: pathlib.Path,
+              system: str | None = None) -> list[str]:
+  """`overrides` as train.py/evaluate.py flags; with `system` (a `:system=` switch, which leaves
+  only that system in config.systems) the other systems' keys are left out."""
+  keep = lambda key: system is None or not key.startswith("systems.") or key.startswith(
+      f"systems.{system}.")
+  return [f"--config.{k}={v}" for k, v in overrides(batch, steps, remat, real_data).items()
+          if keep(k)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,8 +190,8 @@ def stage_times(directory: pathlib.Path) -> dict:
 
 def part_train(args, workdir: pathlib.Path) -> list[dict]:
   rows = []
-  flags = flag_list(2, 2, args.remat, args.real_data)
   for stage, tag in STAGES:
+    flags = flag_list(2, 2, args.remat, args.real_data, tag)
     config_arg = "configs/hmdb51.py" + (f":system={tag}" if tag else "")
     order = ("classifier",) if tag is None else (
         ("compressor",) if stage == "compressor" else ("compressor", "joint"))
@@ -303,33 +309,34 @@ def child_stage(args) -> dict:
 def stae_pieces(config, entry, graphdef, state, batch, op) -> dict:
   """memory_analysis of the STAE compressor step's parts, each with its own backward pass: the
   frozen ViT on a rebuilt clip (gradient to the clip), STAE's dense training forward (gradient to
-  its parameters, loss on the blocks it synthesises) and the decoder (gradient to its parameters)."""
+  its parameters, loss on the blocks it synthesises) and the decoder (gradient to its parameters).
+  Each part merges the models inside its trace, as the trainer's step does."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  models = nnx.merge(graphdef, state["params"], state["rest"])
+  params, rest = state["params"], state["rest"]
   video = batch["video"]
   b, t, h, w, _ = video.shape
-  vit, stae, decoder = models["vit"], models["stae"], models["decoder"]
+  models = lambda p: nnx.merge(graphdef, p, rest)
 
   def vit_part(clip):
-    return vit(clip).sum()
+    return models(params)["vit"](clip).sum()
 
-  def stae_part(stae_model, clip):
-    out = stae_model(clip, frame_keep=op["frame_keep"], block_keep=op["block_keep"],
-                     training=True, rng=jax.random.PRNGKey(0))
+  def stae_part(p, clip):
+    out = models(p)["stae"](clip, frame_keep=op["frame_keep"], block_keep=op["block_keep"],
+                            training=True, rng=jax.random.PRNGKey(0))
     return (out["synthesised"] - clip.astype(jnp.float32)).mean() + out["rate_latents"].mean()
 
-  def decoder_part(decoder_model, received, mask):
-    return decoder_model(received, mask).mean()
+  def decoder_part(p, received, mask):
+    return models(p)["decoder"](received, mask).mean()
 
   clip = jnp.zeros((b, t, h, w, 3), jnp.float32)
   mask = jnp.ones((b, t, h, w, 1), jnp.float32)
   pieces = {
       "vit_on_rebuilt_clip": jax.jit(jax.grad(vit_part)).lower(clip).compile(),
-      "stae_dense_forward": jax.jit(nnx.grad(stae_part)).lower(stae, video).compile(),
-      "decoder": jax.jit(nnx.grad(decoder_part)).lower(decoder, clip, mask).compile(),
+      "stae_dense_forward": jax.jit(jax.grad(stae_part)).lower(params, video).compile(),
+      "decoder": jax.jit(jax.grad(decoder_part)).lower(params, clip, mask).compile(),
   }
   return {name: _stats(c) for name, c in pieces.items()}
 
@@ -337,6 +344,8 @@ def stae_pieces(config, entry, graphdef, state, batch, op) -> dict:
 def part_memory(args, workdir: pathlib.Path) -> list[dict]:
   rows = []
   for stage, tag in STAGES:
+    if args.stages and f"{stage}:{tag or 'shared'}" not in args.stages:
+      continue
     for batch in args.batches:
       run_steps = 2 if batch in args.run_batches else 0
       command = [sys.executable, __file__, "--child=stage", f"--stage={stage}",
@@ -388,6 +397,8 @@ def main():
   parser.add_argument("--remat", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
   parser.add_argument("--cpu_scheduler", default="memory", choices=sorted(SCHEDULER_FLAGS))
   parser.add_argument("--batches", default="1,2,4")
+  parser.add_argument("--stages", default="", help="memory part only for these, e.g. "
+                      "compressor:stae,classifier:shared (default: every stage)")
   parser.add_argument("--run_batches", default="1,2", help="batches also run for 2 steps")
   parser.add_argument("--rss_limit_gb", type=float, default=15.0)
   parser.add_argument("--min_available_gb", type=float, default=2.0)
@@ -410,6 +421,7 @@ def main():
     raise SystemExit(f"the real HMDB51 sample is not at {args.real_data / 'hmdb51'}; pass "
                      "--real_data=/path/to/shared/data/real")
   args.batches = [int(b) for b in args.batches.split(",")]
+  args.stages = [s for s in args.stages.split(",") if s]
   args.run_batches = [int(b) for b in args.run_batches.split(",")]
   workdir = pathlib.Path(args.workdir).absolute()
   workdir.parent.mkdir(parents=True, exist_ok=True)
