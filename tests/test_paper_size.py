@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from stae_jax import REPO_ROOT
+from stae_jax.data import pipeline
 from stae_jax.evaluation import deadlines
 from stae_jax.evaluation import evaluate
 from stae_jax.models import vit as vit_lib
@@ -66,13 +67,18 @@ def test_paper_size_path_at_224(real_data, tmp_path):
       ("compressor", "deepisc"), ("compressor", "stae")]
   for summary in summaries:
     assert np.isfinite(summary["eval_loss"]), summary
+  # One stored training clip: no validation split to carve (the error names this option), so the
+  # choices are made on the test clip, as benchmarks/paper_size.py's evaluate part does.
+  with pytest.raises(ValueError, match="--validation_clips=0"):
+    pipeline.make_loader(config.data, "validation", seed=0, train=False, num_epochs=1)
   options = evaluate.EvalOptions(latency_clips=0, num_pictures=1, progress=False,
-                                 baselines=dict(h264=dict(crfs=(35.0,))))
+                                 validation_clips=0, baselines=dict(h264=dict(crfs=(35.0,))))
   channel = deadlines.ChannelOptions(deadlines_seconds=(0.5,), mean_snrs_db=(10.0,), seeds=(0,),
                                      max_backlog_seconds=30.0)
   paths = evaluate.run(config, workdir, options, channel)
   results = json.loads(paths["results"].read_text())
   assert results["num_clips"] == 1  # split 1 of the sample: one test clip (climb_stairs)
+  assert results["validation"] is None
   assert list(results["methods"]) == ["stae", "deepisc", "h264", "raw"]
   stae_points = {p["name"]: p for p in results["methods"]["stae"]["points"]}
   assert sorted(stae_points) == ["keep=0.25x0.25", "keep=1x0.5"]

@@ -373,6 +373,14 @@ def test_validation_is_carved_from_train_deterministically_and_disjointly():
   assert pipeline.split_source(lambda name: {"test": ["t"]}[name], "test") == ["t"]
   with pytest.raises(ValueError, match="'train' or 'validation'"):
     pipeline.carve(records, "test")
+  # Fewer than VALIDATION_EVERY stored training clips: no validation split, and the error says how
+  # to evaluate without one; the training split is the stored one.
+  few = lambda name: {"train": records[:pipeline.VALIDATION_EVERY - 1]}[name]
+  with pytest.raises(ValueError, match=r"validation split is empty.*9 clip.*--validation_clips=0"):
+    pipeline.split_source(few, "validation")
+  assert len(pipeline.split_source(few, "train")) == pipeline.VALIDATION_EVERY - 1
+  with pytest.raises(ValueError, match="training split is empty"):
+    pipeline.split_source(lambda name: [], "train")
 
 
 def test_build_command_writes_a_preview(tmp_path):
