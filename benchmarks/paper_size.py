@@ -16,7 +16,9 @@ reported as such):
   process's. Per stage: wall, peak RSS, first step (compile included: the difference to the second
   is the compile time) and second step, from the stage's metrics.jsonl.
 - `evaluate`: `evaluate.py` on that workdir (real bitstreams of both systems, H.264, raw, the
-  reference), its wall and peak RSS.
+  reference), its wall and peak RSS. With `--validation_clips=0`: the one stored training clip
+  leaves no validation split to carve (data/pipeline.py VALIDATION_RULE), so envelopes and policies
+  are chosen on the test clip and no baseline is tuned (the report says so).
 - `memory`: per stage and per-device batch 1, 2 and 4, the trainer's own train step
   (`trainer.Steps.lower_train`) lowered and compiled ahead of time: compile seconds and XLA's
   `memory_analysis()` (arguments: parameters, optimizer state and batch; temporaries: activations
@@ -193,10 +195,10 @@ def part_train(args, workdir: pathlib.Path) -> list[dict]:
   for stage, tag in STAGES:
     flags = flag_list(2, 2, args.remat, args.real_data, tag)
     config_arg = "configs/hmdb51.py" + (f":system={tag}" if tag else "")
-    order = ("classifier",) if tag is None else (
-        ("compressor",) if stage == "compressor" else ("compressor", "joint"))
+    # One stage per run: a stage whose init_from stage is not in stage_order starts from that
+    # stage's folder in the workdir (the previous run's).
     command = [sys.executable, "train.py", f"--config={config_arg}", f"--workdir={workdir}",
-               f"--config.train.stage_order={','.join(order)}", *flags]
+               f"--config.train.stage_order={stage}", *flags]
     print(f"train: {stage} ({tag or 'shared'}) ...", flush=True)
     out = run_child(command, rss_limit_gb=args.rss_limit_gb,
                     min_available_gb=args.min_available_gb, scheduler=args.cpu_scheduler,
@@ -215,7 +217,8 @@ def part_train(args, workdir: pathlib.Path) -> list[dict]:
 def part_evaluate(args, workdir: pathlib.Path) -> list[dict]:
   flags = flag_list(2, 2, args.remat, args.real_data)
   command = [sys.executable, "evaluate.py", "--config=configs/hmdb51.py", f"--workdir={workdir}",
-             "--progress=False", "--latency_clips=1", "--num_pictures=1", *flags]
+             "--progress=False", "--latency_clips=1", "--num_pictures=1", "--validation_clips=0",
+             *flags]
   print("evaluate ...", flush=True)
   out = run_child(command, rss_limit_gb=args.rss_limit_gb, min_available_gb=args.min_available_gb,
                   scheduler=args.cpu_scheduler, log=workdir.parent / f"{workdir.name}_evaluate.log")
@@ -390,6 +393,37 @@ def fit(rows: list[dict]) -> list[dict]:
   return out
 
 
+def tables(rows: list[dict]) -> str:
+  """The rows as markdown tables (what BENCHMARKS.md copies): train and evaluate runs, the AOT
+  memory per stage and batch, and the fits."""
+  cell = lambda v: "-" if v is None else (", ".join(map(str, v)) if isinstance(v, list) else str(v))
+  layouts = {
+      "train": ("stage", "system", "rc", "wall_s", "peak_rss_gb", "first_step_s", "second_step_s",
+                "compile_s", "killed"),
+      "evaluate": ("rc", "wall_s", "peak_rss_gb", "num_clips", "killed"),
+      "memory": ("stage", "system", "batch", "remat", "compile_s", "argument_gb", "output_gb",
+                 "alias_gb", "temp_gb", "step_s", "peak_rss_gb", "rc", "killed"),
+      "fit": ("stage", "system", "remat", "fixed_gb", "per_clip_gb", "fits_80gb", "fits_16gb"),
+  }
+  out = []
+  for part, columns in layouts.items():
+    mine = [r for r in rows if r.get("part") == part]
+    if not mine:
+      continue
+    out += [f"{part}:", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in mine]
+    out.append("")
+  for r in rows:
+    if r.get("part") == "evaluate" and r.get("points"):
+      out += ["evaluate points (name, bits per clip, top-1 on the test clip):", ""]
+      out += [f"- {name}: {points}" for name, points in r["points"].items()]
+      out.append("")
+    if r.get("pieces"):
+      out += [f"pieces of {r['stage']} ({r['system']}) at batch {r['batch']}: "
+              + "; ".join(f"{name} {stats}" for name, stats in r["pieces"].items()), ""]
+  return "\n".join(out)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", default="/tmp/paper_size")
@@ -443,6 +477,7 @@ def main():
   out = pathlib.Path(args.out) if args.out else workdir.parent / (
       f"{workdir.name}_{'-'.join(parts)}{'_remat' if args.remat else ''}_{args.cpu_scheduler}.json")
   out.write_text(json.dumps(dict(load=os.getloadavg(), rows=rows), indent=1))
+  print(tables(rows), flush=True)
   print(f"wrote {out}; load average {os.getloadavg()}", flush=True)
 
 
