@@ -10,6 +10,7 @@ import gc
 import subprocess
 import sys
 
+from absl import flags
 import grain
 import numpy as np
 from PIL import Image
@@ -396,3 +397,6 @@ def test_build_command_writes_a_preview(tmp_path):
   assert str(tmp_path / "run" / "preview.png") in result.stdout
   with Image.open(tmp_path / "run" / "preview.png") as preview:
     assert preview.size == (build.LABEL_WIDTH_PX + 4 * (32 + 2), 3 * (32 + 4))
+  # Importing the module (as this file does) defines none of the command's flags: an entry point
+  # imported beside it (train.py, a benchmark) defines its own --config.
+  assert not flags.FLAGS.flags_by_module_dict().get("stae_jax.data.build")
