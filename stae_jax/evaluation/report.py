@@ -412,8 +412,9 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
            f"{other['bound']} |" if other else "not tuned | - | - |"))
   lines += ["", f"Target: reference top-1 minus {head['target_loss_points']:g} points = "
             f"{100 * head['target_top1']:.1f}%. Each method's rate there is read off its "
-            "accuracy-vs-bits curve: the points on its upper envelope (chosen on the validation "
-            "split), read on the test split, linear in top-1 against log bits. Intervals: "
+            "accuracy-vs-bits curve: the points on its upper envelope (chosen on "
+            f"{'the validation split' if validation else 'the test split itself'}), read on the "
+            "test split, linear in top-1 against log bits. Intervals: "
             f"{head['resamples']} bootstrap resamples of the test clips (seed {head['seed']}), the "
             "same resamples for every method and the reference, so comparisons are paired.", "",
             "Tuned column: " + head["tuned_text"], ""]
