@@ -311,9 +311,12 @@ def child_stage(args) -> dict:
 
 def stae_pieces(config, entry, graphdef, state, batch, op) -> dict:
   """memory_analysis of the STAE compressor step's parts, each with its own backward pass: the
-  frozen ViT on a rebuilt clip (gradient to the clip), STAE's dense training forward (gradient to
-  its parameters, loss on the blocks it synthesises) and the decoder (gradient to its parameters).
-  Each part merges the models inside its trace, as the trainer's step does."""
+  frozen ViT on a rebuilt clip (gradient to the clip and, as in the trainer's step, which takes the
+  gradient of every parameter and lets the optimizer freeze some, to the parameters), STAE's dense
+  training forward (gradient to its parameters, loss on the blocks it synthesises) and the decoder
+  (gradient to its parameters). Each part merges the models inside its trace from traced
+  parameters, as the trainer's step does (nnx.remat cannot update parameters closed over from
+  outside the gradient's trace)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -323,8 +326,8 @@ def stae_pieces(config, entry, graphdef, state, batch, op) -> dict:
   b, t, h, w, _ = video.shape
   models = lambda p: nnx.merge(graphdef, p, rest)
 
-  def vit_part(clip):
-    return models(params)["vit"](clip).sum()
+  def vit_part(p, clip):
+    return models(p)["vit"](clip).sum()
 
   def stae_part(p, clip):
     out = models(p)["stae"](clip, frame_keep=op["frame_keep"], block_keep=op["block_keep"],
@@ -337,7 +340,8 @@ def stae_pieces(config, entry, graphdef, state, batch, op) -> dict:
   clip = jnp.zeros((b, t, h, w, 3), jnp.float32)
   mask = jnp.ones((b, t, h, w, 1), jnp.float32)
   pieces = {
-      "vit_on_rebuilt_clip": jax.jit(jax.grad(vit_part)).lower(clip).compile(),
+      "vit_on_rebuilt_clip": jax.jit(jax.grad(vit_part, argnums=(0, 1))).lower(params,
+                                                                             clip).compile(),
       "stae_dense_forward": jax.jit(jax.grad(stae_part)).lower(params, video).compile(),
       "decoder": jax.jit(jax.grad(decoder_part)).lower(params, clip, mask).compile(),
   }
