@@ -68,7 +68,7 @@ def main(argv):
     predictions = np.concatenate([
         np.argmax(classify(case[i:i + _BATCH.value]), -1)
         for i in range(0, len(case), _BATCH.value)])
-    results[name] = (scores(predictions, labels), predictions == labels)
+    results[name] = (time_controls.scores(predictions, labels), predictions == labels)
 
   print(f"classifier of {workdir}; {len(labels)} test clips of {config.data.name}, "
         f"{clips.shape[1]}x{clips.shape[2]}x{clips.shape[3]}")
