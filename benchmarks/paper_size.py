@@ -16,7 +16,9 @@ reported as such):
   process's. Per stage: wall, peak RSS, first step (compile included: the difference to the second
   is the compile time) and second step, from the stage's metrics.jsonl.
 - `evaluate`: `evaluate.py` on that workdir (real bitstreams of both systems, H.264, raw, the
-  reference), its wall and peak RSS.
+  reference), its wall and peak RSS. With `--validation_clips=0`: the one stored training clip
+  leaves no validation split to carve (data/pipeline.py VALIDATION_RULE), so envelopes and policies
+  are chosen on the test clip and no baseline is tuned (the report says so).
 - `memory`: per stage and per-device batch 1, 2 and 4, the trainer's own train step
   (`trainer.Steps.lower_train`) lowered and compiled ahead of time: compile seconds and XLA's
   `memory_analysis()` (arguments: parameters, optimizer state and batch; temporaries: activations
@@ -96,8 +98,14 @@ def paper_config(batch: int, steps: int, remat: bool, real_data: pathlib.Path):
   return config
 
 
-def flag_list(batch: int, steps: int, remat: bool, real_data: pathlib.Path) -> list[str]:
-  return [f"--config.{k}={v}" for k, v in overrides(batch, steps, remat, real_data).items()]
+def flag_list(batch: int, steps: int, remat: bool, real_data: pathlib.Path,
+              system: str | None = None) -> list[str]:
+  """`overrides` as train.py/evaluate.py flags; with `system` (a `:system=` switch, which leaves
+  only that system in config.systems) the other systems' keys are left out."""
+  keep = lambda key: system is None or not key.startswith("systems.") or key.startswith(
+      f"systems.{system}.")
+  return [f"--config.{k}={v}" for k, v in overrides(batch, steps, remat, real_data).items()
+          if keep(k)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,13 +192,13 @@ def stage_times(directory: pathlib.Path) -> dict:
 
 def part_train(args, workdir: pathlib.Path) -> list[dict]:
   rows = []
-  flags = flag_list(2, 2, args.remat, args.real_data)
   for stage, tag in STAGES:
+    flags = flag_list(2, 2, args.remat, args.real_data, tag)
     config_arg = "configs/hmdb51.py" + (f":system={tag}" if tag else "")
-    order = ("classifier",) if tag is None else (
-        ("compressor",) if stage == "compressor" else ("compressor", "joint"))
+    # One stage per run: a stage whose init_from stage is not in stage_order starts from that
+    # stage's folder in the workdir (the previous run's).
     command = [sys.executable, "train.py", f"--config={config_arg}", f"--workdir={workdir}",
-               f"--config.train.stage_order={','.join(order)}", *flags]
+               f"--config.train.stage_order={stage}", *flags]
     print(f"train: {stage} ({tag or 'shared'}) ...", flush=True)
     out = run_child(command, rss_limit_gb=args.rss_limit_gb,
                     min_available_gb=args.min_available_gb, scheduler=args.cpu_scheduler,
@@ -209,7 +217,8 @@ def part_train(args, workdir: pathlib.Path) -> list[dict]:
 def part_evaluate(args, workdir: pathlib.Path) -> list[dict]:
   flags = flag_list(2, 2, args.remat, args.real_data)
   command = [sys.executable, "evaluate.py", "--config=configs/hmdb51.py", f"--workdir={workdir}",
-             "--progress=False", "--latency_clips=1", "--num_pictures=1", *flags]
+             "--progress=False", "--latency_clips=1", "--num_pictures=1", "--validation_clips=0",
+             *flags]
   print("evaluate ...", flush=True)
   out = run_child(command, rss_limit_gb=args.rss_limit_gb, min_available_gb=args.min_available_gb,
                   scheduler=args.cpu_scheduler, log=workdir.parent / f"{workdir.name}_evaluate.log")
@@ -302,34 +311,39 @@ def child_stage(args) -> dict:
 
 def stae_pieces(config, entry, graphdef, state, batch, op) -> dict:
   """memory_analysis of the STAE compressor step's parts, each with its own backward pass: the
-  frozen ViT on a rebuilt clip (gradient to the clip), STAE's dense training forward (gradient to
-  its parameters, loss on the blocks it synthesises) and the decoder (gradient to its parameters)."""
+  frozen ViT on a rebuilt clip (gradient to the clip and, as in the trainer's step, which takes the
+  gradient of every parameter and lets the optimizer freeze some, to the parameters), STAE's dense
+  training forward (gradient to its parameters, loss on the blocks it synthesises) and the decoder
+  (gradient to its parameters). Each part merges the models inside its trace from traced
+  parameters, as the trainer's step does (nnx.remat cannot update parameters closed over from
+  outside the gradient's trace)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  models = nnx.merge(graphdef, state["params"], state["rest"])
+  params, rest = state["params"], state["rest"]
   video = batch["video"]
   b, t, h, w, _ = video.shape
-  vit, stae, decoder = models["vit"], models["stae"], models["decoder"]
+  models = lambda p: nnx.merge(graphdef, p, rest)
 
-  def vit_part(clip):
-    return vit(clip).sum()
+  def vit_part(p, clip):
+    return models(p)["vit"](clip).sum()
 
-  def stae_part(stae_model, clip):
-    out = stae_model(clip, frame_keep=op["frame_keep"], block_keep=op["block_keep"],
-                     training=True, rng=jax.random.PRNGKey(0))
+  def stae_part(p, clip):
+    out = models(p)["stae"](clip, frame_keep=op["frame_keep"], block_keep=op["block_keep"],
+                            training=True, rng=jax.random.PRNGKey(0))
     return (out["synthesised"] - clip.astype(jnp.float32)).mean() + out["rate_latents"].mean()
 
-  def decoder_part(decoder_model, received, mask):
-    return decoder_model(received, mask).mean()
+  def decoder_part(p, received, mask):
+    return models(p)["decoder"](received, mask).mean()
 
   clip = jnp.zeros((b, t, h, w, 3), jnp.float32)
   mask = jnp.ones((b, t, h, w, 1), jnp.float32)
   pieces = {
-      "vit_on_rebuilt_clip": jax.jit(jax.grad(vit_part)).lower(clip).compile(),
-      "stae_dense_forward": jax.jit(nnx.grad(stae_part)).lower(stae, video).compile(),
-      "decoder": jax.jit(nnx.grad(decoder_part)).lower(decoder, clip, mask).compile(),
+      "vit_on_rebuilt_clip": jax.jit(jax.grad(vit_part, argnums=(0, 1))).lower(params,
+                                                                             clip).compile(),
+      "stae_dense_forward": jax.jit(jax.grad(stae_part)).lower(params, video).compile(),
+      "decoder": jax.jit(jax.grad(decoder_part)).lower(params, clip, mask).compile(),
   }
   return {name: _stats(c) for name, c in pieces.items()}
 
@@ -337,6 +351,8 @@ def stae_pieces(config, entry, graphdef, state, batch, op) -> dict:
 def part_memory(args, workdir: pathlib.Path) -> list[dict]:
   rows = []
   for stage, tag in STAGES:
+    if args.stages and f"{stage}:{tag or 'shared'}" not in args.stages:
+      continue
     for batch in args.batches:
       run_steps = 2 if batch in args.run_batches else 0
       command = [sys.executable, __file__, "--child=stage", f"--stage={stage}",
@@ -381,6 +397,37 @@ def fit(rows: list[dict]) -> list[dict]:
   return out
 
 
+def tables(rows: list[dict]) -> str:
+  """The rows as markdown tables (what BENCHMARKS.md copies): train and evaluate runs, the AOT
+  memory per stage and batch, and the fits."""
+  cell = lambda v: "-" if v is None else (", ".join(map(str, v)) if isinstance(v, list) else str(v))
+  layouts = {
+      "train": ("stage", "system", "rc", "wall_s", "peak_rss_gb", "first_step_s", "second_step_s",
+                "compile_s", "killed"),
+      "evaluate": ("rc", "wall_s", "peak_rss_gb", "num_clips", "killed"),
+      "memory": ("stage", "system", "batch", "remat", "compile_s", "argument_gb", "output_gb",
+                 "alias_gb", "temp_gb", "step_s", "peak_rss_gb", "rc", "killed"),
+      "fit": ("stage", "system", "remat", "fixed_gb", "per_clip_gb", "fits_80gb", "fits_16gb"),
+  }
+  out = []
+  for part, columns in layouts.items():
+    mine = [r for r in rows if r.get("part") == part]
+    if not mine:
+      continue
+    out += [f"{part}:", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in mine]
+    out.append("")
+  for r in rows:
+    if r.get("part") == "evaluate" and r.get("points"):
+      out += ["evaluate points (name, bits per clip, top-1 on the test clip):", ""]
+      out += [f"- {name}: {points}" for name, points in r["points"].items()]
+      out.append("")
+    if r.get("pieces"):
+      out += [f"pieces of {r['stage']} ({r['system']}) at batch {r['batch']}: "
+              + "; ".join(f"{name} {stats}" for name, stats in r["pieces"].items()), ""]
+  return "\n".join(out)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", default="/tmp/paper_size")
@@ -388,6 +435,8 @@ def main():
   parser.add_argument("--remat", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
   parser.add_argument("--cpu_scheduler", default="memory", choices=sorted(SCHEDULER_FLAGS))
   parser.add_argument("--batches", default="1,2,4")
+  parser.add_argument("--stages", default="", help="memory part only for these, e.g. "
+                      "compressor:stae,classifier:shared (default: every stage)")
   parser.add_argument("--run_batches", default="1,2", help="batches also run for 2 steps")
   parser.add_argument("--rss_limit_gb", type=float, default=15.0)
   parser.add_argument("--min_available_gb", type=float, default=2.0)
@@ -410,6 +459,7 @@ def main():
     raise SystemExit(f"the real HMDB51 sample is not at {args.real_data / 'hmdb51'}; pass "
                      "--real_data=/path/to/shared/data/real")
   args.batches = [int(b) for b in args.batches.split(",")]
+  args.stages = [s for s in args.stages.split(",") if s]
   args.run_batches = [int(b) for b in args.run_batches.split(",")]
   workdir = pathlib.Path(args.workdir).absolute()
   workdir.parent.mkdir(parents=True, exist_ok=True)
@@ -431,6 +481,7 @@ def main():
   out = pathlib.Path(args.out) if args.out else workdir.parent / (
       f"{workdir.name}_{'-'.join(parts)}{'_remat' if args.remat else ''}_{args.cpu_scheduler}.json")
   out.write_text(json.dumps(dict(load=os.getloadavg(), rows=rows), indent=1))
+  print(tables(rows), flush=True)
   print(f"wrote {out}; load average {os.getloadavg()}", flush=True)
 
 

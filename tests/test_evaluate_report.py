@@ -277,6 +277,9 @@ def test_report_plots_and_results_file(tmp_path):
                   "## Time-varying channel", "Mean SNR 20 dB", "## Plots", "## Pictures"):
     assert section in text
   assert "skipped: libx264 missing" in text
+  # These results have no validation split: the report says the envelopes were chosen on test.
+  assert "upper envelope (chosen on the test split itself)" in text
+  assert "chosen on the validation" not in text
   (tmp_path / "bad.json").write_text(json.dumps(dict(format="other")))
   with pytest.raises(ValueError, match="not a results file"):
     report.load_results(tmp_path / "bad.json")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from stae_jax import REPO_ROOT
+from stae_jax.data import pipeline
 from stae_jax.evaluation import deadlines
 from stae_jax.evaluation import evaluate
 from stae_jax.models import vit as vit_lib
@@ -35,7 +36,8 @@ def _paper_size_module():
 def narrow_paper_config(real_data, data_dir):
   """The benchmark's config (configs/hmdb51.py, batch 2, one step per stage) made CI-sized: a narrow
   ViT and DeepISC transformer, 4 frames, float32 compute (XLA:CPU compiles bf16 programs about
-  twice as slowly), the first two stages, and the lowest and highest operating points. STAE, the
+  twice as slowly), the first two stages (the test sets train.stage_order), and the lowest and
+  highest operating points. STAE, the
   decoder, DeepISC's tokens and channels, the patch and block sizes and the 224x224 resolution
   are the paper's; the whole paper config runs in benchmarks/paper_size.py."""
   config = _paper_size_module().paper_config(batch=2, steps=1, remat=True, real_data=real_data)
@@ -47,7 +49,6 @@ def narrow_paper_config(real_data, data_dir):
   stae.decoder.dtype = "float32"
   deepisc.deepisc.update(dict(width=64, encoder_depth=1, decoder_depth=1, num_heads=2,
                               dtype="float32", token_choices=(4, 64)))
-  config.train.stage_order = ("classifier", "compressor")
   return config
 
 
@@ -55,19 +56,29 @@ def test_paper_size_path_at_224(real_data, tmp_path):
   config = narrow_paper_config(real_data, tmp_path / "tfds")
   assert config.data.resolution == 224 and config.model.vit.patch == 16
   workdir = tmp_path / "workdir"
+  # Stage by stage as the benchmark runs train.py: a run of the compressors alone starts from the
+  # classifier the first run finished in the workdir.
+  config.train.stage_order = ("classifier",)
   summaries = trainer.train_and_evaluate(config, workdir)
+  config.train.stage_order = ("compressor",)
+  summaries += trainer.train_and_evaluate(config, workdir)
   assert [(s["stage"], s["system"]) for s in summaries][0] == ("classifier", None)
   assert sorted((s["stage"], s["system"]) for s in summaries[1:]) == [
       ("compressor", "deepisc"), ("compressor", "stae")]
   for summary in summaries:
     assert np.isfinite(summary["eval_loss"]), summary
+  # One stored training clip: no validation split to carve (the error names this option), so the
+  # choices are made on the test clip, as benchmarks/paper_size.py's evaluate part does.
+  with pytest.raises(ValueError, match="--validation_clips=0"):
+    pipeline.make_loader(config.data, "validation", seed=0, train=False, num_epochs=1)
   options = evaluate.EvalOptions(latency_clips=0, num_pictures=1, progress=False,
-                                 baselines=dict(h264=dict(crfs=(35.0,))))
+                                 validation_clips=0, baselines=dict(h264=dict(crfs=(35.0,))))
   channel = deadlines.ChannelOptions(deadlines_seconds=(0.5,), mean_snrs_db=(10.0,), seeds=(0,),
                                      max_backlog_seconds=30.0)
   paths = evaluate.run(config, workdir, options, channel)
   results = json.loads(paths["results"].read_text())
   assert results["num_clips"] == 1  # split 1 of the sample: one test clip (climb_stairs)
+  assert results["validation"] is None
   assert list(results["methods"]) == ["stae", "deepisc", "h264", "raw"]
   stae_points = {p["name"]: p for p in results["methods"]["stae"]["points"]}
   assert sorted(stae_points) == ["keep=0.25x0.25", "keep=1x0.5"]

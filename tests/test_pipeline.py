@@ -10,6 +10,7 @@ import gc
 import subprocess
 import sys
 
+from absl import flags
 import grain
 import numpy as np
 from PIL import Image
@@ -373,6 +374,14 @@ def test_validation_is_carved_from_train_deterministically_and_disjointly():
   assert pipeline.split_source(lambda name: {"test": ["t"]}[name], "test") == ["t"]
   with pytest.raises(ValueError, match="'train' or 'validation'"):
     pipeline.carve(records, "test")
+  # Fewer than VALIDATION_EVERY stored training clips: no validation split, and the error says how
+  # to evaluate without one; the training split is the stored one.
+  few = lambda name: {"train": records[:pipeline.VALIDATION_EVERY - 1]}[name]
+  with pytest.raises(ValueError, match=r"validation split is empty.*9 clip.*--validation_clips=0"):
+    pipeline.split_source(few, "validation")
+  assert len(pipeline.split_source(few, "train")) == pipeline.VALIDATION_EVERY - 1
+  with pytest.raises(ValueError, match="training split is empty"):
+    pipeline.split_source(lambda name: [], "train")
 
 
 def test_build_command_writes_a_preview(tmp_path):
@@ -388,3 +397,6 @@ def test_build_command_writes_a_preview(tmp_path):
   assert str(tmp_path / "run" / "preview.png") in result.stdout
   with Image.open(tmp_path / "run" / "preview.png") as preview:
     assert preview.size == (build.LABEL_WIDTH_PX + 4 * (32 + 2), 3 * (32 + 4))
+  # Importing the module (as this file does) defines none of the command's flags: an entry point
+  # imported beside it (train.py, a benchmark) defines its own --config.
+  assert not flags.FLAGS.flags_by_module_dict().get("stae_jax.data.build")

@@ -24,11 +24,6 @@ from stae_jax import REPO_ROOT
 from stae_jax.data import datasets
 from stae_jax.data import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:switches]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where preview.png goes; default runs/<config.name>.")
-_PREVIEW_CLIPS = flags.DEFINE_integer("preview_clips", 6, "Clips (rows) in the preview.")
-_PREVIEW_SPLIT = flags.DEFINE_string("preview_split", "train", "Split the previewed clips come from.")
-
 #: Frames in the preview are shown at most this many pixels high, so a 16x224 row stays viewable.
 PREVIEW_FRAME_PX = 96
 LABEL_WIDTH_PX = 170
@@ -108,5 +103,17 @@ def main(argv):
   build_and_preview(config, workdir, _PREVIEW_CLIPS.value, _PREVIEW_SPLIT.value)
 
 
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as a program: importing this module (tests,
+  other entry points with their own --config) defines none."""
+  global _CONFIG, _WORKDIR, _PREVIEW_CLIPS, _PREVIEW_SPLIT
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:switches]).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where preview.png goes; default runs/<config.name>.")
+  _PREVIEW_CLIPS = flags.DEFINE_integer("preview_clips", 6, "Clips (rows) in the preview.")
+  _PREVIEW_SPLIT = flags.DEFINE_string("preview_split", "train",
+                                       "Split the previewed clips come from.")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -32,7 +32,9 @@ and run sees the same clips) and "train" is the rest of it. Nothing trains on th
 evaluation chooses on them whatever it chooses from results (envelopes, policies), so the test
 clips only score. (On HMDB51/UCF101 several clips come from one source video, and the rule does not
 keep those together: a validation clip may share a source video with training clips, which makes
-validation accuracies a little optimistic, for every method alike.)
+validation accuracies a little optimistic, for every method alike.) A stored training split of
+fewer than VALIDATION_EVERY clips (a sample such as the two real HMDB51 clips) has no validation
+clips: asking for them is an error naming the fix (evaluate.py --validation_clips=0).
 
 Sharding: each JAX process reads its own part of the split (`grain.sharding.ShardByJaxProcess`).
 Training shards drop the remainder so every process has the same number of clips per epoch.
@@ -312,7 +314,18 @@ def split_source(stored_source, split: str):
                      "carved from the training split (data/pipeline.py VALIDATION_RULE).")
   if split == "test":
     return stored_source("test")
-  return carve(stored_source("train"), split)
+  stored = stored_source("train")
+  records = carve(stored, split)
+  if not len(records):
+    if split == "validation":
+      raise ValueError(
+          f"the validation split is empty: it is {VALIDATION_RULE}, and the stored training split "
+          f"has {len(stored)} clip(s), fewer than {VALIDATION_EVERY}. Evaluate with "
+          "--validation_clips=0 (EvalOptions.validation_clips=0: envelopes and policies are then "
+          "chosen on the test clips, and the report says so), or build more of the dataset.")
+    raise ValueError("the training split is empty: the dataset stores no training clips; check "
+                     "config.data and rebuild the dataset.")
+  return records
 
 
 def make_loader(data_config: ml_collections.ConfigDict, split: str, *, seed: int, train: bool,

@@ -246,8 +246,10 @@ def _comparison_text(results: dict, comparison: dict) -> str:
              False: f"{b} needs fewer bits (the interval excludes 1)",
              None: "no difference the test clips can show (the interval holds 1)"}[
                  comparison["fewer_bits"]]
-  hi_text = "inf" if hi is None else f"{hi:.2f}"
-  return f"{a} / {b} bits {comparison['ratio']:.2f} [{lo:.2f}, {hi_text}]: {verdict}"
+  # An end at 0 or infinity: in those resamples the baseline, or the method, missed the target.
+  lo_text = f"0 ({b} unreached)" if lo == 0 else f"{lo:.2f}"
+  hi_text = f"inf ({a} unreached)" if hi is None else f"{hi:.2f}"
+  return f"{a} / {b} bits {comparison['ratio']:.2f} [{lo_text}, {hi_text}]: {verdict}"
 
 
 def _headline_text(results: dict, head: dict, column: str, skipped: list[str]) -> str:
@@ -410,8 +412,9 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
            f"{other['bound']} |" if other else "not tuned | - | - |"))
   lines += ["", f"Target: reference top-1 minus {head['target_loss_points']:g} points = "
             f"{100 * head['target_top1']:.1f}%. Each method's rate there is read off its "
-            "accuracy-vs-bits curve: the points on its upper envelope (chosen on the validation "
-            "split), read on the test split, linear in top-1 against log bits. Intervals: "
+            "accuracy-vs-bits curve: the points on its upper envelope (chosen on "
+            f"{'the validation split' if validation else 'the test split itself'}), read on the "
+            "test split, linear in top-1 against log bits. Intervals: "
             f"{head['resamples']} bootstrap resamples of the test clips (seed {head['seed']}), the "
             "same resamples for every method and the reference, so comparisons are paired.", "",
             "Tuned column: " + head["tuned_text"], ""]
@@ -492,8 +495,9 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
       return f"{_pct(r['same_point_top1'])} ({r['same_point_bits_per_clip']:,.0f})"
 
     lines += ["## Ablations", "",
-              "At the same keep ratios: each variant's measured top-1 % at the main STAE's "
-              "operating points, with the bits per clip it spent there in brackets.", ""] + header
+              "Frozen reference ViT for every variant. At the same keep ratios: each variant's "
+              "measured top-1 % at the main STAE's operating points, with the bits per clip it "
+              "spent there in brackets.", ""] + header
     lines += [row_label(p) + " | ".join(same_cell(cells.get((m, p))) for m in methods) + " |"
               for p in points]
     lines += ["", "At matched rates: each variant's curve (upper envelope of its points) read at "

@@ -232,7 +232,11 @@ def h264_roundtrip(clip: np.ndarray, crf: float, *, preset: str = "veryfast", fp
 
 LABEL = "H.264 (libx264, low delay)"
 LEARNED = False
-DEFAULT_CRFS = (23, 29, 35, 41, 47, 51)
+#: The grid's CRF axis by default. The sweep before the grid was (23, 29, 35, 41, 47, 51); at its
+#: low end no cell of the embedded default's grid was on H.264's envelope (they code 1-50 kbit per
+#: 16x64x64 clip, and a cheaper cell was as accurate), and each CRF adds 15 cells, ~110 s of CPU to
+#: an evaluation (BENCHMARKS.md). `evaluate.py --crfs=23,29,35,41,47,51` measures the whole sweep.
+DEFAULT_CRFS = (35, 41, 47, 51)
 #: Divisors of the clip's side: the model's resolution, 1/2 and 1/4 of it.
 DEFAULT_SCALES = (1, 2, 4)
 DEFAULT_PRESET = "veryfast"

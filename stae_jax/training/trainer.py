@@ -452,7 +452,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   summaries = []
   for tag in [None] + list(config.systems):
     mine = [(s, d) for s, t, d in plan if t == tag]
-    plan_dirs = {s: d for s, t, d in plan if t in (None, tag)}
+    # Where each stage of this system lives in the workdir, whether or not this run trains it:
+    # a run of `stage_order=("compressor",)` starts from the classifier a previous run finished.
+    plan_dirs = {s: workdir_lib.stage_dir(workdir, s, None if s == workdir_lib.CLASSIFIER else tag)
+                 for s in config.stages}
     for i, (stage_name, directory) in enumerate(mine):
       summaries.append(run_stage(config, stage_name, tag, directory, mesh=mesh,
                                  loader_fn=loader_fn, plan_dirs=plan_dirs,
