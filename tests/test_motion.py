@@ -9,6 +9,7 @@ from stae_jax.models import motion
 SIZE, FRAMES = 32, 8
 # Channel positions in motion_features' output (module docstring order).
 U, V, CURL, DIV, ANISO = 3 + 3 + 2, 3 + 3 + 3, 3 + 3 + 4, 3 + 3 + 5, 3 + 3 + 6
+FINE_CURL = ANISO + 1
 
 
 def blob_clip(centre, angle=0.0, scale=1.0):
@@ -57,6 +58,26 @@ def test_rotation_and_expansion_have_signed_fields():
   grow, shrink = blob_clip(centre, scale=1.08), blob_clip(centre, scale=1 / 1.08)
   assert mean_channel(grow, DIV, BLOB) > 0.02 > -0.02 > mean_channel(shrink, DIV, BLOB)
   assert abs(mean_channel(grow, CURL, BLOB)) < 0.2 * mean_channel(grow, DIV, BLOB)
+
+
+def test_pooled_features_keep_a_full_resolution_curl_and_colour_gated_curls():
+  centre = lambda t: (16, 16)
+  clockwise, anticlockwise = blob_clip(centre, angle=0.2), blob_clip(centre, angle=-0.2)
+  inner = slice(5, 11)  # the blob's pixels after 2x2 pooling
+  fine = [float(motion.motion_features(c, 2)[0, 1:-1, inner, inner, FINE_CURL].mean())
+          for c in (clockwise, anticlockwise)]
+  assert np.sign(fine[0]) == -np.sign(fine[1]) == np.sign(mean_channel(clockwise, CURL, BLOB))
+  assert min(map(abs, fine)) > 0.02, fine
+  # Colour-gated copies: each curl times the pooled clip's colour channels.
+  colour = clockwise * jnp.asarray([1.0, 0.5, -0.25])
+  features = motion.motion_features(colour, 2)
+  pooled = motion.average_pool(colour, 2)
+  np.testing.assert_allclose(features[..., :3], pooled, atol=1e-6)
+  np.testing.assert_allclose(features[..., 14:17], features[..., FINE_CURL:FINE_CURL + 1] * pooled,
+                             atol=1e-6)
+  np.testing.assert_allclose(features[..., 17:20], features[..., CURL:CURL + 1] * pooled, atol=1e-6)
+  with pytest.raises(ValueError, match="pool=3 must be >= 1 and divide"):
+    motion.motion_features(colour, 3)
 
 
 def test_a_still_clip_has_no_motion_and_the_frames_pass_through():

@@ -21,12 +21,22 @@ so no wrap-around at the frame's edges and the first/last frame take a one-sided
     spacing
   aniso = box(u^2 - v^2)                          horizontal against vertical motion energy
 
-Channels, in order (MOTION_CHANNELS = 13): x (3), 4 d (3), then tanh of 3 px, 3 py, 2 u, 2 v,
-12 curl, 12 div, 4 aniso. The gains bring each field to a standard deviation of about 0.5-0.8
-before the tanh on synthetic_actions training clips, and tanh bounds the heavy tails of the
-products. Curl and divergence are taken of the normal flow rather than of the products: on the
-actor's pixels the clockwise/anticlockwise means were about 2 standard deviations apart that
-way and 1.4 from the products (BENCHMARKS.md "Classifier controls", the probes).
+Channels, in order (MOTION_CHANNELS = 20): x (3), 4 d (3), then tanh of 3 px, 3 py, 2 u, 2 v,
+12 curl, 12 div, 4 aniso; then the fine curl (1) and two colour-gated curls: fine curl * x (3) and
+curl * x (3). The gains bring each field to a standard deviation of about 0.5-0.8 before the tanh
+on synthetic_actions training clips, and tanh bounds the heavy tails of the products. Curl and
+divergence are taken of the normal flow rather than of the products: on the actor's pixels the
+clockwise/anticlockwise means were about 2 standard deviations apart that way and 1.4 from the
+products (BENCHMARKS.md, the probes).
+
+With `pool` > 1 every field is computed on the clip average-pooled `pool` x `pool` (4x cheaper),
+except the fine curl: tanh(12 curl) of the full-resolution flow, then pooled, which separates
+rotations better (d' 3.0-3.9 against 2.0-2.6 on the actor's pixels). Why the gated curls: a
+rotation's curl lives on a few actor pixels, and summed over a whole frame it drowns in the curl
+noise of the panning texture and the drifting distractors' edges (clockwise against anticlockwise
+at d' 0.3 over the frame); weighted by the pixel's colour, the sum over a patch (what a tubelet
+embedding computes) reads the curl of what has a given colour (d' 1.1 for the actor's colour
+contrast, 1.6 rectified: BENCHMARKS.md "Motion probes, third round").
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-MOTION_CHANNELS = 13
+MOTION_CHANNELS = 20
 #: tanh gains of px/py, u/v, curl/div and aniso (module docstring).
 PRODUCT_GAIN, FLOW_GAIN, FIELD_GAIN, ANISOTROPY_GAIN = 3.0, 2.0, 12.0, 4.0
 DIFFERENCE_SCALE = 4.0
@@ -64,12 +74,8 @@ def _box3(a: jax.Array) -> jax.Array:
   return (_shift(a, -1, 3) + a + _shift(a, 1, 3)) / 3.0
 
 
-def motion_features(x: jax.Array) -> jax.Array:
-  """[B, T, H, W, 3] normalised clip -> [B, T, H, W, MOTION_CHANNELS] (module docstring)."""
-  if x.ndim != 5 or x.shape[-1] != 3:
-    raise ValueError(f"motion_features expects [batch, frames, height, width, 3]; got {x.shape}.")
-  if x.shape[1] < 2:
-    raise ValueError(f"motion_features needs clips of at least 2 frames, got {x.shape[1]}.")
+def _normal_flow(x: jax.Array):
+  """(d, px, py, u, v) of a normalised clip [B, T, H, W, 3] (module docstring)."""
   d = _central(x, 1)
   gx, gy = _central(x, 3), _central(x, 2)
   px = _box3(jnp.sum(d * gx, axis=-1))
@@ -77,10 +83,47 @@ def motion_features(x: jax.Array) -> jax.Array:
   energy = _box3(jnp.sum(gx * gx + gy * gy, axis=-1))
   u = jnp.clip(-px / (energy + 1e-2), -3.0, 3.0)
   v = jnp.clip(-py / (energy + 1e-2), -3.0, 3.0)
+  return d, px, py, u, v
+
+
+def _curl_div(u: jax.Array, v: jax.Array):
+  """Curl and divergence of the twice box-smoothed flow, at a 3-pixel spacing."""
   su, sv = _box3(_box3(u)), _box3(_box3(v))
   curl = _central(sv, 3, 3) - _central(su, 2, 3)
   div = _central(su, 3, 3) + _central(sv, 2, 3)
+  return su, sv, curl, div
+
+
+def average_pool(x: jax.Array, pool: int) -> jax.Array:
+  """pool x pool spatial mean of [B, T, H, W, ...] (H and W divisible by pool)."""
+  if pool == 1:
+    return x
+  b, t, h, w = x.shape[:4]
+  return x.reshape(b, t, h // pool, pool, w // pool, pool, *x.shape[4:]).mean(axis=(3, 5))
+
+
+def motion_features(x: jax.Array, pool: int = 1) -> jax.Array:
+  """[B, T, H, W, 3] normalised clip -> [B, T, H/pool, W/pool, MOTION_CHANNELS] (module docstring).
+
+  Everything but the fine curl is computed on the clip average-pooled `pool` x `pool`; the fine
+  curl is computed at full resolution, then pooled.
+  """
+  if x.ndim != 5 or x.shape[-1] != 3:
+    raise ValueError(f"motion_features expects [batch, frames, height, width, 3]; got {x.shape}.")
+  if x.shape[1] < 2:
+    raise ValueError(f"motion_features needs clips of at least 2 frames, got {x.shape[1]}.")
+  if pool < 1 or x.shape[2] % pool or x.shape[3] % pool:
+    raise ValueError(f"pool={pool} must be >= 1 and divide the clip's {x.shape[2]}x{x.shape[3]} "
+                     "pixels.")
+  _, _, _, u_fine, v_fine = _normal_flow(x)
+  fine_curl = jnp.tanh(FIELD_GAIN * average_pool(_curl_div(u_fine, v_fine)[2], pool))[..., None]
+  x = average_pool(x, pool)
+  d, px, py, u, v = _normal_flow(x)
+  _, _, curl, div = _curl_div(u, v)
   aniso = _box3(u * u - v * v)
-  fields = jnp.stack([PRODUCT_GAIN * px, PRODUCT_GAIN * py, FLOW_GAIN * u, FLOW_GAIN * v,
-                      FIELD_GAIN * curl, FIELD_GAIN * div, ANISOTROPY_GAIN * aniso], axis=-1)
-  return jnp.concatenate([x, DIFFERENCE_SCALE * d, jnp.tanh(fields)], axis=-1)
+  fields = jnp.tanh(jnp.stack([PRODUCT_GAIN * px, PRODUCT_GAIN * py, FLOW_GAIN * u, FLOW_GAIN * v,
+                               FIELD_GAIN * curl, FIELD_GAIN * div, ANISOTROPY_GAIN * aniso],
+                              axis=-1))
+  coarse_curl = fields[..., 4:5]
+  return jnp.concatenate(
+      [x, DIFFERENCE_SCALE * d, fields, fine_curl, fine_curl * x, coarse_curl * x], axis=-1)

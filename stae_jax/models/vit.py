@@ -50,8 +50,9 @@ and build `fc_norm` with torch's default 1e-5; the differences are far below bf1
 Optional input front end (all off for VideoMAE's layout and every import), applied in this order
 to the normalised clip before the tubelet embedding:
   `pool`: average pooling `pool`x`pool` in space (a token then covers `patch * pool` pixels;
-    the motion inputs below are computed on the pooled clip: at full resolution they cost ~4x
-    more, 0.54 against 0.13 s a batch of 32 16x64x64 clips on two CPU cores);
+    the motion inputs below are computed on the pooled clip, all but one curl channel: at full
+    resolution they cost ~4x more, 0.54 against 0.13 s a batch of 32 16x64x64 clips on two CPU
+    cores);
   `inputs`: "frames" (the clip), "differences" (`temporal_difference`: what changed), or "motion"
     (`stae_jax.models.motion.motion_features`: the frames, their changes, and which way things
     moved, as normal-flow fields; a tubelet embedding is linear in its pixels and cannot by itself
@@ -340,13 +341,12 @@ class VideoViT(nnx.Module):
     """The last block's tokens [B, N, width] (compute dtype)."""
     check_video(video, tubelet=self.tubelet, patch=self.patch, pool=self.pool, who="VideoViT")
     x = normalize_video(video, self.dtype)
-    if self.pool > 1:
-      b, t, h, w, c = x.shape
-      x = x.reshape(b, t, h // self.pool, self.pool, w // self.pool, self.pool, c).mean((3, 5))
-    if self.inputs == "differences":
-      x = temporal_difference(x)
-    elif self.inputs == "motion":
-      x = motion.motion_features(x)
+    if self.inputs == "motion":  # pools itself (its fine curl needs the full resolution)
+      x = motion.motion_features(x, self.pool)
+    else:
+      x = motion.average_pool(x, self.pool)
+      if self.inputs == "differences":
+        x = temporal_difference(x)
     if self.stem is not None:
       x = self.stem(x)
     x = self.patch_embed(x)
