@@ -84,7 +84,8 @@ def main(argv):
   for k in sorted(results["clean"][0]["pairs"]):
     pair_name = (f"{names[2 * k]} / {names[2 * k + 1]}" if 2 * k + 1 < len(names)
                  else names[2 * k])
-    cells = [f"{100 * s['pairs'][k][0]:.1f}% ({s['pairs'][k][1]})" for s, _ in results.values()]
+    cells = [(f"{100 * s['pairs'][k][0]:.1f}%" if s['pairs'][k][1] else "-")  # no clip: no rate
+             + f" ({s['pairs'][k][1]})" for s, _ in results.values()]
     print(f"| {pair_name} | " + " | ".join(cells) + " |")
   clean = results["clean"][0]
   print(f"\nclean minus shuffled: "

@@ -83,15 +83,16 @@ def get_config(arg=None):
       tail_mass=1e-9,             # freezing: table support holds all but this mass; rest escapes
   )
   # Classifier (stae_jax/models/vit.py): a tiny VideoMAE-layout ViT with a motion front end: the
-  # clip average-pooled to 32x32, its motion features (frames, their changes, normal flow and its
-  # curl and divergence: stae_jax/models/motion.py), a per-pixel linear layer + GELU to 32
+  # clip average-pooled to 32x32, its motion features (frames, their changes, normal flow, its
+  # curl and divergence, a full-resolution curl and colour-gated curls: stae_jax/models/motion.py;
+  # rotation was at chance without the gated curls), a per-pixel linear layer + GELU to 32
   # channels, then 4x8x8 tubelets -> 64 tokens. On pixels alone it learnt the actor's colour and
   # not the sense of motion in minutes on two cores (BENCHMARKS.md "Classifier controls").
   c.model.vit = ml_collections.ConfigDict(dict(
       size="Ti",                  # Ti/S/B/L; the overrides below shrink it for CPUs (0 = size's)
       width=128, depth=4, num_heads=4, mlp_dim=0,
       tubelet=4, patch=8,
-      pool=2,                     # spatial average pooling before everything (64 -> 32 px)
+      pool=2,                     # spatial average pooling (64 -> 32 px; motion pools inside)
       inputs="motion",            # "frames" (VideoMAE's input), "differences" or "motion"
       stem_channels=32,           # per-pixel Linear + GELU after the inputs (0: none)
       # VideoMAE scales the head init by 1e-3 for fine-tuning; from scratch that stalls at chance.
