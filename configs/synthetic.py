@@ -9,16 +9,15 @@ distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:sy
 `:frame_attention=False`, `:spatial_attention=False`, `:selection=random` (the "neither attention"
 ablation), `:selection=uniform` (evenly spaced frames and blocks), `:size=64,frames=16`.
 
-Measured (BENCHMARKS.md, "Main job"; 2-core CPU, nothing else running):
-`python benchmarks/main_job.py --workdir=/tmp/mainjob9`, which runs
-`python train.py --config=configs/synthetic.py --workdir=/tmp/mainjob9` on the built dataset (the
-build itself: ~55 s), took 508.3 s: classifier 700 steps 138.3 s (eval accuracy 0.469 on 256
-clips); DeepISC compressor 100 + joint 10 steps 125.6 + 35.7 s (0.430 at 16 tokens); STAE
-compressor 100 + joint 10 steps 145.2 + 47.8 s (0.42-0.46 eval accuracy).
-Then `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mainjob9` (600 test clips):
-reference 48.8%; STAE 45.8% at 716x (keep 0.25x0.5), 43.2% at 806x (keep 0.125x1); H.264 45.5%
-at 424x (CRF 51); DeepISC 45.3% at 248x (16 tokens). At <= 5 points of loss: STAE 783x, H.264
-424x, DeepISC 263x.
+Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, synthetic_actions
+1.3.0 built beforehand): `python benchmarks/main_job.py --workdir=/tmp/mj15`, which runs
+`python train.py --config=configs/synthetic.py --workdir=/tmp/mj15`, took 2549 s: classifier 1500
+steps 981 s (top-1 91.8% on the 600 test clips; 48.2% with frames shuffled, 24.5% with one frame
+repeated; within-pair 94-100% except clockwise/anticlockwise, 76.5%); DeepISC compressor 100 +
+joint 10 steps 557 + 116 s; STAE 673 + 197 s. Then `python evaluate.py
+--config=configs/synthetic.py --workdir=/tmp/mj15`: no method within 5 points of the reference at
+any measured rate; STAE 70.3% at 369x (keep 1x0.25), 40.5% at 863x (keep 0.125x1); H.264's
+envelope 84.8% at 165x and 76.3% at 347x; DeepISC 39.7% at 444x (16 tokens).
 """
 
 from configs import common
