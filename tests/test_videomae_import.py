@@ -200,7 +200,8 @@ def test_converter_output_trains_in_the_classifier_stage(tmp_path):
 
   c = train_helpers.tiny_config(steps=2, systems=("stae",), stages=("classifier",))
   c.model.vit.update({k: vit_config[k] for k in ("width", "depth", "num_heads", "mlp_dim",
-                                                 "tubelet", "patch", "layer_norm_eps")})
+                                                 "tubelet", "patch", "layer_norm_eps", "inputs",
+                                                 "pool", "stem_channels")})
   c.stages.classifier.update(dict(init_from=str(out), init_params="^vit/",
                                   trainable="^vit/head/"))  # blocks frozen: they must stay imported
   (summary,) = trainer.train_and_evaluate(c, tmp_path / "run", loader_fn=train_helpers.small_loader)

@@ -256,6 +256,9 @@ def vit_config_from_huggingface(hf_config: dict, *, num_classes: int | None = No
               tubelet=int(hf_config.get("tubelet_size", 2)),
               patch=_square(hf_config.get("patch_size", 16)), num_classes=int(num_classes),
               layer_norm_eps=float(hf_config.get("layer_norm_eps", 1e-12)),
+              # VideoMAE's input layout: the clip itself, no pooling, no pixel MLP (a config with
+              # motion inputs, such as configs/synthetic.py, must be reset to it).
+              inputs="frames", pool=1, stem_channels=0,
               dtype=dtype, attention=attention)
 
 

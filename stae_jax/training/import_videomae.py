@@ -67,7 +67,7 @@ def save_for_trainer(model: vit_lib.VideoViT, report: vi.ImportReport,
 def config_flags_for(vit_config: dict, out: str | pathlib.Path) -> list[str]:
   """The train.py flags that make a config's classifier stage start from a converted folder."""
   keys = ("width", "depth", "num_heads", "mlp_dim", "tubelet", "patch", "num_classes",
-          "layer_norm_eps")
+          "layer_norm_eps", "inputs", "pool", "stem_channels")
   flags_ = [f"--config.model.vit.{k}={vit_config[k]}" for k in keys]
   return flags_ + [f"--config.stages.classifier.init_from={pathlib.Path(out).absolute()}",
                    "--config.stages.classifier.init_params=^vit/"]
