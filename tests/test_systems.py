@@ -30,7 +30,10 @@ def rngs(seed=0):
 def tiny_config():
   """The synthetic config shrunk to a 8x32x32 clip and models of a few thousand parameters."""
   config = synthetic.get_config(f"frames={T},size={SIZE}")
-  config.model.vit.update(dict(num_classes=5, width=32, depth=1, num_heads=2, tubelet=4, patch=8))
+  # Frames in: the systems do not depend on the classifier's front end, whose motion inputs
+  # (tests/test_vit.py, tests/test_motion.py) would be most of each compile here.
+  config.model.vit.update(dict(num_classes=5, width=32, depth=1, num_heads=2, tubelet=4, patch=8,
+                               inputs="frames", pool=1, stem_channels=0))
   config.systems.stae.model.stae.update(dict(transform_width=8, frame_widths=(8, 8, 8),
                                              spatial_widths=(8, 8),
                                              keep_ratios=((0.5, 0.25), (1.0, 0.5))))

@@ -101,8 +101,11 @@ def test_embedding_is_a_strided_conv3d_plus_the_sinusoid_table():
   np.testing.assert_allclose(jitted(model, "tokens")(clip), expected, atol=1e-4)
 
 
-def test_tiny_forward_uint8_and_float_agree_and_gradients_reach_pixels():
-  model = vit_lib.vit_from_config(tiny_config(head_init_scale=1.0), rngs=nnx.Rngs(0))
+@pytest.mark.parametrize("front_end", [{}, dict(inputs="motion", pool=2, stem_channels=8)])
+def test_tiny_forward_uint8_and_float_agree_and_gradients_reach_pixels(front_end):
+  # With motion inputs too: the learned systems' tests run the classifier on frames, and the
+  # gradient through the motion fields is what trains their decoders under the default config.
+  model = vit_lib.vit_from_config(tiny_config(head_init_scale=1.0, **front_end), rngs=nnx.Rngs(0))
   graph, state = nnx.split(model)
   apply = jax.jit(lambda s, x: nnx.merge(graph, s)(x))
   clip = random_clip()
@@ -172,13 +175,12 @@ def test_front_end_pools_then_motion_features_then_pixel_mlp():
   clip = random_clip((2, 4, 8, 12, 3), seed=3)
   x = vit_lib.normalize_video(clip)
   pooled = x.reshape(2, 4, 4, 2, 6, 2, 3).mean(axis=(3, 5))
-  features = motion.motion_features(x, 2)
+  features_of = jax.jit(motion.motion_features, static_argnums=1)  # one compile, not op by op
+  features = features_of(x, 2)
   assert features.shape == (2, 4, 4, 6, motion.MOTION_CHANNELS)
   # All but the fine curl and its gated copy are fields of the pooled clip.
-  np.testing.assert_allclose(features[..., :13], motion.motion_features(pooled)[..., :13],
-                             atol=1e-6)
-  np.testing.assert_allclose(features[..., 17:], motion.motion_features(pooled)[..., 17:],
-                             atol=1e-6)
+  np.testing.assert_allclose(features[..., :13], features_of(pooled, 1)[..., :13], atol=1e-6)
+  np.testing.assert_allclose(features[..., 17:], features_of(pooled, 1)[..., 17:], atol=1e-6)
   expected = jax.nn.gelu(features @ model.stem.kernel[...] + model.stem.bias[...],
                          approximate=False)
   stem = nnx.split(model.stem)

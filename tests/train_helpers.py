@@ -26,8 +26,12 @@ def tiny_config(steps: int = 6, systems=("stae",), stages=("classifier", "compre
   # noise-dominated; these tests are about the trainer (tests/test_pipeline.py tests them).
   c.data.update(dict(flip=False, vertical_flip=False, time_reverse=False, roll=False))
   c.data.eval_batch_size = 8
+  # Frames in, not the default's motion inputs: the trainer does not depend on the classifier's
+  # front end, and the motion graph's compile is most of a tiny stage's time (tests/test_vit.py and
+  # tests/test_motion.py test the motion inputs).
   c.model.vit.update(dict(width=32, depth=1, num_heads=2, tubelet=2, patch=8,
-                          num_classes=synthetic_data.NUM_CLASSES))
+                          num_classes=synthetic_data.NUM_CLASSES, inputs="frames", pool=1,
+                          stem_channels=0))
   stae, deepisc = c.systems.stae, c.systems.deepisc
   stae.model.stae.update(dict(transform_width=8, frame_widths=(4, 4, 4), spatial_widths=(4, 4),
                               keep_ratios=((0.5, 0.5), (1.0, 0.5))))
