@@ -60,14 +60,16 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 #: Switches that pick which system is trained, not which data or setting: they do not change the
 #: workdir (runs/<name>); each system trains into its own folder inside it, so that evaluate.py finds
 #: and compares every system trained on the same data with the same classifier.
-SYSTEM_SWITCHES = ("system", "frame_attention", "spatial_attention", "selection")
+SYSTEM_SWITCHES = ("system", "frame_attention", "spatial_attention", "selection", "context")
 
 #: The typed defaults of the system switches, for `parse_arg(arg, **SYSTEM_DEFAULTS, ...)`.
 #: system: a method of `stae_jax.systems` (stae, deepisc); the others are STAE's ablations:
 #: selection="random" is the "neither attention" ablation (uniform random top-k at the same keep
-#: ratios); selection="uniform" keeps evenly spaced frames (first and last included) and blocks.
+#: ratios); selection="uniform" keeps evenly spaced frames (first and last included) and blocks;
+#: context=False codes STAE's latents under the factorized prior instead of the conditional one
+#: (`stae_jax.models.entropy.ContextPrior`), the entropy model's ablation.
 SYSTEM_DEFAULTS = dict(system="stae", frame_attention=True, spatial_attention=True,
-                       selection="attention")
+                       selection="attention", context=True)
 
 
 def switches_suffix(arg: str | None) -> str:
@@ -89,11 +91,14 @@ def switches_suffix(arg: str | None) -> str:
 SYSTEM_LOSS = dict(task=1.0, distill=0.0, reconstruction=100.0, rate=0.1)
 
 
-def stae_system(*, stae: dict, decoder: dict, entropy: dict, loss: dict | None = None) -> dict:
+def stae_system(*, stae: dict, decoder: dict, entropy: dict, context: bool,
+                loss: dict | None = None) -> dict:
   """A `config.systems` entry of method "stae": the keyword arguments of STAE, Decoder and the
   entropy model, and its stages' loss weights. block_reconstruction: STAE's block transforms also
-  learn from the blocks a keep ratio drops."""
+  learn from the blocks a keep ratio drops. context: the conditional entropy model (the `context`
+  switch; False: the factorized prior)."""
   loss = dict(SYSTEM_LOSS, block_reconstruction=100.0, **(loss or {}))
+  entropy = dict(entropy, context=bool(context))
   return dict(method="stae", model=dict(stae=stae, decoder=decoder, entropy=entropy),
               stages=dict(compressor=dict(loss=loss), joint=dict(loss=dict(loss))))
 
@@ -107,12 +112,14 @@ def deepisc_system(*, deepisc: dict, entropy: dict, loss: dict | None = None) ->
 
 def system_tag(entry: dict) -> str:
   """The folder name of a system inside the workdir: its method, plus the STAE ablation switches
-  that differ from the default (`stae_no-frame-attention`, `stae_random-selection`)."""
+  that differ from the default (`stae_no-frame-attention`, `stae_random-selection`,
+  `stae_factorized-prior`)."""
   model = entry["model"].get("stae", {})
+  factorized = entry["method"] == "stae" and entry["model"].get("entropy", {}).get("context") is False
   return entry["method"] + ("" if model.get("frame_attention", True) else "_no-frame-attention") + (
       "" if model.get("spatial_attention", True) else "_no-spatial-attention") + (
       "" if model.get("selection", "attention") == "attention"
-      else f"_{model['selection']}-selection")
+      else f"_{model['selection']}-selection") + ("_factorized-prior" if factorized else "")
 
 
 def systems_to_train(arg: str | None, switches: ml_collections.ConfigDict,

@@ -7,7 +7,7 @@ Needs the official release extracted under `data/hmdb51/` (`<class>/<clip>.avi` 
 `testTrainMulti_7030_splits/`; see data/README.md) and an accelerator. Switches:
 `configs/hmdb51.py:split=2,frames=16`, `:system=deepisc`, `:frame_attention=False`,
 `:selection=random` (the "neither attention" ablation), `:selection=uniform` (evenly spaced frames
-and blocks).
+and blocks), `:context=False` (STAE's latents under the factorized prior, no context).
 
 Target (arXiv 2305.12796): 104x compression at <= 5 points of accuracy loss; the H.264 curve this
 must beat is in ../shared/DESIGN.md. Measured results go into BENCHMARKS.md when a run is made.
@@ -121,6 +121,7 @@ def get_config(arg=None):
   # What train.py trains (each system's model sections and loss weights, configs/common.py);
   # the ablation switches apply to STAE's model.stae.
   c.systems = common.systems_to_train(
-      arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy),
+      arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy,
+                                       context=a.context),
       deepisc=common.deepisc_system(deepisc=deepisc, entropy=entropy))
   return c

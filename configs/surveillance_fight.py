@@ -11,7 +11,7 @@ split by source video (203 train, 97 test clips; no source on both sides) and st
 accuracy carries a 95% interval of about +-10 points (README, "Real footage").
 Switches as for configs/synthetic.py: `:system=deepisc`, `:frame_attention=False`,
 `:spatial_attention=False`, `:selection=random` (the "neither attention" ablation),
-`:selection=uniform`; data: `:frames=16` (then set `--config.data.stride=1`), `:size=48`, `:seed=1`.
+`:selection=uniform`, `:context=False` (the factorized prior); data: `:frames=16` (then set `--config.data.stride=1`), `:size=48`, `:seed=1`.
 """
 
 from configs import common
@@ -99,6 +99,7 @@ def get_config(arg=None):
       joint=dict(steps=10, lr=0.0001, warmup_steps=2))
   c.train = common.train_settings(log_every=10, eval_every=0, eval_batches=0, checkpoint_every=100)
   c.systems = common.systems_to_train(
-      arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy),
+      arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy,
+                                       context=a.context),
       deepisc=common.deepisc_system(deepisc=deepisc, entropy=entropy))
   return c

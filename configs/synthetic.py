@@ -7,7 +7,8 @@ r"""The embedded default: a procedurally generated action dataset, small models,
 fills only part of the clip, and the actor is small against a textured, moving background with
 distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:system=deepisc`,
 `:frame_attention=False`, `:spatial_attention=False`, `:selection=random` (the "neither attention"
-ablation), `:selection=uniform` (evenly spaced frames and blocks), `:size=64,frames=16`.
+ablation), `:selection=uniform` (evenly spaced frames and blocks), `:context=False` (STAE's
+latents under the factorized prior instead of the conditional entropy model), `:size=64,frames=16`.
 
 Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, synthetic_actions
 1.3.0 built beforehand): `python benchmarks/main_job.py --workdir=/tmp/mj15`, which runs
@@ -81,6 +82,10 @@ def get_config(arg=None):
       likelihood_bound=1e-9,      # floor on a bin's probability in the training rate
       tail_mass=1e-9,             # freezing: table support holds all but this mass; rest escapes
   )
+  # STAE's latents are coded under the conditional entropy model (the `context` switch,
+  # configs/common.py stae_system; ContextPrior's defaults): each latent a residual under a table
+  # chosen by what the decoder already has (the blocks as last sent around it, the previous
+  # channel's residual; stae_jax/models/context.py). DeepISC keeps the factorized prior.
   # Classifier (stae_jax/models/vit.py): a tiny VideoMAE-layout ViT with a motion front end: the
   # clip average-pooled to 32x32, its motion features (frames, their changes, normal flow, its
   # curl and divergence, a full-resolution curl and colour-gated curls: stae_jax/models/motion.py;
@@ -152,6 +157,7 @@ def get_config(arg=None):
   # What train.py trains (each system's model sections and loss weights, configs/common.py);
   # the ablation switches apply to STAE's model.stae.
   c.systems = common.systems_to_train(
-      arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy),
+      arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy,
+                                       context=a.context),
       deepisc=common.deepisc_system(deepisc=deepisc, entropy=entropy))
   return c

@@ -10,11 +10,14 @@ The tables are small dyadic rationals (counts / 256, exact in float64), built he
 integers and stored in the fixture with their hash, so the fixture depends on no random
 initialisation and no floating-point library.
 
-Regenerate ONLY after an intentional format change that bumps `stae_jax.coding.bitstream.VERSION`
-(old streams then are meant to stop decoding); a failing golden test without a version bump is a
-regression to fix, not a fixture to refresh:
+A second fixture, tests/data/golden_stream_v2.json, pins version 2 (conditional tables: residuals
+under an integer context) the same way.
 
-    python tests/golden_stream.py
+Regenerate ONLY after an intentional format change that bumps `stae_jax.coding.bitstream.VERSION`
+(or CONTEXT_VERSION for the second fixture; old streams then are meant to stop decoding); a
+failing golden test without a version bump is a regression to fix, not a fixture to refresh:
+
+    python tests/golden_stream.py 1     # version 1 (python tests/golden_stream.py 2: version 2)
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ from stae_jax.coding import bitstream  # pylint: disable=wrong-import-position
 from stae_jax.coding import tables as tables_lib  # pylint: disable=wrong-import-position
 
 PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream.json"
+#: The version-2 fixture: the same clip coded with conditional tables (residuals in context).
+CONTEXT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream_v2.json"
+#: Its context rule: a 3-block-wide grid (the clip's 6 blocks are 2 rows of 3), thresholds 1, 2,
+#: the previous channel's residual clipped to +-1.
+_CONTEXT_THRESHOLDS = (1, 2)
+_CHANNEL_CLIP = 1
+_GRID_WIDTH = 3
 FORMAT = "stae_jax.golden_stream/1"
 
 #: Per channel: the support's lower end and the counts (out of 256) of its symbols, then escape.
@@ -53,19 +63,25 @@ class Golden:
   version: int
 
 
-def make_tables() -> tables_lib.CodingTables:
-  """Three channels with supports -3..3, -2..2 and 0..4 and an escape mass each."""
-  width = max(len(counts) for _, counts in _COUNTS)
-  lower = np.array([low for low, _ in _COUNTS], np.int32)
-  upper = np.array([low + len(counts) - 2 for low, counts in _COUNTS], np.int32)
-  probabilities = np.zeros((len(_COUNTS), width), np.float64)
-  for c, (_, counts) in enumerate(_COUNTS):
-    probabilities[c, :len(counts)] = np.array(counts, np.float64) / 256
+def make_tables(conditional: bool = False) -> tables_lib.CodingTables:
+  """Three channels with supports -3..3, -2..2 and 0..4 and an escape mass each; conditional:
+  3 x 15 rows (channel c, context k: the counts of channel (c + k) % 3), with a context spec."""
+  from stae_jax.models import context as context_lib  # pylint: disable=g-import-not-at-top
+  contexts = context_lib.num_contexts(_CONTEXT_THRESHOLDS, _CHANNEL_CLIP) if conditional else 1
+  rows = [_COUNTS[(c + k) % len(_COUNTS)] for c in range(len(_COUNTS)) for k in range(contexts)]
+  width = max(len(counts) for _, counts in rows)
+  lower = np.array([low for low, _ in rows], np.int32)
+  upper = np.array([low + len(counts) - 2 for low, counts in rows], np.int32)
+  probabilities = np.zeros((len(rows), width), np.float64)
+  for r, (_, counts) in enumerate(rows):
+    probabilities[r, :len(counts)] = np.array(counts, np.float64) / 256
   model_hash = hashlib.sha256(b"stae-jax golden bitstream tables").hexdigest()
+  context = np.array([context_lib.RULE_VERSION, _GRID_WIDTH, len(_COUNTS), contexts,
+                      _CHANNEL_CLIP, *_CONTEXT_THRESHOLDS], np.int32) if conditional else None
   # pylint: disable-next=protected-access
-  table_hash = tables_lib._table_hash(lower, upper, probabilities, model_hash)
+  table_hash = tables_lib._table_hash(lower, upper, probabilities, model_hash, context)
   return tables_lib.CodingTables(lower=lower, upper=upper, probabilities=probabilities,
-                                 model_hash=model_hash, table_hash=table_hash)
+                                 model_hash=model_hash, table_hash=table_hash, context=context)
 
 
 def make_payload(tables: tables_lib.CodingTables) -> bitstream.ClipPayload:
@@ -81,10 +97,11 @@ def make_payload(tables: tables_lib.CodingTables) -> bitstream.ClipPayload:
     row[kept] = True
   latents = np.empty((3, 2, 2, 1, tables.channels), np.int32)
   for c in range(tables.channels):
-    p = tables.probabilities[c, :tables.sizes[c]]
-    latents[..., c] = rng.choice(np.arange(tables.lower[c], tables.upper[c] + 1),
+    r = c * tables.num_contexts
+    p = tables.probabilities[r, :tables.sizes[r]]
+    latents[..., c] = rng.choice(np.arange(tables.lower[r], tables.upper[r] + 1),
                                  size=latents.shape[:-1], p=p / p.sum())
-  latents[0, 0, 0, 0, 0] = tables.upper[0] + 2
+  latents[0, 0, 0, 0, 0] = tables.upper[0] + 2 + (3 if tables.conditional else 0)
   latents[1, 1, 1, 0, 0] = -77777
   latents[2, 0, 0, 0, 1] = 2**31 - 1
   latents[2, 1, 1, 0, 2] = -2**31
@@ -94,16 +111,18 @@ def make_payload(tables: tables_lib.CodingTables) -> bitstream.ClipPayload:
 def _tables_json(tables: tables_lib.CodingTables) -> dict:
   return dict(lower=tables.lower.tolist(), upper=tables.upper.tolist(),
               probabilities=tables.probabilities.tolist(), model_hash=tables.model_hash,
-              table_hash=tables.table_hash, tail_mass=tables.tail_mass)
+              table_hash=tables.table_hash, tail_mass=tables.tail_mass,
+              context=tables.context.tolist())
 
 
-def regenerate(path: pathlib.Path = PATH) -> pathlib.Path:
+def regenerate(path: pathlib.Path = PATH, conditional: bool = False) -> pathlib.Path:
   """Encodes the fixed clip with today's code and writes the fixture (see the module docstring)."""
-  tables = make_tables()
+  tables = make_tables(conditional)
   payload = make_payload(tables)
   stream = bitstream.encode(payload, tables)
   record = dict(
-      format=FORMAT, bitstream_version=bitstream.VERSION,
+      format=FORMAT,
+      bitstream_version=bitstream.CONTEXT_VERSION if conditional else bitstream.VERSION,
       regenerate=("python tests/golden_stream.py, only after an intentional bump of "
                   "stae_jax.coding.bitstream.VERSION"),
       tables=_tables_json(tables),
@@ -125,7 +144,8 @@ def load(path: pathlib.Path = PATH) -> Golden:
   tables = tables_lib.CodingTables(
       lower=np.array(t["lower"], np.int32), upper=np.array(t["upper"], np.int32),
       probabilities=np.array(t["probabilities"], np.float64), model_hash=t["model_hash"],
-      table_hash=t["table_hash"], tail_mass=float(t["tail_mass"]))
+      table_hash=t["table_hash"], tail_mass=float(t["tail_mass"]),
+      context=np.array(t.get("context", []), np.int32))
   p = record["payload"]
   latents = np.array(p["latents"], np.int32).reshape(p["latents_shape"])
   payload = bitstream.ClipPayload(latents, np.array(p["frame_mask"], bool),
@@ -135,4 +155,8 @@ def load(path: pathlib.Path = PATH) -> Golden:
 
 
 if __name__ == "__main__":
-  print(f"wrote {regenerate()}")
+  which = sys.argv[1:] or ["1", "2"]
+  if "1" in which:
+    print(f"wrote {regenerate()}")
+  if "2" in which:
+    print(f"wrote {regenerate(CONTEXT_PATH, conditional=True)}")

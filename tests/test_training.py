@@ -142,7 +142,7 @@ def test_stage_overrides_merge_deeply_and_loss_keys_are_checked():
   """Overriding one loss weight keeps the others; a misspelled or foreign weight is an error that
   names the method's terms (it would otherwise silently weigh 0)."""
   from configs import common  # pylint: disable=g-import-not-at-top
-  entry = common.stae_system(stae={}, decoder={}, entropy={}, loss=dict(rate=1.0))
+  entry = common.stae_system(stae={}, decoder={}, entropy={}, context=True, loss=dict(rate=1.0))
   assert entry["stages"]["compressor"]["loss"] == dict(
       task=1.0, distill=0.0, reconstruction=100.0, block_reconstruction=100.0, rate=1.0)
   config = train_helpers.tiny_config(systems=("stae", "deepisc"))

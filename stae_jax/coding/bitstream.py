@@ -1,8 +1,8 @@
 """The clip bitstream: a small header, then the range-coded frame mask, block masks and latents.
 
-Layout (format version 1, all integers little-endian):
+Layout (format versions 1 and 2, all integers little-endian):
 
-  magic and version: 0xB0 | version     1 byte (0xB1 for version 1)
+  magic and version: 0xB0 | version     1 byte (0xB1: factorized tables, 0xB2: conditional ones)
   flags  bit 0: frame mask present      1 byte
          bit 1: block masks present
          bits 2-4: number of explicit extra latent dims (0..7); bits 5-7 zero
@@ -23,11 +23,17 @@ Payload order (the range coder is a queue, so decoding reads it in the same orde
   1. masks with the exact adaptive Bernoulli code, p = picks left / places left. Places whose bit is
      already determined (no picks left, or as many picks as places) are not coded at all, so a mask
      costs log2 C(n, k) bits up to the coder's fixed-point rounding.
-  2. latents channel by channel, each channel one Categorical over its table (index = value - lower),
-     with index K_c meaning "escape".
+  2. version 1 (factorized tables): latents channel by channel, each channel one Categorical over
+     its table (index = value - lower), with index K_c meaning "escape".
   3. each escaped value: side (below/above the support, uniform over 2), then the distance d beyond
      the support as Elias-gamma-like fields: nb = floor(log2(d + 1)) uniform over 0..32, and the nb low
      bits of d + 1 in uniform chunks of at most 16 bits. Nothing is ever clipped.
+  Version 2 (conditional tables, STAE layout only: both masks): instead of 2 and 3, kept frame by
+  kept frame, two passes over the block grid (checkerboard anchors, then the rest), and in each
+  pass channel by channel: the residuals y - pred of that channel at the pass's blocks, in place
+  order, each under its table row (c * K + context; the row as stored, padding included), then
+  their escaped residuals as in 3. Prediction and context are the integer rule of `stae_jax.models.context`
+  over what is already decoded.
 
 The CRC makes truncated, extended or mutated streams fail loudly instead of decoding into a wrong clip
 (a range-coded stream otherwise decodes almost any bytes into *something*). Every decoding failure,
@@ -45,11 +51,13 @@ import constriction
 import numpy as np
 
 from stae_jax.coding.tables import CodingTables, require_tables
+from stae_jax.models import context as context_lib
 
 __all__ = ["ClipPayload", "CodingStats", "DecodeError", "encode", "encode_with_stats", "decode",
            "encode_batch", "decode_batch", "MAGIC", "VERSION"]
 MAGIC = 0xB0       # high nibble of the first byte; the low nibble is the format version
-VERSION = 1
+VERSION = 1              # streams coded with factorized tables
+CONTEXT_VERSION = 2      # streams coded with conditional tables (residuals in context)
 _HASH_BYTES = 2    # header's table-hash prefix; the CRC, seeded with the full hash, does the rest
 _FLAG_FRAME_MASK = 1
 _FLAG_BLOCK_MASKS = 2
@@ -59,11 +67,16 @@ _CRC_BYTES = 4
 MAX_MASK_PLACES = 1 << 18
 #: Default bound on latent symbols per clip a decoder accepts (bounds memory: ~100 bytes/symbol peak).
 MAX_LATENT_SYMBOLS = 1 << 20
+#: Version 2 decodes a frame's whole block grid at a time: blocks x values per block is bounded too.
+MAX_FRAME_VALUES = 1 << 22
+#: ... and its kept frames (two passes each, some Python per pass: bounds the time of a stream).
+MAX_CONTEXT_FRAMES = 1024
 _MAX_DIM = (1 << 32) - 1
 _ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
 
 _model = constriction.stream.model
 _BERNOULLI = _model.Bernoulli(perfect=False)
+_CATEGORICAL = _model.Categorical(perfect=False)  # per-symbol tables, given at each call
 _UNIFORM = _model.Uniform()
 
 
@@ -157,13 +170,22 @@ def _check_payload(payload: ClipPayload, tables: CodingTables):
                        f"{latents.shape}")
     fields += [blocks, k_s] + ([] if implied else [rows])
     implied, flags = 2, flags | _FLAG_BLOCK_MASKS
+  if tables.conditional:
+    if implied != 2 or payload.frame_mask is None:
+      raise ValueError("conditional coding tables code STAE clips: the payload needs a frame mask "
+                       "and block masks (latents [k_f, k_s, ..., C])")
+    if masks.shape[1] % tables.grid_width:
+      raise ValueError(f"block masks over {masks.shape[1]} blocks do not fill rows of the tables' "
+                       f"grid width {tables.grid_width}: these tables were frozen for another "
+                       "clip size")
   explicit = list(lead[implied:])
   if len(explicit) > 7:
     raise ValueError(f"latents have too many axes ({latents.ndim}); at most {implied + 8} allowed")
   if any(d > _MAX_DIM for d in fields + explicit):
     raise ValueError("a dimension exceeds 2^32 - 1")
   flags |= len(explicit) << 2
-  header = (bytes([MAGIC | VERSION, flags]) + _hash_prefix(tables)
+  version = CONTEXT_VERSION if tables.conditional else VERSION
+  header = (bytes([MAGIC | version, flags]) + _hash_prefix(tables)
             + b"".join(_varint(v) for v in fields + explicit))
   return latents.reshape(-1, tables.channels).astype(np.int64), header
 
@@ -267,15 +289,98 @@ def _escape_fields(values: np.ndarray, lower: np.ndarray, upper: np.ndarray):
           (np.int64(1) << chunk_bits[coded]).astype(np.int32))
 
 
+def _context_passes(block_masks: np.ndarray, tables: CodingTables):
+  """The coding order of version 2: yields (frame, first_pass, selected blocks bool [N])."""
+  anchor = context_lib.anchors(block_masks.shape[1], tables.grid_width)
+  for f in range(block_masks.shape[0]):
+    for first in (True, False):
+      selected = block_masks[f] & (anchor == first)
+      if selected.any():
+        yield f, first, selected, anchor
+
+
+def _encode_residuals(encoder, residual: np.ndarray, rows: np.ndarray, tables: CodingTables) -> int:
+  """One sub-pass of version 2: each residual under its row's table (one call, per-symbol
+  tables), then the escapes. Returns the number of escapes."""
+  lower, sizes = tables.lower[rows].astype(np.int64), tables.sizes[rows]
+  index = residual - lower
+  escaped = (index < 0) | (index >= sizes)
+  symbols = np.where(escaped, sizes, index).astype(np.int32)
+  if symbols.size:
+    encoder.encode(symbols, _CATEGORICAL, tables.probabilities[rows])
+  if not escaped.any():
+    return 0
+  head, head_sizes, chunks, chunk_sizes = _escape_fields(
+      residual[escaped], lower[escaped], tables.upper[rows][escaped].astype(np.int64))
+  encoder.encode(head, _UNIFORM, head_sizes)
+  if chunks.size:
+    encoder.encode(chunks, _UNIFORM, chunk_sizes)
+  return int(escaped.sum())
+
+
+def _decode_residuals(decoder, rows: np.ndarray, tables: CodingTables) -> np.ndarray:
+  """The mirror of `_encode_residuals`: int64 residuals at `rows`' places."""
+  if not rows.size:
+    return np.zeros(0, np.int64)
+  symbols = np.asarray(decoder.decode(_CATEGORICAL, tables.probabilities[rows]), np.int64)
+  lower, sizes = tables.lower[rows].astype(np.int64), tables.sizes[rows]
+  if (symbols > sizes).any():  # a padding entry of the row: never written by the encoder
+    raise DecodeError("a latent decodes to a symbol outside its table (corrupted payload)")
+  escaped = symbols == sizes
+  residual = symbols + lower
+  if escaped.any():
+    residual[escaped] = _decode_escapes(decoder, int(escaped.sum()), lower[escaped],
+                                        tables.upper[rows][escaped].astype(np.int64),
+                                        limit=2**33)
+  return residual
+
+
+def _rows_of(spatial: np.ndarray, x: np.ndarray, channel: int, tables: CodingTables) -> np.ndarray:
+  return (channel * tables.num_contexts + spatial * (2 * tables.channel_clip + 1) + x).reshape(-1)
+
+
+def _encode_in_context(encoder, latents: np.ndarray, block_masks: np.ndarray,
+                       tables: CodingTables) -> int:
+  """Version 2 latents: residuals pass by pass, channel by channel (module doc). Returns the
+  number of escapes."""
+  k_f, n = block_masks.shape
+  if not latents.size:
+    return 0
+  channels = tables.channels
+  kept = latents.reshape(k_f, latents.shape[1], -1, channels).astype(np.int64)  # [k_f,k_s,P,C]
+  l = kept.shape[2] * channels
+  canvas, sent = np.zeros((n, l), np.int64), np.zeros(n, bool)
+  escapes = 0
+  for f, _, selected, _ in _context_passes(block_masks, tables):
+    blocks = np.flatnonzero(selected)
+    values = kept[f][np.searchsorted(np.flatnonzero(block_masks[f]), blocks)]  # [m, P, C]
+    pred, spatial = context_lib.pass_context(canvas, sent, tables.grid_width, tables.thresholds,
+                                             blocks)
+    residual = values - pred.reshape(values.shape)
+    spatial = spatial.reshape(values.shape)
+    for c in range(channels):
+      x = context_lib.channel_context(residual[..., c - 1] if c else residual[..., 0], c,
+                                      tables.channel_clip)
+      escapes += _encode_residuals(encoder, residual[..., c].reshape(-1),
+                                   _rows_of(spatial[..., c], x, c, tables), tables)
+    canvas[selected] = values.reshape(-1, l)
+    sent |= selected
+  return escapes
+
+
 def _encode_clip(header: bytes, frame_mask, block_masks, symbols: np.ndarray, escaped: np.ndarray,
-                 values_cm: np.ndarray, tables: CodingTables) -> bytes:
-  """Range-codes one clip whose latent symbols [C, M] were prepared; returns the whole stream."""
+                 values_cm: np.ndarray, tables: CodingTables, latents=None) -> bytes:
+  """Range-codes one clip whose latent symbols [C, M] were prepared (version 1), or whose
+  latents are given (version 2); returns (the whole stream, number of escaped values)."""
   encoder = constriction.stream.queue.RangeEncoder()
   for masks in ([frame_mask[None]] if frame_mask is not None else []) + (
       [block_masks] if block_masks is not None else []):
     bits, p = _mask_probabilities(np.asarray(masks))
     if bits.size:
       encoder.encode(bits, _BERNOULLI, p)
+  if tables.conditional:
+    escapes = _encode_in_context(encoder, latents, np.asarray(block_masks), tables)
+    return _finish(encoder, header, tables), escapes
   models = tables.categorical_models()
   for c in range(symbols.shape[0]):
     if symbols.shape[1]:
@@ -288,6 +393,10 @@ def _encode_clip(header: bytes, frame_mask, block_masks, symbols: np.ndarray, es
     encoder.encode(head, _UNIFORM, head_sizes)
     if chunks.size:
       encoder.encode(chunks, _UNIFORM, chunk_sizes)
+  return _finish(encoder, header, tables), int(escaped.sum())
+
+
+def _finish(encoder, header: bytes, tables: CodingTables) -> bytes:
   body = header + encoder.get_compressed().astype("<u4").tobytes()
   return body + struct.pack("<I", zlib.crc32(body, _crc_seed(tables)))
 
@@ -300,11 +409,14 @@ def encode_with_stats(payload: ClipPayload, tables: CodingTables | None, *,
   """
   tables = require_tables(tables, model)
   flat, header = _check_payload(payload, tables)
-  symbols, escaped = _latent_symbols(flat, tables)
-  data = _encode_clip(header, payload.frame_mask, payload.block_masks, symbols, escaped, flat.T,
-                      tables)
+  if tables.conditional:
+    symbols = escaped = None
+  else:
+    symbols, escaped = _latent_symbols(flat, tables)
+  data, escapes = _encode_clip(header, payload.frame_mask, payload.block_masks, symbols, escaped,
+                               flat.T, tables, latents=np.asarray(payload.latents))
   stats = CodingStats(num_bytes=len(data), header_bytes=len(header) + _CRC_BYTES,
-                      escapes=int(escaped.sum()), latent_symbols=int(flat.size))
+                      escapes=escapes, latent_symbols=int(flat.size))
   return data, stats
 
 
@@ -323,9 +435,11 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
   if data[0] & 0xF0 != MAGIC:
     raise DecodeError(f"bad first byte 0x{data[0]:02x} (expected 0x{MAGIC | VERSION:02x}): not a "
                       "stae-jax clip bitstream")
-  if data[0] & 0x0F != VERSION:
-    raise DecodeError(f"bitstream format version {data[0] & 0x0F} is not supported (this decoder "
-                      f"reads version {VERSION})")
+  version = CONTEXT_VERSION if tables.conditional else VERSION
+  if data[0] & 0x0F != version:
+    raise DecodeError(f"bitstream format version {data[0] & 0x0F} does not match these tables "
+                      f"(version {version}: {'conditional' if tables.conditional else 'factorized'}"
+                      f" tables; this decoder reads versions {VERSION} and {CONTEXT_VERSION})")
   prefix = data[2:_FIXED_HEADER]
   if prefix != _hash_prefix(tables):
     raise DecodeError(f"bitstream was coded with other tables (hash prefix {prefix.hex()}, "
@@ -363,6 +477,18 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
   for _ in range(flags >> 2 & 7):
     size, offset = _read_varint(data, offset, body_end)
     lead.append(size)
+  if tables.conditional:
+    if frames is None or blocks is None or blocks % tables.grid_width:
+      raise DecodeError("a version-2 stream needs a frame mask and block masks whose block count "
+                        f"fills rows of the tables' grid width {tables.grid_width} (malformed "
+                        "header)")
+    if frame_keep > MAX_CONTEXT_FRAMES:
+      raise DecodeError(f"header claims {frame_keep} kept frames, more than a version-2 decoder "
+                        f"accepts ({MAX_CONTEXT_FRAMES})")
+    frame_values = blocks * math.prod(lead[2:]) * tables.channels
+    if frame_values > MAX_FRAME_VALUES and math.prod(lead):
+      raise DecodeError(f"header claims {frame_values} latent values per frame grid, more than "
+                        f"this decoder accepts ({MAX_FRAME_VALUES})")
   if (body_end - offset) % 4:
     raise DecodeError(f"payload of {body_end - offset} bytes is not whole 32-bit words "
                       "(truncated or extended bitstream)")
@@ -377,7 +503,8 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
   return offset, body_end, (frames, frame_keep, blocks, block_keep, rows), tuple(lead)
 
 
-def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray,
+                    limit: int = 2**31) -> np.ndarray:
   head_sizes = np.tile(np.array(_ESCAPE_FIELD_SIZES, np.int32), count)
   head = np.asarray(decoder.decode(_UNIFORM, head_sizes), np.int64).reshape(count, 2)
   above, nb = head[:, 0].astype(bool), head[:, 1]
@@ -391,9 +518,42 @@ def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray) -
   chunks = chunks.reshape(count, 2)
   distance_plus_one = (np.int64(1) << nb) + chunks[:, 0] + (chunks[:, 1] << 16)
   values = np.where(above, upper + distance_plus_one, lower - distance_plus_one)
-  if (values < -2**31).any() or (values >= 2**31).any():
-    raise DecodeError("an escaped latent decodes outside int32 (corrupted payload)")
+  if (values < -limit).any() or (values >= limit).any():
+    raise DecodeError(f"an escaped value decodes outside [-{limit}, {limit}) (corrupted payload)")
   return values
+
+
+def _decode_in_context(decoder, block_masks: np.ndarray, inner: tuple, tables: CodingTables):
+  """Version 2 latents (the mirror of `_encode_in_context`) -> int64 [k_f, k_s, *inner, C]."""
+  k_f, n = block_masks.shape
+  k_s = int(block_masks[0].sum()) if k_f else 0
+  channels = tables.channels
+  positions = math.prod(inner)
+  out = np.zeros((k_f, k_s, positions, channels), np.int64)
+  if not out.size:
+    return out.reshape((k_f, k_s) + tuple(inner) + (channels,))
+  l = positions * channels
+  canvas, sent = np.zeros((n, l), np.int64), np.zeros(n, bool)
+  for f, _, selected, _ in _context_passes(block_masks, tables):
+    blocks = np.flatnonzero(selected)
+    pred, spatial = context_lib.pass_context(canvas, sent, tables.grid_width, tables.thresholds,
+                                             blocks)
+    shape = (blocks.size, positions, channels)
+    pred, spatial = pred.reshape(shape), spatial.reshape(shape)
+    residual = np.zeros(shape, np.int64)
+    for c in range(channels):
+      x = context_lib.channel_context(residual[..., c - 1] if c else residual[..., 0], c,
+                                      tables.channel_clip)
+      residual[..., c] = _decode_residuals(decoder, _rows_of(spatial[..., c], x, c, tables),
+                                           tables).reshape(shape[:2])
+    values = pred + residual
+    if (values < -2**31).any() or (values >= 2**31).any():
+      raise DecodeError("a latent decodes outside int32 (corrupted payload)")
+    canvas[selected] = values.reshape(-1, l)
+    sent |= selected
+    # This frame's blocks in ascending order: its kept blocks of both passes, merged.
+    out[f][np.searchsorted(np.flatnonzero(block_masks[f]), blocks)] = values
+  return out.reshape((k_f, k_s) + tuple(inner) + (channels,))
 
 
 def decode(data: bytes, tables: CodingTables | None, *, model=None,
@@ -420,6 +580,13 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
           if rows else np.zeros((0, blocks), np.bool_)
     count = math.prod(lead)
     channels = tables.channels
+    if tables.conditional:
+      values = _decode_in_context(decoder, block_masks, lead[2:], tables)
+      exhausted = decoder.maybe_exhausted()
+      if not exhausted:
+        raise DecodeError("the payload has data left after the last symbol (extended or corrupted)")
+      return ClipPayload(latents=values.astype(np.int32), frame_mask=frame_mask,
+                         block_masks=block_masks)
     symbols = np.empty((channels, count), np.int64)
     if count:
       for c, model_c in enumerate(tables.categorical_models()):
@@ -470,15 +637,19 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
                        None if block_masks is None else np.asarray(block_masks[b]))
     headers.append(_check_payload(clip, tables)[1])
   flat = latents.reshape(batch, -1, tables.channels).astype(np.int64)
-  symbols, escaped = _latent_symbols(flat, tables)
-  values_cm = np.swapaxes(flat, 1, 2)
-  streams = [
+  if tables.conditional:
+    symbols = escaped = values_cm = [None] * batch
+  else:
+    symbols, escaped = _latent_symbols(flat, tables)
+    values_cm = np.swapaxes(flat, 1, 2)
+  coded = [
       _encode_clip(headers[b], None if frame_masks is None else np.asarray(frame_masks[b]),
                    None if block_masks is None else np.asarray(block_masks[b]), symbols[b],
-                   escaped[b], values_cm[b], tables) for b in range(batch)]
+                   escaped[b], values_cm[b], tables, latents=latents[b]) for b in range(batch)]
+  streams = [stream for stream, _ in coded]
   num_bytes = np.array([len(s) for s in streams], np.int64)
   stats = dict(num_bytes=num_bytes, bits=8 * num_bytes,
-               escapes=escaped.reshape(batch, -1).sum(axis=1).astype(np.int64))
+               escapes=np.array([e for _, e in coded], np.int64))
   return streams, stats
 
 

@@ -28,7 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["FactorizedPrior", "quantize", "mask_bits", "lower_bound",
+from stae_jax.models import context as context_lib
+
+__all__ = ["FactorizedPrior", "ContextPrior", "quantize", "mask_bits", "lower_bound",
            "logits_numpy"]
 
 
@@ -108,6 +110,30 @@ def _likelihood(params: dict, y, bound: float):
   sign = jax.lax.stop_gradient(-jnp.sign(lower + upper))
   mass = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
   return lower_bound(mass.T.reshape(y.shape), jnp.float32(bound))
+
+
+def _logits_rows(params: dict, x, rows):
+  """The logits of row rows[m] at x[m] (both [M]): the same network as `_logits_flat`, with each
+  element's row parameters gathered (no evaluation of every row at every element)."""
+  num_layers = sum(1 for key in params if key.startswith("matrix_"))
+  h = x[:, None]
+  for i in range(num_layers):
+    matrix = jax.nn.softplus(params[f"matrix_{i}"].astype(jnp.float32))[rows]  # [M, out, in]
+    h = jnp.einsum("moi,mi->mo", matrix, h) + params[f"bias_{i}"].astype(jnp.float32)[rows, :, 0]
+    if i < num_layers - 1:
+      h = h + jnp.tanh(params[f"factor_{i}"].astype(jnp.float32)[rows, :, 0]) * jnp.tanh(h)
+  return h[:, 0]
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _likelihood_rows(params: dict, y, rows, bound: float):
+  y_flat = jnp.asarray(y, jnp.float32).reshape(-1)
+  rows_flat = rows.reshape(-1)
+  lower = _logits_rows(params, y_flat - 0.5, rows_flat)
+  upper = _logits_rows(params, y_flat + 0.5, rows_flat)
+  sign = jax.lax.stop_gradient(-jnp.sign(lower + upper))
+  mass = jnp.abs(jax.nn.sigmoid(sign * upper) - jax.nn.sigmoid(sign * lower))
+  return lower_bound(mass.reshape(y.shape), jnp.float32(bound))
 
 
 class FactorizedPrior(nnx.Module):
@@ -195,6 +221,15 @@ class FactorizedPrior(nnx.Module):
     """Information content -log2 P(bin around y), float32 [..., C]; sum it for the rate."""
     return -jnp.log2(self.likelihood(y))
 
+  def bits_of_rows(self, y, rows):
+    """-log2 P(bin around y[i]) under the density of channel rows[i] (y float, rows int, one
+    shape): for models whose "channels" are rows chosen per element (`ContextPrior`)."""
+    y = jnp.asarray(y)
+    rows = jnp.asarray(rows, jnp.int32)
+    if rows.shape != y.shape:
+      raise ValueError(f"bits_of_rows needs rows of y's shape, got {rows.shape} and {y.shape}")
+    return -jnp.log2(_likelihood_rows(self._parameters(), y, rows, self.likelihood_bound))
+
   def numpy_parameters(self) -> dict[str, np.ndarray]:
     """The parameters as float64 NumPy arrays (from their float32 values), keyed by name."""
     return {name: np.asarray(jax.device_get(value), np.float32).astype(np.float64)
@@ -270,3 +305,61 @@ def mask_bits(n: int, k: int) -> float:
   if n < 0 or not 0 <= k <= n:
     raise ValueError(f"mask_bits needs 0 <= k <= n, got n={n}, k={k}")
   return math.log2(math.comb(n, k))
+
+
+class ContextPrior(nnx.Module):
+  """STAE's conditional entropy model: each latent coded as a residual under the table of its
+  (channel, context), with prediction and context from what the decoder already holds.
+
+  The context rule is integer and fixed (`stae_jax.models.context`): the canvas of blocks as last
+  sent (the block itself and its four neighbours, this frame's first-pass blocks included for the
+  second pass) predicts the value and, by the neighbours' spread, picks a spatial context; the
+  previous channel's residual at the same place picks a channel context. What is learned is one
+  factorized density per (channel, context) over the residual y - pred: a `FactorizedPrior` with
+  channels x K "channels" (`density`), row c * K + k. Freezing it gives one table per row
+  (`stae_jax.coding.tables.freeze`); the tables carry the rule's spec, so encoder and decoder pick
+  the same row on any machine.
+  """
+
+  def __init__(self, channels: int, *, grid_width: int, thresholds: Sequence[int] = (1, 2, 4, 8),
+               channel_clip: int = 3, filters: Sequence[int] = (3, 3, 3),
+               init_scale: float = 10.0, likelihood_bound: float = 1e-9, rngs: nnx.Rngs):
+    self.grid_width, self.thresholds, self.channel_clip = context_lib.check_rule(
+        grid_width, thresholds, channel_clip)
+    self.channels = int(channels)
+    self.num_contexts = context_lib.num_contexts(self.thresholds, self.channel_clip)
+    self.density = FactorizedPrior(self.channels * self.num_contexts, filters=filters,
+                                   init_scale=init_scale, likelihood_bound=likelihood_bound,
+                                   rngs=rngs)
+
+  @property
+  def filters(self) -> tuple[int, ...]:
+    return self.density.filters
+
+  def spec(self) -> np.ndarray:
+    """The rule as stored in the coding tables: [rule version, grid width, channels C,
+    contexts K, channel clip X, *thresholds] (int32)."""
+    return np.array([context_lib.RULE_VERSION, self.grid_width, self.channels, self.num_contexts,
+                     self.channel_clip, *self.thresholds], np.int32)
+
+  def bits(self, y, *, rounded, kept):
+    """-log2 P(y | context) per element, float32 [B, T, N, *inner, C].
+
+    y [B,T,N,*inner,C]: what the rate is measured on (noisy in training, integers at inference);
+    rounded: the integers the decoder receives (the context is computed from these, without
+    gradient); kept bool [B,T,N]: the blocks that are sent (the only ones that can be context).
+    """
+    y = jnp.asarray(y, jnp.float32)
+    if y.ndim < 4 or y.shape[-1] != self.channels:
+      raise ValueError(f"ContextPrior expects latents [B,T,N,...,{self.channels}], got "
+                       f"{tuple(y.shape)}")
+    b, t, n = y.shape[:3]
+    flat = jax.lax.stop_gradient(jnp.asarray(rounded, jnp.float32)).reshape(b, t, n, -1)
+    pred, context = context_lib.dense_context(flat, kept, self.channels, self.grid_width,
+                                              self.thresholds, self.channel_clip)
+    residual = y - pred.reshape(y.shape)
+    rows = jnp.arange(self.channels, dtype=jnp.int32) * self.num_contexts + context.reshape(y.shape)
+    return self.density.bits_of_rows(residual, rows)
+
+  def numpy_parameters(self) -> dict[str, np.ndarray]:
+    return self.density.numpy_parameters()

@@ -516,6 +516,8 @@ class STAE(nnx.Module):
         sum(rate_weight * prior.bits(rate_latents)); in training M... = (T, N) with noisy latents
         and straight-through masks (the rate's gradient reaches both attention modules), at
         inference M... = (k_f, k_s) with the integer latents and weight 1;
+      rate_rounded float32 [B,M...,h,w,C]: the integers the coder would send at those places
+        (without gradient), what a conditional entropy model takes its context from;
       received float32 [B,T,H,W,3]: decoded kept blocks in place, 0 elsewhere;
       synthesised float32 [B,T,H,W,3] (training only): every block through analysis, noisy
         quantisation and synthesis, kept or not (what the block transforms learn from);
@@ -540,6 +542,7 @@ class STAE(nnx.Module):
           jnp.arange(b)[:, None], frame_index].set(sent["kept_block_scores"])
       return dict(frame_mask=frame_mask, block_mask=weight > 0.5, frame_index=frame_index,
                   block_index=block_index, latents=latents, rate_latents=latents,
+                  rate_rounded=latents,
                   rate_weight=jnp.ones(block_index.shape, jnp.float32), received=received,
                   pixel_mask=pixel_mask, frame_scores=sent["frame_scores"],
                   block_scores=block_scores)
@@ -580,6 +583,7 @@ class STAE(nnx.Module):
         block_index=block_index,
         latents=jax.lax.stop_gradient(latents).astype(jnp.float32),
         rate_latents=y_rate,
+        rate_rounded=jax.lax.stop_gradient(y_decoder).astype(jnp.float32),
         rate_weight=weight,
         received=received,
         pixel_mask=pixel_mask,

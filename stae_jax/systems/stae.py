@@ -5,7 +5,10 @@ keyword arguments of one constructor:
   model.stae     -> `stae_jax.models.stae.STAE` (keep_ratios: the operating points it trains for)
   model.decoder  -> `stae_jax.models.decoder.Decoder`
   model.entropy  -> `stae_jax.models.entropy.FactorizedPrior` (filters, init_scale,
-                    likelihood_bound) and the coding tables' `tail_mass`
+                    likelihood_bound) and the coding tables' `tail_mass`; with `context=True`
+                    the conditional `ContextPrior` (optionally `context_thresholds`,
+                    `context_channel_clip`), whose context is the canvas of blocks as last sent
+                    and the previous channel's residual
 Its models, under the parameter path prefixes the trainer freezes by regex: `vit` (shared, built by
 the trainer), `stae`, `prior`, `decoder`.
 
@@ -25,7 +28,7 @@ import numpy as np
 
 from stae_jax.coding import bitstream
 from stae_jax.models.decoder import Decoder
-from stae_jax.models.entropy import FactorizedPrior, mask_bits
+from stae_jax.models.entropy import ContextPrior, FactorizedPrior, mask_bits  # ContextPrior: also for callers
 from stae_jax.models.stae import STAE
 from stae_jax.systems import base
 from stae_jax.systems.base import DecodeError, Point
@@ -56,9 +59,11 @@ def training_points(entry) -> tuple[Point, ...]:
   return operating_points(entry)
 
 
-def build_prior(entry, *, rngs: nnx.Rngs) -> FactorizedPrior:
-  """The latents' entropy model. In pixel mode values span 0..2^q-1, so the initial density is made
-  at least that wide (a narrow start would put most pixels in the tails)."""
+def build_prior(entry, data_config, *, rngs: nnx.Rngs) -> FactorizedPrior | ContextPrior:
+  """The latents' entropy model: factorized, or conditional with `model.entropy.context` (its
+  grid is the clip's block grid, resolution // block_size blocks wide). In pixel mode values span
+  0..2^q-1, so the initial density is made at least that wide (a narrow start would put most
+  pixels in the tails)."""
   stae, entropy = entry.model.stae, entry.model.get("entropy", {})
   settings = {key: entropy[key] for key in PRIOR_KEYS if key in entropy}
   if "filters" in settings:
@@ -68,21 +73,28 @@ def build_prior(entry, *, rngs: nnx.Rngs) -> FactorizedPrior:
     channels = 3
     settings["init_scale"] = max(float(settings.get("init_scale", 10.0)),
                                  float(2 ** stae.get("pixel_bits", 6)))
+  if entropy.get("context", False):
+    if "context_thresholds" in entropy:
+      settings["thresholds"] = tuple(entropy["context_thresholds"])
+    if "context_channel_clip" in entropy:
+      settings["channel_clip"] = int(entropy["context_channel_clip"])
+    grid_width = int(data_config.resolution) // int(stae.block_size)
+    return ContextPrior(channels, grid_width=grid_width, **settings, rngs=rngs)
   return FactorizedPrior(channels, **settings, rngs=rngs)
 
 
 def build(entry, data_config, *, rngs: nnx.Rngs) -> dict:
   """STAE's modules beside the shared ViT, in the order they draw from `rngs`."""
-  del data_config  # STAE adapts to the clip size at call time
   for section in ("stae", "decoder"):
     if section not in entry.model:
       raise ValueError(f"system entry of method 'stae' needs model.{section}; see "
                        "configs/common.py (stae_system)")
-  return dict(stae=STAE(**entry.model.stae, rngs=rngs), prior=build_prior(entry, rngs=rngs),
+  return dict(stae=STAE(**entry.model.stae, rngs=rngs),
+              prior=build_prior(entry, data_config, rngs=rngs),
               decoder=Decoder(**entry.model.decoder, rngs=rngs))
 
 
-def entropy_model(models) -> FactorizedPrior:
+def entropy_model(models) -> FactorizedPrior | ContextPrior:
   return models["prior"]
 
 
@@ -91,20 +103,44 @@ def summary(entry) -> dict:
   return dict(method="stae", frame_attention=bool(s.get("frame_attention", True)),
               spatial_attention=bool(s.get("spatial_attention", True)),
               selection=s.get("selection", "attention"), block_size=int(s.block_size),
-              latent_channels=int(s.get("latent_channels", 8)), mode=s.get("mode", "latent"))
+              latent_channels=int(s.get("latent_channels", 8)), mode=s.get("mode", "latent"),
+              entropy_context=bool(entry.model.get("entropy", {}).get("context", False)))
 
 
 # ------------------------------------------------------------------------------------------------
 # Rate
 # ------------------------------------------------------------------------------------------------
 
-def rate_bits(prior, latents, weight, *, frames: int, blocks: int, k_f: int, k_s: int) -> dict:
+def _in_place(latents, block_index, blocks: int):
+  """Kept latents [B,k_f,k_s,...] -> ([B,k_f,N,...] with each block in place, kept bool [B,k_f,N])."""
+  b, k_f, _ = block_index.shape
+  place = (jnp.arange(b)[:, None, None], jnp.arange(k_f)[None, :, None], block_index)
+  dense = jnp.zeros((b, k_f, blocks) + latents.shape[3:], jnp.float32).at[place].set(latents)
+  return dense, jnp.zeros((b, k_f, blocks), bool).at[place].set(True)
+
+
+def rate_bits(prior, latents, weight, *, frames: int, blocks: int, k_f: int, k_s: int,
+              rounded=None, block_index=None) -> dict:
   """The learned rate of a batch in bits per clip [B]: -log2 prior likelihood of the latents
   [B,M...,h,w,C] weighted by `weight` [B,M...] (1 at inference; straight-through masks in training,
   so the rate's gradient reaches the attention), plus the exact cost of the adaptive Bernoulli mask
-  code: log2 C(T, k_f) for the frame mask, k_f * log2 C(N, k_s) for the block masks."""
+  code: log2 C(T, k_f) for the frame mask, k_f * log2 C(N, k_s) for the block masks.
+
+  A conditional prior also needs where each latent is and what the decoder holds: in training
+  (M... = (T, N)) `rounded`, the integers at every place, with the kept places weight > 1/2; at
+  inference (M... = (k_f, k_s)) `block_index` [B,k_f,k_s], the latents being those integers."""
   b = latents.shape[0]
-  latent_bits = prior.bits(latents).sum(axis=(-3, -2, -1))
+  if isinstance(prior, ContextPrior):
+    if block_index is not None:
+      latents, kept = _in_place(latents, block_index, blocks)
+      rounded, weight = latents, kept.astype(jnp.float32)
+    else:
+      if rounded is None:
+        raise ValueError("a conditional prior's training rate needs rounded=<the integers>")
+      kept = weight > 0.5
+    latent_bits = prior.bits(latents, rounded=rounded, kept=kept).sum(axis=(-3, -2, -1))
+  else:
+    latent_bits = prior.bits(latents).sum(axis=(-3, -2, -1))
   payload = (latent_bits * weight).reshape(b, -1).sum(axis=-1)
   frame_mask_bits = jnp.full((b,), mask_bits(frames, k_f), jnp.float32)
   block_mask_bits = jnp.full((b,), k_f * mask_bits(blocks, k_s), jnp.float32)
@@ -137,7 +173,8 @@ def forward(models, video, point: Point, *, training: bool, rng=None) -> dict:
   n = encoded["block_mask"].shape[-1]
   k_f, k_s = encoded["block_index"].shape[1:]
   bits = rate_bits(prior, encoded["rate_latents"], encoded["rate_weight"], frames=t, blocks=n,
-                   k_f=k_f, k_s=k_s)
+                   k_f=k_f, k_s=k_s, rounded=encoded["rate_rounded"],
+                   block_index=None if training else encoded["block_index"])
   reconstruction = decoder(encoded["received"], encoded["pixel_mask"])
   extra = {"synthesised": encoded["synthesised"]} if "synthesised" in encoded else {}
   if training and stae.selection_gradient == "task":
@@ -246,7 +283,8 @@ class STAECodec(base.Codec):
                                    block_keep=point["block_keep"], rng=key)
       k_f, k_s = sent["block_index"].shape[1:]
       bits = rate_bits(models["prior"], sent["latents"], jnp.ones(sent["block_index"].shape),
-                       frames=video.shape[1], blocks=self._blocks, k_f=k_f, k_s=k_s)
+                       frames=video.shape[1], blocks=self._blocks, k_f=k_f, k_s=k_s,
+                       block_index=sent["block_index"])
       return dict(frame_index=sent["frame_index"], block_index=sent["block_index"],
                   latents=sent["latents"], estimated_bits=bits["total"])
 

@@ -1,0 +1,189 @@
+"""The integer context rule of STAE's conditional entropy model: what the decoder already has.
+
+A kept block's latent is coded after everything the decoder holds before it: the kept frames in
+order; within a frame two passes over a checkerboard of the block grid (blocks with row + column
+even, the "anchors", then the rest); within a pass the channels in order. The decoder keeps a
+canvas: every block's values as last sent (by an earlier frame, or by this frame's first pass).
+Each latent value y (channel c of one position inside block n) is coded as the residual
+r = y - pred under the table of (c, spatial context s, channel context x):
+
+  neighbours  the canvas at block n and at its up, down, left and right blocks (same position
+              and channel), each where it was ever sent
+  pred        their mean, rounded half up (0 with no neighbour)
+  s           0 with no neighbour, 1 with one, else 2 + #{thresholds <= max - min of them}
+  x           for c > 0: the residual of channel c - 1 at the same position, clipped to
+              [-X, X] and shifted to 0..2X (channels are correlated); 0 for c = 0
+
+so a channel has S = 3 + len(thresholds) spatial contexts times 2X + 1 channel contexts. All of
+it is integer arithmetic on values both sides hold exactly, so the decoder on any machine selects
+the table the encoder used; no network runs inside the coder (the learned part is the table
+family, trained through `stae_jax.models.entropy.ContextPrior`, frozen into
+`stae_jax.coding.tables`). Measured against the factorized prior on the same latents:
+BENCHMARKS.md "Entropy coding: the conditional model".
+
+Two implementations of the one rule: `pass_context` and `channel_context` in NumPy int64, pass
+by pass, for the range coder (the encoder and the decoder call the same functions), and
+`dense_context` in JAX over whole clips [B, T, N, L] for the training rate (float arithmetic on
+integer values, exact for |y| < 2^20). The tests check that they agree.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["RULE_VERSION", "num_spatial_contexts", "num_contexts", "check_rule", "anchors",
+           "pass_context", "channel_context", "dense_context"]
+
+#: Version of the rule above; stored in the coding tables' context spec (a change means new tables).
+RULE_VERSION = 2
+
+
+def num_spatial_contexts(thresholds: Sequence[int]) -> int:
+  return 3 + len(tuple(thresholds))
+
+
+def num_contexts(thresholds: Sequence[int], channel_clip: int) -> int:
+  """K: tables per channel, S spatial contexts times 2X + 1 channel contexts."""
+  return num_spatial_contexts(thresholds) * (2 * int(channel_clip) + 1)
+
+
+def check_rule(grid_width: int, thresholds: Sequence[int],
+               channel_clip: int) -> tuple[int, tuple[int, ...], int]:
+  grid_width, thresholds = int(grid_width), tuple(int(t) for t in thresholds)
+  channel_clip = int(channel_clip)
+  if grid_width < 1:
+    raise ValueError(f"grid_width must be >= 1, got {grid_width}")
+  if any(t < 1 for t in thresholds) or list(thresholds) != sorted(set(thresholds)):
+    raise ValueError(f"context thresholds must be strictly ascending positive ints, got "
+                     f"{thresholds}")
+  if not 0 <= channel_clip <= 64:
+    raise ValueError(f"channel_clip must be in 0..64, got {channel_clip}")
+  return grid_width, thresholds, channel_clip
+
+
+def anchors(blocks: int, grid_width: int) -> np.ndarray:
+  """bool [N]: the first-pass blocks (row + column even) of a grid `grid_width` blocks wide."""
+  if blocks % grid_width:
+    raise ValueError(f"{blocks} blocks per frame do not fill rows of grid_width={grid_width}")
+  index = np.arange(blocks)
+  return (index // grid_width + index % grid_width) % 2 == 0
+
+
+def _neighbours(values, available, grid_width: int, xp):
+  """Each block and its up/down/left/right blocks on the grid: values [..., N, L] and their
+  availability [..., N] -> ([5, ..., N, L], [5, ..., N])."""
+  *lead, n, l = values.shape
+  rows = n // grid_width
+  grid = values.reshape(*lead, rows, grid_width, l)
+  grid_available = available.reshape(*lead, rows, grid_width)
+  gv = xp.pad(grid, [(0, 0)] * len(lead) + [(1, 1), (1, 1), (0, 0)])
+  ga = xp.pad(grid_available, [(0, 0)] * len(lead) + [(1, 1), (1, 1)])
+  out_v, out_a = [], []
+  for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
+    sl = (Ellipsis, slice(1 + dr, 1 + dr + rows), slice(1 + dc, 1 + dc + grid_width))
+    out_v.append(gv[sl + (slice(None),)].reshape(*lead, n, l))
+    out_a.append(ga[sl].reshape(*lead, n))
+  return xp.stack(out_v), xp.stack(out_a)
+
+
+def _combine(values, available, thresholds, xp, big):
+  """Neighbours [J, ..., L] with availability [J, ..., L] -> (count, sum, spatial context)."""
+  count = available.sum(axis=0)
+  total = xp.where(available, values, 0).sum(axis=0)
+  high = xp.where(available, values, -big).max(axis=0)
+  low = xp.where(available, values, big).min(axis=0)
+  spread = xp.where(count > 1, high - low, 0)
+  bucket = sum((spread >= t).astype(count.dtype) for t in thresholds) if thresholds else 0 * count
+  return count, total, xp.where(count == 0, 0, xp.where(count == 1, 1, 2 + bucket))
+
+
+@functools.lru_cache(maxsize=64)
+def _neighbour_index(blocks: int, grid_width: int) -> tuple[np.ndarray, np.ndarray]:
+  """Gather indices of each block and its up/down/left/right blocks [5, N] and their validity."""
+  index = np.arange(blocks)
+  row, col = index // grid_width, index % grid_width
+  rows = blocks // grid_width
+  out, valid = [], []
+  for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
+    r, c = row + dr, col + dc
+    ok = (r >= 0) & (r < rows) & (c >= 0) & (c < grid_width)
+    out.append(np.where(ok, r * grid_width + c, 0))
+    valid.append(ok)
+  return np.stack(out), np.stack(valid)
+
+
+def pass_context(canvas, sent, grid_width: int, thresholds: Sequence[int], blocks=None):
+  """Prediction and spatial context for the coming pass, in NumPy int64 (the coder's side).
+
+  canvas int64 [N, L]: each block's values as last sent (earlier frames, and this frame's first
+  pass); sent bool [N]: whether it ever was. `blocks` (int [m], optional): only these blocks.
+  Returns (pred int64 [m or N, L], s int64 [m or N, L]). The same rule as `dense_context`.
+  """
+  n = canvas.shape[0]
+  index, valid = _neighbour_index(n, grid_width)
+  if blocks is not None:
+    index, valid = index[:, blocks], valid[:, blocks]
+  values = canvas[index]                                   # [5, m, L]
+  available = (sent[index] & valid)[..., None]              # [5, m, 1]
+  count = available.sum(axis=0)
+  total = np.where(available, values, 0).sum(axis=0)
+  big = np.int64(1) << 62
+  spread = np.where(available, values, -big).max(axis=0) - np.where(available, values, big).min(
+      axis=0)
+  bucket = np.zeros(spread.shape, np.int64)
+  for t in thresholds:
+    bucket += spread >= t
+  spatial = np.where(count == 0, 0, np.where(count == 1, 1, 2 + bucket))
+  pred = np.where(count > 0, (2 * total + count) // (2 * np.maximum(count, 1)), 0)
+  return pred, np.broadcast_to(spatial, pred.shape)
+
+
+def channel_context(previous_residual, channel: int, channel_clip: int):
+  """x for channel `channel` from the residuals of channel - 1 at the same places (NumPy)."""
+  if channel == 0:
+    return np.zeros(np.shape(previous_residual), np.int64)
+  return np.minimum(np.maximum(previous_residual, -channel_clip), channel_clip) + channel_clip
+
+
+def dense_context(values, kept, channels: int, grid_width: int, thresholds: Sequence[int],
+                  channel_clip: int):
+  """The rule over whole clips in JAX (the training rate's side).
+
+  values float [B, T, N, L] (integer-valued, channels last within L = positions x channels;
+  anything where not kept), kept bool [B, T, N]: the blocks sent (frames not sent have no kept
+  block). Returns (pred float32 [B,T,N,L], context int32 [B,T,N,L] = s * (2X + 1) + x),
+  meaningful where kept.
+  """
+  values = jnp.asarray(values, jnp.float32)
+  b, t, n, l = values.shape
+  steps = jnp.arange(t, dtype=jnp.int32)[None, :, None]
+  latest = jax.lax.cummax(jnp.where(kept, steps, -1), axis=1)
+  previous = jnp.concatenate([jnp.full((b, 1, n), -1, jnp.int32), latest[:, :-1]], axis=1)
+  last = jnp.take_along_axis(values, jnp.maximum(previous, 0)[..., None], axis=1)
+  has_last = previous >= 0
+  anchor = jnp.asarray(anchors(n, grid_width))
+  # The canvas a second-pass block sees also holds this frame's anchors.
+  fresh = kept & anchor
+  second_values = jnp.where(fresh[..., None], values, last)
+  second_has = fresh | has_last
+  v1, a1 = _neighbours(last, has_last, grid_width, jnp)
+  v2, a2 = _neighbours(second_values, second_has, grid_width, jnp)
+  first = anchor[None, None, :]
+  neighbour_values = jnp.where(first[..., None], v1, v2)
+  available = jnp.broadcast_to(jnp.where(first, a1, a2)[..., None], neighbour_values.shape)
+  count, total, spatial = _combine(neighbour_values, available, tuple(thresholds), jnp,
+                                   jnp.float32(3e38))
+  count = count.astype(jnp.float32)
+  pred = jnp.where(count > 0, jnp.floor((2 * total + count) / (2 * jnp.maximum(count, 1))), 0.0)
+  residual = values - pred
+  previous_channel = jnp.concatenate([jnp.zeros_like(residual[..., :1]), residual[..., :-1]], -1)
+  first_channel = (jnp.arange(l) % channels == 0)
+  x = jnp.where(first_channel, 0,
+                jnp.clip(previous_channel, -channel_clip, channel_clip) + channel_clip)
+  context = spatial.astype(jnp.int32) * (2 * channel_clip + 1) + x.astype(jnp.int32)
+  return pred, context

@@ -1,0 +1,286 @@
+"""The conditional entropy model: its integer context rule, version-2 streams, and their
+independence from the machine that codes them (stae_jax.models.context, ContextPrior, bitstream)."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+from flax import nnx
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stae_jax.coding import bitstream
+from stae_jax.coding import tables as tables_lib
+from stae_jax.coding.bitstream import ClipPayload, DecodeError, decode, encode
+from stae_jax.models import context as context_lib
+from stae_jax.models.entropy import ContextPrior, FactorizedPrior, mask_bits
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import golden_stream  # pylint: disable=wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+GRID, BLOCKS, THRESHOLDS = 4, 16, (1, 2, 4, 8)
+
+
+@pytest.fixture(scope="module")
+def prior():
+  return ContextPrior(3, grid_width=GRID, thresholds=THRESHOLDS, init_scale=3.0, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def tables(prior):
+  return tables_lib.freeze(prior)
+
+
+def random_clip(rng, frames=6, kept_frames=3, blocks=BLOCKS, kept_blocks=5, inner=(1, 2),
+                channels=3, spread=4, smooth=True):
+  """A STAE payload whose latents are correlated across frames and neighbours when `smooth`."""
+  frame_mask = np.zeros(frames, bool)
+  frame_mask[rng.choice(frames, kept_frames, replace=False)] = True
+  block_masks = np.zeros((kept_frames, blocks), bool)
+  for row in block_masks:
+    row[rng.choice(blocks, kept_blocks, replace=False)] = True
+  base = rng.integers(-spread, spread + 1, (blocks,) + inner + (channels,))
+  latents = np.zeros((kept_frames, kept_blocks) + inner + (channels,), np.int64)
+  for f, row in enumerate(block_masks):
+    latents[f] = ((base[np.flatnonzero(row)] if smooth else 0)
+                  + rng.integers(-1, 2, (kept_blocks,) + inner + (channels,)))
+  return ClipPayload(latents.astype(np.int32), frame_mask, block_masks)
+
+
+def test_dense_rule_in_jax_equals_the_coders_pass_by_pass_rule():
+  rng = np.random.default_rng(0)
+  anchor = context_lib.anchors(BLOCKS, GRID)
+  assert anchor.sum() == BLOCKS // 2 and anchor[0] and not anchor[1] and not anchor[GRID]
+  channels, clip = 2, 3
+  x_levels = 2 * clip + 1
+  seen = set()
+  for trial in range(20):
+    t, positions = 6, 3
+    l = positions * channels
+    spread = 40 if trial % 2 else 2
+    values = rng.integers(-spread, spread, (2, t, BLOCKS, l))
+    kept = rng.random((2, t, BLOCKS)) < rng.uniform(0.2, 0.9)
+    kept[:, rng.integers(t)] = False  # a frame that is not sent
+    pred, ctx = (np.asarray(a) for a in context_lib.dense_context(
+        values.astype(np.float32), kept, channels, GRID, THRESHOLDS, clip))
+    seen |= set((np.unique(ctx[kept]) // x_levels).tolist())
+    assert (pred[ctx < x_levels] == 0).all()  # no neighbour: coded as itself
+    for b in range(2):
+      canvas, sent = np.zeros((BLOCKS, l), np.int64), np.zeros(BLOCKS, bool)
+      for f in range(t):
+        for first in (True, False):
+          selected = kept[b, f] & (anchor == first)
+          p, s = context_lib.pass_context(canvas, sent, GRID, THRESHOLDS)
+          np.testing.assert_array_equal(p[selected], pred[b, f][selected])
+          residual = (values[b, f] - p)[selected].reshape(-1, positions, channels)
+          for c in range(channels):
+            x = context_lib.channel_context(residual[..., c - 1] if c else residual[..., 0], c,
+                                            clip)
+            expected = s[selected].reshape(residual.shape)[..., c] * x_levels + x
+            np.testing.assert_array_equal(
+                expected, ctx[b, f][selected].reshape(residual.shape)[..., c])
+          canvas[selected] = values[b, f][selected]
+          sent |= selected
+  assert seen == set(range(context_lib.num_spatial_contexts(THRESHOLDS)))  # every context occurs
+
+
+def test_round_trip_is_exact_with_conditional_tables(tables):
+  rng = np.random.default_rng(1)
+  cases = [random_clip(rng) for _ in range(20)]
+  cases += [random_clip(rng, kept_blocks=BLOCKS), random_clip(rng, kept_blocks=1),
+            random_clip(rng, kept_blocks=0), random_clip(rng, kept_frames=0, kept_blocks=0),
+            random_clip(rng, inner=(), smooth=False, spread=100)]
+  extremes = random_clip(rng, kept_blocks=8)
+  extremes.latents[0, 0, 0, 0, 0] = 2**31 - 1
+  extremes.latents[1, 0, 0, 0, 0] = -2**31
+  extremes.latents[2, 3, 0, 1, 2] = -77777
+  cases.append(extremes)
+  for payload in cases:
+    data, stats = bitstream.encode_with_stats(payload, tables)
+    assert data[0] == bitstream.MAGIC | bitstream.CONTEXT_VERSION
+    assert decode(data, tables) == payload
+  assert stats.escapes >= 3
+  # Batches code each clip exactly as alone.
+  batch = [random_clip(rng) for _ in range(3)]
+  streams, stats = bitstream.encode_batch(np.stack([p.latents for p in batch]), tables,
+                                          frame_masks=np.stack([p.frame_mask for p in batch]),
+                                          block_masks=np.stack([p.block_masks for p in batch]))
+  assert streams == [encode(p, tables) for p in batch]
+  assert bitstream.decode_batch(streams, tables) == batch
+
+
+def test_stream_length_matches_the_conditional_estimate(prior, tables):
+  """The ContextPrior's rate of the integer latents, plus the masks' log2 C(n, k), is the stream's
+  length up to its header: training minimises what the coder spends."""
+  rng = np.random.default_rng(2)
+  for payload in [random_clip(rng, frames=8, kept_frames=4, kept_blocks=k) for k in (3, 10, 16)]:
+    k_f, k_s = payload.latents.shape[:2]
+    dense = np.zeros((1, k_f, BLOCKS) + payload.latents.shape[2:], np.float32)
+    kept = payload.block_masks[None]
+    dense[0][np.nonzero(payload.block_masks)] = payload.latents.reshape(
+        (k_f * k_s,) + payload.latents.shape[2:])
+    estimate = float(np.asarray(prior.bits(jnp.asarray(dense), rounded=jnp.asarray(dense),
+                                           kept=jnp.asarray(kept)))[0][kept[0]].sum())
+    estimate += mask_bits(8, k_f) + k_f * mask_bits(BLOCKS, k_s)
+    data, stats = bitstream.encode_with_stats(payload, tables)
+    assert abs(8 * (len(data) - stats.header_bytes) - estimate) <= 0.01 * estimate + 40, (
+        len(data), estimate)
+
+
+def test_golden_version_2_stream_decodes_and_re_encodes_byte_for_byte():
+  """As the version-1 golden test (tests/test_coding.py), for conditional tables."""
+  golden = golden_stream.load(golden_stream.CONTEXT_PATH)
+  assert golden.version == bitstream.CONTEXT_VERSION, (
+      "after an intentional change of version 2, run python tests/golden_stream.py 2")
+  assert golden.tables.conditional and golden.stream[0] == bitstream.MAGIC | golden.version
+  assert decode(golden.stream, golden.tables) == golden.payload
+  data, stats = bitstream.encode_with_stats(golden.payload, golden.tables)
+  assert data == golden.stream
+  assert stats.escapes >= 3
+  assert golden_stream.make_tables(conditional=True).table_hash == golden.tables.table_hash
+  # The two versions do not read each other's streams.
+  v1 = golden_stream.load()
+  with pytest.raises(DecodeError, match="version"):
+    decode(golden.stream, v1.tables)
+
+
+def test_tables_spec_is_stored_hashed_and_checked(prior, tables):
+  loaded = tables_lib.CodingTables.from_pytree(tables.to_pytree())
+  assert loaded.table_hash == tables.table_hash and loaded.conditional
+  assert (loaded.channels, loaded.num_contexts, loaded.grid_width, loaded.thresholds,
+          loaded.channel_clip) == (3, 7 * 7, GRID, THRESHOLDS, 3)
+  loaded.check_model(prior)
+  other = ContextPrior(3, grid_width=GRID + 1, thresholds=THRESHOLDS, init_scale=3.0,
+                       rngs=nnx.Rngs(0))  # same parameters, another grid: another model
+  with pytest.raises(tables_lib.TablesError, match="another entropy model"):
+    loaded.check_model(other)
+  tree = tables.to_pytree()
+  tree["context"] = tree["context"].copy()
+  tree["context"][1] += 1
+  with pytest.raises(tables_lib.TablesError, match="corrupt"):
+    tables_lib.CodingTables.from_pytree(tree)
+  tree["context"][3] = 5  # contexts that do not match the rows
+  with pytest.raises(tables_lib.TablesError, match="does not match"):
+    tables_lib.CodingTables.from_pytree(tree)
+  # Factorized tables saved before the spec existed still load, and hash as they did.
+  factorized = tables_lib.freeze(FactorizedPrior(3, init_scale=3.0, rngs=nnx.Rngs(0)))
+  old = factorized.to_pytree()
+  assert "context" not in old
+  loaded = tables_lib.CodingTables.from_pytree(old)
+  assert not loaded.conditional and loaded.table_hash == factorized.table_hash
+
+
+def test_bad_payloads_and_hostile_headers(tables):
+  rng = np.random.default_rng(3)
+  with pytest.raises(ValueError, match="frame mask and block masks"):
+    encode(ClipPayload(np.zeros((2, 3), np.int32)), tables)
+  with pytest.raises(ValueError, match="grid width"):
+    encode(random_clip(rng, blocks=10), tables)
+  data = encode(random_clip(rng), tables)
+
+  def with_crc(body):
+    import struct, zlib  # pylint: disable=g-import-not-at-top,multiple-imports
+    return body + struct.pack("<I", zlib.crc32(body, bitstream._crc_seed(tables)))  # pylint: disable=protected-access
+
+  header = data[:4]
+  varint = bitstream._varint  # pylint: disable=protected-access
+  # Too many kept frames, a frame grid too large, blocks not filling the grid.
+  for fields, message in (([2000, 1500, 16, 1, 1, 1], "kept frames"),
+                          ([4, 2, 1 << 16, 1, 1 << 10, 1], "per frame grid"),
+                          ([4, 2, 10, 3, 1, 2], "grid width")):
+    flags = bytes([header[0], 3 | (2 << 2)])
+    body = flags + header[2:4] + b"".join(varint(v) for v in fields) + bytes(8)
+    with pytest.raises(DecodeError, match=message):
+      decode(with_crc(body), tables)
+
+
+def test_fuzzed_version_2_streams_raise_decode_error_quickly(tables):
+  import time  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  streams = [encode(random_clip(rng, kept_blocks=k), tables) for k in (3, 8, 16)]
+  slowest, decoded_anyway = 0.0, 0
+  for i in range(3000):
+    source = bytearray(streams[i % len(streams)])
+    for _ in range(rng.integers(1, 4)):
+      source[rng.integers(len(source))] ^= 1 << rng.integers(8)
+    bad = bytes(source)
+    if bad == streams[i % len(streams)]:  # two flips of one bit
+      continue
+    start = time.perf_counter()
+    with pytest.raises(DecodeError):
+      decode(bad, tables)
+    if i % 2:  # behind a recomputed CRC the parser and range decoder are exercised too
+      body = bad[:-4]
+      import struct, zlib  # pylint: disable=g-import-not-at-top,multiple-imports
+      fixed = body + struct.pack("<I", zlib.crc32(body, bitstream._crc_seed(tables)))  # pylint: disable=protected-access
+      try:
+        clip = decode(fixed, tables)
+        decoded_anyway += 1
+        assert clip.latents.dtype == np.int32
+      except DecodeError:
+        pass
+    slowest = max(slowest, time.perf_counter() - start)
+  assert slowest < 1.0, slowest
+  assert decoded_anyway < 1500
+
+
+def test_bits_are_identical_across_device_configurations(tmp_path):
+  """Tables frozen and clips coded in a process with 8 fake CPU devices and bfloat16 latents in
+  the rate are the bytes a 1-device float32 process freezes, decodes and re-encodes."""
+  rng = np.random.default_rng(5)
+  clips = [random_clip(rng, frames=8, kept_frames=4, kept_blocks=k) for k in (2, 9, 16)]
+  np.savez(tmp_path / "clips.npz", **{f"{name}{i}": getattr(p, name) for i, p in enumerate(clips)
+                                      for name in ("latents", "frame_mask", "block_masks")})
+  script = textwrap.dedent(f"""
+      import numpy as np, jax, jax.numpy as jnp
+      from flax import nnx
+      from stae_jax.coding import bitstream, tables as tables_lib
+      from stae_jax.models.entropy import ContextPrior
+      assert jax.device_count() == 8
+      prior = ContextPrior(3, grid_width={GRID}, thresholds={THRESHOLDS}, init_scale=3.0,
+                           rngs=nnx.Rngs(0))
+      tables = tables_lib.freeze(prior)
+      with np.load({str(tmp_path / 'clips.npz')!r}) as archive:
+        data = dict(archive)
+      out = {{}}
+      for i in range(3):
+        payload = bitstream.ClipPayload(data[f"latents{{i}}"], data[f"frame_mask{{i}}"],
+                                        data[f"block_masks{{i}}"])
+        out[f"stream{{i}}"] = np.frombuffer(bitstream.encode(payload, tables), np.uint8)
+      # The training rate under bfloat16 latents, sharded over the 8 devices, picks the same rows.
+      lat = data["latents0"].astype(np.float32)
+      dense = np.zeros((8, 4, {BLOCKS}) + lat.shape[2:], np.float32)
+      dense[:, np.nonzero(data["block_masks0"])[0], np.nonzero(data["block_masks0"])[1]] = \\
+          lat.reshape((-1,) + lat.shape[2:])
+      kept = np.broadcast_to(data["block_masks0"], (8, 4, {BLOCKS}))
+      from stae_jax.training import mesh as mesh_lib
+      sharding = mesh_lib.batch_sharding(mesh_lib.make_mesh(1))  # the trainer's data sharding
+      bits = jax.jit(lambda y, k: prior.bits(y.astype(jnp.bfloat16), rounded=y, kept=k))(
+          jax.device_put(dense, sharding), jax.device_put(kept, sharding))
+      out["rate"] = np.asarray(bits)
+      out["table_hash"] = np.frombuffer(bytes.fromhex(tables.table_hash), np.uint8)
+      np.savez({str(tmp_path / 'out.npz')!r}, **out)
+  """)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+  subprocess.run([sys.executable, "-c", script], check=True, timeout=300, env=env)
+  prior = ContextPrior(3, grid_width=GRID, thresholds=THRESHOLDS, init_scale=3.0, rngs=nnx.Rngs(0))
+  tables = tables_lib.freeze(prior)
+  with np.load(tmp_path / "out.npz") as archive:
+    out = dict(archive)
+  assert bytes(out["table_hash"]).hex() == tables.table_hash
+  for i, payload in enumerate(clips):
+    stream = out[f"stream{i}"].tobytes()
+    assert decode(stream, tables) == payload
+    assert encode(payload, tables) == stream
+  lat = clips[0].latents.astype(np.float32)
+  dense = np.zeros((1, 4, BLOCKS) + lat.shape[2:], np.float32)
+  dense[0][np.nonzero(clips[0].block_masks)] = lat.reshape((-1,) + lat.shape[2:])
+  here = np.asarray(prior.bits(jnp.asarray(dense), rounded=jnp.asarray(dense),
+                               kept=jnp.asarray(clips[0].block_masks[None])))
+  kept = clips[0].block_masks
+  np.testing.assert_allclose(out["rate"][3][kept], here[0][kept], rtol=1e-5)
