@@ -144,8 +144,11 @@ def test_golden_version_2_stream_decodes_and_re_encodes_byte_for_byte():
   assert golden_stream.make_tables(conditional=True).table_hash == golden.tables.table_hash
   # The two versions do not read each other's streams.
   v1 = golden_stream.load()
-  with pytest.raises(DecodeError, match="version"):
+  with pytest.raises(DecodeError, match="other tables"):
     decode(golden.stream, v1.tables)
+  # A stream claiming the other version with these tables' hash: refused by its version.
+  with pytest.raises(DecodeError, match="does not match these tables"):
+    decode(bytes([bitstream.MAGIC | bitstream.VERSION]) + golden.stream[1:], golden.tables)
 
 
 def test_tables_spec_is_stored_hashed_and_checked(prior, tables):

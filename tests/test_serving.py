@@ -112,7 +112,8 @@ def test_cameras_on_loopback_get_evaluates_labels(served):
 def _huge_clip_header(tables) -> bytes:
   """A well-formed STAE header (valid CRC) claiming 16 x 16 kept blocks of 1000 x 1000 latents."""
   flags = 1 | 2 | (2 << 2)
-  body = (bytes([bitstream.MAGIC | bitstream.VERSION, flags])
+  version = bitstream.CONTEXT_VERSION if tables.conditional else bitstream.VERSION
+  body = (bytes([bitstream.MAGIC | version, flags])
           + bytes.fromhex(tables.table_hash)[:2]
           + b"".join(bitstream._varint(v) for v in (16, 16, 16, 16, 1000, 1000)))  # pylint: disable=protected-access
   body += b"\0" * ((-len(body)) % 4)

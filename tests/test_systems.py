@@ -113,9 +113,11 @@ def test_stae_forward_outputs_and_exact_mask_bits(built):
   np.testing.assert_allclose(bits["block_masks"], k_f * math.log2(math.comb(n, k_s)), rtol=1e-6)
   np.testing.assert_allclose(bits["masks"], bits["frame_mask"] + bits["block_masks"], rtol=1e-6)
   np.testing.assert_allclose(bits["total"], bits["payload"] + bits["masks"], rtol=1e-6)
-  # The payload is the prior's information content of exactly the latents that are sent.
-  models_prior = models["prior"]
-  expected_payload = np.asarray(models_prior.bits(out["latents"]).sum(axis=(1, 2, 3, 4, 5)))
+  # The payload is the prior's information content of exactly the latents that are sent (the
+  # default prior is conditional: it reads them in place, each block's neighbours as context).
+  dense, kept_blocks = stae_method._in_place(out["latents"], out["block_index"], n)  # pylint: disable=protected-access
+  every = np.asarray(models["prior"].bits(dense, rounded=dense, kept=kept_blocks))
+  expected_payload = (every.sum(axis=(3, 4, 5)) * np.asarray(kept_blocks)).sum(axis=(1, 2))
   np.testing.assert_allclose(bits["payload"], expected_payload, rtol=1e-4)
   assert (bits["payload"] > 0).all()
   # The reconstruction keeps every received pixel bit-exactly.

@@ -435,16 +435,19 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
   if data[0] & 0xF0 != MAGIC:
     raise DecodeError(f"bad first byte 0x{data[0]:02x} (expected 0x{MAGIC | VERSION:02x}): not a "
                       "stae-jax clip bitstream")
-  version = CONTEXT_VERSION if tables.conditional else VERSION
-  if data[0] & 0x0F != version:
-    raise DecodeError(f"bitstream format version {data[0] & 0x0F} does not match these tables "
-                      f"(version {version}: {'conditional' if tables.conditional else 'factorized'}"
-                      f" tables; this decoder reads versions {VERSION} and {CONTEXT_VERSION})")
+  if data[0] & 0x0F not in (VERSION, CONTEXT_VERSION):
+    raise DecodeError(f"bitstream format version {data[0] & 0x0F} is not supported (this decoder "
+                      f"reads versions {VERSION} and {CONTEXT_VERSION})")
   prefix = data[2:_FIXED_HEADER]
   if prefix != _hash_prefix(tables):
     raise DecodeError(f"bitstream was coded with other tables (hash prefix {prefix.hex()}, "
                       f"these tables {_hash_prefix(tables).hex()}): decode with the tables of the "
                       "checkpoint that encoded it")
+  version = CONTEXT_VERSION if tables.conditional else VERSION
+  if data[0] & 0x0F != version:
+    raise DecodeError(f"bitstream format version {data[0] & 0x0F} does not match these tables "
+                      f"(version {version}: {'conditional' if tables.conditional else 'factorized'}"
+                      " tables)")
   body_end = len(data) - _CRC_BYTES
   (crc,) = struct.unpack("<I", data[body_end:])
   if zlib.crc32(data[:body_end], _crc_seed(tables)) != crc:
