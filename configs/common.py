@@ -115,7 +115,8 @@ def system_tag(entry: dict) -> str:
   that differ from the default (`stae_no-frame-attention`, `stae_random-selection`,
   `stae_factorized-prior`)."""
   model = entry["model"].get("stae", {})
-  factorized = entry["method"] == "stae" and entry["model"].get("entropy", {}).get("context") is False
+  # Only `stae_system` sets the context key: an explicit False is STAE's factorized-prior ablation.
+  factorized = entry["model"].get("entropy", {}).get("context") is False
   return entry["method"] + ("" if model.get("frame_attention", True) else "_no-frame-attention") + (
       "" if model.get("spatial_attention", True) else "_no-spatial-attention") + (
       "" if model.get("selection", "attention") == "attention"

@@ -290,13 +290,12 @@ def _escape_fields(values: np.ndarray, lower: np.ndarray, upper: np.ndarray):
 
 
 def _context_passes(block_masks: np.ndarray, tables: CodingTables):
-  """The coding order of version 2: yields (frame, first_pass, selected blocks bool [N])."""
+  """The coding order of version 2: yields (frame, the pass's blocks bool [N]), anchors first."""
   anchor = context_lib.anchors(block_masks.shape[1], tables.grid_width)
   for f in range(block_masks.shape[0]):
-    for first in (True, False):
-      selected = block_masks[f] & (anchor == first)
+    for selected in (block_masks[f] & anchor, block_masks[f] & ~anchor):
       if selected.any():
-        yield f, first, selected, anchor
+        yield f, selected
 
 
 def _encode_residuals(encoder, residual: np.ndarray, rows: np.ndarray, tables: CodingTables) -> int:
@@ -351,7 +350,7 @@ def _encode_in_context(encoder, latents: np.ndarray, block_masks: np.ndarray,
   l = kept.shape[2] * channels
   canvas, sent = np.zeros((n, l), np.int64), np.zeros(n, bool)
   escapes = 0
-  for f, _, selected, _ in _context_passes(block_masks, tables):
+  for f, selected in _context_passes(block_masks, tables):
     blocks = np.flatnonzero(selected)
     values = kept[f][np.searchsorted(np.flatnonzero(block_masks[f]), blocks)]  # [m, P, C]
     pred, spatial = context_lib.pass_context(canvas, sent, tables.grid_width, tables.thresholds,
@@ -537,7 +536,7 @@ def _decode_in_context(decoder, block_masks: np.ndarray, inner: tuple, tables: C
     return out.reshape((k_f, k_s) + tuple(inner) + (channels,))
   l = positions * channels
   canvas, sent = np.zeros((n, l), np.int64), np.zeros(n, bool)
-  for f, _, selected, _ in _context_passes(block_masks, tables):
+  for f, selected in _context_passes(block_masks, tables):
     blocks = np.flatnonzero(selected)
     pred, spatial = context_lib.pass_context(canvas, sent, tables.grid_width, tables.thresholds,
                                              blocks)
