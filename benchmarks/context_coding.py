@@ -43,7 +43,7 @@ from stae_jax.coding import bitstream  # pylint: disable=wrong-import-position
 from stae_jax.coding import tables as tables_lib  # pylint: disable=wrong-import-position
 from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
 from stae_jax.models import context as context_lib  # pylint: disable=wrong-import-position
-from stae_jax.models.entropy import ContextPrior, FactorizedPrior  # pylint: disable=wrong-import-position
+from stae_jax.models.entropy import ContextPrior  # pylint: disable=wrong-import-position
 from stae_jax.systems import stae as stae_system  # pylint: disable=wrong-import-position
 from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
@@ -74,30 +74,22 @@ def device_half(codec, clips, point, batch: int = 64) -> dict:
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def residual_histograms(sent: list[dict], blocks: int, grid_width: int, thresholds,
-                        channel_clip: int, channels: int):
+def residual_histograms(sent: list[dict], prior: ContextPrior, blocks: int):
   """(row, residual) of every sent latent of every point, by the training rate's twin of the
   coder's rule (tests/test_context_coding.py checks that they agree)."""
-  k = context_lib.num_contexts(thresholds, channel_clip)
   rows_all, residual_all = [], []
   for encoded in sent:
-    latents = encoded["latents"].astype(np.int64)
-    b, k_f, k_s = encoded["block_index"].shape
-    l = int(np.prod(latents.shape[3:]))
-    dense = np.zeros((b, k_f, blocks, l), np.float32)
-    kept = np.zeros((b, k_f, blocks), bool)
-    place = (np.arange(b)[:, None, None], np.arange(k_f)[None, :, None], encoded["block_index"])
-    dense[place] = latents.reshape(b, k_f, k_s, l)
-    kept[place] = True
-    pred, ctx = context_lib.dense_context(dense, kept, channels, grid_width, thresholds,
-                                          channel_clip)
-    pred, ctx = np.asarray(pred), np.asarray(ctx)
-    channel = np.arange(l) % channels
-    rows = (channel * k + ctx)[kept]
-    residual = (dense - pred)[kept].astype(np.int64)
-    rows_all.append(rows.reshape(-1))
-    residual_all.append(residual.reshape(-1))
-  return np.concatenate(rows_all), np.concatenate(residual_all), k
+    dense, kept = stae_system._in_place(jnp.asarray(encoded["latents"]),  # pylint: disable=protected-access
+                                        jnp.asarray(encoded["block_index"]), blocks)
+    b, k_f = kept.shape[:2]
+    flat = dense.reshape(b, k_f, blocks, -1)
+    pred, ctx = (np.asarray(a) for a in context_lib.dense_context(
+        flat, kept, prior.channels, prior.grid_width, prior.thresholds, prior.channel_clip))
+    kept = np.asarray(kept)
+    channel = np.arange(flat.shape[-1]) % prior.channels
+    rows_all.append((channel * prior.num_contexts + ctx)[kept].reshape(-1))
+    residual_all.append((np.asarray(flat) - pred)[kept].astype(np.int64).reshape(-1))
+  return np.concatenate(rows_all), np.concatenate(residual_all)
 
 
 def fit(prior, rows, values, steps: int):
@@ -142,14 +134,12 @@ def main(argv):
   own_conditional = own_tables.conditional
   channels = own_tables.channels
   blocks, frames = codec._blocks, codec._frames  # pylint: disable=protected-access
-  grid_width = int(trained.data.resolution) // int(entry.model.stae.block_size)
-  entropy = entry.model.get("entropy", {})
-  defaults = ContextPrior(channels, grid_width=grid_width, rngs=nnx.Rngs(0))  # the constructor's
-  thresholds = tuple(entropy.get("context_thresholds", defaults.thresholds))
-  channel_clip = int(entropy.get("context_channel_clip", defaults.channel_clip))
-  init_scale = float(entropy.get("init_scale", 10.0))
-  filters = tuple(entropy.get("filters", (3, 3, 3)))
-  tail_mass = float(entropy.get("tail_mass", 1e-9))
+  # The other entropy model, built as train.py builds it (the entry's settings, the constructors'
+  # defaults), with the context switched the other way.
+  other_entry = entry.copy_and_resolve_references()
+  other_entry.model.entropy.context = not own_conditional
+  other = stae_system.build_prior(other_entry, trained.data, rngs=nnx.Rngs(0))
+  tail_mass = float(entry.model.get("entropy", {}).get("tail_mass", 1e-9))
 
   start = time.time()
   fit_clips = clips_of(config, "train", _FIT_CLIPS.value)
@@ -157,16 +147,11 @@ def main(argv):
   fit_sent = [device_half(codec, fit_clips, p) for p in codec.points]
   if own_conditional:  # compare with a factorized fit: one density per channel, no context
     values = np.concatenate([s["latents"].reshape(-1, channels) for s in fit_sent])
-    other = FactorizedPrior(channels, filters=filters, init_scale=init_scale, rngs=nnx.Rngs(0))
     fit_bits = fit(other, np.tile(np.arange(channels), len(values)),
                    values.reshape(-1).astype(np.int64), _FIT_STEPS.value)
     other_label = "factorized (refitted)"
   else:
-    other = ContextPrior(channels, grid_width=grid_width, thresholds=thresholds,
-                         channel_clip=channel_clip, filters=filters, init_scale=init_scale,
-                         rngs=nnx.Rngs(0))
-    rows, residual, _ = residual_histograms(fit_sent, blocks, grid_width, thresholds, channel_clip,
-                                            channels)
+    rows, residual = residual_histograms(fit_sent, other, blocks)
     fit_bits = fit(other.density, rows, residual, _FIT_STEPS.value)
     other_label = "conditional (fitted here)"
   other_tables = tables_lib.freeze(other, tail_mass=tail_mass)
@@ -235,8 +220,7 @@ def main(argv):
   if _JSON.value:
     pathlib.Path(_JSON.value).write_text(json.dumps(dict(
         workdir=str(workdir), tag=_TAG.value, own_tables="conditional" if own_conditional else
-        "factorized", fit_clips=len(fit_clips), thresholds=list(thresholds),
-        channel_clip=channel_clip, points=rows_out),
+        "factorized", fit_clips=len(fit_clips), points=rows_out),
         indent=2))
 
 

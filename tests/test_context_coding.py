@@ -78,8 +78,7 @@ def test_dense_rule_in_jax_equals_the_coders_pass_by_pass_rule():
           np.testing.assert_array_equal(p[selected], pred[b, f][selected])
           residual = (values[b, f] - p)[selected].reshape(-1, positions, channels)
           for c in range(channels):
-            x = context_lib.channel_context(residual[..., c - 1] if c else residual[..., 0], c,
-                                            clip)
+            x = context_lib.channel_context(residual, c, clip)
             expected = s[selected].reshape(residual.shape)[..., c] * x_levels + x
             np.testing.assert_array_equal(
                 expected, ctx[b, f][selected].reshape(residual.shape)[..., c])

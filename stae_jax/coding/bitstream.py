@@ -124,6 +124,11 @@ def _hash_prefix(tables: CodingTables) -> bytes:
   return bytes.fromhex(tables.table_hash)[:_HASH_BYTES]
 
 
+def _version(tables: CodingTables) -> int:
+  """The format version of streams coded with `tables` (conditional tables code version 2)."""
+  return CONTEXT_VERSION if tables.conditional else VERSION
+
+
 def _crc_seed(tables: CodingTables) -> int:
   """The CRC starts from the full table hash, so it also rejects other tables sharing the prefix."""
   return zlib.crc32(bytes.fromhex(tables.table_hash))
@@ -184,8 +189,7 @@ def _check_payload(payload: ClipPayload, tables: CodingTables):
   if any(d > _MAX_DIM for d in fields + explicit):
     raise ValueError("a dimension exceeds 2^32 - 1")
   flags |= len(explicit) << 2
-  version = CONTEXT_VERSION if tables.conditional else VERSION
-  header = (bytes([MAGIC | version, flags]) + _hash_prefix(tables)
+  header = (bytes([MAGIC | _version(tables), flags]) + _hash_prefix(tables)
             + b"".join(_varint(v) for v in fields + explicit))
   return latents.reshape(-1, tables.channels).astype(np.int64), header
 
@@ -358,8 +362,7 @@ def _encode_in_context(encoder, latents: np.ndarray, block_masks: np.ndarray,
     residual = values - pred.reshape(values.shape)
     spatial = spatial.reshape(values.shape)
     for c in range(channels):
-      x = context_lib.channel_context(residual[..., c - 1] if c else residual[..., 0], c,
-                                      tables.channel_clip)
+      x = context_lib.channel_context(residual, c, tables.channel_clip)
       escapes += _encode_residuals(encoder, residual[..., c].reshape(-1),
                                    _rows_of(spatial[..., c], x, c, tables), tables)
     canvas[selected] = values.reshape(-1, l)
@@ -368,7 +371,8 @@ def _encode_in_context(encoder, latents: np.ndarray, block_masks: np.ndarray,
 
 
 def _encode_clip(header: bytes, frame_mask, block_masks, symbols: np.ndarray, escaped: np.ndarray,
-                 values_cm: np.ndarray, tables: CodingTables, latents=None) -> bytes:
+                 values_cm: np.ndarray, tables: CodingTables,
+                 latents=None) -> tuple[bytes, int]:
   """Range-codes one clip whose latent symbols [C, M] were prepared (version 1), or whose
   latents are given (version 2); returns (the whole stream, number of escaped values)."""
   encoder = constriction.stream.queue.RangeEncoder()
@@ -442,7 +446,7 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
     raise DecodeError(f"bitstream was coded with other tables (hash prefix {prefix.hex()}, "
                       f"these tables {_hash_prefix(tables).hex()}): decode with the tables of the "
                       "checkpoint that encoded it")
-  version = CONTEXT_VERSION if tables.conditional else VERSION
+  version = _version(tables)
   if data[0] & 0x0F != version:
     raise DecodeError(f"bitstream format version {data[0] & 0x0F} does not match these tables "
                       f"(version {version}: {'conditional' if tables.conditional else 'factorized'}"
@@ -544,8 +548,7 @@ def _decode_in_context(decoder, block_masks: np.ndarray, inner: tuple, tables: C
     pred, spatial = pred.reshape(shape), spatial.reshape(shape)
     residual = np.zeros(shape, np.int64)
     for c in range(channels):
-      x = context_lib.channel_context(residual[..., c - 1] if c else residual[..., 0], c,
-                                      tables.channel_clip)
+      x = context_lib.channel_context(residual, c, tables.channel_clip)
       residual[..., c] = _decode_residuals(decoder, _rows_of(spatial[..., c], x, c, tables),
                                            tables).reshape(shape[:2])
     values = pred + residual

@@ -130,24 +130,18 @@ def pass_context(canvas, sent, grid_width: int, thresholds: Sequence[int], block
     index, valid = index[:, blocks], valid[:, blocks]
   values = canvas[index]                                   # [5, m, L]
   available = (sent[index] & valid)[..., None]              # [5, m, 1]
-  count = available.sum(axis=0)
-  total = np.where(available, values, 0).sum(axis=0)
-  big = np.int64(1) << 62
-  spread = np.where(available, values, -big).max(axis=0) - np.where(available, values, big).min(
-      axis=0)
-  bucket = np.zeros(spread.shape, np.int64)
-  for t in thresholds:
-    bucket += spread >= t
-  spatial = np.where(count == 0, 0, np.where(count == 1, 1, 2 + bucket))
+  count, total, spatial = _combine(values, available, tuple(thresholds), np, np.int64(1) << 62)
   pred = np.where(count > 0, (2 * total + count) // (2 * np.maximum(count, 1)), 0)
   return pred, np.broadcast_to(spatial, pred.shape)
 
 
-def channel_context(previous_residual, channel: int, channel_clip: int):
-  """x for channel `channel` from the residuals of channel - 1 at the same places (NumPy)."""
+def channel_context(residual, channel: int, channel_clip: int):
+  """x of channel `channel` at every place of a pass: from the residuals [..., C] of channel - 1
+  at the same places (NumPy; only channels before `channel` are read)."""
   if channel == 0:
-    return np.zeros(np.shape(previous_residual), np.int64)
-  return np.minimum(np.maximum(previous_residual, -channel_clip), channel_clip) + channel_clip
+    return np.zeros(residual.shape[:-1], np.int64)
+  previous = residual[..., channel - 1]
+  return np.minimum(np.maximum(previous, -channel_clip), channel_clip) + channel_clip
 
 
 def dense_context(values, kept, channels: int, grid_width: int, thresholds: Sequence[int],
