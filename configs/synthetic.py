@@ -153,7 +153,7 @@ def get_config(arg=None):
   # Training (stae_jax/training, train.py): stages run in train.stage_order; each names the
   # parameters it trains (`trainable` regex; the rest get no optimizer state) and its loss weights.
   c.stages = common.training_stages(
-      classifier=dict(steps=1500, lr=0.002, warmup_steps=30),
+      classifier=dict(steps=1000, lr=0.002, warmup_steps=30),
       compressor=dict(steps=100, lr=0.003, warmup_steps=5),
       joint=dict(steps=10, lr=0.0001, warmup_steps=2))
   c.train = common.train_settings(log_every=10, eval_every=0, eval_batches=4, checkpoint_every=100)

@@ -8,8 +8,9 @@ One clip is made from one record in three steps, all on the host and all in uint
 - temporal sampling (`temporal_indices`): T = `frames` indices `stride` apart, a random window for
   training, the centre window for evaluation. Only those frames are decoded.
 - spatial view (`crop_box`): training takes a random resized crop whose area is a fraction in
-  [min_crop_scale, 1] of the largest centred square, with a modest aspect jitter (3/4 to 4/3);
-  evaluation takes the centred square, which is "resize the short side, then centre crop". The
+  [min_crop_scale, 1] of the largest centred square, with a modest aspect jitter (3/4 to 4/3),
+  or with min_crop_scale 1 the evaluation view (no resampling); evaluation takes the centred
+  square, which is "resize the short side, then centre crop". The
   crop is resized to resolution x resolution, and is the same for every frame of a clip (motion is
   the signal; a per-frame crop would add motion that is not in the video).
 - optional horizontal flip of the whole clip (training only, `flip`).
@@ -109,13 +110,19 @@ def crop_box(height: int, width: int, *, min_crop_scale: float = 1.0,
   CROP_ASPECT_RANGE, at a uniform position. The area is relative to the centred square rather
   than the whole frame so that a wide frame (HMDB51 is 4:3 and wider) does not make crops that
   cannot fit, and so that scale 1 at aspect 1 shows exactly as much as the evaluation view.
+
+  min_crop_scale 1 means no random resized crop: training takes the evaluation view, drawing
+  nothing. (It used to keep the aspect jitter, so every training frame was stretched up to 15%
+  and bilinearly resampled, which smooths sensor noise and edges, while test frames were not:
+  on synthetic_actions the classifier's motion inputs, spatial derivatives, saw blurred clips in
+  training and sharp ones in test; BENCHMARKS.md "Classifier controls".)
   """
   side = min(height, width)
-  if rng is None:
-    left, top = (width - side) / 2, (height - side) / 2
-    return left, top, left + side, top + side
   if not 0 < min_crop_scale <= 1:
     raise ValueError(f"config.data.min_crop_scale={min_crop_scale} must be in (0, 1].")
+  if rng is None or min_crop_scale == 1:
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
   area = rng.uniform(min_crop_scale, 1.0) * side * side
   aspect = math.exp(rng.uniform(*np.log(CROP_ASPECT_RANGE)))
   crop_w = min(width, math.sqrt(area * aspect))

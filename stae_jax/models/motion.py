@@ -21,9 +21,10 @@ so no wrap-around at the frame's edges and the first/last frame take a one-sided
     spacing
   aniso = box(u^2 - v^2)                          horizontal against vertical motion energy
 
-Channels, in order (MOTION_CHANNELS = 20): x (3), 4 d (3), then tanh of 3 px, 3 py, 2 u, 2 v,
-12 curl, 12 div, 4 aniso; then the fine curl (1) and two colour-gated curls: fine curl * x (3) and
-curl * x (3). The gains bring each field to a standard deviation of about 0.5-0.8 before the tanh
+Channels, in order (MOTION_CHANNELS = 26): x (3), 4 d (3), then tanh of 3 px, 3 py, 2 u, 2 v,
+12 curl, 12 div, 4 aniso; then the fine curl (1), colour-gated curls fine curl * x (3) and
+curl * x (3), and colour-opponent gated fine curls fine curl * relu(c - 1) for c in (chroma,
+-chroma) (6), chroma = x - its mean over the 3 channels. The gains bring each field to a standard deviation of about 0.5-0.8 before the tanh
 on synthetic_actions training clips, and tanh bounds the heavy tails of the products. Curl and
 divergence are taken of the normal flow rather than of the products: on the actor's pixels the
 clockwise/anticlockwise means were about 2 standard deviations apart that way and 1.4 from the
@@ -36,7 +37,11 @@ rotation's curl lives on a few actor pixels, and summed over a whole frame it dr
 noise of the panning texture and the drifting distractors' edges (clockwise against anticlockwise
 at d' 0.3 over the frame); weighted by the pixel's colour, the sum over a patch (what a tubelet
 embedding computes) reads the curl of what has a given colour (d' 1.1 for the actor's colour
-contrast, 1.6 rectified: BENCHMARKS.md "Motion probes, third round").
+contrast, 1.6 rectified: BENCHMARKS.md "Motion probes, third round"). The colour gate still lets
+the grey-ish texture's curl through (its normalised channels are far from 0); how far one channel
+stands out of the pixel's channel mean, rectified past 1, shuts it out: one gate per
+colour-opponent direction, none tied to a class's colour (d' 4 for the rotation pair's, against
+1.5 for the plain colour gate; "Motion probes, fourth round").
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-MOTION_CHANNELS = 20
+MOTION_CHANNELS = 26
+#: Colour-opponent gates of the fine curl: relu(+-chroma - OPPONENT_THRESHOLD) (module docstring).
+OPPONENT_THRESHOLD = 1.0
 #: tanh gains of px/py, u/v, curl/div and aniso (module docstring).
 PRODUCT_GAIN, FLOW_GAIN, FIELD_GAIN, ANISOTROPY_GAIN = 3.0, 2.0, 12.0, 4.0
 DIFFERENCE_SCALE = 4.0
@@ -125,5 +132,8 @@ def motion_features(x: jax.Array, pool: int = 1) -> jax.Array:
                                FIELD_GAIN * curl, FIELD_GAIN * div, ANISOTROPY_GAIN * aniso],
                               axis=-1))
   coarse_curl = fields[..., 4:5]
+  chroma = x - jnp.mean(x, axis=-1, keepdims=True)
+  opponent = jax.nn.relu(jnp.concatenate([chroma, -chroma], axis=-1) - OPPONENT_THRESHOLD)
   return jnp.concatenate(
-      [x, DIFFERENCE_SCALE * d, fields, fine_curl, fine_curl * x, coarse_curl * x], axis=-1)
+      [x, DIFFERENCE_SCALE * d, fields, fine_curl, fine_curl * x, coarse_curl * x,
+       fine_curl * opponent], axis=-1)
