@@ -59,6 +59,8 @@ def get_config(arg=None):
       eval_sampling="uniform",    # centre window for evaluation
       # No random resized crop: zooming changes the actor's size, which grow/shrink are about, and
       # in minutes of training it cost accuracy (0.37 with 0.85 at 700 steps; see BENCHMARKS.md).
+      # 1.0 trains on the evaluation view, unresampled (a resampled, softer training view cost
+      # the motion classifier 28 points in rotation: BENCHMARKS.md "Classifier controls").
       min_crop_scale=1.0,         # random resized crop area range for training
       # The generator's symmetries (stae_jax/data/synthetic.py), each drawn per training clip with
       # the label map that keeps the class right: mirror left-right (left<->right, clockwise<->
@@ -90,10 +92,10 @@ def get_config(arg=None):
   # chosen by what the decoder already has (the blocks as last sent around it, the previous
   # channel's residual; stae_jax/models/context.py). DeepISC keeps the factorized prior.
   # Classifier (stae_jax/models/vit.py): a tiny VideoMAE-layout ViT with a motion front end: the
-  # clip average-pooled to 32x32, its motion features (frames, their changes, normal flow, its
-  # curl and divergence, a full-resolution curl and colour-gated curls: stae_jax/models/motion.py;
-  # rotation was at chance without the gated curls), a per-pixel linear layer + GELU to 32
-  # channels, then 4x8x8 tubelets -> 64 tokens. On pixels alone it learnt the actor's colour and
+  # clip average-pooled to 32x32, its 26 motion features (frames, their changes, normal flow, its
+  # curl and divergence, a full-resolution curl, colour-gated and colour-opponent-gated curls:
+  # stae_jax/models/motion.py; rotation was at chance without the gated curls), a per-pixel
+  # linear layer + GELU to 32 channels, then 4x8x8 tubelets -> 64 tokens. On pixels alone it learnt the actor's colour and
   # not the sense of motion in minutes on two cores (BENCHMARKS.md "Classifier controls").
   c.model.vit = ml_collections.ConfigDict(dict(
       size="Ti",                  # Ti/S/B/L; the overrides below shrink it for CPUs (0 = size's)

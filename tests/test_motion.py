@@ -61,6 +61,7 @@ def test_rotation_and_expansion_have_signed_fields():
 
 
 def test_pooled_features_keep_a_full_resolution_curl_and_colour_gated_curls():
+  """Channels 13-25: the fine curl, it and the coarse curl times colour, opponent-gated."""
   centre = lambda t: (16, 16)
   clockwise, anticlockwise = blob_clip(centre, angle=0.2), blob_clip(centre, angle=-0.2)
   inner = slice(5, 11)  # the blob's pixels after 2x2 pooling
@@ -76,6 +77,19 @@ def test_pooled_features_keep_a_full_resolution_curl_and_colour_gated_curls():
   np.testing.assert_allclose(features[..., 14:17], features[..., FINE_CURL:FINE_CURL + 1] * pooled,
                              atol=1e-6)
   np.testing.assert_allclose(features[..., 17:20], features[..., CURL:CURL + 1] * pooled, atol=1e-6)
+  # Colour-opponent gates: the fine curl where one channel stands out of the pixel's channel mean
+  # by more than OPPONENT_THRESHOLD, +chroma then -chroma (red stands out by up to 1.83 here).
+  vivid = clockwise * jnp.asarray([2.5, 0.5, -1.0])
+  features = motion.motion_features(vivid, 2)
+  pooled = motion.average_pool(vivid, 2)
+  chroma = pooled - pooled.mean(axis=-1, keepdims=True)
+  gates = jnp.maximum(jnp.concatenate([chroma, -chroma], axis=-1) - motion.OPPONENT_THRESHOLD, 0)
+  np.testing.assert_allclose(features[..., 20:26], features[..., FINE_CURL:FINE_CURL + 1] * gates,
+                             atol=1e-6)
+  assert float(jnp.abs(features[..., 20]).max()) > 0.01  # red, where the blob is bright
+  assert float(jnp.abs(features[..., 21]).max()) == 0     # green's chroma stays under 1
+  # A grey clip (all channels alike, however bright) opens no gate.
+  assert float(jnp.abs(motion.motion_features(clockwise, 2)[..., 20:26]).max()) == 0
   with pytest.raises(ValueError, match="pool=3 must be >= 1 and divide"):
     motion.motion_features(colour, 3)
 

@@ -152,6 +152,21 @@ def test_eval_crop_is_the_centred_square():
   assert pipeline.crop_box(320, 240) == (0, 40, 240, 280)
 
 
+def test_train_view_at_scale_one_is_the_evaluation_view_unresampled():
+  """min_crop_scale 1: no random resized crop, so no aspect jitter and no bilinear resampling
+  (which smoothed every training frame while test frames stayed sharp), and nothing drawn."""
+  rng = np.random.default_rng(0)
+  for height, width in ((64, 64), (240, 320)):
+    assert pipeline.crop_box(height, width, min_crop_scale=1.0, rng=rng) == pipeline.crop_box(height, width)
+  assert rng.random() == np.random.default_rng(0).random()
+  frames = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+  record = dict(frames=encode_frames(frames, "png"), label=0)
+  config = _data_config(frames=4, stride=1, min_crop_scale=1.0)
+  for seed in range(4):
+    clip = pipeline.make_clip(record, config, train=True, rng=np.random.default_rng(seed))
+    np.testing.assert_array_equal(clip["video"], frames)
+
+
 def test_train_crop_stays_inside_with_bounded_area_and_aspect():
   rng = np.random.default_rng(1)
   for _ in range(500):
