@@ -10,18 +10,16 @@ distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:sy
 ablation), `:selection=uniform` (evenly spaced frames and blocks), `:context=False` (STAE's
 latents under the factorized prior instead of the conditional entropy model), `:size=64,frames=16`.
 
-Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, synthetic_actions
-1.3.0 built beforehand): `python benchmarks/main_job.py --workdir=/tmp/mj15`, which runs
-`python train.py --config=configs/synthetic.py --workdir=/tmp/mj15`, took 2549 s: classifier 1500
-steps 981 s (top-1 91.8% on the 600 test clips; 48.2% with frames shuffled, 24.5% with one frame
-repeated; within-pair 94-100% except clockwise/anticlockwise, 76.5%); DeepISC compressor 100 +
-joint 10 steps 557 + 116 s; STAE 673 + 197 s. Then `python evaluate.py
---config=configs/synthetic.py --workdir=/tmp/mj15`: no method within 5 points of the reference at
-any measured rate; STAE 70.3% at 369x (keep 1x0.25), 40.5% at 863x (keep 0.125x1); H.264's
-envelope 84.8% at 165x and 76.3% at 347x; DeepISC 39.7% at 444x (16 tokens). That run's STAE
-used the factorized prior; with the conditional entropy model (now the default), on another run's
-classifier (BENCHMARKS.md "Entropy coding: the conditional model"): 23-31% fewer bits per clip,
-STAE 33.3% at 1,309 bits (keep 0.125x1) to 60.2% at 2,882 (keep 1x0.25).
+Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, a clean checkout):
+`python benchmarks/main_job.py --workdir=/tmp/mjA`, which builds synthetic_actions 1.3.0 (50 s)
+and runs `python train.py --config=configs/synthetic.py --workdir=/tmp/mjA`, took 1470 s:
+classifier 1000 steps 508 s (top-1 92.3% on the 600 test clips; 52.3% with frames shuffled, 23.5%
+with one frame repeated; within-pair 85.6-100%, clockwise/anticlockwise 89.9%); DeepISC
+compressor 100 + joint 10 steps 306 + 79 s; STAE 411 + 146 s. Then `python evaluate.py
+--config=configs/synthetic.py --workdir=/tmp/mjA`: no method within 5 points of the reference at
+any measured rate; STAE (conditional entropy model) 66.7% at 544x (keep 1x0.25, 2,889 bits),
+36.0% at 1210x (keep 0.125x1), above H.264's envelope at 3 of its 5 points; H.264's envelope
+85.0% at 165x and 77.7% at 331x; DeepISC 38.8% at 507x (16 tokens).
 """
 
 from configs import common

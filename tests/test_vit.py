@@ -178,9 +178,9 @@ def test_front_end_pools_then_motion_features_then_pixel_mlp():
   features_of = jax.jit(motion.motion_features, static_argnums=1)  # one compile, not op by op
   features = features_of(x, 2)
   assert features.shape == (2, 4, 4, 6, motion.MOTION_CHANNELS)
-  # All but the fine curl and its gated copy are fields of the pooled clip.
+  # All but the fine curl and its gated copies (13-16, 20-25) are fields of the pooled clip.
   np.testing.assert_allclose(features[..., :13], features_of(pooled, 1)[..., :13], atol=1e-6)
-  np.testing.assert_allclose(features[..., 17:], features_of(pooled, 1)[..., 17:], atol=1e-6)
+  np.testing.assert_allclose(features[..., 17:20], features_of(pooled, 1)[..., 17:20], atol=1e-6)
   expected = jax.nn.gelu(features @ model.stem.kernel[...] + model.stem.bias[...],
                          approximate=False)
   stem = nnx.split(model.stem)
