@@ -93,8 +93,9 @@ def get_config(arg=None):
   # clip average-pooled to 32x32, its 26 motion features (frames, their changes, normal flow, its
   # curl and divergence, a full-resolution curl, colour-gated and colour-opponent-gated curls:
   # stae_jax/models/motion.py; rotation was at chance without the gated curls), a per-pixel
-  # linear layer + GELU to 32 channels, then 4x8x8 tubelets -> 64 tokens. On pixels alone it learnt the actor's colour and
-  # not the sense of motion in minutes on two cores (BENCHMARKS.md "Classifier controls").
+  # linear layer + GELU to 32 channels, then 4x8x8 tubelets -> 64 tokens. On pixels alone it
+  # learnt the actor's colour and not the sense of motion in minutes on two cores (BENCHMARKS.md
+  # "Classifier controls").
   c.model.vit = ml_collections.ConfigDict(dict(
       size="Ti",                  # Ti/S/B/L; the overrides below shrink it for CPUs (0 = size's)
       width=128, depth=4, num_heads=4, mlp_dim=0,

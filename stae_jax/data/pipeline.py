@@ -10,9 +10,9 @@ One clip is made from one record in three steps, all on the host and all in uint
 - spatial view (`crop_box`): training takes a random resized crop whose area is a fraction in
   [min_crop_scale, 1] of the largest centred square, with a modest aspect jitter (3/4 to 4/3),
   or with min_crop_scale 1 the evaluation view (no resampling); evaluation takes the centred
-  square, which is "resize the short side, then centre crop". The
-  crop is resized to resolution x resolution, and is the same for every frame of a clip (motion is
-  the signal; a per-frame crop would add motion that is not in the video).
+  square, which is "resize the short side, then centre crop". The crop is resized to resolution x
+  resolution, and is the same for every frame of a clip (motion is the signal; a per-frame crop
+  would add motion that is not in the video).
 - optional horizontal flip of the whole clip (training only, `flip`).
 - optional symmetries of a generated world, training only, each with probability 1/2 and a label
   permutation saying which class the transformed clip belongs to (`*_labels`; empty keeps the
@@ -111,11 +111,10 @@ def crop_box(height: int, width: int, *, min_crop_scale: float = 1.0,
   than the whole frame so that a wide frame (HMDB51 is 4:3 and wider) does not make crops that
   cannot fit, and so that scale 1 at aspect 1 shows exactly as much as the evaluation view.
 
-  min_crop_scale 1 means no random resized crop: training takes the evaluation view, drawing
-  nothing. (It used to keep the aspect jitter, so every training frame was stretched up to 15%
-  and bilinearly resampled, which smooths sensor noise and edges, while test frames were not:
-  on synthetic_actions the classifier's motion inputs, spatial derivatives, saw blurred clips in
-  training and sharp ones in test; BENCHMARKS.md "Classifier controls".)
+  min_crop_scale 1 means no random resized crop: training takes the evaluation view and draws
+  nothing. An aspect jitter alone would stretch and bilinearly resample every training frame,
+  smoothing its noise and edges, while test frames stay sharp (it cost synthetic_actions' motion
+  classifier 28 points in one class pair: BENCHMARKS.md "Classifier controls").
   """
   side = min(height, width)
   if not 0 < min_crop_scale <= 1:

@@ -24,8 +24,9 @@ so no wrap-around at the frame's edges and the first/last frame take a one-sided
 Channels, in order (MOTION_CHANNELS = 26): x (3), 4 d (3), then tanh of 3 px, 3 py, 2 u, 2 v,
 12 curl, 12 div, 4 aniso; then the fine curl (1), colour-gated curls fine curl * x (3) and
 curl * x (3), and colour-opponent gated fine curls fine curl * relu(c - 1) for c in (chroma,
--chroma) (6), chroma = x - its mean over the 3 channels. The gains bring each field to a standard deviation of about 0.5-0.8 before the tanh
-on synthetic_actions training clips, and tanh bounds the heavy tails of the products. Curl and
+-chroma) (6), chroma = x - its mean over the 3 channels. The gains bring each field to a
+standard deviation of about 0.5-0.8 before the tanh on synthetic_actions training clips, and tanh
+bounds the heavy tails of the products. Curl and
 divergence are taken of the normal flow rather than of the products: on the actor's pixels the
 clockwise/anticlockwise means were about 2 standard deviations apart that way and 1.4 from the
 products (BENCHMARKS.md, the probes).
