@@ -70,11 +70,11 @@ def test_dense_rule_in_jax_equals_the_coders_pass_by_pass_rule():
     seen |= set((np.unique(ctx[kept]) // x_levels).tolist())
     assert (pred[ctx < x_levels] == 0).all()  # no neighbour: coded as itself
     for b in range(2):
-      canvas, sent = np.zeros((BLOCKS, l), np.int64), np.zeros(BLOCKS, bool)
+      canvas = context_lib.Canvas(1, BLOCKS, l, GRID, THRESHOLDS)
       for f in range(t):
         for first in (True, False):
           selected = kept[b, f] & (anchor == first)
-          p, s = context_lib.pass_context(canvas, sent, GRID, THRESHOLDS)
+          p, s = (a[0] for a in canvas.context(np.arange(BLOCKS)[None]))
           np.testing.assert_array_equal(p[selected], pred[b, f][selected])
           residual = (values[b, f] - p)[selected].reshape(-1, positions, channels)
           for c in range(channels):
@@ -82,8 +82,8 @@ def test_dense_rule_in_jax_equals_the_coders_pass_by_pass_rule():
             expected = s[selected].reshape(residual.shape)[..., c] * x_levels + x
             np.testing.assert_array_equal(
                 expected, ctx[b, f][selected].reshape(residual.shape)[..., c])
-          canvas[selected] = values[b, f][selected]
-          sent |= selected
+          canvas.send(np.zeros(selected.sum(), int), np.flatnonzero(selected),
+                      values[b, f][selected])
   assert seen == set(range(context_lib.num_spatial_contexts(THRESHOLDS)))  # every context occurs
 
 

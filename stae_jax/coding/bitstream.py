@@ -43,6 +43,7 @@ including constriction's Rust panics (BaseException), surfaces as `DecodeError`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import struct
 import zlib
@@ -73,6 +74,8 @@ MAX_FRAME_VALUES = 1 << 22
 MAX_CONTEXT_FRAMES = 1024
 _MAX_DIM = (1 << 32) - 1
 _ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
+#: Version 2 hands the range coder at most this many symbols' tables at a time (bounds memory).
+_CODER_ROWS = 1 << 14
 
 _model = constriction.stream.model
 _BERNOULLI = _model.Bernoulli(perfect=False)
@@ -246,6 +249,13 @@ def _mask_probabilities(masks: np.ndarray):
   return bits[undetermined], p[undetermined].astype(np.float64)
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _mask_bit_model(picks_left: int, places_left: int):
+  """The Bernoulli of a mask bit, built once per (picks left, places left): a mask decodes bit by
+  bit, and building the model cost more than decoding with it."""
+  return _model.Bernoulli(picks_left / places_left, perfect=False)
+
+
 def _decode_mask(decoder, n: int, k: int) -> np.ndarray:
   """Sequential adaptive Bernoulli decoding of one mask keeping k of n places."""
   mask = np.zeros(n, np.bool_)
@@ -257,8 +267,7 @@ def _decode_mask(decoder, n: int, k: int) -> np.ndarray:
     if picks_left == places_left:
       mask[i:] = True
       break
-    bit = decoder.decode(_model.Bernoulli(picks_left / places_left, perfect=False))
-    if bit:
+    if decoder.decode(_mask_bit_model(picks_left, places_left)):
       mask[i] = True
       picks_left -= 1
   return mask
@@ -294,96 +303,120 @@ def _escape_fields(values: np.ndarray, lower: np.ndarray, upper: np.ndarray):
 
 
 def _context_passes(block_masks: np.ndarray, tables: CodingTables):
-  """The coding order of version 2: yields (frame, the pass's blocks bool [N]), anchors first."""
-  anchor = context_lib.anchors(block_masks.shape[1], tables.grid_width)
-  for f in range(block_masks.shape[0]):
-    for selected in (block_masks[f] & anchor, block_masks[f] & ~anchor):
-      if selected.any():
-        yield f, selected
+  """The coding order of version 2, for a batch of clips in lockstep: yields (frame, the pass's
+  blocks int [B, m], which of those are real bool [B, m]), anchors first. Each clip's blocks come
+  first, ascending, then padding (blocks it does not send in this pass); a pass no clip has is
+  skipped, and a clip with no block in a pass codes nothing there."""
+  k_f, n = block_masks.shape[1:]
+  anchor = context_lib.anchors(n, tables.grid_width)
+  for f in range(k_f):
+    for selected in (block_masks[:, f] & anchor, block_masks[:, f] & ~anchor):
+      counts = selected.sum(axis=1)
+      m = int(counts.max(initial=0))
+      if m:
+        blocks = np.argsort(~selected, axis=1, kind="stable")[:, :m]
+        yield f, blocks, np.arange(m) < counts[:, None]
 
 
-def _encode_residuals(encoder, residual: np.ndarray, rows: np.ndarray, tables: CodingTables) -> int:
-  """One sub-pass of version 2: each residual under its row's table (one call, per-symbol
-  tables), then the escapes. Returns the number of escapes."""
+def _rows_of(spatial: np.ndarray, x: np.ndarray, channel: int, tables: CodingTables) -> np.ndarray:
+  return channel * tables.num_contexts + spatial * (2 * tables.channel_clip + 1) + x
+
+
+def _encode_residuals(encoder, symbols: np.ndarray, rows: np.ndarray, escaped: np.ndarray,
+                      residual: np.ndarray, subpass: np.ndarray, tables: CodingTables,
+                      buffer: np.ndarray):
+  """One clip's version-2 symbols in stream order, each under its row's table (the row as stored,
+  padding included), each sub-pass's escapes after its symbols. Sub-passes between escapes go in
+  one coder call: the range coder codes symbol by symbol, so the bytes do not depend on how the
+  symbols are cut into calls. `buffer` (float64 [n, width]) takes the rows' tables, n at a time:
+  reused across clips, as a fresh array of a clip's size costs more than the coding."""
+  ends = [len(symbols)]
+  if escaped.any():  # cut after every sub-pass that has escapes
+    ends = np.searchsorted(subpass, np.unique(subpass[escaped]), side="right").tolist() + ends
+  start = 0
+  for end in ends:
+    for piece in range(start, end, len(buffer)):
+      stop = min(end, piece + len(buffer))
+      probabilities = np.take(tables.probabilities, rows[piece:stop], axis=0, mode="clip",
+                              out=buffer[:stop - piece])
+      encoder.encode(symbols[piece:stop], _CATEGORICAL, probabilities)
+    here = escaped[start:end]
+    if here.any():
+      row = rows[start:end][here]
+      head, head_sizes, chunks, chunk_sizes = _escape_fields(
+          residual[start:end][here], tables.lower[row].astype(np.int64),
+          tables.upper[row].astype(np.int64))
+      encoder.encode(head, _UNIFORM, head_sizes)
+      if chunks.size:
+        encoder.encode(chunks, _UNIFORM, chunk_sizes)
+    start = end
+
+
+def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndarray,
+                       tables: CodingTables) -> np.ndarray:
+  """Version 2 latents of B clips of one shape, one encoder each (module doc's order).
+
+  The encoder holds every value, so each pass's contexts are computed for the whole batch at
+  once (`context_lib.Canvas`, as the decoder computes them), and each clip's
+  residuals then go to its coder in one call (more only around escapes). latents int [B, k_f,
+  k_s, *inner, C], block_masks bool [B, k_f, N]. Returns the number of escapes per clip.
+  """
+  batch, k_f, n = block_masks.shape
+  if not latents.size:
+    return np.zeros(batch, np.int64)
+  channels = tables.channels
+  values = latents.reshape(batch, k_f, latents.shape[2], -1, channels).astype(np.int64)
+  l = values.shape[3] * channels
+  canvas = context_lib.Canvas(batch, n, l, tables.grid_width, tables.thresholds)
+  rank = np.cumsum(block_masks, axis=2) - 1  # a kept block's place among its frame's latents
+  lanes = np.arange(batch)[:, None]
+  residuals, rows, subpasses, real = [], [], [], []
+  for f, blocks, valid in _context_passes(block_masks, tables):
+    pass_values = values[lanes, f, rank[lanes, f, blocks]]               # [B, m, P, C]
+    pred, spatial = canvas.context(blocks)
+    residual = pass_values - pred.reshape(pass_values.shape)
+    spatial = spatial.reshape(pass_values.shape)
+    row = np.stack([_rows_of(spatial[..., c],
+                             context_lib.channel_context(residual, c, tables.channel_clip), c,
+                             tables) for c in range(channels)], axis=1)  # [B, C, m, P]
+    # Stream order within the pass: channel, then block, then position.
+    residuals.append(np.moveaxis(residual, -1, 1).reshape(batch, -1))
+    rows.append(row.reshape(batch, -1))
+    subpasses.append(np.broadcast_to(
+        (len(real) * channels + np.arange(channels))[:, None, None], row.shape[1:]).reshape(-1))
+    real.append(np.broadcast_to(valid[:, None, :, None], row.shape).reshape(batch, -1))
+    canvas.send(np.nonzero(valid)[0], blocks[valid],
+                pass_values.reshape(valid.shape + (l,))[valid])
+  # Every clip sends k_f x k_s blocks, so its real symbols have one length.
+  real = np.concatenate(real, axis=1)
+  residual = np.concatenate(residuals, axis=1)[real].reshape(batch, -1)
+  rows = np.concatenate(rows, axis=1)[real].reshape(batch, -1)
+  subpass = np.broadcast_to(np.concatenate(subpasses), real.shape)[real].reshape(batch, -1)
   lower, sizes = tables.lower[rows].astype(np.int64), tables.sizes[rows]
   index = residual - lower
   escaped = (index < 0) | (index >= sizes)
   symbols = np.where(escaped, sizes, index).astype(np.int32)
-  if symbols.size:
-    encoder.encode(symbols, _CATEGORICAL, tables.probabilities[rows])
-  if not escaped.any():
-    return 0
-  head, head_sizes, chunks, chunk_sizes = _escape_fields(
-      residual[escaped], lower[escaped], tables.upper[rows][escaped].astype(np.int64))
-  encoder.encode(head, _UNIFORM, head_sizes)
-  if chunks.size:
-    encoder.encode(chunks, _UNIFORM, chunk_sizes)
-  return int(escaped.sum())
+  buffer = np.empty((min(rows.shape[1], _CODER_ROWS), tables.probabilities.shape[1]))
+  for b, encoder in enumerate(encoders):
+    _encode_residuals(encoder, symbols[b], rows[b], escaped[b], residual[b], subpass[b], tables,
+                      buffer)
+  return escaped.sum(axis=1)
 
 
-def _decode_residuals(decoder, rows: np.ndarray, tables: CodingTables) -> np.ndarray:
-  """The mirror of `_encode_residuals`: int64 residuals at `rows`' places."""
-  if not rows.size:
-    return np.zeros(0, np.int64)
-  symbols = np.asarray(decoder.decode(_CATEGORICAL, tables.probabilities[rows]), np.int64)
-  lower, sizes = tables.lower[rows].astype(np.int64), tables.sizes[rows]
-  if (symbols > sizes).any():  # a padding entry of the row: never written by the encoder
-    raise DecodeError("a latent decodes to a symbol outside its table (corrupted payload)")
-  escaped = symbols == sizes
-  residual = symbols + lower
-  if escaped.any():
-    residual[escaped] = _decode_escapes(decoder, int(escaped.sum()), lower[escaped],
-                                        tables.upper[rows][escaped].astype(np.int64),
-                                        limit=2**33)
-  return residual
-
-
-def _rows_of(spatial: np.ndarray, x: np.ndarray, channel: int, tables: CodingTables) -> np.ndarray:
-  return (channel * tables.num_contexts + spatial * (2 * tables.channel_clip + 1) + x).reshape(-1)
-
-
-def _encode_in_context(encoder, latents: np.ndarray, block_masks: np.ndarray,
-                       tables: CodingTables) -> int:
-  """Version 2 latents: residuals pass by pass, channel by channel (module doc). Returns the
-  number of escapes."""
-  k_f, n = block_masks.shape
-  if not latents.size:
-    return 0
-  channels = tables.channels
-  kept = latents.reshape(k_f, latents.shape[1], -1, channels).astype(np.int64)  # [k_f,k_s,P,C]
-  l = kept.shape[2] * channels
-  canvas, sent = np.zeros((n, l), np.int64), np.zeros(n, bool)
-  escapes = 0
-  for f, selected in _context_passes(block_masks, tables):
-    blocks = np.flatnonzero(selected)
-    values = kept[f][np.searchsorted(np.flatnonzero(block_masks[f]), blocks)]  # [m, P, C]
-    pred, spatial = context_lib.pass_context(canvas, sent, tables.grid_width, tables.thresholds,
-                                             blocks)
-    residual = values - pred.reshape(values.shape)
-    spatial = spatial.reshape(values.shape)
-    for c in range(channels):
-      x = context_lib.channel_context(residual, c, tables.channel_clip)
-      escapes += _encode_residuals(encoder, residual[..., c].reshape(-1),
-                                   _rows_of(spatial[..., c], x, c, tables), tables)
-    canvas[selected] = values.reshape(-1, l)
-    sent |= selected
-  return escapes
-
-
-def _encode_clip(header: bytes, frame_mask, block_masks, symbols: np.ndarray, escaped: np.ndarray,
-                 values_cm: np.ndarray, tables: CodingTables,
-                 latents=None) -> tuple[bytes, int]:
-  """Range-codes one clip whose latent symbols [C, M] were prepared (version 1), or whose
-  latents are given (version 2); returns (the whole stream, number of escaped values)."""
+def _mask_encoder(frame_mask, block_masks):
+  """A range encoder holding one clip's masks (the first part of every payload)."""
   encoder = constriction.stream.queue.RangeEncoder()
   for masks in ([frame_mask[None]] if frame_mask is not None else []) + (
       [block_masks] if block_masks is not None else []):
     bits, p = _mask_probabilities(np.asarray(masks))
     if bits.size:
       encoder.encode(bits, _BERNOULLI, p)
-  if tables.conditional:
-    escapes = _encode_in_context(encoder, latents, np.asarray(block_masks), tables)
-    return _finish(encoder, header, tables), escapes
+  return encoder
+
+
+def _encode_factorized(encoder, symbols: np.ndarray, escaped: np.ndarray, values_cm: np.ndarray,
+                       tables: CodingTables) -> int:
+  """Version 1 latents of one clip, whose symbols [C, M] were prepared; returns its escapes."""
   models = tables.categorical_models()
   for c in range(symbols.shape[0]):
     if symbols.shape[1]:
@@ -396,7 +429,28 @@ def _encode_clip(header: bytes, frame_mask, block_masks, symbols: np.ndarray, es
     encoder.encode(head, _UNIFORM, head_sizes)
     if chunks.size:
       encoder.encode(chunks, _UNIFORM, chunk_sizes)
-  return _finish(encoder, header, tables), int(escaped.sum())
+  return int(escaped.sum())
+
+
+def _encode_clips(headers: list[bytes], frame_masks, block_masks, latents: np.ndarray,
+                  tables: CodingTables) -> tuple[list[bytes], np.ndarray]:
+  """Range-codes B validated clips of one latent shape (headers from `_check_payload`; masks
+  None or one per clip); returns (the streams, escapes per clip)."""
+  batch = len(headers)
+  if not batch:
+    return [], np.zeros(0, np.int64)
+  frame_masks = [None] * batch if frame_masks is None else frame_masks
+  block_masks = [None] * batch if block_masks is None else block_masks
+  encoders = [_mask_encoder(frame_masks[b], block_masks[b]) for b in range(batch)]
+  if tables.conditional:
+    escapes = _encode_in_context(encoders, latents, np.asarray(block_masks, bool), tables)
+  else:
+    flat = latents.reshape(batch, -1, tables.channels).astype(np.int64)
+    symbols, escaped = _latent_symbols(flat, tables)
+    values_cm = np.swapaxes(flat, 1, 2)
+    escapes = np.array([_encode_factorized(encoder, symbols[b], escaped[b], values_cm[b], tables)
+                        for b, encoder in enumerate(encoders)], np.int64)
+  return [_finish(encoder, header, tables) for encoder, header in zip(encoders, headers)], escapes
 
 
 def _finish(encoder, header: bytes, tables: CodingTables) -> bytes:
@@ -412,14 +466,12 @@ def encode_with_stats(payload: ClipPayload, tables: CodingTables | None, *,
   """
   tables = require_tables(tables, model)
   flat, header = _check_payload(payload, tables)
-  if tables.conditional:
-    symbols = escaped = None
-  else:
-    symbols, escaped = _latent_symbols(flat, tables)
-  data, escapes = _encode_clip(header, payload.frame_mask, payload.block_masks, symbols, escaped,
-                               flat.T, tables, latents=np.asarray(payload.latents))
+  masks = lambda mask: None if mask is None else [np.asarray(mask)]
+  (data,), (escapes,) = _encode_clips([header], masks(payload.frame_mask),
+                                      masks(payload.block_masks),
+                                      np.asarray(payload.latents)[None], tables)
   stats = CodingStats(num_bytes=len(data), header_bytes=len(header) + _CRC_BYTES,
-                      escapes=escapes, latent_symbols=int(flat.size))
+                      escapes=int(escapes), latent_symbols=int(flat.size))
   return data, stats
 
 
@@ -529,46 +581,93 @@ def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray,
   return values
 
 
-def _decode_in_context(decoder, block_masks: np.ndarray, inner: tuple, tables: CodingTables):
-  """Version 2 latents (the mirror of `_encode_in_context`) -> int64 [k_f, k_s, *inner, C]."""
-  k_f, n = block_masks.shape
-  k_s = int(block_masks[0].sum()) if k_f else 0
-  channels = tables.channels
-  positions = math.prod(inner)
-  out = np.zeros((k_f, k_s, positions, channels), np.int64)
+def _decode_residuals(decoders: list, rows: np.ndarray, counts: list, tables: CodingTables,
+                      failures: dict, buffer: np.ndarray) -> np.ndarray:
+  """One sub-pass of version 2 for a batch of streams (the mirror of `_encode_residuals`):
+  stream b's first counts[b] symbols under their rows' tables [B, M] in one call, then its
+  escapes. Returns int64 residuals [B, M]; a stream that fails goes into `failures` (lane ->
+  exception) and is not read again. `buffer` (float64, B x M x width at least) takes the
+  rows' tables, all streams' at once."""
+  symbols = np.zeros(rows.shape, np.int64)
+  width = tables.probabilities.shape[1]
+  probabilities = np.take(tables.probabilities, rows, axis=0, mode="clip",
+                          out=buffer[:rows.size * width].reshape(rows.shape + (width,)))
+  for b, count in enumerate(counts):
+    if count and b not in failures:
+      try:
+        symbols[b, :count] = decoders[b].decode(_CATEGORICAL, probabilities[b, :count])
+      except BaseException as e:  # pylint: disable=broad-except
+        if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+          raise
+        failures[b] = e
+  lower, sizes = tables.lower[rows].astype(np.int64), tables.sizes[rows]
+  residual = symbols + lower
+  outside, escaped = symbols > sizes, symbols == sizes  # padding symbols are 0: neither
+  for b in np.flatnonzero(outside.any(axis=1) | escaped.any(axis=1)).tolist():
+    if b in failures:
+      continue
+    if outside[b].any():  # a padding entry of the row: never written by the encoder
+      failures[b] = DecodeError("a latent decodes to a symbol outside its table (corrupted "
+                                "payload)")
+      continue
+    here = escaped[b]
+    try:
+      residual[b, here] = _decode_escapes(decoders[b], int(here.sum()), lower[b, here],
+                                          tables.upper[rows[b, here]].astype(np.int64),
+                                          limit=2**33)
+    except BaseException as e:  # pylint: disable=broad-except
+      if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        raise
+      failures[b] = e
+  return residual
+
+
+def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
+                       tables: CodingTables) -> tuple[np.ndarray, dict]:
+  """Version 2 latents of B streams in lockstep (the mirror of `_encode_in_context`).
+
+  Each pass's contexts are computed for the whole batch at once, then every stream's decoder
+  reads its symbols of a channel in one call; the streams stay independent (each its own
+  decoder, canvas and failure). block_masks bool [B, k_f, N], every row keeping the same k_s.
+  Returns (latents int64 [B, k_f, k_s, *inner, C], {lane: the exception that stopped it}).
+  """
+  batch, k_f, n = block_masks.shape
+  k_s = int(block_masks[0, 0].sum()) if k_f else 0
+  channels, positions = tables.channels, math.prod(inner)
+  out = np.zeros((batch, k_f, k_s, positions, channels), np.int64)
+  failures = {}
   if not out.size:
-    return out.reshape((k_f, k_s) + tuple(inner) + (channels,))
+    return out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)), failures
   l = positions * channels
-  canvas, sent = np.zeros((n, l), np.int64), np.zeros(n, bool)
-  for f, selected in _context_passes(block_masks, tables):
-    blocks = np.flatnonzero(selected)
-    pred, spatial = context_lib.pass_context(canvas, sent, tables.grid_width, tables.thresholds,
-                                             blocks)
-    shape = (blocks.size, positions, channels)
+  canvas = context_lib.Canvas(batch, n, l, tables.grid_width, tables.thresholds)
+  rank = np.cumsum(block_masks, axis=2) - 1  # a kept block's place among its frame's latents
+  buffer = np.empty(batch * n * positions * tables.probabilities.shape[1])
+  for f, blocks, valid in _context_passes(block_masks, tables):
+    pred, spatial = canvas.context(blocks)
+    shape = blocks.shape + (positions, channels)
     pred, spatial = pred.reshape(shape), spatial.reshape(shape)
     residual = np.zeros(shape, np.int64)
+    counts = (valid.sum(axis=1) * positions).tolist()
     for c in range(channels):
       x = context_lib.channel_context(residual, c, tables.channel_clip)
-      residual[..., c] = _decode_residuals(decoder, _rows_of(spatial[..., c], x, c, tables),
-                                           tables).reshape(shape[:2])
+      rows = _rows_of(spatial[..., c], x, c, tables).reshape(batch, -1)
+      residual[..., c] = _decode_residuals(decoders, rows, counts, tables, failures,
+                                           buffer).reshape(shape[:3])
     values = pred + residual
-    if (values < -2**31).any() or (values >= 2**31).any():
-      raise DecodeError("a latent decodes outside int32 (corrupted payload)")
-    canvas[selected] = values.reshape(-1, l)
-    sent |= selected
-    # This frame's blocks in ascending order: its kept blocks of both passes, merged.
-    out[f][np.searchsorted(np.flatnonzero(block_masks[f]), blocks)] = values
-  return out.reshape((k_f, k_s) + tuple(inner) + (channels,))
+    outside = ((values < -2**31) | (values >= 2**31)).any(axis=(2, 3)) & valid
+    for b in np.flatnonzero(outside.any(axis=1)).tolist():
+      failures.setdefault(b, DecodeError("a latent decodes outside int32 (corrupted payload)"))
+    lane, block = np.nonzero(valid)[0], blocks[valid]
+    canvas.send(lane, block, values[valid].reshape(-1, l))
+    out[lane, f, rank[lane, f, block]] = values[valid]
+  return out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)), failures
 
 
-def decode(data: bytes, tables: CodingTables | None, *, model=None,
-           max_latent_symbols: int = MAX_LATENT_SYMBOLS) -> ClipPayload:
-  """Decodes one clip bitstream; raises DecodeError for anything that is not a valid stream.
-
-  Checks: magic, version, CRC, table hash, header fields and limits, whole words, every mask count,
-  escaped values in int32, and that the range decoder consumed the whole payload.
-  """
-  tables = require_tables(tables, model)
+def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int):
+  """`decode`'s work on one stream, as a generator: a version-2 stream yields (its decoder, block
+  masks, inner latent shape) once its masks are read and is sent back its latents, so that
+  `_decode_streams` decodes a batch's latents in lockstep. Every other check of a stream is made
+  here, one copy for `decode` and `decode_batch`; returns the ClipPayload."""
   if not isinstance(data, (bytes, bytearray, memoryview)):
     raise DecodeError(f"decode expects bytes, got {type(data).__name__}")
   data = bytes(data)
@@ -586,7 +685,7 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
     count = math.prod(lead)
     channels = tables.channels
     if tables.conditional:
-      values = _decode_in_context(decoder, block_masks, lead[2:], tables)
+      values = yield decoder, block_masks, lead[2:]  # from `_decode_in_context`
       exhausted = decoder.maybe_exhausted()
       if not exhausted:
         raise DecodeError("the payload has data left after the last symbol (extended or corrupted)")
@@ -617,6 +716,60 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
   return ClipPayload(latents=latents, frame_mask=frame_mask, block_masks=block_masks)
 
 
+def _decode_streams(streams, tables: CodingTables, max_latent_symbols: int) -> list[ClipPayload]:
+  """Decodes streams (each by `_decode_stream`), the version-2 latents of those of one shape in
+  lockstep; raises the DecodeError of the first stream that fails, as decoding one by one would."""
+  results, errors, waiting = [None] * len(streams), {}, {}
+
+  def resume(i, steps, latents=None, failure=None):
+    try:
+      request = steps.send(latents) if failure is None else steps.throw(failure)
+    except StopIteration as stop:
+      results[i] = stop.value
+    except DecodeError as error:
+      errors[i] = error
+    else:
+      _, block_masks, inner = request
+      k_s = int(block_masks[0].sum()) if len(block_masks) else 0
+      waiting.setdefault((block_masks.shape, k_s, inner), []).append((i, steps, request))
+
+  for i, data in enumerate(streams):
+    resume(i, _decode_stream(data, tables, max_latent_symbols))
+  for (shape, _, inner), group in list(waiting.items()):
+    # Lanes at a time such that their canvas and tables are no larger than one stream's may be.
+    lanes = max(1, MAX_FRAME_VALUES // max(1, shape[1] * math.prod(inner) * (
+        tables.channels + tables.probabilities.shape[1])))
+    for start in range(0, len(group), lanes):
+      chunk = group[start:start + lanes]
+      try:
+        latents, failures = _decode_in_context([decoder for _, _, (decoder, _, _) in chunk],
+                                               np.stack([masks for _, _, (_, masks, _) in chunk]),
+                                               inner, tables)
+      except BaseException as e:  # pylint: disable=broad-except
+        if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+          raise
+        latents, failures = None, {lane: e for lane in range(len(chunk))}
+      for lane, (i, steps, _) in enumerate(chunk):
+        if lane in failures:
+          resume(i, steps, failure=failures[lane])
+        else:
+          resume(i, steps, latents=latents[lane])
+  if errors:
+    raise errors[min(errors)]
+  return results
+
+
+def decode(data: bytes, tables: CodingTables | None, *, model=None,
+           max_latent_symbols: int = MAX_LATENT_SYMBOLS) -> ClipPayload:
+  """Decodes one clip bitstream; raises DecodeError for anything that is not a valid stream.
+
+  Checks: magic, version, CRC, table hash, header fields and limits, whole words, every mask count,
+  escaped values in int32, and that the range decoder consumed the whole payload.
+  """
+  tables = require_tables(tables, model)
+  return _decode_streams([data], tables, max_latent_symbols)[0]
+
+
 # ----------------------------------------------------------------------------- batches
 
 
@@ -625,8 +778,9 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
   """Encodes B clips of equal shapes (one stream each); returns (streams, per-clip stats arrays).
 
   latents int [B, *lead, C]; frame_masks bool [B, T] or None; block_masks bool [B, R, N] or None.
-  Symbol mapping and escape detection run vectorised over the whole batch; only the range coder
-  calls are per clip. Stats: num_bytes, bits, escapes (int64 [B] each).
+  Symbol mapping, escape detection and version 2's contexts run vectorised over the whole batch;
+  only the range coder calls are per clip (one per channel, or per clip in version 2, more only
+  around escapes). Stats: num_bytes, bits, escapes (int64 [B] each).
   """
   tables = require_tables(tables, model)
   latents = np.asarray(latents)
@@ -641,25 +795,19 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
     clip = ClipPayload(latents[b], None if frame_masks is None else np.asarray(frame_masks[b]),
                        None if block_masks is None else np.asarray(block_masks[b]))
     headers.append(_check_payload(clip, tables)[1])
-  flat = latents.reshape(batch, -1, tables.channels).astype(np.int64)
-  if tables.conditional:
-    symbols = escaped = values_cm = [None] * batch
-  else:
-    symbols, escaped = _latent_symbols(flat, tables)
-    values_cm = np.swapaxes(flat, 1, 2)
-  coded = [
-      _encode_clip(headers[b], None if frame_masks is None else np.asarray(frame_masks[b]),
-                   None if block_masks is None else np.asarray(block_masks[b]), symbols[b],
-                   escaped[b], values_cm[b], tables, latents=latents[b]) for b in range(batch)]
-  streams = [stream for stream, _ in coded]
+  streams, escapes = _encode_clips(
+      headers, None if frame_masks is None else np.asarray(frame_masks),
+      None if block_masks is None else np.asarray(block_masks), latents, tables)
   num_bytes = np.array([len(s) for s in streams], np.int64)
   stats = dict(num_bytes=num_bytes, bits=8 * num_bytes,
-               escapes=np.array([e for _, e in coded], np.int64))
+               escapes=escapes)
   return streams, stats
 
 
 def decode_batch(streams, tables: CodingTables | None, *, model=None,
                  max_latent_symbols: int = MAX_LATENT_SYMBOLS) -> list[ClipPayload]:
-  """Decodes a list of clip streams (each with `decode`); the first bad one raises DecodeError."""
+  """Decodes a list of clip streams as `decode` each, those of version 2 with one shape in lockstep
+  (contexts computed for all at once, one decoder call per stream and sub-pass); the first bad
+  one raises its DecodeError."""
   tables = require_tables(tables, model)
-  return [decode(s, tables, max_latent_symbols=max_latent_symbols) for s in streams]
+  return _decode_streams(list(streams), tables, max_latent_symbols)

@@ -21,8 +21,9 @@ family, trained through `stae_jax.models.entropy.ContextPrior`, frozen into
 `stae_jax.coding.tables`). Measured against the factorized prior on the same latents:
 BENCHMARKS.md "Entropy coding: the conditional model".
 
-Two implementations of the one rule: `pass_context` and `channel_context` in NumPy int64, pass
-by pass, for the range coder (the encoder and the decoder call the same functions), and
+Two implementations of the one rule: `Canvas` and `channel_context` in NumPy int64, pass by
+pass over a batch of clips in lockstep, for the range coder (the encoder and the decoder run the
+same code), and
 `dense_context` in JAX over whole clips [B, T, N, L] for the training rate (float arithmetic on
 integer values, exact for |y| < 2^20). The tests check that they agree.
 """
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["RULE_VERSION", "num_spatial_contexts", "num_contexts", "check_rule", "anchors",
-           "pass_context", "channel_context", "dense_context"]
+           "Canvas", "channel_context", "dense_context"]
 
 #: Version of the rule above; stored in the coding tables' context spec (a change means new tables).
 RULE_VERSION = 2
@@ -117,22 +118,50 @@ def _neighbour_index(blocks: int, grid_width: int) -> tuple[np.ndarray, np.ndarr
   return np.stack(out), np.stack(valid)
 
 
-def pass_context(canvas, sent, grid_width: int, thresholds: Sequence[int], blocks=None):
-  """Prediction and spatial context for the coming pass, in NumPy int64 (the coder's side).
+class Canvas:
+  """What the decoder holds of B clips' block grids, in NumPy int64: the coder's side of the rule
+  (the encoder and the decoder run this same code). `context` gives a coming pass's prediction
+  and spatial context, `send` records what the pass sent. Clips are independent lanes, so the
+  streams of a batch run their passes as one.
 
-  canvas int64 [N, L]: each block's values as last sent (earlier frames, and this frame's first
-  pass); sent bool [N]: whether it ever was. `blocks` (int [m], optional): only these blocks.
-  Returns (pred int64 [m or N, L], s int64 [m or N, L]). The same rule as `dense_context`.
+  The canvas is kept three ways (the values, 0 where never sent; and -2^62 / +2^62 there, for
+  the neighbours' spread) plus whether each block was sent, each with one more block per clip
+  standing for the places off the grid: a pass reads its neighbours with plain gathers.
   """
-  n = canvas.shape[0]
-  index, valid = _neighbour_index(n, grid_width)
-  if blocks is not None:
-    index, valid = index[:, blocks], valid[:, blocks]
-  values = canvas[index]                                   # [5, m, L]
-  available = (sent[index] & valid)[..., None]              # [5, m, 1]
-  count, total, spatial = _combine(values, available, tuple(thresholds), np, np.int64(1) << 62)
-  pred = np.where(count > 0, (2 * total + count) // (2 * np.maximum(count, 1)), 0)
-  return pred, np.broadcast_to(spatial, pred.shape)
+
+  def __init__(self, batch: int, blocks: int, width: int, grid_width: int,
+               thresholds: Sequence[int]):
+    index, valid = _neighbour_index(blocks, grid_width)
+    self._neighbours = np.where(valid, index, blocks)  # [5, N]; off the grid: the extra block
+    self._stride = blocks + 1
+    self._thresholds = np.asarray(thresholds, np.int64)
+    shape = (batch * self._stride, width)
+    self._values = np.zeros(shape, np.int64)
+    self._high = np.full(shape, -(1 << 62), np.int64)
+    self._low = np.full(shape, 1 << 62, np.int64)
+    self._sent = np.zeros(batch * self._stride, np.int64)
+
+  def context(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction and spatial context of the blocks int [B, m] of a coming pass (each clip's
+    own) -> (pred int64 [B, m, L], s int64 [B, m, L]). The same rule as `dense_context`."""
+    rows = self._neighbours[:, blocks] + (np.arange(len(blocks)) * self._stride)[:, None]
+    count = np.take(self._sent, rows).sum(axis=0)[..., None]
+    total = np.take(self._values, rows, axis=0).sum(axis=0)
+    # max - min of the sent neighbours: 0 with one, < 0 with none.
+    spread = (np.take(self._high, rows, axis=0).max(axis=0)
+              - np.take(self._low, rows, axis=0).min(axis=0))
+    bucket = np.searchsorted(self._thresholds, spread, side="right")  # thresholds <= spread
+    spatial = np.where(count > 1, 2 + bucket, count)
+    pred = (2 * total + count) // (2 * np.maximum(count, 1))  # the mean rounded half up; 0: none
+    return pred, spatial
+
+  def send(self, lanes: np.ndarray, blocks: np.ndarray, values: np.ndarray):
+    """Records that clip lanes[i] sent values[i] (int [k, L]) at its block blocks[i]."""
+    rows = lanes * self._stride + blocks
+    self._values[rows] = values
+    self._high[rows] = values
+    self._low[rows] = values
+    self._sent[rows] = 1
 
 
 def channel_context(residual, channel: int, channel_clip: int):
