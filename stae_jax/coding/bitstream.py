@@ -232,21 +232,17 @@ def _read_varint(data: bytes, offset: int, end: int) -> tuple[int, int]:
 
 
 def _mask_probabilities(masks: np.ndarray):
-  """For rows of bool masks: bits to code and their p = picks left / places left (vectorised).
+  """For bool masks [..., n] (rows of places): each place's bit, its p = picks left / places
+  left, and whether the bit is still undetermined (only those are coded); vectorised.
 
-  Returns (bits int32 [m], p float64 [m]) over the places whose bit is not yet determined.
+  Returns (bits int32 [..., n], p float64 [..., n], undetermined bool [..., n]).
   """
-  rows, n = masks.shape
-  if not n or not rows:
-    return np.zeros(0, np.int32), np.zeros(0, np.float64)
+  n = masks.shape[-1]
   bits = masks.astype(np.int32)
-  k = bits.sum(axis=1, keepdims=True)
-  picks_before = np.cumsum(bits, axis=1) - bits
-  picks_left = k - picks_before
-  places_left = n - np.arange(n)[None, :]
+  picks_left = bits.sum(axis=-1, keepdims=True) - (np.cumsum(bits, axis=-1) - bits)
+  places_left = n - np.arange(n)
   undetermined = (picks_left > 0) & (picks_left < places_left)
-  p = picks_left / places_left
-  return bits[undetermined], p[undetermined].astype(np.float64)
+  return bits, picks_left / places_left, undetermined
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -403,15 +399,22 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
   return escaped.sum(axis=1)
 
 
-def _mask_encoder(frame_mask, block_masks):
-  """A range encoder holding one clip's masks (the first part of every payload)."""
-  encoder = constriction.stream.queue.RangeEncoder()
-  for masks in ([frame_mask[None]] if frame_mask is not None else []) + (
-      [block_masks] if block_masks is not None else []):
-    bits, p = _mask_probabilities(np.asarray(masks))
-    if bits.size:
-      encoder.encode(bits, _BERNOULLI, p)
-  return encoder
+def _mask_encoders(batch: int, frame_masks, block_masks) -> list:
+  """One range encoder per clip holding its masks, the first part of every payload (frame_masks
+  bool [B, T] or None, block_masks bool [B, R, N] or None): the bits of the whole batch are
+  found at once, then each clip's go to its coder in one call (frame mask first)."""
+  parts = [[a.reshape(batch, -1) for a in _mask_probabilities(masks)]
+           for masks in (frame_masks, block_masks) if masks is not None]
+  encoders = [constriction.stream.queue.RangeEncoder() for _ in range(batch)]
+  if not parts:
+    return encoders
+  bits, p, undetermined = (np.concatenate(arrays, axis=1) for arrays in zip(*parts))
+  ends = np.cumsum(undetermined.sum(axis=1)).tolist()
+  bits, p = bits[undetermined], p[undetermined]
+  for encoder, start, end in zip(encoders, [0] + ends, ends):
+    if end > start:
+      encoder.encode(bits[start:end], _BERNOULLI, p[start:end])
+  return encoders
 
 
 def _encode_factorized(encoder, symbols: np.ndarray, escaped: np.ndarray, values_cm: np.ndarray,
@@ -435,15 +438,13 @@ def _encode_factorized(encoder, symbols: np.ndarray, escaped: np.ndarray, values
 def _encode_clips(headers: list[bytes], frame_masks, block_masks, latents: np.ndarray,
                   tables: CodingTables) -> tuple[list[bytes], np.ndarray]:
   """Range-codes B validated clips of one latent shape (headers from `_check_payload`; masks
-  None or one per clip); returns (the streams, escapes per clip)."""
+  None or bool arrays [B, ...]); returns (the streams, escapes per clip)."""
   batch = len(headers)
   if not batch:
     return [], np.zeros(0, np.int64)
-  frame_masks = [None] * batch if frame_masks is None else frame_masks
-  block_masks = [None] * batch if block_masks is None else block_masks
-  encoders = [_mask_encoder(frame_masks[b], block_masks[b]) for b in range(batch)]
+  encoders = _mask_encoders(batch, frame_masks, block_masks)
   if tables.conditional:
-    escapes = _encode_in_context(encoders, latents, np.asarray(block_masks, bool), tables)
+    escapes = _encode_in_context(encoders, latents, block_masks, tables)
   else:
     flat = latents.reshape(batch, -1, tables.channels).astype(np.int64)
     symbols, escaped = _latent_symbols(flat, tables)
@@ -466,7 +467,7 @@ def encode_with_stats(payload: ClipPayload, tables: CodingTables | None, *,
   """
   tables = require_tables(tables, model)
   flat, header = _check_payload(payload, tables)
-  masks = lambda mask: None if mask is None else [np.asarray(mask)]
+  masks = lambda mask: None if mask is None else np.asarray(mask)[None]
   (data,), (escapes,) = _encode_clips([header], masks(payload.frame_mask),
                                       masks(payload.block_masks),
                                       np.asarray(payload.latents)[None], tables)
@@ -581,38 +582,46 @@ def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray,
   return values
 
 
-def _decode_residuals(decoders: list, rows: np.ndarray, counts: list, tables: CodingTables,
-                      failures: dict, buffer: np.ndarray) -> np.ndarray:
-  """One sub-pass of version 2 for a batch of streams (the mirror of `_encode_residuals`):
-  stream b's first counts[b] symbols under their rows' tables [B, M] in one call, then its
-  escapes. Returns int64 residuals [B, M]; a stream that fails goes into `failures` (lane ->
-  exception) and is not read again. `buffer` (float64, B x M x width at least) takes the
-  rows' tables, all streams' at once."""
-  symbols = np.zeros(rows.shape, np.int64)
-  width = tables.probabilities.shape[1]
-  probabilities = np.take(tables.probabilities, rows, axis=0, mode="clip",
-                          out=buffer[:rows.size * width].reshape(rows.shape + (width,)))
-  for b, count in enumerate(counts):
-    if count and b not in failures:
-      try:
-        symbols[b, :count] = decoders[b].decode(_CATEGORICAL, probabilities[b, :count])
-      except BaseException as e:  # pylint: disable=broad-except
-        if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-          raise
-        failures[b] = e
-  lower, sizes = tables.lower[rows].astype(np.int64), tables.sizes[rows]
-  residual = symbols + lower
-  outside, escaped = symbols > sizes, symbols == sizes  # padding symbols are 0: neither
-  for b in np.flatnonzero(outside.any(axis=1) | escaped.any(axis=1)).tolist():
+def _decode_residuals(decoders: list, work: list, real: np.ndarray, rows: np.ndarray,
+                      probabilities: np.ndarray, tables: CodingTables,
+                      failures: dict) -> np.ndarray:
+  """One sub-pass of version 2 for a batch of streams (the mirror of `_encode_residuals`).
+
+  rows int [B, M]: every stream's rows, padded; `probabilities` [B * M, width] is where their
+  tables are gathered, and work lists (lane, its decoder, its symbols' tables: a view of
+  `probabilities`) for the streams to read, whose places are `real` (bool [B * M]). Each decoder
+  reads its symbols in one call, then its escapes. Returns int64 residuals [B, M] (padding:
+  garbage); a stream that fails goes into `failures` (lane -> exception).
+  """
+  np.take(tables.probabilities, rows.reshape(-1), axis=0, mode="clip", out=probabilities)
+  parts = []
+  while len(parts) < len(work):  # one pass through, unless a decoder fails
+    try:
+      for _, decoder, view in work[len(parts):]:
+        parts.append(decoder.decode(_CATEGORICAL, view))
+    except BaseException as e:  # pylint: disable=broad-except
+      if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        raise
+      lane, _, view = work[len(parts)]
+      failures[lane] = e
+      parts.append(np.zeros(len(view), np.int32))
+  symbols = np.zeros(rows.size, np.int64)
+  if parts:
+    symbols[real] = np.concatenate(parts)
+  symbols = symbols.reshape(rows.shape)
+  sizes = tables.sizes[rows]
+  residual = symbols + tables.lower[rows]
+  for b in np.flatnonzero((symbols >= sizes).any(axis=1)).tolist():  # padding symbols are 0
     if b in failures:
       continue
-    if outside[b].any():  # a padding entry of the row: never written by the encoder
+    if (symbols[b] > sizes[b]).any():  # a padding entry of the row: never written by the encoder
       failures[b] = DecodeError("a latent decodes to a symbol outside its table (corrupted "
                                 "payload)")
       continue
-    here = escaped[b]
+    here = symbols[b] == sizes[b]
     try:
-      residual[b, here] = _decode_escapes(decoders[b], int(here.sum()), lower[b, here],
+      residual[b, here] = _decode_escapes(decoders[b], int(here.sum()),
+                                          tables.lower[rows[b, here]].astype(np.int64),
                                           tables.upper[rows[b, here]].astype(np.int64),
                                           limit=2**33)
     except BaseException as e:  # pylint: disable=broad-except
@@ -641,18 +650,28 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
   l = positions * channels
   canvas = context_lib.Canvas(batch, n, l, tables.grid_width, tables.thresholds)
   rank = np.cumsum(block_masks, axis=2) - 1  # a kept block's place among its frame's latents
-  buffer = np.empty(batch * n * positions * tables.probabilities.shape[1])
+  width = tables.probabilities.shape[1]
+  buffer = np.empty(batch * n * positions * width)
   for f, blocks, valid in _context_passes(block_masks, tables):
     pred, spatial = canvas.context(blocks)
     shape = blocks.shape + (positions, channels)
     pred, spatial = pred.reshape(shape), spatial.reshape(shape)
     residual = np.zeros(shape, np.int64)
-    counts = (valid.sum(axis=1) * positions).tolist()
+    spatial_rows = _rows_of(spatial, 0, np.arange(channels), tables)
+    # Each channel's tables are gathered into the same place, so every decoder's view holds.
+    places = shape[1] * positions
+    probabilities = buffer[:batch * places * width].reshape(batch * places, width)
+    real = np.repeat(valid, positions, axis=1).reshape(-1)
+    work = [(b, decoders[b], probabilities[b * places:b * places + count]) for b, count in
+            enumerate((valid.sum(axis=1) * positions).tolist()) if count and b not in failures]
     for c in range(channels):
       x = context_lib.channel_context(residual, c, tables.channel_clip)
-      rows = _rows_of(spatial[..., c], x, c, tables).reshape(batch, -1)
-      residual[..., c] = _decode_residuals(decoders, rows, counts, tables, failures,
-                                           buffer).reshape(shape[:3])
+      if failures:  # a stream that failed is not read again
+        work = [w for w in work if w[0] not in failures]
+        real &= ~np.isin(np.arange(batch), list(failures)).repeat(places)
+      rows = (spatial_rows[..., c] + x).reshape(batch, -1)
+      residual[..., c] = _decode_residuals(decoders, work, real, rows, probabilities, tables,
+                                           failures).reshape(shape[:3])
     values = pred + residual
     outside = ((values < -2**31) | (values >= 2**31)).any(axis=(2, 3)) & valid
     for b in np.flatnonzero(outside.any(axis=1)).tolist():
@@ -773,6 +792,25 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
 # ----------------------------------------------------------------------------- batches
 
 
+def _batch_headers(latents: np.ndarray, frame_masks, block_masks,
+                   tables: CodingTables) -> list[bytes]:
+  """Every clip's header, after `_check_payload`'s checks. Clips of one shape whose masks keep the
+  same counts share one header: the first clip is checked, the rest by batch-wide counts and
+  range; a batch that fails those is checked clip by clip, so the error names what is wrong."""
+  batch = latents.shape[0]
+  same = batch > 0 and np.issubdtype(latents.dtype, np.integer) and (
+      not latents.size or (latents.min() >= -2**31 and latents.max() < 2**31))
+  for masks, rank in ((frame_masks, 2), (block_masks, 3)):
+    if masks is not None:
+      same = same and masks.dtype == np.bool_ and masks.ndim == rank and bool(
+          (masks.sum(axis=-1) == masks[:1].sum(axis=-1)).all())
+  clip = lambda b: ClipPayload(latents[b], None if frame_masks is None else frame_masks[b],
+                               None if block_masks is None else block_masks[b])
+  if same:
+    return [_check_payload(clip(0), tables)[1]] * batch
+  return [_check_payload(clip(b), tables)[1] for b in range(batch)]
+
+
 def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, block_masks=None,
                  model=None) -> tuple[list[bytes], dict[str, np.ndarray]]:
   """Encodes B clips of equal shapes (one stream each); returns (streams, per-clip stats arrays).
@@ -790,14 +828,10 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
   for name, masks in (("frame_masks", frame_masks), ("block_masks", block_masks)):
     if masks is not None and np.shape(masks)[0] != batch:
       raise ValueError(f"{name} has {np.shape(masks)[0]} clips, latents {batch}")
-  headers = []
-  for b in range(batch):  # per-clip validation and header (masks may differ); cheap next to coding
-    clip = ClipPayload(latents[b], None if frame_masks is None else np.asarray(frame_masks[b]),
-                       None if block_masks is None else np.asarray(block_masks[b]))
-    headers.append(_check_payload(clip, tables)[1])
-  streams, escapes = _encode_clips(
-      headers, None if frame_masks is None else np.asarray(frame_masks),
-      None if block_masks is None else np.asarray(block_masks), latents, tables)
+  frame_masks = None if frame_masks is None else np.asarray(frame_masks)
+  block_masks = None if block_masks is None else np.asarray(block_masks)
+  streams, escapes = _encode_clips(_batch_headers(latents, frame_masks, block_masks, tables),
+                                   frame_masks, block_masks, latents, tables)
   num_bytes = np.array([len(s) for s in streams], np.int64)
   stats = dict(num_bytes=num_bytes, bits=8 * num_bytes,
                escapes=escapes)

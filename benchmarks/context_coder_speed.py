@@ -1,0 +1,175 @@
+r"""Speed of the conditional (version-2) entropy coder on batches of clips, against a baseline.
+
+  python benchmarks/context_coder_speed.py [--baseline=main] [--batch=64] [--repeats=15]
+      [--config=configs/synthetic.py] [--json=/tmp/coder_speed.json]
+
+What is coded: clips of the config's STAE shape (its frames, block grid and latent [h, w, C] per
+block) at each of its operating points (k_f of T frames, k_s of N blocks, as STAE keeps them),
+every clip with its own random masks and latents that are smooth across frames and neighbouring
+blocks (levels 0..31, as the colour channels' step of 8 makes them, +-1 frame to frame); the
+tables are the config's conditional entropy model frozen at its initialisation (no trained model
+is needed; the coder's work per symbol does not depend on what the tables hold, only on their
+width and on escapes, which these latents do not have).
+
+How: `encode_batch` and `decode_batch` of this checkout and of the revision --baseline (its
+bitstream.py and context.py, read with `git show` and loaded beside this checkout's, in this
+process) code the same batch in turn, --repeats times, interleaved so that both see the same load;
+the figures are medians, per clip. Before timing, the streams of both are compared byte for byte
+and both decodings with what was sent. The machine and its load (1-minute load average before and
+after) are printed with the figures: on a shared machine only the ratios measured in one run mean
+anything.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from flax import nnx
+from ml_collections import config_flags
+import numpy as np
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from stae_jax.coding import bitstream  # pylint: disable=wrong-import-position
+from stae_jax.coding import tables as tables_lib  # pylint: disable=wrong-import-position
+from stae_jax.models.stae import keep_count  # pylint: disable=wrong-import-position
+from stae_jax.systems import stae as stae_system  # pylint: disable=wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "synthetic.py"),
+                                          "Experiment config (file.py[:switches]).")
+_TAG = flags.DEFINE_string("tag", "stae", "The STAE system's tag in config.systems.")
+_BASELINE = flags.DEFINE_string("baseline", "main", "Git revision whose coder is the baseline.")
+_BATCH = flags.DEFINE_integer("batch", 64, "Clips per encode_batch / decode_batch call.")
+_REPEATS = flags.DEFINE_integer("repeats", 15, "Timed calls of each coder per point.")
+_JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
+
+
+def load_baseline(revision: str):
+  """The bitstream module of `revision`, its context rule beside it (both from `git show`)."""
+  folder = pathlib.Path(tempfile.mkdtemp(prefix="coder_baseline_"))
+  modules = {}
+  for name, path in (("baseline_context", "stae_jax/models/context.py"),
+                     ("baseline_bitstream", "stae_jax/coding/bitstream.py")):
+    source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{revision}:{path}"],
+                            check=True, capture_output=True, text=True).stdout
+    (folder / f"{name}.py").write_text(source)
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    modules[name] = importlib.util.module_from_spec(spec)
+    sys.modules[name] = modules[name]  # dataclasses look their module up while being built
+    spec.loader.exec_module(modules[name])
+  baseline = modules["baseline_bitstream"]
+  baseline.context_lib = modules["baseline_context"]  # the rule as that revision had it
+  return baseline
+
+
+def make_clips(rng, batch: int, frames: int, grid: int, inner: tuple, channels: int,
+               k_f: int, k_s: int) -> dict:
+  """encode_batch's arguments for `batch` clips, each with its own masks (see the module doc)."""
+  blocks = grid * grid
+  frame_masks = np.zeros((batch, frames), bool)
+  block_masks = np.zeros((batch, k_f, blocks), bool)
+  latents = np.zeros((batch, k_f, k_s) + inner + (channels,), np.int32)
+  for b in range(batch):
+    frame_masks[b, rng.choice(frames, k_f, replace=False)] = True
+    scene = rng.integers(0, 32, (grid // 2 + 1, grid // 2 + 1) + inner + (channels,))
+    scene = scene.repeat(2, 0).repeat(2, 1)[:grid, :grid].reshape((blocks,) + inner + (channels,))
+    for f in range(k_f):
+      kept = np.sort(rng.choice(blocks, k_s, replace=False))
+      block_masks[b, f, kept] = True
+      latents[b, f] = scene[kept] + rng.integers(-1, 2, (k_s,) + inner + (channels,))
+  return dict(latents=latents, frame_masks=frame_masks, block_masks=block_masks)
+
+
+def same_payloads(decoded, clips) -> bool:
+  return all(np.array_equal(p.latents, clips["latents"][i]) and p.latents.dtype == np.int32
+             and np.array_equal(p.frame_mask, clips["frame_masks"][i])
+             and np.array_equal(p.block_masks, clips["block_masks"][i])
+             for i, p in enumerate(decoded))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  config = _CONFIG.value
+  entry = config.systems[_TAG.value]
+  if not entry.model.get("entropy", {}).get("context", False):
+    raise app.UsageError(f"{_TAG.value!r} does not code under the conditional entropy model")
+  stae = entry.model.stae
+  tables = tables_lib.freeze(stae_system.build_prior(entry, config.data, rngs=nnx.Rngs(0)),
+                             tail_mass=float(entry.model.entropy.get("tail_mass", 1e-9)))
+  frames, grid = int(config.data.frames), int(config.data.resolution) // int(stae.block_size)
+  inner = (int(stae.block_size) // int(stae.latent_stride),) * 2
+  baseline = load_baseline(_BASELINE.value)
+  batch, repeats = _BATCH.value, _REPEATS.value
+  rng = np.random.default_rng(0)
+  load_before = os.getloadavg()[0]
+  rows_out = []
+  for frame_keep, block_keep in stae.keep_ratios:
+    k_f, k_s = keep_count(frame_keep, frames), keep_count(block_keep, grid * grid)
+    clips = make_clips(rng, batch, frames, grid, inner, tables.channels, k_f, k_s)
+    latents = clips.pop("latents")
+    coders = dict(baseline=baseline, batched=bitstream)
+    streams = {}
+    for name, coder in coders.items():
+      streams[name], stats = coder.encode_batch(latents, tables, **clips)
+      if not same_payloads(coder.decode_batch(streams[name], tables), dict(latents=latents,
+                                                                           **clips)):
+        raise AssertionError(f"{name} coder: a clip at keep {frame_keep}x{block_keep} did not "
+                             "decode to what was sent")
+    if streams["baseline"] != streams["batched"]:
+      raise AssertionError(f"the streams differ from the baseline's at keep {frame_keep}x"
+                           f"{block_keep}")
+    times = {(name, op): [] for name in coders for op in ("encode", "decode")}
+    for _ in range(repeats):
+      for name, coder in coders.items():
+        start = time.perf_counter()
+        coder.encode_batch(latents, tables, **clips)
+        middle = time.perf_counter()
+        coder.decode_batch(streams[name], tables)
+        times[name, "encode"].append(middle - start)
+        times[name, "decode"].append(time.perf_counter() - middle)
+    symbols = int(latents[0].size)
+    figures = dict(point=f"keep={frame_keep:g}x{block_keep:g}", k_f=k_f, k_s=k_s,
+                   symbols_per_clip=symbols, bits_per_clip=float(8 * stats["num_bytes"].mean()))
+    for (name, op), seconds in times.items():
+      median = float(np.median(seconds))
+      figures[f"{name}_{op}_ms"] = 1e3 * median / batch
+      figures[f"{name}_{op}_msymbols_per_s"] = symbols * batch / median / 1e6
+    for op in ("encode", "decode"):
+      figures[f"{op}_speedup"] = figures[f"baseline_{op}_ms"] / figures[f"batched_{op}_ms"]
+    rows_out.append(figures)
+  load_after = os.getloadavg()[0]
+  cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+              if line.startswith("model name")), platform.processor()) if os.path.exists(
+                  "/proc/cpuinfo") else platform.processor()
+  print(f"\n{cpu}, {os.cpu_count()} cores; 1-minute load {load_before:.1f} before, "
+        f"{load_after:.1f} after; batch {batch}, medians of {repeats} calls; tables "
+        f"{tables.rows} rows x {tables.probabilities.shape[1]}; baseline: {_BASELINE.value}; "
+        "streams byte-identical\n")
+  print("| point | k_f x k_s | symbols/clip | encode ms/clip (baseline / batched) | speed-up | "
+        "decode ms/clip (baseline / batched) | speed-up | M symbols/s encode / decode "
+        "(batched) |")
+  print("|---|---|---|---|---|---|---|---|")
+  for r in rows_out:
+    print(f"| {r['point']} | {r['k_f']} x {r['k_s']} | {r['symbols_per_clip']} | "
+          f"{r['baseline_encode_ms']:.3f} / {r['batched_encode_ms']:.3f} | "
+          f"{r['encode_speedup']:.1f}x | {r['baseline_decode_ms']:.3f} / "
+          f"{r['batched_decode_ms']:.3f} | {r['decode_speedup']:.1f}x | "
+          f"{r['batched_encode_msymbols_per_s']:.2f} / {r['batched_decode_msymbols_per_s']:.2f} |")
+  if _JSON.value:
+    pathlib.Path(_JSON.value).write_text(json.dumps(dict(
+        cpu=cpu, cores=os.cpu_count(), load_before=load_before, load_after=load_after,
+        batch=batch, repeats=repeats, baseline=_BASELINE.value, points=rows_out), indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)
