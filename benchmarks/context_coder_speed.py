@@ -14,7 +14,8 @@ width and on escapes, which these latents do not have).
 How: `encode_batch` and `decode_batch` of this checkout and of the revision --baseline (its
 bitstream.py and context.py, read with `git show` and loaded beside this checkout's, in this
 process) code the same batch in turn, --repeats times, interleaved so that both see the same load;
-the figures are medians, per clip. Before timing, the streams of both are compared byte for byte
+the figures are medians, per clip, of the wall clock and of this process's CPU time (which other
+processes' load disturbs less). Before timing, the streams of both are compared byte for byte
 and both decodings with what was sent. The machine and its load (1-minute load average before and
 after) are printed with the figures: on a shared machine only the ratios measured in one run mean
 anything.
@@ -128,24 +129,28 @@ def main(argv):
     if streams["baseline"] != streams["batched"]:
       raise AssertionError(f"the streams differ from the baseline's at keep {frame_keep}x"
                            f"{block_keep}")
-    times = {(name, op): [] for name in coders for op in ("encode", "decode")}
+    times = {(name, op, clock): [] for name in coders for op in ("encode", "decode")
+             for clock in ("wall", "cpu")}
     for _ in range(repeats):
       for name, coder in coders.items():
-        start = time.perf_counter()
-        coder.encode_batch(latents, tables, **clips)
-        middle = time.perf_counter()
-        coder.decode_batch(streams[name], tables)
-        times[name, "encode"].append(middle - start)
-        times[name, "decode"].append(time.perf_counter() - middle)
+        for op, call in (("encode", lambda: coder.encode_batch(latents, tables, **clips)),
+                         ("decode", lambda: coder.decode_batch(streams[name], tables))):
+          wall, cpu = time.perf_counter(), time.process_time()
+          call()
+          times[name, op, "cpu"].append(time.process_time() - cpu)
+          times[name, op, "wall"].append(time.perf_counter() - wall)
     symbols = int(latents[0].size)
     figures = dict(point=f"keep={frame_keep:g}x{block_keep:g}", k_f=k_f, k_s=k_s,
                    symbols_per_clip=symbols, bits_per_clip=float(8 * stats["num_bytes"].mean()))
-    for (name, op), seconds in times.items():
+    for (name, op, clock), seconds in times.items():
       median = float(np.median(seconds))
-      figures[f"{name}_{op}_ms"] = 1e3 * median / batch
-      figures[f"{name}_{op}_msymbols_per_s"] = symbols * batch / median / 1e6
+      suffix = "" if clock == "wall" else "_cpu"
+      figures[f"{name}_{op}_ms{suffix}"] = 1e3 * median / batch
+      figures[f"{name}_{op}_msymbols_per_s{suffix}"] = symbols * batch / median / 1e6
     for op in ("encode", "decode"):
-      figures[f"{op}_speedup"] = figures[f"baseline_{op}_ms"] / figures[f"batched_{op}_ms"]
+      for suffix in ("", "_cpu"):
+        figures[f"{op}_speedup{suffix}"] = (figures[f"baseline_{op}_ms{suffix}"]
+                                            / figures[f"batched_{op}_ms{suffix}"])
     rows_out.append(figures)
   load_after = os.getloadavg()[0]
   cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
@@ -153,22 +158,28 @@ def main(argv):
                   "/proc/cpuinfo") else platform.processor()
   print(f"\n{cpu}, {os.cpu_count()} cores; 1-minute load {load_before:.1f} before, "
         f"{load_after:.1f} after; batch {batch}, medians of {repeats} calls; tables "
-        f"{tables.rows} rows x {tables.probabilities.shape[1]}; baseline: {_BASELINE.value}; "
+        f"{tables.rows} rows x {tables.probabilities.shape[1]} symbols (escape and padding "
+        f"included); baseline: {_BASELINE.value}; "
         "streams byte-identical\n")
-  print("| point | k_f x k_s | symbols/clip | encode ms/clip (baseline / batched) | speed-up | "
-        "decode ms/clip (baseline / batched) | speed-up | M symbols/s encode / decode "
-        "(batched) |")
-  print("|---|---|---|---|---|---|---|---|")
-  for r in rows_out:
-    print(f"| {r['point']} | {r['k_f']} x {r['k_s']} | {r['symbols_per_clip']} | "
-          f"{r['baseline_encode_ms']:.3f} / {r['batched_encode_ms']:.3f} | "
-          f"{r['encode_speedup']:.1f}x | {r['baseline_decode_ms']:.3f} / "
-          f"{r['batched_decode_ms']:.3f} | {r['decode_speedup']:.1f}x | "
-          f"{r['batched_encode_msymbols_per_s']:.2f} / {r['batched_decode_msymbols_per_s']:.2f} |")
+  for suffix, clock in (("", "wall clock"), ("_cpu", "this process's CPU time")):
+    print(f"{clock}:\n")
+    print("| point | k_f x k_s | symbols/clip | encode ms/clip (baseline / batched) | speed-up | "
+          "decode ms/clip (baseline / batched) | speed-up | M symbols/s encode / decode "
+          "(batched) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows_out:
+      print(f"| {r['point']} | {r['k_f']} x {r['k_s']} | {r['symbols_per_clip']} | "
+            f"{r['baseline_encode_ms' + suffix]:.3f} / {r['batched_encode_ms' + suffix]:.3f} | "
+            f"{r['encode_speedup' + suffix]:.1f}x | {r['baseline_decode_ms' + suffix]:.3f} / "
+            f"{r['batched_decode_ms' + suffix]:.3f} | {r['decode_speedup' + suffix]:.1f}x | "
+            f"{r['batched_encode_msymbols_per_s' + suffix]:.2f} / "
+            f"{r['batched_decode_msymbols_per_s' + suffix]:.2f} |")
+    print()
   if _JSON.value:
     pathlib.Path(_JSON.value).write_text(json.dumps(dict(
         cpu=cpu, cores=os.cpu_count(), load_before=load_before, load_after=load_after,
-        batch=batch, repeats=repeats, baseline=_BASELINE.value, points=rows_out), indent=2))
+        batch=batch, repeats=repeats, baseline=_BASELINE.value,
+        table_width=int(tables.probabilities.shape[1]), points=rows_out), indent=2))
 
 
 if __name__ == "__main__":

@@ -112,6 +112,121 @@ def test_round_trip_is_exact_with_conditional_tables(tables):
   assert bitstream.decode_batch(streams, tables) == batch
 
 
+def reference_encode(payload: ClipPayload, tables) -> bytes:
+  """Version 2 as the format describes it, one clip, sub-pass by sub-pass (one coder call each,
+  the contexts of one clip's canvas): the oracle the batched encoder must equal."""
+  import constriction  # pylint: disable=g-import-not-at-top
+  k_f, k_s = payload.latents.shape[:2]
+  channels = tables.channels
+  positions = int(np.prod(payload.latents.shape[2:-1]))
+  values = payload.latents.reshape(k_f, k_s, positions, channels).astype(np.int64)
+  canvas = context_lib.Canvas(1, BLOCKS, positions * channels, GRID, THRESHOLDS)
+  encoder = constriction.stream.queue.RangeEncoder()
+  for masks in (payload.frame_mask[None], payload.block_masks):
+    bits, p, undetermined = bitstream._mask_probabilities(masks)  # pylint: disable=protected-access
+    if undetermined.any():
+      encoder.encode(bits[undetermined], bitstream._BERNOULLI, p[undetermined])  # pylint: disable=protected-access
+  anchor = context_lib.anchors(BLOCKS, GRID)
+  for f in range(k_f):
+    kept = np.flatnonzero(payload.block_masks[f])
+    for first in (True, False):
+      selected = np.flatnonzero(payload.block_masks[f] & (anchor == first))
+      if not selected.size:
+        continue
+      pred, spatial = (a[0].reshape(-1, positions, channels) for a in canvas.context(selected[None]))
+      sent = values[f, np.searchsorted(kept, selected)]
+      residual = sent - pred
+      for c in range(channels):
+        x = context_lib.channel_context(residual, c, tables.channel_clip)
+        row = (c * tables.num_contexts + spatial[..., c] * (2 * tables.channel_clip + 1)
+               + x).reshape(-1)
+        r = residual[..., c].reshape(-1)
+        lower, sizes = tables.lower[row].astype(np.int64), tables.sizes[row]
+        escaped = (r - lower < 0) | (r - lower >= sizes)
+        if r.size:
+          encoder.encode(np.where(escaped, sizes, r - lower).astype(np.int32),
+                         bitstream._CATEGORICAL, tables.probabilities[row])  # pylint: disable=protected-access
+        if escaped.any():
+          head, head_sizes, chunks, chunk_sizes = bitstream._escape_fields(  # pylint: disable=protected-access
+              r[escaped], lower[escaped], tables.upper[row][escaped].astype(np.int64))
+          encoder.encode(head, bitstream._UNIFORM, head_sizes)  # pylint: disable=protected-access
+          if chunks.size:
+            encoder.encode(chunks, bitstream._UNIFORM, chunk_sizes)  # pylint: disable=protected-access
+      canvas.send(np.zeros(selected.size, int), selected, sent.reshape(selected.size, -1))
+  header = bitstream._check_payload(payload, tables)[1]  # pylint: disable=protected-access
+  return bitstream._finish(encoder, header, tables)  # pylint: disable=protected-access
+
+
+def batch_of(clips):
+  return dict(latents=np.stack([p.latents for p in clips]),
+              frame_masks=np.stack([p.frame_mask for p in clips]),
+              block_masks=np.stack([p.block_masks for p in clips]))
+
+
+def test_batched_coder_equals_clip_by_clip_coding(tables):
+  """Clips of one shape whose masks differ (blocks per pass differ from clip to clip, a pass that
+  some clips do not have), escapes to the int32 limits: the batch codes each clip's bytes as the
+  format's clip-by-clip oracle does, and decodes them back in lockstep."""
+  rng = np.random.default_rng(6)
+  shapes = [dict(kept_blocks=5), dict(kept_blocks=1), dict(kept_blocks=BLOCKS),
+            dict(kept_blocks=0), dict(kept_frames=0, kept_blocks=0),
+            dict(inner=(), smooth=False, spread=100), dict(kept_frames=6, kept_blocks=2)]
+  for shape in shapes:
+    clips = [random_clip(rng, **shape) for _ in range(9)]
+    if shape.get("kept_blocks") == 1:  # its one block an anchor in some clips, not in others
+      for clip, block in zip(clips, (0, 1, 4, 5)):
+        clip.block_masks[0] = np.arange(BLOCKS) == block
+    if shape.get("spread") == 100:
+      clips[2].latents[0, 0, 0] = 2**31 - 1
+      clips[2].latents[1, 1, 2] = -2**31
+      clips[5].latents[2, 0, 1] = -77777
+    streams, stats = bitstream.encode_batch(tables=tables, **batch_of(clips))
+    if shape.get("spread") == 100:
+      assert stats["escapes"][[2, 5]].min() >= 1
+    expected = [reference_encode(clip, tables) for clip in clips]
+    assert streams == expected, shape
+    assert streams == [encode(clip, tables) for clip in clips]
+    assert stats["num_bytes"].tolist() == [len(s) for s in expected]
+    assert bitstream.decode_batch(streams, tables) == clips
+    assert [decode(s, tables) for s in streams] == clips
+  # Streams of several shapes in one batch: each group in lockstep, in their order.
+  mixed = [random_clip(rng, **shape) for shape in shapes for _ in range(2)]
+  assert bitstream.decode_batch([encode(c, tables) for c in mixed], tables) == mixed
+
+
+def test_a_bad_stream_in_a_batch_fails_as_alone_and_disturbs_no_other(tables):
+  """Corrupted streams (behind a valid CRC, so the range decoder reads them) among good ones:
+  decode_batch raises what decoding them one by one raises first, or returns what it returns."""
+  import struct, zlib  # pylint: disable=g-import-not-at-top,multiple-imports
+  rng = np.random.default_rng(7)
+  clips = [random_clip(rng, kept_blocks=int(k)) for k in rng.integers(1, BLOCKS, 8)]
+  good = [encode(c, tables) for c in clips]
+  outcomes = set()
+  for trial in range(60):
+    streams = list(good)
+    for i in rng.choice(len(streams), int(rng.integers(1, 4)), replace=False):
+      body = bytearray(streams[i][:-4])
+      body[rng.integers(8, len(body))] ^= 1 << rng.integers(8)
+      streams[i] = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body),
+                                                               bitstream._crc_seed(tables)))  # pylint: disable=protected-access
+    alone = []
+    for s in streams:
+      try:
+        alone.append(decode(s, tables))
+      except DecodeError as e:
+        alone.append(e)
+    first_error = next((a for a in alone if isinstance(a, DecodeError)), None)
+    if first_error is None:
+      assert bitstream.decode_batch(streams, tables) == alone
+      outcomes.add("decoded")
+    else:
+      with pytest.raises(DecodeError) as raised:
+        bitstream.decode_batch(streams, tables)
+      assert str(raised.value) == str(first_error), trial
+      outcomes.add(str(first_error).split(" (")[0])
+  assert len(outcomes) >= 3, outcomes  # several kinds of failure were met
+
+
 def test_stream_length_matches_the_conditional_estimate(prior, tables):
   """The ContextPrior's rate of the integer latents, plus the masks' log2 C(n, k), is the stream's
   length up to its header: training minimises what the coder spends."""

@@ -76,6 +76,8 @@ _MAX_DIM = (1 << 32) - 1
 _ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
 #: Version 2 hands the range coder at most this many symbols' tables at a time (bounds memory).
 _CODER_ROWS = 1 << 14
+#: ... and its decoders gather the tables of this many values at a time (about 256 KB: in cache).
+_CACHED_TABLES = 1 << 15
 
 _model = constriction.stream.model
 _BERNOULLI = _model.Bernoulli(perfect=False)
@@ -588,29 +590,35 @@ def _decode_residuals(decoders: list, work: list, real: np.ndarray, rows: np.nda
   """One sub-pass of version 2 for a batch of streams (the mirror of `_encode_residuals`).
 
   rows int [B, M]: every stream's rows, padded; `probabilities` [B * M, width] is where their
-  tables are gathered, and work lists (lane, its decoder, its symbols' tables: a view of
-  `probabilities`) for the streams to read, whose places are `real` (bool [B * M]). Each decoder
-  reads its symbols in one call, then its escapes. Returns int64 residuals [B, M] (padding:
-  garbage); a stream that fails goes into `failures` (lane -> exception).
+  tables are gathered. work: groups (start, stop, [(lane, its decoder, its symbols' tables: a
+  view of `probabilities`), ...]) of streams to read, whose tables lie in start:stop (a few
+  streams at a time, so that a decoder reads tables still in the cache) and whose places are
+  `real` (bool [B * M]). Each decoder reads its symbols in one call, then its escapes. Returns
+  int64 residuals [B, M] (padding: garbage); a stream that fails goes into `failures` (lane ->
+  exception).
   """
-  np.take(tables.probabilities, rows.reshape(-1), axis=0, mode="clip", out=probabilities)
+  flat_rows = rows.reshape(-1)
   parts = []
-  while len(parts) < len(work):  # one pass through, unless a decoder fails
-    try:
-      for _, decoder, view in work[len(parts):]:
+  for start, stop, lanes in work:
+    np.take(tables.probabilities, flat_rows[start:stop], axis=0, mode="clip",
+            out=probabilities[start:stop])
+    for lane, decoder, view in lanes:
+      try:
         parts.append(decoder.decode(_CATEGORICAL, view))
-    except BaseException as e:  # pylint: disable=broad-except
-      if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-        raise
-      lane, _, view = work[len(parts)]
-      failures[lane] = e
-      parts.append(np.zeros(len(view), np.int32))
-  symbols = np.zeros(rows.size, np.int64)
-  if parts:
-    symbols[real] = np.concatenate(parts)
-  symbols = symbols.reshape(rows.shape)
+      except BaseException as e:  # pylint: disable=broad-except
+        if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+          raise
+        failures[lane] = e
+        parts.append(np.zeros(len(view), np.int32))
+  if len(parts) == len(rows) and real.all():  # every stream read, none padded
+    symbols = np.concatenate(parts).reshape(rows.shape)
+  else:
+    symbols = np.zeros(rows.size, np.int32)
+    if parts:
+      symbols[real] = np.concatenate(parts)
+    symbols = symbols.reshape(rows.shape)
   sizes = tables.sizes[rows]
-  residual = symbols + tables.lower[rows]
+  residual = symbols + tables.lower[rows].astype(np.int64)  # escapes reach beyond int32
   for b in np.flatnonzero((symbols >= sizes).any(axis=1)).tolist():  # padding symbols are 0
     if b in failures:
       continue
@@ -662,23 +670,28 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
     places = shape[1] * positions
     probabilities = buffer[:batch * places * width].reshape(batch * places, width)
     real = np.repeat(valid, positions, axis=1).reshape(-1)
-    work = [(b, decoders[b], probabilities[b * places:b * places + count]) for b, count in
-            enumerate((valid.sum(axis=1) * positions).tolist()) if count and b not in failures]
+    lanes = [(b, decoders[b], probabilities[b * places:b * places + count]) for b, count in
+             enumerate((valid.sum(axis=1) * positions).tolist()) if count and b not in failures]
+    group = max(1, _CACHED_TABLES // (places * width))
+    work = [(lanes[i][0] * places, lanes[min(i + group, len(lanes)) - 1][0] * places + places,
+             lanes[i:i + group]) for i in range(0, len(lanes), group)]
     for c in range(channels):
       x = context_lib.channel_context(residual, c, tables.channel_clip)
       if failures:  # a stream that failed is not read again
-        work = [w for w in work if w[0] not in failures]
+        work = [(start, stop, [w for w in group if w[0] not in failures])
+                for start, stop, group in work]
         real &= ~np.isin(np.arange(batch), list(failures)).repeat(places)
       rows = (spatial_rows[..., c] + x).reshape(batch, -1)
       residual[..., c] = _decode_residuals(decoders, work, real, rows, probabilities, tables,
                                            failures).reshape(shape[:3])
     values = pred + residual
-    outside = ((values < -2**31) | (values >= 2**31)).any(axis=(2, 3)) & valid
-    for b in np.flatnonzero(outside.any(axis=1)).tolist():
-      failures.setdefault(b, DecodeError("a latent decodes outside int32 (corrupted payload)"))
-    lane, block = np.nonzero(valid)[0], blocks[valid]
-    canvas.send(lane, block, values[valid].reshape(-1, l))
-    out[lane, f, rank[lane, f, block]] = values[valid]
+    if values.min() < -2**31 or values.max() >= 2**31:  # which streams, only when one does
+      outside = ((values < -2**31) | (values >= 2**31)).any(axis=(2, 3)) & valid
+      for b in np.flatnonzero(outside.any(axis=1)).tolist():
+        failures.setdefault(b, DecodeError("a latent decodes outside int32 (corrupted payload)"))
+    lane, block, values = np.nonzero(valid)[0], blocks[valid], values[valid]
+    canvas.send(lane, block, values.reshape(-1, l))
+    out[lane, f, rank[lane, f, block]] = values
   return out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)), failures
 
 

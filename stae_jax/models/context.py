@@ -119,14 +119,16 @@ def _neighbour_index(blocks: int, grid_width: int) -> tuple[np.ndarray, np.ndarr
 
 
 class Canvas:
-  """What the decoder holds of B clips' block grids, in NumPy int64: the coder's side of the rule
-  (the encoder and the decoder run this same code). `context` gives a coming pass's prediction
-  and spatial context, `send` records what the pass sent. Clips are independent lanes, so the
-  streams of a batch run their passes as one.
+  """What the decoder holds of B clips' block grids, in NumPy: the coder's side of the rule (the
+  encoder and the decoder run this same code). `context` gives a coming pass's prediction and
+  spatial context, `send` records what the pass sent. Clips are independent lanes, so the streams
+  of a batch run their passes as one.
 
-  The canvas is kept three ways (the values, 0 where never sent; and -2^62 / +2^62 there, for
-  the neighbours' spread) plus whether each block was sent, each with one more block per clip
-  standing for the places off the grid: a pass reads its neighbours with plain gathers.
+  The canvas is kept three ways (the values, 0 where never sent; and int32's minimum / maximum
+  there, which no sent value passes, for the neighbours' spread) plus whether each block was
+  sent, each with one more block per clip standing for the places off the grid: a pass reads its
+  neighbours with plain gathers. Values are int32 (the latents' type); sums and differences are
+  taken in int64.
   """
 
   def __init__(self, batch: int, blocks: int, width: int, grid_width: int,
@@ -136,19 +138,23 @@ class Canvas:
     self._stride = blocks + 1
     self._thresholds = np.asarray(thresholds, np.int64)
     shape = (batch * self._stride, width)
-    self._values = np.zeros(shape, np.int64)
-    self._high = np.full(shape, -(1 << 62), np.int64)
-    self._low = np.full(shape, 1 << 62, np.int64)
+    self._values = np.zeros(shape, np.int32)
+    self._high = np.full(shape, np.iinfo(np.int32).min, np.int32)
+    self._low = np.full(shape, np.iinfo(np.int32).max, np.int32)
     self._sent = np.zeros(batch * self._stride, np.int64)
+    self._any_sent = False
 
   def context(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Prediction and spatial context of the blocks int [B, m] of a coming pass (each clip's
     own) -> (pred int64 [B, m, L], s int64 [B, m, L]). The same rule as `dense_context`."""
+    if not self._any_sent:  # the first pass: no neighbour anywhere
+      zeros = np.zeros(blocks.shape + (self._values.shape[1],), np.int64)
+      return zeros, zeros
     rows = self._neighbours[:, blocks] + (np.arange(len(blocks)) * self._stride)[:, None]
     count = np.take(self._sent, rows).sum(axis=0)[..., None]
-    total = np.take(self._values, rows, axis=0).sum(axis=0)
-    # max - min of the sent neighbours: 0 with one, < 0 with none.
-    spread = (np.take(self._high, rows, axis=0).max(axis=0)
+    total = np.take(self._values, rows, axis=0).sum(axis=0, dtype=np.int64)
+    # max - min of the sent neighbours (meaningful with two or more).
+    spread = (np.take(self._high, rows, axis=0).max(axis=0).astype(np.int64)
               - np.take(self._low, rows, axis=0).min(axis=0))
     bucket = np.searchsorted(self._thresholds, spread, side="right")  # thresholds <= spread
     spatial = np.where(count > 1, 2 + bucket, count)
@@ -156,12 +162,13 @@ class Canvas:
     return pred, spatial
 
   def send(self, lanes: np.ndarray, blocks: np.ndarray, values: np.ndarray):
-    """Records that clip lanes[i] sent values[i] (int [k, L]) at its block blocks[i]."""
+    """Records that clip lanes[i] sent values[i] (int32-valued [k, L]) at its block blocks[i]."""
     rows = lanes * self._stride + blocks
     self._values[rows] = values
     self._high[rows] = values
     self._low[rows] = values
     self._sent[rows] = 1
+    self._any_sent = self._any_sent or bool(len(rows))
 
 
 def channel_context(residual, channel: int, channel_clip: int):
