@@ -120,13 +120,14 @@ def reference_encode(payload: ClipPayload, tables) -> bytes:
   channels = tables.channels
   positions = int(np.prod(payload.latents.shape[2:-1]))
   values = payload.latents.reshape(k_f, k_s, positions, channels).astype(np.int64)
-  canvas = context_lib.Canvas(1, BLOCKS, positions * channels, GRID, THRESHOLDS)
+  blocks = payload.block_masks.shape[1]
+  canvas = context_lib.Canvas(1, blocks, positions * channels, GRID, THRESHOLDS)
   encoder = constriction.stream.queue.RangeEncoder()
   for masks in (payload.frame_mask[None], payload.block_masks):
     bits, p, undetermined = bitstream._mask_probabilities(masks)  # pylint: disable=protected-access
     if undetermined.any():
       encoder.encode(bits[undetermined], bitstream._BERNOULLI, p[undetermined])  # pylint: disable=protected-access
-  anchor = context_lib.anchors(BLOCKS, GRID)
+  anchor = context_lib.anchors(blocks, GRID)
   for f in range(k_f):
     kept = np.flatnonzero(payload.block_masks[f])
     for first in (True, False):
@@ -165,12 +166,13 @@ def batch_of(clips):
 
 def test_batched_coder_equals_clip_by_clip_coding(tables):
   """Clips of one shape whose masks differ (blocks per pass differ from clip to clip, a pass that
-  some clips do not have), escapes to the int32 limits: the batch codes each clip's bytes as the
-  format's clip-by-clip oracle does, and decodes them back in lockstep."""
+  some clips do not have), empty clips, escapes to the int32 limits, large masks: the batch codes
+  each clip's bytes as the format's clip-by-clip oracle does, and decodes them back in lockstep."""
   rng = np.random.default_rng(6)
   shapes = [dict(kept_blocks=5), dict(kept_blocks=1), dict(kept_blocks=BLOCKS),
             dict(kept_blocks=0), dict(kept_frames=0, kept_blocks=0),
-            dict(inner=(), smooth=False, spread=100), dict(kept_frames=6, kept_blocks=2)]
+            dict(inner=(), smooth=False, spread=100), dict(kept_frames=6, kept_blocks=2),
+            dict(blocks=300, kept_blocks=7)]  # masks too large for a table of bit models
   for shape in shapes:
     clips = [random_clip(rng, **shape) for _ in range(9)]
     if shape.get("kept_blocks") == 1:  # its one block an anchor in some clips, not in others

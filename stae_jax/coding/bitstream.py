@@ -35,6 +35,11 @@ Payload order (the range coder is a queue, so decoding reads it in the same orde
   their escaped residuals as in 3. Prediction and context are the integer rule of `stae_jax.models.context`
   over what is already decoded.
 
+A stream is one clip and decodes alone. `encode_batch` and `decode_batch` code a batch's clips
+together to spend less Python per clip: version 2's contexts of a pass are computed for all clips
+at once and each clip's residuals go to its coder in one call; the decoders of streams of one
+shape read each sub-pass in lockstep. The bytes are those `encode` makes of each clip alone.
+
 The CRC makes truncated, extended or mutated streams fail loudly instead of decoding into a wrong clip
 (a range-coded stream otherwise decodes almost any bytes into *something*). Every decoding failure,
 including constriction's Rust panics (BaseException), surfaces as `DecodeError`.
@@ -74,6 +79,8 @@ MAX_FRAME_VALUES = 1 << 22
 MAX_CONTEXT_FRAMES = 1024
 _MAX_DIM = (1 << 32) - 1
 _ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
+#: Masks of up to this many places decode from a table of their bits' models (built once a size).
+_MASK_TABLE_PLACES = 256
 #: Version 2 hands the range coder at most this many symbols' tables at a time (bounds memory).
 _CODER_ROWS = 1 << 14
 #: ... and its decoders gather the tables of this many values at a time (about 256 KB: in cache).
@@ -254,10 +261,30 @@ def _mask_bit_model(picks_left: int, places_left: int):
   return _model.Bernoulli(picks_left / places_left, perfect=False)
 
 
+@functools.lru_cache(maxsize=8)
+def _mask_bit_models(n: int) -> tuple:
+  """models[k][p] = `_mask_bit_model(k, p)` for 0 < k < p <= n: a mask of up to
+  `_MASK_TABLE_PLACES` places reads its models from a table (one lookup a bit)."""
+  return tuple(tuple(_mask_bit_model(k, p) if 0 < k < p else None for p in range(n + 1))
+               for k in range(n + 1))
+
+
+class _PickModels:
+  """`_mask_bit_models(n)[k]` for masks too large for a table: each model looked up when asked."""
+
+  def __init__(self, picks_left: int):
+    self._picks_left = picks_left
+
+  def __getitem__(self, places_left: int):
+    return _mask_bit_model(self._picks_left, places_left)
+
+
 def _decode_mask(decoder, n: int, k: int) -> np.ndarray:
   """Sequential adaptive Bernoulli decoding of one mask keeping k of n places."""
+  models_of = _mask_bit_models(n).__getitem__ if n <= _MASK_TABLE_PLACES else _PickModels
   mask = np.zeros(n, np.bool_)
   picks_left = k
+  models = models_of(picks_left)
   for i in range(n):
     places_left = n - i
     if picks_left == 0:
@@ -265,9 +292,10 @@ def _decode_mask(decoder, n: int, k: int) -> np.ndarray:
     if picks_left == places_left:
       mask[i:] = True
       break
-    if decoder.decode(_mask_bit_model(picks_left, places_left)):
+    if decoder.decode(models[places_left]):
       mask[i] = True
       picks_left -= 1
+      models = models_of(picks_left)
   return mask
 
 

@@ -21,11 +21,10 @@ family, trained through `stae_jax.models.entropy.ContextPrior`, frozen into
 `stae_jax.coding.tables`). Measured against the factorized prior on the same latents:
 BENCHMARKS.md "Entropy coding: the conditional model".
 
-Two implementations of the one rule: `Canvas` and `channel_context` in NumPy int64, pass by
+Two implementations of the one rule: `Canvas` and `channel_context` in NumPy integers, pass by
 pass over a batch of clips in lockstep, for the range coder (the encoder and the decoder run the
-same code), and
-`dense_context` in JAX over whole clips [B, T, N, L] for the training rate (float arithmetic on
-integer values, exact for |y| < 2^20). The tests check that they agree.
+same code), and `dense_context` in JAX over whole clips [B, T, N, L] for the training rate (float
+arithmetic on integer values, exact for |y| < 2^20). The tests check that they agree.
 """
 
 from __future__ import annotations
@@ -153,11 +152,11 @@ class Canvas:
     rows = self._neighbours[:, blocks] + (np.arange(len(blocks)) * self._stride)[:, None]
     count = np.take(self._sent, rows).sum(axis=0)[..., None]
     total = np.take(self._values, rows, axis=0).sum(axis=0, dtype=np.int64)
-    # max - min of the sent neighbours (meaningful with two or more).
+    # max - min of the sent neighbours: 0 with one, < 0 with none, so no threshold (>= 1) is
+    # reached below two and s = min(count, 2) + #{thresholds <= spread}.
     spread = (np.take(self._high, rows, axis=0).max(axis=0).astype(np.int64)
               - np.take(self._low, rows, axis=0).min(axis=0))
-    bucket = np.searchsorted(self._thresholds, spread, side="right")  # thresholds <= spread
-    spatial = np.where(count > 1, 2 + bucket, count)
+    spatial = np.minimum(count, 2) + np.searchsorted(self._thresholds, spread, side="right")
     pred = (2 * total + count) // (2 * np.maximum(count, 1))  # the mean rounded half up; 0: none
     return pred, spatial
 
