@@ -134,7 +134,8 @@ def reference_encode(payload: ClipPayload, tables) -> bytes:
       selected = np.flatnonzero(payload.block_masks[f] & (anchor == first))
       if not selected.size:
         continue
-      pred, spatial = (a[0].reshape(-1, positions, channels) for a in canvas.context(selected[None]))
+      pred, spatial = (a[0].reshape(-1, positions, channels)
+                       for a in canvas.context(selected[None]))
       sent = values[f, np.searchsorted(kept, selected)]
       residual = sent - pred
       for c in range(channels):

@@ -83,7 +83,8 @@ _ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
 _MASK_TABLE_PLACES = 256
 #: Version 2 hands the range coder at most this many symbols' tables at a time (bounds memory).
 _CODER_ROWS = 1 << 14
-#: ... and its decoders gather the tables of this many values at a time (about 256 KB: in cache).
+#: ... and its decoders gather the tables of this many symbols' rows (floats) at a time, 256 KB:
+#: they stay in the cache until read.
 _CACHED_TABLES = 1 << 15
 
 _model = constriction.stream.model
@@ -617,19 +618,19 @@ def _decode_residuals(decoders: list, work: list, real: np.ndarray, rows: np.nda
                       failures: dict) -> np.ndarray:
   """One sub-pass of version 2 for a batch of streams (the mirror of `_encode_residuals`).
 
-  rows int [B, M]: every stream's rows, padded; `probabilities` [B * M, width] is where their
-  tables are gathered. work: groups (start, stop, [(lane, its decoder, its symbols' tables: a
-  view of `probabilities`), ...]) of streams to read, whose tables lie in start:stop (a few
-  streams at a time, so that a decoder reads tables still in the cache) and whose places are
-  `real` (bool [B * M]). Each decoder reads its symbols in one call, then its escapes. Returns
-  int64 residuals [B, M] (padding: garbage); a stream that fails goes into `failures` (lane ->
-  exception).
+  rows int [B, M]: every stream's rows, padded. work: groups (start, stop, [(lane, its decoder,
+  its symbols' tables: a view of `probabilities`), ...]) of a few streams, whose rows are
+  start:stop of the flattened rows: a group's tables are gathered into `probabilities` (float64,
+  reused by every group, so they are read while still in the cache), then each of its decoders
+  reads its symbols in one call, then its escapes. `real` (bool [B * M]) marks the places of the
+  streams read. Returns int64 residuals [B, M] (padding: garbage); a stream that fails goes into
+  `failures` (lane -> exception).
   """
   flat_rows = rows.reshape(-1)
   parts = []
   for start, stop, lanes in work:
     np.take(tables.probabilities, flat_rows[start:stop], axis=0, mode="clip",
-            out=probabilities[start:stop])
+            out=probabilities[:stop - start])
     for lane, decoder, view in lanes:
       try:
         parts.append(decoder.decode(_CATEGORICAL, view))
@@ -687,27 +688,32 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
   canvas = context_lib.Canvas(batch, n, l, tables.grid_width, tables.thresholds)
   rank = np.cumsum(block_masks, axis=2) - 1  # a kept block's place among its frame's latents
   width = tables.probabilities.shape[1]
-  buffer = np.empty(batch * n * positions * width)
+  buffer = np.empty(max(_CACHED_TABLES, n * positions * width))
   for f, blocks, valid in _context_passes(block_masks, tables):
     pred, spatial = canvas.context(blocks)
     shape = blocks.shape + (positions, channels)
     pred, spatial = pred.reshape(shape), spatial.reshape(shape)
     residual = np.zeros(shape, np.int64)
     spatial_rows = _rows_of(spatial, 0, np.arange(channels), tables)
-    # Each channel's tables are gathered into the same place, so every decoder's view holds.
+    # A few streams' tables at a time, always into the same buffer (in the cache): the views of
+    # the streams of a group hold for every channel of the pass.
     places = shape[1] * positions
-    probabilities = buffer[:batch * places * width].reshape(batch * places, width)
-    real = np.repeat(valid, positions, axis=1).reshape(-1)
-    lanes = [(b, decoders[b], probabilities[b * places:b * places + count]) for b, count in
-             enumerate((valid.sum(axis=1) * positions).tolist()) if count and b not in failures]
     group = max(1, _CACHED_TABLES // (places * width))
-    work = [(lanes[i][0] * places, lanes[min(i + group, len(lanes)) - 1][0] * places + places,
-             lanes[i:i + group]) for i in range(0, len(lanes), group)]
+    probabilities = buffer[:group * places * width].reshape(group * places, width)
+    real = np.repeat(valid, positions, axis=1).reshape(-1)
+    counts = (valid.sum(axis=1) * positions).tolist()
+    work = []
+    for first in range(0, batch, group):
+      last = min(first + group, batch)
+      lanes = [(b, decoders[b], probabilities[(b - first) * places:][:counts[b]])
+               for b in range(first, last) if counts[b] and b not in failures]
+      if lanes:
+        work.append((first * places, last * places, lanes))
     for c in range(channels):
       x = context_lib.channel_context(residual, c, tables.channel_clip)
       if failures:  # a stream that failed is not read again
-        work = [(start, stop, [w for w in group if w[0] not in failures])
-                for start, stop, group in work]
+        work = [(start, stop, [w for w in lanes if w[0] not in failures])
+                for start, stop, lanes in work]
         real &= ~np.isin(np.arange(batch), list(failures)).repeat(places)
       rows = (spatial_rows[..., c] + x).reshape(batch, -1)
       residual[..., c] = _decode_residuals(decoders, work, real, rows, probabilities, tables,
