@@ -688,7 +688,7 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
   canvas = context_lib.Canvas(batch, n, l, tables.grid_width, tables.thresholds)
   rank = np.cumsum(block_masks, axis=2) - 1  # a kept block's place among its frame's latents
   width = tables.probabilities.shape[1]
-  buffer = np.empty(max(_CACHED_TABLES, n * positions * width))
+  buffer = np.empty(max(_CACHED_TABLES, k_s * positions * width))  # a pass has <= k_s blocks
   for f, blocks, valid in _context_passes(block_masks, tables):
     pred, spatial = canvas.context(blocks)
     shape = blocks.shape + (positions, channels)
@@ -802,9 +802,8 @@ def _decode_streams(streams, tables: CodingTables, max_latent_symbols: int) -> l
   for i, data in enumerate(streams):
     resume(i, _decode_stream(data, tables, max_latent_symbols))
   for (shape, _, inner), group in list(waiting.items()):
-    # Lanes at a time such that their canvas and tables are no larger than one stream's may be.
-    lanes = max(1, MAX_FRAME_VALUES // max(1, shape[1] * math.prod(inner) * (
-        tables.channels + tables.probabilities.shape[1])))
+    # Lanes at a time such that their canvases hold no more values than one frame grid may.
+    lanes = max(1, MAX_FRAME_VALUES // max(1, shape[1] * math.prod(inner) * tables.channels))
     for start in range(0, len(group), lanes):
       chunk = group[start:start + lanes]
       try:
