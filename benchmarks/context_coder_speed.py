@@ -56,17 +56,18 @@ _JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
 
 def load_baseline(revision: str):
   """The bitstream module of `revision`, its context rule beside it (both from `git show`)."""
-  folder = pathlib.Path(tempfile.mkdtemp(prefix="coder_baseline_"))
   modules = {}
-  for name, path in (("baseline_context", "stae_jax/models/context.py"),
-                     ("baseline_bitstream", "stae_jax/coding/bitstream.py")):
-    source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{revision}:{path}"],
-                            check=True, capture_output=True, text=True).stdout
-    (folder / f"{name}.py").write_text(source)
-    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
-    modules[name] = importlib.util.module_from_spec(spec)
-    sys.modules[name] = modules[name]  # dataclasses look their module up while being built
-    spec.loader.exec_module(modules[name])
+  with tempfile.TemporaryDirectory(prefix="coder_baseline_") as folder:
+    for name, path in (("baseline_context", "stae_jax/models/context.py"),
+                       ("baseline_bitstream", "stae_jax/coding/bitstream.py")):
+      source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{revision}:{path}"],
+                              check=True, capture_output=True, text=True).stdout
+      file = pathlib.Path(folder) / f"{name}.py"
+      file.write_text(source)
+      spec = importlib.util.spec_from_file_location(name, file)
+      modules[name] = importlib.util.module_from_spec(spec)
+      sys.modules[name] = modules[name]  # dataclasses look their module up while being built
+      spec.loader.exec_module(modules[name])
   baseline = modules["baseline_bitstream"]
   baseline.context_lib = modules["baseline_context"]  # the rule as that revision had it
   return baseline
