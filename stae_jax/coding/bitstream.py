@@ -723,7 +723,11 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
       outside = ((values < -2**31) | (values >= 2**31)).any(axis=(2, 3)) & valid
       for b in np.flatnonzero(outside.any(axis=1)).tolist():
         failures.setdefault(b, DecodeError("a latent decodes outside int32 (corrupted payload)"))
-    lane, block, values = np.nonzero(valid)[0], blocks[valid], values[valid]
+    if valid.all():  # no clip padded this pass
+      lane, block = np.arange(batch).repeat(blocks.shape[1]), blocks.reshape(-1)
+      values = values.reshape((-1,) + shape[2:])
+    else:
+      lane, block, values = np.nonzero(valid)[0], blocks[valid], values[valid]
     canvas.send(lane, block, values.reshape(-1, l))
     out[lane, f, rank[lane, f, block]] = values
   return out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)), failures
