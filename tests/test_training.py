@@ -206,8 +206,9 @@ def test_every_stage_end_to_end(tmp_path, systems):
   config = train_helpers.tiny_config(steps=5, systems=systems, batch_size=16)
   (tag,) = systems
   section = config.systems[tag].model.get("stae") or config.systems[tag].model.deepisc
-  section.update(dict(keep_ratios=((0.5, 0.5),)) if "keep_ratios" in section else
-                 dict(token_choices=(2,)))
+  # Several points: a stage still compiles one train and one eval step (traced points).
+  section.update(dict(keep_ratios=((0.5, 0.5), (1.0, 0.25), (1.0, 1.0))) if "keep_ratios" in section
+                 else dict(token_choices=(2, 4)))
   config.stages.classifier.batch_size = 8  # a stage's own batch size
   summaries = trainer.train_and_evaluate(config, tmp_path, loader_fn=train_helpers.small_loader)
   starts = {s["stage"]: json.loads((pathlib.Path(s["directory"]) / "metrics.jsonl").read_text()
@@ -216,8 +217,10 @@ def test_every_stage_end_to_end(tmp_path, systems):
   assert [(s["stage"], s["system"]) for s in summaries] == [
       ("classifier", None), ("compressor", tag), ("joint", tag)]
   for s in summaries:
-    # One compile per operating point for training, one for evaluation; none after that.
-    assert s["traces"] == s["operating_points"]["train"] + s["operating_points"]["eval"], s
+    # One compile for training and one for evaluation, whatever the number of points; none after.
+    assert s["traces"] == 2, s
+    if s["system"] is not None:
+      assert s["operating_points"]["eval"] > 1, s
     losses = _losses(s["directory"])
     assert len(losses) == 5 and losses[-1] < losses[0], (s["stage"], s["system"], losses)
   classifier = train_helpers.final_params(tmp_path / "classifier")
