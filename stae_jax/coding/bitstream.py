@@ -36,8 +36,11 @@ Payload order (the range coder is a queue, so decoding reads it in the same orde
   over what is already decoded.
 
 The CRC makes truncated, extended or mutated streams fail loudly instead of decoding into a wrong clip
-(a range-coded stream otherwise decodes almost any bytes into *something*). Every decoding failure,
-including constriction's Rust panics (BaseException), surfaces as `DecodeError`.
+(a range-coded stream otherwise decodes almost any bytes into *something*). Behind it, the payload
+must end where the encoder ends it: the decoder codes what it decoded again (`_ExactDecoder`) and
+refuses any word after the encoder's last one, so a stream extended by whole words with its CRC
+recomputed is refused as well (the range coder alone decodes it to the same clip). Every decoding
+failure, including constriction's Rust panics (BaseException), surfaces as `DecodeError`.
 """
 
 from __future__ import annotations
@@ -257,7 +260,7 @@ def _decode_mask(decoder, n: int, k: int) -> np.ndarray:
     if picks_left == places_left:
       mask[i:] = True
       break
-    bit = decoder.decode(_model.Bernoulli(picks_left / places_left, perfect=False))
+    bit = decoder.decode_bit(picks_left / places_left)
     if bit:
       mask[i] = True
       picks_left -= 1
@@ -561,13 +564,67 @@ def _decode_in_context(decoder, block_masks: np.ndarray, inner: tuple, tables: C
   return out.reshape((k_f, k_s) + tuple(inner) + (channels,))
 
 
+class _ExactDecoder:
+  """A range decoder that also knows where the payload ends.
+
+  constriction's `maybe_exhausted` cannot: the coder's last word leaves room for any word after
+  it, so a payload with 4 more bytes (and the CRC recomputed) decoded to the same clip. This one
+  codes every symbol again as it decodes it (the same symbols under the same models, in the same
+  order, so an honest stream comes out word for word) and `check_end` requires the payload to be
+  exactly those words: a stream is accepted only in the form the encoder writes, whichever
+  version's loop drives it. Mask bits are coded again in runs (one vectorised call per run, as
+  `_encode_clip` codes them)."""
+
+  def __init__(self, words: np.ndarray):
+    self._words = words
+    self._decoder = constriction.stream.queue.RangeDecoder(words)
+    self._encoder = constriction.stream.queue.RangeEncoder()
+    self._bits: list[int] = []
+    self._probabilities: list[float] = []
+
+  def _flush_bits(self) -> None:
+    if self._bits:
+      self._encoder.encode(np.array(self._bits, np.int32), _BERNOULLI,
+                           np.array(self._probabilities, np.float64))
+      self._bits, self._probabilities = [], []
+
+  def decode_bit(self, p: float) -> int:
+    """One bit under Bernoulli(p)."""
+    bit = int(self._decoder.decode(_model.Bernoulli(p, perfect=False)))
+    self._bits.append(bit)
+    self._probabilities.append(p)
+    return bit
+
+  def decode(self, model, *params):
+    """`RangeDecoder.decode(model, count)` or `(model family, parameter arrays...)`."""
+    symbols = self._decoder.decode(model, *params)
+    self._flush_bits()
+    if len(params) == 1 and isinstance(params[0], (int, np.integer)):
+      self._encoder.encode(np.asarray(symbols, np.int32), model)
+    else:
+      self._encoder.encode(np.asarray(symbols, np.int32), model, *params)
+    return symbols
+
+  def check_end(self) -> None:
+    """DecodeError unless the payload is exactly the encoding of the symbols decoded."""
+    self._flush_bits()
+    expected = self._encoder.get_compressed()
+    words = self._words
+    if len(words) > len(expected) and np.array_equal(words[:len(expected)], expected):
+      raise DecodeError(f"the payload has {4 * (len(words) - len(expected))} bytes after its last "
+                        "coded word (extended stream)")
+    if not np.array_equal(words, expected):
+      raise DecodeError("the payload's words are not the encoding of the symbols they decode to "
+                        "(extended, truncated or corrupted payload)")
+
+
 def decode(data: bytes, tables: CodingTables | None, *, model=None,
            max_latent_symbols: int = MAX_LATENT_SYMBOLS) -> ClipPayload:
   """Decodes one clip bitstream; raises DecodeError for anything that is not a valid stream.
 
   Checks: magic, version, CRC, table hash, header fields and limits, whole words, every mask count,
-  escaped values in int32, and that the range decoder consumed the whole payload.
-  """
+  escaped values in int32, and that the payload is exactly the words its symbols encode to
+  (nothing after the last one: `_ExactDecoder`)."""
   tables = require_tables(tables, model)
   if not isinstance(data, (bytes, bytearray, memoryview)):
     raise DecodeError(f"decode expects bytes, got {type(data).__name__}")
@@ -576,7 +633,7 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
   frames, frame_keep, blocks, block_keep, rows = mask_dims
   try:
     words = np.frombuffer(data, "<u4", count=(body_end - offset) // 4, offset=offset)
-    decoder = constriction.stream.queue.RangeDecoder(words.astype(np.uint32))
+    decoder = _ExactDecoder(words.astype(np.uint32))
     frame_mask = block_masks = None
     if frames is not None:
       frame_mask = _decode_mask(decoder, frames, frame_keep)
@@ -587,9 +644,7 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
     channels = tables.channels
     if tables.conditional:
       values = _decode_in_context(decoder, block_masks, lead[2:], tables)
-      exhausted = decoder.maybe_exhausted()
-      if not exhausted:
-        raise DecodeError("the payload has data left after the last symbol (extended or corrupted)")
+      decoder.check_end()
       return ClipPayload(latents=values.astype(np.int32), frame_mask=frame_mask,
                          block_masks=block_masks)
     symbols = np.empty((channels, count), np.int64)
@@ -604,15 +659,13 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
       channel, _ = np.nonzero(escaped)
       values[escaped] = _decode_escapes(decoder, num_escapes, tables.lower[channel].astype(np.int64),
                                         tables.upper[channel].astype(np.int64))
-    exhausted = decoder.maybe_exhausted()
+    decoder.check_end()
   except DecodeError:
     raise
   except BaseException as e:  # constriction raises AssertionError/ValueError, or panics (BaseException)
     if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
       raise
     raise DecodeError(f"range decoding failed ({type(e).__name__}: {e}): corrupted payload") from None
-  if not exhausted:
-    raise DecodeError("the payload has data left after the last symbol (extended or corrupted)")
   latents = values.T.reshape(lead + (channels,)).astype(np.int32)
   return ClipPayload(latents=latents, frame_mask=frame_mask, block_masks=block_masks)
 
