@@ -56,8 +56,8 @@ import numpy as np
 from stae_jax.coding.tables import CodingTables, require_tables
 from stae_jax.models import context as context_lib
 
-__all__ = ["ClipPayload", "CodingStats", "DecodeError", "encode", "encode_with_stats", "decode",
-           "encode_batch", "decode_batch", "MAGIC", "VERSION"]
+__all__ = ["ClipPayload", "CodingStats", "DecodeError", "Header", "encode", "encode_with_stats",
+           "decode", "read_header", "encode_batch", "decode_batch", "MAGIC", "VERSION"]
 MAGIC = 0xB0       # high nibble of the first byte; the low nibble is the format version
 VERSION = 1              # streams coded with factorized tables
 CONTEXT_VERSION = 2      # streams coded with conditional tables (residuals in context)
@@ -510,6 +510,29 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
     raise DecodeError(f"header claims {symbols} latent symbols, more than max_latent_symbols="
                       f"{max_latent_symbols}; raise it if such clips are expected")
   return offset, body_end, (frames, frame_keep, blocks, block_keep, rows), tuple(lead)
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+  """What a stream's header declares: the masks' sizes (None where a mask is absent) and the
+  latents' leading shape `lead` (latents are [*lead, C])."""
+  frames: int | None
+  frame_keep: int | None
+  blocks: int | None
+  block_keep: int | None
+  lead: tuple[int, ...]
+
+
+def read_header(data: bytes, tables: CodingTables, *,
+                max_latent_symbols: int = MAX_LATENT_SYMBOLS) -> Header:
+  """The header of one stream, checked as `decode` checks it (magic, version, tables, CRC,
+  fields and limits) but with nothing decoded: a server compares it with the clip it expects
+  before any mask or latent is allocated. DecodeError for anything malformed."""
+  if not isinstance(data, (bytes, bytearray, memoryview)):
+    raise DecodeError(f"a bitstream is bytes, got {type(data).__name__}")
+  _, _, (frames, frame_keep, blocks, block_keep, _), lead = _parse_header(
+      bytes(data), tables, max_latent_symbols)
+  return Header(frames, frame_keep, blocks, block_keep, lead)
 
 
 def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray,
