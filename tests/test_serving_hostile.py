@@ -141,3 +141,33 @@ def test_h264_bombs_are_refused_with_the_server_under_2_gb_beside_good_clients(c
   written = log.read_text()
   assert "Traceback" not in written, written[-3000:]
   assert written.count("malformed Classify message") == len(malformed), written[-3000:]
+
+
+def test_fuzzed_h264_and_raw_streams_meet_a_decode_error_never_a_traceback():
+  """The corpus of tests/hostile_corpus.py through the whole H.264 and raw server halves: other
+  declared sizes and picture counts, appended NAL units of every kind the device never sends,
+  appended bytes, bit flips, truncations. Nothing raises but a DecodeError; nothing with a picture
+  or a parameter set appended is accepted (bytes appended inside the last slice may be: H.264
+  has no end marker to check them against, and the decoder ignores them)."""
+  import hostile_corpus  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import raw  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(30)
+  codecs = hostile_server.codecs()
+  h264_codec, raw_codec = codecs
+  (point,) = h264_codec.points
+  honest = h264_codec.device(_clip(0)[None], point).streams[0]
+  shape = (1,) + hostile_server.CLIP_SHAPE
+
+  def accepted(clips):
+    clips = np.asarray(clips)
+    assert clips.shape == shape and clips.dtype == np.uint8
+
+  tally = hostile_corpus.run(lambda d: h264_codec.server([d], point),
+                             hostile_corpus.h264_mutants(rng, honest, 16, 16), accepted)
+  print("h264 [accepted, refused] by kind:", tally)
+  assert tally["header"][1] >= 4 and tally["pictures"] == [0, 2] and tally["trailing"][0] == 0
+  assert isinstance(raw_codec, raw.RawCodec)
+  tally = hostile_corpus.run(lambda d: raw_codec.server([d], raw_codec.points[0]),
+                             hostile_corpus.raw_mutants(rng, _clip(1).tobytes()), accepted)
+  print("raw [accepted, refused] by kind:", tally)
+  assert tally["trailing"] == [0, 10] and tally["truncate"] == [0, 10]
