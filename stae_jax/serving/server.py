@@ -6,9 +6,12 @@ half is called: `entropy_decode`, `decode`, `classify`) over gRPC (`protocol.SER
 Requests. A `ClassifyRequest` names a method and one of its operating points, carries one clip's
 bitstream, a client-chosen request id and a deadline. Everything in it is checked before it is
 queued (the method and point must be served, the stream no longer than the codec's
-`max_stream_bytes(point)`, the fingerprint, if sent, the served model's) and the codec checks the
-stream itself; whatever is wrong is answered as an ERROR that names the problem, and only that
-request fails.
+`max_stream_bytes(point)`, the fingerprint, if sent, the served model's, the deadline a finite
+time or 0) and the codec checks the stream itself, what its header declares against the point
+before anything is decoded (`Codec.entropy_decode`); whatever is wrong is answered as an ERROR
+that names the problem, and only that request fails. A message that is not a protobuf of the rpc
+is answered INVALID_ARGUMENT with one log line (no traceback) and counted
+(`stae_serving_malformed_total`).
 
 Dynamic batching. Requests queue per (method, operating point). A batch starts when it holds
 `max_batch` requests or when its oldest request has waited `max_wait_seconds`, whichever is first.
