@@ -37,10 +37,11 @@ Payload order (the range coder is a queue, so decoding reads it in the same orde
 
 The CRC makes truncated, extended or mutated streams fail loudly instead of decoding into a wrong clip
 (a range-coded stream otherwise decodes almost any bytes into *something*). Behind it, the payload
-must end where the encoder ends it: the decoder codes what it decoded again (`_ExactDecoder`) and
-refuses any word after the encoder's last one, so a stream extended by whole words with its CRC
-recomputed is refused as well (the range coder alone decodes it to the same clip). Every decoding
-failure, including constriction's Rust panics (BaseException), surfaces as `DecodeError`.
+must end where the encoder ends it: the decoder can code what it decoded again (`_ExactDecoder`) and
+refuse any word after the encoder's last one, so a stream extended by whole words with its CRC
+recomputed is refused as well (the range coder alone decodes it to the same clip); most honest
+streams are decided without coding again (`_Decoder`). Every decoding failure, including
+constriction's Rust panics (BaseException), surfaces as `DecodeError`.
 """
 
 from __future__ import annotations
@@ -587,6 +588,43 @@ def _decode_in_context(decoder, block_masks: np.ndarray, inner: tuple, tables: C
   return out.reshape((k_f, k_s) + tuple(inner) + (channels,))
 
 
+class _Undecided(Exception):
+  """`_Decoder` cannot tell whether the payload ends where the encoder ended it."""
+
+
+class _Decoder:
+  """constriction's range decoder over the payload and one zero word after it, which answers
+  whether anything follows the payload's last word (`check_end`) in the common case.
+
+  The encoder ends a payload with one seal word, or two (the second 0) when its last interval's
+  bounds share their top word; the decoder reads two words ahead, so after the last symbol it has
+  read exactly one word past a payload with one seal word: the zero it pads with, here ours (the
+  same zero, so the same symbols). Having read that zero, it has read no more words than the
+  symbols need, so nothing was appended. Otherwise (a two-word seal, or words appended, or a
+  payload without symbols) `check_end` raises `_Undecided` and `decode` decodes again with
+  `_ExactDecoder`, which decides exactly; `maybe_exhausted` alone took a stream extended by one
+  word for a whole one."""
+
+  def __init__(self, words: np.ndarray):
+    self._decoder = constriction.stream.queue.RangeDecoder(np.append(words, np.uint32(0)))
+    self._coded = False
+
+  def decode_bit(self, p: float) -> int:
+    """One bit under Bernoulli(p)."""
+    self._coded = True
+    return int(self._decoder.decode(_model.Bernoulli(p, perfect=False)))
+
+  def decode(self, model, *params):
+    """`RangeDecoder.decode(model, count)` or `(model family, parameter arrays...)`."""
+    symbols = self._decoder.decode(model, *params)
+    self._coded = self._coded or np.size(symbols) > 0
+    return symbols
+
+  def check_end(self) -> None:
+    if not (self._coded and self._decoder.maybe_exhausted()):
+      raise _Undecided()
+
+
 class _ExactDecoder:
   """A range decoder that also knows where the payload ends.
 
@@ -646,9 +684,18 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
   """Decodes one clip bitstream; raises DecodeError for anything that is not a valid stream.
 
   Checks: magic, version, CRC, table hash, header fields and limits, whole words, every mask count,
-  escaped values in int32, and that the payload is exactly the words its symbols encode to
-  (nothing after the last one: `_ExactDecoder`)."""
+  escaped values in int32, and that nothing follows the payload's last word (`_Decoder`, and
+  where it cannot tell, `_ExactDecoder`: the payload must be exactly the words its symbols encode
+  to)."""
   tables = require_tables(tables, model)
+  try:
+    return _decode(data, tables, max_latent_symbols, exact=False)
+  except _Undecided:
+    return _decode(data, tables, max_latent_symbols, exact=True)
+
+
+def _decode(data: bytes, tables: CodingTables, max_latent_symbols: int, *,
+            exact: bool) -> ClipPayload:
   if not isinstance(data, (bytes, bytearray, memoryview)):
     raise DecodeError(f"decode expects bytes, got {type(data).__name__}")
   data = bytes(data)
@@ -656,7 +703,7 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
   frames, frame_keep, blocks, block_keep, rows = mask_dims
   try:
     words = np.frombuffer(data, "<u4", count=(body_end - offset) // 4, offset=offset)
-    decoder = _ExactDecoder(words.astype(np.uint32))
+    decoder = (_ExactDecoder if exact else _Decoder)(words.astype(np.uint32))
     frame_mask = block_masks = None
     if frames is not None:
       frame_mask = _decode_mask(decoder, frames, frame_keep)
@@ -683,7 +730,7 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
       values[escaped] = _decode_escapes(decoder, num_escapes, tables.lower[channel].astype(np.int64),
                                         tables.upper[channel].astype(np.int64))
     decoder.check_end()
-  except DecodeError:
+  except (DecodeError, _Undecided):
     raise
   except BaseException as e:  # constriction raises AssertionError/ValueError, or panics (BaseException)
     if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
