@@ -335,8 +335,8 @@ class STAECodec(base.Codec):
     for i, stream in enumerate(streams):  # what each header declares, before anything is decoded
       header = bitstream.read_header(stream, self.tables, max_latent_symbols=symbols)
       if header != want:
-        raise DecodeError(f"stream {i} declares {_declared(header)}; a {self.tag!r} clip at "
-                          f"{point.name} is {_declared(want)}")
+        raise DecodeError(f"stream {i} does not hold a {self.tag!r} clip at {point.name}: it "
+                          f"declares {_declared(header)}, the point is {_declared(want)}")
     payloads = bitstream.decode_batch(streams, self.tables, max_latent_symbols=symbols)
     expected = (k_f, k_s) + tuple(self._latent_shape)
     for i, p in enumerate(payloads):
