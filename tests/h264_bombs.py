@@ -20,7 +20,8 @@ from stae_jax.systems import h264
 
 
 def parameter_sets(side: int, frames: int) -> bytes:
-  """The SPS and PPS (Annex B) libx264 writes for frames x side x side at `encode_h264`'s settings."""
+  """The SPS and PPS (Annex B) libx264 writes for frames x side x side (`encode_h264`'s
+  settings)."""
   context = av.CodecContext.create(h264.ENCODER_NAME, "w")
   context.width = context.height = side
   context.pix_fmt = "yuv420p"

@@ -49,9 +49,9 @@ def bitstream_mutants(rng, stream: bytes, tables, count: int = 60) -> list:
   """Mutants of one clip bitstream (module doc), `count` of each kind."""
   header = bitstream.read_header(stream, tables)
   implied = (header.frames is not None) + (header.blocks is not None)
+  rows_explicit = header.blocks is not None and header.frames is None
   fields = dict(frames=header.frames, frame_keep=header.frame_keep, blocks=header.blocks,
-                block_keep=header.block_keep,
-                rows=header.lead[0] if header.blocks is not None and header.frames is None else None,
+                block_keep=header.block_keep, rows=header.lead[0] if rows_explicit else None,
                 dims=tuple(header.lead[implied:]))
   head_length = len(_header(stream[0], stream[2:4], fields))
   assert stream[:head_length] == _header(stream[0], stream[2:4], fields)

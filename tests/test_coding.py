@@ -314,7 +314,8 @@ def test_streams_extended_by_whole_words_are_refused_with_their_checksum_fixed(c
   assert refused == 5 * len(payloads) and len(exact) >= refused
   before = len(exact)
   for _ in range(2000):  # ~1.4% of honest streams end with two words
-    payload = stae_payload(rng, tables, 8, int(rng.integers(1, 8)), 6, int(rng.integers(1, 6)), 1, 2)
+    payload = stae_payload(rng, tables, 8, int(rng.integers(1, 8)), 6, int(rng.integers(1, 6)),
+                           1, 2)
     assert decode(encode(payload, tables), tables) == payload
     if len(exact) > before:
       break

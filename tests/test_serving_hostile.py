@@ -71,8 +71,8 @@ def test_h264_bombs_are_refused_with_the_server_under_2_gb_beside_good_clients(c
   """Streams of ~250 bytes declaring 16 pictures of 4096x4096 and 8192x8192 sent to the point of
   16x16 pictures (with the server half before the check, three of the 4096x4096 ones took this
   child to a 2.3 GB peak and 12 s, answered OK; the issue measured 9.2 GB for 8192x8192): each is
-  refused by name, the server's peak memory stays under 2 GB, and clients sending good streams at the same
-  time get every answer. Malformed messages and NaN or infinite deadlines get one error each and
+  refused by name, the server's peak memory stays under 2 GB, and clients sending good streams at
+  the same time get every answer. Malformed messages and NaN or infinite deadlines get one error each and
   one log line, never a traceback; /metrics over HTTP says ready without the Metrics rpc."""
   pid, channel, metrics_url, log = child_server
   stub = protocol.Stub(channel)
@@ -101,7 +101,8 @@ def test_h264_bombs_are_refused_with_the_server_under_2_gb_beside_good_clients(c
         request = protocol.ClassifyRequest(method="h264", point=POINT, stream=stream,
                                            request_id=f"good-h264-{round_}-{i}")
         good_replies.append(stub.Classify(request, timeout=60))
-      request = protocol.ClassifyRequest(method="raw", point="uint8", stream=_clip(round_).tobytes(),
+      request = protocol.ClassifyRequest(method="raw", point="uint8",
+                                         stream=_clip(round_).tobytes(),
                                          request_id=f"good-raw-{round_}")
       good_replies.append(stub.Classify(request, timeout=60))
 
