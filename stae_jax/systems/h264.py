@@ -162,6 +162,7 @@ _ALLOWED_NAL_TYPES = frozenset((1, 5, 6, 7, 8, 9))
 #: profile_idc values whose sequence parameter set carries the chroma format and bit depths.
 _HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
 _EMULATION_PREVENTION = re.compile(b"\x00\x00\x03")
+_SPS_READ_BYTES = 4096
 
 
 class _Bits:
@@ -213,7 +214,9 @@ def _skip_scaling_list(bits: _Bits, size: int) -> None:
 def parse_sps(unit: bytes) -> SequenceHeader:
   """A sequence parameter set NAL unit (header byte first, emulation prevention still in) ->
   its picture size, chroma format and bit depth (H.264 7.3.2.1.1). ValueError if malformed."""
-  bits = _Bits(_EMULATION_PREVENTION.sub(b"\x00\x00", unit[1:]))
+  # The fields up to the cropping window take at most ~1.1 kB (two sets of scaling lists); an
+  # oversized unit is read no further than that.
+  bits = _Bits(_EMULATION_PREVENTION.sub(b"\x00\x00", unit[1:_SPS_READ_BYTES]))
   profile = bits.u(8)
   bits.u(16)  # constraint flags, reserved bits, level_idc
   bits.ue()   # seq_parameter_set_id
@@ -264,14 +267,23 @@ def parse_sps(unit: bytes) -> SequenceHeader:
                         progressive=progressive)
 
 
+def _iter_nal_units(stream: bytes):
+  """The NAL units of an Annex B stream one at a time (start codes removed); ValueError if bytes
+  come before the first start code."""
+  starts = _START_CODE.finditer(stream)
+  current = next(starts, None)
+  if current is None or current.start() != 0:
+    raise ValueError("it does not start with an Annex B start code (00 00 01)")
+  for following in starts:
+    yield stream[current.end():following.start()]
+    current = following
+  yield stream[current.end():]
+
+
 def nal_units(stream: bytes) -> list[bytes]:
   """The NAL units of an Annex B stream (start codes removed); ValueError if bytes come before
   the first start code."""
-  starts = [(m.start(), m.end()) for m in _START_CODE.finditer(stream)]
-  if not starts or starts[0][0] != 0:
-    raise ValueError("it does not start with an Annex B start code (00 00 01)")
-  return [stream[end:starts[i + 1][0] if i + 1 < len(starts) else len(stream)]
-          for i, (_, end) in enumerate(starts)]
+  return list(_iter_nal_units(stream))
 
 
 def check_declared(stream: bytes, num_frames: int, height: int, width: int) -> None:
@@ -284,7 +296,10 @@ def check_declared(stream: bytes, num_frames: int, height: int, width: int) -> N
   padded = (height + height % 2, width + width % 2)
   mbs = (-(-padded[0] // 16), -(-padded[1] // 16))
   pictures = headers = 0
-  for unit in nal_units(stream):
+  most_units = 2 * num_frames + 16  # a slice per picture, parameter sets, SEI, delimiters
+  for count, unit in enumerate(_iter_nal_units(stream)):
+    if count == most_units:
+      raise ValueError(f"it has more than {most_units} NAL units for {num_frames} pictures")
     if not unit or unit[0] & 0x80:
       raise ValueError("an empty NAL unit or one with its forbidden bit set")
     kind = unit[0] & 0x1F
