@@ -259,6 +259,7 @@ def test_server_half_refuses_what_the_sequence_header_declares_before_decoding()
       "ends inside a field": b"\0\0\1" + sps[:6] + honest,
       "declares 32x32": cropped + body,
       "before any sequence header": body[:40] + honest,
+      "more than 48 NAL units": honest + b"\0\0\1\x09\xf0" * 40,  # access unit delimiters
   }
   for needle, stream in bad.items():
     with pytest.raises(base.DecodeError, match=needle):
