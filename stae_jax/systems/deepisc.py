@@ -145,6 +145,16 @@ class DeepISCCodec(base.Codec):
   def entropy_decode(self, streams, point: Point) -> np.ndarray:
     point = self.point(point)
     streams = base.check_streams(streams, self.max_stream_bytes(point))
+    want = bitstream.Header(None, None, None, None,
+                            (self.clip_shape[0], point["tokens_per_frame"]))
+    for i, stream in enumerate(streams):  # what each header declares, before anything is decoded
+      header = bitstream.read_header(stream, self.tables, max_latent_symbols=self._symbols(point))
+      if header != want:
+        masks = header.frames is not None or header.blocks is not None
+        raise DecodeError(f"stream {i} does not hold a {self.tag!r} clip at {point.name}: its "
+                          f"header declares {'masks and ' if masks else ''}latents "
+                          f"{list(header.lead)} x C, expected latents {list(want.lead)} x C and "
+                          "no masks")
     payloads = bitstream.decode_batch(streams, self.tables,
                                       max_latent_symbols=self._symbols(point))
     expected = (self.clip_shape[0], point["tokens_per_frame"], self._channels)

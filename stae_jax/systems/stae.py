@@ -353,6 +353,13 @@ class STAECodec(base.Codec):
     k_f, k_s = self._keep[point]
     streams = base.check_streams(streams, self.max_stream_bytes(point))
     symbols = k_f * k_s * int(np.prod(self._latent_shape))
+    want = bitstream.Header(self._frames, k_f, self._blocks, k_s,
+                            (k_f, k_s) + tuple(self._latent_shape[:-1]))
+    for i, stream in enumerate(streams):  # what each header declares, before anything is decoded
+      header = bitstream.read_header(stream, self.tables, max_latent_symbols=symbols)
+      if header != want:
+        raise DecodeError(f"stream {i} does not hold a {self.tag!r} clip at {point.name}: it "
+                          f"declares {_declared(header)}, the point is {_declared(want)}")
     payloads = bitstream.decode_batch(streams, self.tables, max_latent_symbols=symbols)
     expected = (k_f, k_s) + tuple(self._latent_shape)
     for i, p in enumerate(payloads):
@@ -381,6 +388,16 @@ class STAECodec(base.Codec):
 
 def codec(trained: base.Trained) -> STAECodec:
   return STAECodec(trained)
+
+
+def _declared(header: bitstream.Header) -> str:
+  """A stream header's sizes in words, for the server's refusals."""
+  parts = []
+  if header.frames is not None:
+    parts.append(f"{header.frame_keep} of {header.frames} frames")
+  if header.blocks is not None:
+    parts.append(f"{header.block_keep} of {header.blocks} blocks")
+  return ", ".join(parts + [f"latents {list(header.lead)} x C"])
 
 
 def _label(tag: str) -> str:
