@@ -98,6 +98,37 @@ def test_text_from_a_file_is_escaped_when_printed():
   assert clip_tools.printable("é" * 300, 10) == "é" * 10 + "..."
 
 
+def test_read_clip_holds_the_clip_not_the_video(tmp_path):
+  """compress.py's read: 120 frames of 360x640 (83 MB as RGB) give a 4-frame clip while numpy's
+  allocations (which tracemalloc sees) peak at a few source frames; the frames are those a whole
+  decode gives at the sampled positions."""
+  import av  # pylint: disable=g-import-not-at-top
+  import tracemalloc  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "long.mp4"
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream("mpeg4", rate=30)
+    stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+    for i in range(120):
+      frame = av.VideoFrame.from_ndarray(np.full((360, 640, 3), 2 * i, np.uint8), format="rgb24")
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode(None):
+      container.mux(packet)
+  data = evaluate_helpers.tiny_config().data
+  tracemalloc.start()
+  try:
+    source = clip_tools.read_clip(path, data)
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  assert source.clip.shape == (4, 16, 16, 3) and source.num_frames == 120
+  assert peak < 4 * 360 * 640 * 3, peak
+  from stae_jax.data.video import read_video  # pylint: disable=g-import-not-at-top
+  whole, indices, _ = clip_tools.sample_clip(read_video(path).frames, data)
+  assert indices.tolist() == source.indices.tolist()
+  np.testing.assert_array_equal(whole, source.clip)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   return evaluate_helpers.tiny_workdir(tmp_path_factory)
