@@ -31,7 +31,8 @@ _MAX_WAIT = flags.DEFINE_float("max_wait_ms", 10.0, "Longest a batch waits to fi
 _SIZES = flags.DEFINE_list("batch_sizes", None, "Padded batch shapes (default 1,2,4,.. max_batch).")
 _METHODS = flags.DEFINE_list("methods", None, "Method tags to serve (default: every one).")
 _CRFS = flags.DEFINE_list("crfs", None, "x264 CRFs served (default: the H.264 grid evaluate.py "
-                          "measured, from the workdir's results.json; without one, H.264's defaults).")
+                          "measured, from the workdir's results.json; without one, H.264's "
+                          "defaults).")
 _PRESET = flags.DEFINE_string("h264_preset", None, "x264 preset (default: results.json's).")
 _METRICS_PORT = flags.DEFINE_integer("metrics_port", 0, "Also serve /metrics over HTTP on "
                                      "127.0.0.1:<port> (0: only the Metrics rpc).")

@@ -84,7 +84,8 @@ def main(argv):
   with tempfile.TemporaryDirectory() as tmp:
     clip = pathlib.Path(tmp) / f"clip_{_HEIGHT.value}p.mp4"
     write_clip(clip, _SECONDS.value, _HEIGHT.value)
-    print(f"{clip.name}: {_SECONDS.value:g} s at {_HEIGHT.value}p, {clip.stat().st_size / 1e6:.1f} MB")
+    megabytes = clip.stat().st_size / 1e6
+    print(f"{clip.name}: {_SECONDS.value:g} s at {_HEIGHT.value}p, {megabytes:.1f} MB")
     rows = [("whole decode", [sys.executable, "-c", _READ, str(clip), "whole"]),
             ("read_clip", [sys.executable, "-c", _READ, str(clip), "bounded"])]
     if (workdir / "classifier").is_dir():

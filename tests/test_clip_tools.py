@@ -1,7 +1,7 @@
 """Single-clip tools: a real video -> .stae file -> class, and clear errors for bad files."""
 
+import json
 import pathlib
-import shutil
 import struct
 import subprocess
 import sys
@@ -71,7 +71,8 @@ def test_header_schema_refuses_what_it_does_not_describe():
       (("source", "extra"), 1, "unknown fields extra"),
       (("frame_indices",), [0, 1], "2 indices for a clip of 4 frames"),
       (("frame_indices",), [[[[0]]]] * 4, "frame_indices\\[0\\].*expected an integer, got a list"),
-      (("operating_point",), {"keep": 0.5}, "operating_point field: expected a string, got an object"),
+      (("operating_point",), {"keep": 0.5}, "operating_point field: expected a string, got an "
+                                             "object"),
       (("system",), None, "system field: expected a string, got null"),
       (("fingerprint",), "", "fingerprint field: a string of 0"),
       (("format",), "other", "format is \"other\""),
@@ -80,14 +81,49 @@ def test_header_schema_refuses_what_it_does_not_describe():
     with pytest.raises(DecodeError, match=message):
       clip_tools.unpack(clip_tools.pack(_with(HEADER, path, value), stream))
   assert clip_tools.unpack(clip_tools.pack(_with(HEADER, ("fingerprint",), None), stream))
-  text = lambda t: (clip_tools.MAGIC + bytes([clip_tools.VERSION]) + struct.pack("<I", len(t)) + t  # pylint: disable=unnecessary-lambda-assignment
-                    + struct.pack("<I", zlib.crc32(t)) + stream)
+  def text(t):
+    return (clip_tools.MAGIC + bytes([clip_tools.VERSION]) + struct.pack("<I", len(t)) + t
+            + struct.pack("<I", zlib.crc32(t)) + stream)
   with pytest.raises(DecodeError, match="nested too deeply"):
     clip_tools.unpack(text(b"[" * 8000 + b"]" * 8000))
   with pytest.raises(DecodeError, match="garbles its top level field: expected an object"):
     clip_tools.unpack(text(b"[1, 2]"))
   with pytest.raises(DecodeError, match="header claims 16385 bytes, more than any"):
     clip_tools.unpack(text(b" " * 16385))
+
+
+def test_header_fuzz_gives_decode_errors_only():
+  """Seeded mutations of a valid header (every field replaced by values of every JSON type, and
+  byte flips inside the JSON with the checksum recomputed): `unpack` accepts or raises DecodeError,
+  nothing else, and what it accepts passes the schema again."""
+  rng = np.random.default_rng(30)
+  values = [None, True, 0, -1, 2**63, 1.5, float("nan"), float("inf"), "", "x" * 300, "\x1b[2J",
+            [], [1, 2, 3, 4], [[1]], {}, {"a": {"b": []}}, "keep=0.5x0.5"]
+  paths = [(key,) for key in HEADER] + [("source", key) for key in HEADER["source"]]
+  stream = b"\xb1payload"
+  outcomes = {"accepted": 0, "refused": 0}
+
+  def attempt(data):
+    try:
+      header, rest = clip_tools.unpack(data)
+    except DecodeError:
+      outcomes["refused"] += 1
+      return
+    assert rest == stream and clip_tools.check_header(header) is header
+    outcomes["accepted"] += 1
+
+  for path in paths:
+    for value in values:
+      attempt(clip_tools.pack(_with(HEADER, path, value), stream))
+  text = json.dumps(HEADER, sort_keys=True).encode()
+  for _ in range(300):
+    mutated = bytearray(text)
+    for _ in range(rng.integers(1, 4)):
+      mutated[rng.integers(len(mutated))] = rng.integers(32, 127)
+    mutated = bytes(mutated)
+    attempt(clip_tools.MAGIC + bytes([clip_tools.VERSION]) + struct.pack("<I", len(mutated))
+            + mutated + struct.pack("<I", zlib.crc32(mutated)) + stream)
+  assert outcomes["refused"] > 300 and outcomes["accepted"] > 10, outcomes
 
 
 def test_text_from_a_file_is_escaped_when_printed():
@@ -163,7 +199,8 @@ def test_real_video_round_trip(compressed, workdir, real_data):
   indices = pipeline.temporal_indices(409, t, config.data.stride, "uniform")
   assert indices.tolist() == header["frame_indices"] and header["source"]["frames"] == 409
   box = pipeline.crop_box(*frames.shape[1:3])
-  clip = np.stack([clip_tools._resize(frames[i], box, config.data) for i in indices])  # pylint: disable=protected-access
+  resize = clip_tools._resize  # pylint: disable=protected-access
+  clip = np.stack([resize(frames[i], box, config.data) for i in indices])
   np.testing.assert_array_equal(clip, clip_tools.read_clip(real_data / VIDEO, config.data).clip)
   point = codec.point("keep=0.5x0.5")
   streams = codec.device(clip[None], point).streams
@@ -268,8 +305,9 @@ def test_command_line_round_trip(workdir, real_data, tmp_path):
   out = tmp_path / "out"
   out.mkdir()
   # two inputs in one call (one restore, one compile) into a folder
-  done, _ = _run_timed("compress.py", f"--workdir={workdir}", f"--input={real_data / VIDEO},{dropped}",
-                       f"--output={out}", "--point=keep=1x0.5")
+  done, _ = _run_timed("compress.py", f"--workdir={workdir}",
+                       f"--input={real_data / VIDEO},{dropped}", f"--output={out}",
+                       "--point=keep=1x0.5")
   assert done.returncode == 0, done.stderr[-2000:]
   assert _no_library_noise(done.stderr), done.stderr[-2000:]
   stae_file = out / pathlib.Path(VIDEO).with_suffix(".stae").name
@@ -278,7 +316,8 @@ def test_command_line_round_trip(workdir, real_data, tmp_path):
   for line, path in zip(lines, [stae_file, out / "dropped.stae"]):
     stream = len(clip_tools.unpack(path.read_bytes())[1])
     assert f"bitstream {stream} bytes ({8 * stream} bits; {4 * 16 * 16 * 3 / stream:.1f}x" in line
-    assert f"file {path.stat().st_size} bytes (with its {path.stat().st_size - stream}-byte header)" in line
+    size = path.stat().st_size
+    assert f"file {size} bytes (with its {size - stream}-byte header)" in line
   header = clip_tools.unpack((out / "dropped.stae").read_bytes())[0]
   assert header["source"]["frames"] == 444 and min(header["frame_indices"]) > 200  # not of 68
   # A header whose text would drive the terminal, decompressed with a picture: printed escaped.

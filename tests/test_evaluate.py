@@ -198,12 +198,14 @@ def test_readme_serving_commands_run_as_written(evaluated, workdir, tmp_path):
   import signal  # pylint: disable=g-import-not-at-top
   import socket  # pylint: disable=g-import-not-at-top
   _, results = evaluated
+  preset = results["methods"]["h264"]["config"]["preset"]
   assert report.measured_baselines(workdir) == {"h264": dict(
-      frames=(4, 1), scales=(1, 2), crfs=(30.0, 51.0), preset=results["methods"]["h264"]["config"]["preset"])}
+      frames=(4, 1), scales=(1, 2), crfs=(30.0, 51.0), preset=preset)}
   serve, client = _readme_serving_commands()
   assert serve[:2] == ["python", "serve.py"] and client[:2] == ["python", "client.py"]
   records = tmp_path / "records.jsonl"
-  substitute = {"--config=configs/synthetic.py": f"--config=tests/tiny_config_file.py:{tmp_path / 'tfds'}",
+  tiny = f"--config=tests/tiny_config_file.py:{tmp_path / 'tfds'}"
+  substitute = {"--config=configs/synthetic.py": tiny,
                 "--workdir=runs/synthetic": f"--workdir={workdir}",
                 "--output=records.jsonl": f"--output={records}"}
   for command in (serve, client):

@@ -6,13 +6,14 @@ or only its first half, becomes a wrong training example nobody notices. So ever
 container declares is an error, not a shorter clip.
 
 Truncation policy (decided here, relied on by the dataset builders): when a container declares its
-frame count (AVI headers, MP4 sample tables) and its packets reach neither that many packets nor that
-many frame slots by their timestamps, the file was cut short: `VideoReader.frames` raises, even
+frame count (AVI headers, MP4 sample tables) and its packets reach neither that many packets nor
+that many frame slots by their timestamps, the file was cut short: `VideoReader.frames` raises, even
 though its first frames decode. Decoded frames are not compared with packets, because intact real
 files differ by design (an Xvid AVI of HMDB51 declares 75 frames, holds 75 packets and decodes to
 74: the packed-bitstream placeholder yields no picture). Containers that declare no count
 (Matroska/WebM) can only be caught by decode errors. When `max_frames` stops reading early, the
-unread rest of the file is not decoded (its packets were counted, see below).
+unread rest of the file is neither decoded nor checked (`frames_at`, which also stops early, checks
+the counts of the demuxing pass below before decoding).
 
 Dropped frames: a capture that dropped frames writes fewer packets than frame slots, their
 timestamps skipping the dropped slots (OpenCV's sample tree.avi: 68 packets spanning timestamps
@@ -226,17 +227,18 @@ class VideoReader:
       raise ValueError(f"frame indices {wanted[:3]}...{wanted[-1:]} are not within the "
                        f"{self.num_frames} frames of {self.path}")
     self._check_truncation(decoded=0)
-    position, last = 0, None
+    position, frame = 0, None
     for index, frame in enumerate(self._decoded()):
-      while position < len(wanted) and wanted[position] == index:
-        last = (index, self._convert(frame))
-        yield last
-        position += 1
-      if position == len(wanted):
-        return
-    while last is not None and position < len(wanted):
-      yield wanted[position], last[1]
-      position += 1
+      if wanted[position] == index:
+        rgb = self._convert(frame)
+        while position < len(wanted) and wanted[position] == index:
+          yield index, rgb
+          position += 1
+        if position == len(wanted):
+          return
+    rgb = self._convert(frame)  # the decoder's last frame (`_decoded` raises if there is none)
+    for index in wanted[position:]:
+      yield index, rgb
 
 
 @dataclasses.dataclass(frozen=True)

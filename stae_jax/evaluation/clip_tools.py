@@ -250,7 +250,7 @@ def unpack(data: bytes) -> tuple[dict, bytes]:
     raise DecodeError(".stae header checksum mismatch: the file is corrupted")
   try:
     header = json.loads(text)
-  except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than Python's stack
+  except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the stack
     reason = "nested too deeply" if isinstance(error, RecursionError) else printable(error, 80)
     raise DecodeError(f".stae header is not valid JSON ({reason}): corrupted") from None
   return check_header(header), data[13 + length:]
