@@ -98,7 +98,7 @@ class _Field:
         self.kind == "int" and not isinstance(value, int)):
       _garbled(name, f"expected {'an integer' if self.kind == 'int' else 'a number'}, got "
                f"{_describe(value)}")
-    if not (math.isfinite(value) and self.low <= value <= self.high):
+    if not ((isinstance(value, int) or math.isfinite(value)) and self.low <= value <= self.high):
       _garbled(name, f"{_describe(value)} is outside [{self.low:g}, {self.high:g}]")
 
 
