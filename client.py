@@ -47,8 +47,9 @@ _PACING = flags.DEFINE_bool("pacing", False, "Hold each request for its transmis
                             "the trace (no network namespace).")
 _START = flags.DEFINE_float("start_unix", 0.0, "Capture start (time.time(); 0: now), to line up "
                             "with a link shaper replaying the same trace.")
-_CRFS = flags.DEFINE_list("crfs", ["23", "29", "35", "41", "47", "51"], "x264 CRFs.")
-_PRESET = flags.DEFINE_string("h264_preset", "veryfast", "x264 preset.")
+_CRFS = flags.DEFINE_list("crfs", None, "x264 CRFs (default: the H.264 grid evaluate.py measured, "
+                          "from the workdir's results.json; without one, H.264's defaults).")
+_PRESET = flags.DEFINE_string("h264_preset", None, "x264 preset (default: results.json's).")
 _OUTPUT = flags.DEFINE_string("output", None, "Write one JSON record per clip here.")
 
 
@@ -58,6 +59,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from stae_jax import channel as channel_lib  # pylint: disable=g-import-not-at-top
+  from stae_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import client as client_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import protocol  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import sources  # pylint: disable=g-import-not-at-top
@@ -80,7 +82,7 @@ def main(argv):
       raise ValueError("--pacing needs a trace to pace by: pass --snr_db or --trace")
     codecs = client_lib.load_device_codecs(
         config, workdir, _METHODS.value,
-        baselines=dict(h264=dict(crfs=tuple(float(c) for c in _CRFS.value), preset=_PRESET.value)))
+        baselines=report.measured_baselines(workdir, crfs=_CRFS.value, preset=_PRESET.value))
     if _INPUTS.value:
       clips = sources.video_clips(_INPUTS.value, workdir_lib.trained_data(workdir))
     else:

@@ -263,3 +263,7 @@ def test_library_info_logs_are_filtered_but_warnings_pass():
   assert not handler.filter(record(py_logging.INFO, "/x/site-packages/orbax/checkpoint/m.py"))
   assert handler.filter(record(py_logging.WARNING, "/x/site-packages/orbax/checkpoint/m.py"))
   assert handler.filter(record(py_logging.INFO, "/x/stae_jax/training/trainer.py"))
+  read_only = py_logging.LogRecord("absl", py_logging.WARNING, "/x/orbax/checkpoint/m.py", 1,
+                                   "Given directory is read only=%s", ("/w",), None)
+  assert not handler.filter(read_only)
+  assert not handler.filter(record(py_logging.INFO, "/x/site-packages/jax/_src/xla_bridge.py"))

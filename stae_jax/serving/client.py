@@ -194,8 +194,10 @@ class Camera:
                          "policy='fixed:<point>'")
       names = [p.name for p in planned]
       if names != [p.name for p in codec.points]:
-        raise ValueError(f"results.json lists {codec.tag} points {names}, the trained model has "
-                         f"{[p.name for p in codec.points]}: re-run evaluate.py on this workdir")
+        raise ValueError(f"results.json lists {codec.tag} points {names}, this client built "
+                         f"{[p.name for p in codec.points]}: leave out --crfs/--h264_preset (they "
+                         "default to what evaluate.py measured), or re-run evaluate.py if the "
+                         "workdir was retrained since")
       self._planned = list(planned)
       self._fixed = None
     else:
