@@ -2,7 +2,7 @@ r"""The device client: cameras that compress clips on the device and offload the
 
   python client.py --config=configs/synthetic.py --workdir=runs/synthetic \
       --server=127.0.0.1:50051 --methods=stae,h264 --max_clips=20 [--inputs=a.avi,b.avi]
-      [--policy=adaptive|fixed:<point>] [--deadline=0.5] [--snr_db=10 --trace_seed=0 --pacing]
+      [--policy=adaptive|fixed:<point>|<method>:fixed:<point> ...] [--deadline=0.5] [--snr_db=10 --trace_seed=0 --pacing]
       [--cameras=1] [--output=records.jsonl]
 
 One camera per method (times --cameras) captures clips at the fixed rate of --fps frames per second
@@ -15,6 +15,7 @@ holds each request for its transmission time on that trace (the fallback where n
 namespace shapes the link; see stae_jax/serving/link.py). Details: stae_jax/serving/client.py.
 """
 
+import dataclasses
 import json
 import threading
 import time
@@ -37,7 +38,9 @@ _MAX_CLIPS = flags.DEFINE_integer("max_clips", 20, "Clips per camera (0: all).")
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", 300.0, "Stop capturing after this long.")
 _FPS = flags.DEFINE_float("fps", 30.0, "Capture frame rate.")
 _DEADLINE = flags.DEFINE_float("deadline", 0.5, "Deadline per clip, capture to answer (s).")
-_POLICY = flags.DEFINE_string("policy", "adaptive", "adaptive or fixed:<point name>.")
+_POLICY = flags.DEFINE_multi_string(
+    "policy", ["adaptive"], "adaptive or fixed:<point name> (one method), or per method, "
+    "repeated: <method>:adaptive, <method>:fixed:<point name>.")
 _MARGIN = flags.DEFINE_float("rate_margin", 0.7, "Plan for this fraction of the estimated rate.")
 _RATE = flags.DEFINE_float("rate_bps", 2.9e6, "Link-rate estimate without a trace (bits/s).")
 _SNR = flags.DEFINE_float("snr_db", None, "Replay a channel trace of this mean SNR (dB).")
@@ -47,8 +50,9 @@ _PACING = flags.DEFINE_bool("pacing", False, "Hold each request for its transmis
                             "the trace (no network namespace).")
 _START = flags.DEFINE_float("start_unix", 0.0, "Capture start (time.time(); 0: now), to line up "
                             "with a link shaper replaying the same trace.")
-_CRFS = flags.DEFINE_list("crfs", ["23", "29", "35", "41", "47", "51"], "x264 CRFs.")
-_PRESET = flags.DEFINE_string("h264_preset", "veryfast", "x264 preset.")
+_CRFS = flags.DEFINE_list("crfs", None, "x264 CRFs (default: the H.264 grid evaluate.py measured, "
+                          "from the workdir's results.json; without one, H.264's defaults).")
+_PRESET = flags.DEFINE_string("h264_preset", None, "x264 preset (default: results.json's).")
 _OUTPUT = flags.DEFINE_string("output", None, "Write one JSON record per clip here.")
 
 
@@ -58,6 +62,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from stae_jax import channel as channel_lib  # pylint: disable=g-import-not-at-top
+  from stae_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import client as client_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import protocol  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import sources  # pylint: disable=g-import-not-at-top
@@ -66,7 +71,7 @@ def main(argv):
   workdir = workdir_lib.resolve(_WORKDIR.value, config)
   try:
     options = client_lib.ClientOptions(
-        fps=_FPS.value, deadline_seconds=_DEADLINE.value, policy=_POLICY.value,
+        fps=_FPS.value, deadline_seconds=_DEADLINE.value,
         rate_margin=_MARGIN.value, rate_bps=_RATE.value, pacing=_PACING.value,
         max_clips=_MAX_CLIPS.value, max_seconds=_MAX_SECONDS.value)
     trace = None
@@ -78,9 +83,10 @@ def main(argv):
           seed=_TRACE_SEED.value)
     if _PACING.value and trace is None:
       raise ValueError("--pacing needs a trace to pace by: pass --snr_db or --trace")
+    policies = client_lib.policies_for(_POLICY.value, _METHODS.value)
     codecs = client_lib.load_device_codecs(
         config, workdir, _METHODS.value,
-        baselines=dict(h264=dict(crfs=tuple(float(c) for c in _CRFS.value), preset=_PRESET.value)))
+        baselines=report.measured_baselines(workdir, crfs=_CRFS.value, preset=_PRESET.value))
     if _INPUTS.value:
       clips = sources.video_clips(_INPUTS.value, workdir_lib.trained_data(workdir))
     else:
@@ -100,7 +106,8 @@ def main(argv):
     encoder.warm_up()
     planned = client_lib.planned_points(workdir, codec.tag)
     for i in range(_CAMERAS.value):
-      cameras.append(client_lib.Camera(codec, stub, options, planned=planned, trace=trace,
+      own = dataclasses.replace(options, policy=policies[codec.tag])
+      cameras.append(client_lib.Camera(codec, stub, own, planned=planned, trace=trace,
                                        name=f"{codec.tag}{i}", encoder=encoder))
   start = _START.value or time.time() + 1.0
   print(f"client.py: capture starts at {start:.6f}", flush=True)  # for a link shaper to line up

@@ -6,15 +6,21 @@ r"""Device side: compresses video files into `.stae` files with a trained system
 
 Several inputs (comma-separated) are compressed in one call: the model is restored and compiled
 once. Each output goes beside its input with the suffix .stae, or into --output when that is a
-folder (with one input, --output may also name the file). An input that cannot be read is
-reported and skipped; the exit status is then 1.
+folder (with one input, --output may also name the file). Two inputs that would write the same
+output (a.avi and a.mp4) are refused, naming both, before any work. Inputs are checked (each must
+exist and open as a video) before the model loads, so a wrong path is reported in about a second;
+an input that cannot be read is reported and skipped; the exit status is then 1.
 
 The clip is the evaluation view (centre window of T frames, centre square crop, model resolution);
---point picks one of the system's trained operating points by name (as report.md lists them:
-`keep=0.25x0.5` for STAE, `tokens=4` for DeepISC; default its first). The file format is described
-in stae_jax/evaluation/clip_tools.py.
+only its frames are decoded and each is resized as it arrives (`clip_tools.read_clip`), so memory
+is bounded by the clip, not the video. --point picks one of the system's trained operating points
+by name (as report.md lists them: `keep=0.25x0.5` for STAE, `tokens=4` for DeepISC; default its
+first). Printed per file: the bitstream's bytes (what a link carries) and its ratio to the raw
+clip, and the file's bytes (bitstream plus header). The file format is described in
+stae_jax/evaluation/clip_tools.py.
 """
 
+import math
 import pathlib
 import sys
 
@@ -38,30 +44,43 @@ _POINT = flags.DEFINE_string("point", None, "Operating point by name (default: t
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from stae_jax.coding import DecodeError, TablesError  # pylint: disable=g-import-not-at-top
-  from stae_jax.data.video import VideoReadError  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import clip_tools  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  config = _CONFIG.value
-  workdir = workdir_lib.resolve(_WORKDIR.value, config)
+  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  quiet_library_logs()
+  from stae_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
   inputs = [pathlib.Path(i) for i in _INPUT.value]
   outputs = _outputs(inputs, _OUTPUT.value)
   for output in outputs:
     if not output.parent.is_dir():  # before any model is loaded: fail fast, lose nothing
       sys.exit(f"compress.py: error: cannot write {output}: {output.parent} is not a folder; pass "
                "a writable --output path")
+  failed = 0
+  readable = []
+  for path, output in zip(inputs, outputs):  # before the model loads: a wrong path costs a second
+    try:
+      video_lib.VideoReader(path).close()
+      readable.append((path, output))
+    except video_lib.VideoReadError as error:
+      print(f"compress.py: error: {error}", file=sys.stderr)
+      failed += 1
+  if not readable:
+    sys.exit(f"compress.py: {failed} of {len(inputs)} inputs failed; nothing to compress")
+  from stae_jax.coding import DecodeError, TablesError  # pylint: disable=g-import-not-at-top
+  from stae_jax.evaluation import clip_tools  # pylint: disable=g-import-not-at-top
+  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  workdir = workdir_lib.resolve(_WORKDIR.value, config)
   try:
-    codec = workdir_lib.load_codec(workdir, _SYSTEM.value)
     data_config = workdir_lib.trained_data(workdir)
-    codec.point(_POINT.value or codec.points[0])  # an unknown point fails once, before any input
+    codec = workdir_lib.load_codec(workdir, _SYSTEM.value)
+    point = codec.point(_POINT.value or codec.points[0])  # an unknown point fails once
   except (DecodeError, TablesError, ValueError) as error:
     sys.exit(f"compress.py: error: {error}")
-  failed = 0
-  for path, output in zip(inputs, outputs):
+  for path, output in readable:
     try:
-      data, header = clip_tools.compress_video(path, codec, data_config, _POINT.value)
+      source = clip_tools.read_clip(path, data_config)
+      data, header = clip_tools.compress_clip(source, path.name, codec, point)
       output.write_bytes(data)
-    except (VideoReadError, DecodeError, ValueError) as error:
+    except (video_lib.VideoReadError, DecodeError, ValueError) as error:
       print(f"compress.py: error: {path}: {error}", file=sys.stderr)
       failed += 1
       continue
@@ -70,31 +89,36 @@ def main(argv):
             "--output path", file=sys.stderr)
       failed += 1
       continue
-    raw = 1
-    for d in header["clip_shape"]:
-      raw *= d
-    print(f"{output}: {len(data)} bytes ({8 * len(data)} bits; {raw / len(data):.1f}x the "
-          f"{'x'.join(map(str, header['clip_shape']))} uint8 clip), system {header['system']}, "
-          f"keep {header['operating_point']}")
+    stream = len(clip_tools.unpack(data)[1])
+    raw = math.prod(header["clip_shape"])
+    print(f"{output}: bitstream {stream} bytes ({8 * stream} bits; {raw / stream:.1f}x the "
+          f"{'x'.join(map(str, header['clip_shape']))} uint8 clip), file {len(data)} bytes "
+          f"(with its {len(data) - stream}-byte header), system {header['system']}, point "
+          f"{header['operating_point']}")
   if failed:
     sys.exit(f"compress.py: {failed} of {len(inputs)} inputs failed")
 
 
 def _outputs(inputs: list[pathlib.Path], output: str | None) -> list[pathlib.Path]:
-  """Where each input's .stae file goes (see the module doc)."""
+  """Where each input's .stae file goes (see the module doc); two inputs bound for one output are
+  refused, naming both, since the second would silently overwrite the first."""
   if output is None:
-    return [i.with_suffix(".stae") for i in inputs]
-  output = pathlib.Path(output)
-  if output.is_dir():
-    names = [i.with_suffix(".stae").name for i in inputs]
-    if len(set(names)) != len(names):
-      sys.exit("compress.py: error: several inputs share a file name, so their .stae files would "
-               "overwrite each other in --output; rename them or compress them separately")
-    return [output / name for name in names]
-  if len(inputs) > 1:
+    outputs = [i.with_suffix(".stae") for i in inputs]
+  elif pathlib.Path(output).is_dir():
+    outputs = [pathlib.Path(output) / i.with_suffix(".stae").name for i in inputs]
+  elif len(inputs) > 1:
     sys.exit(f"compress.py: error: --output={output} is not a folder; with several inputs pass an "
              "existing folder (or no --output: each file goes beside its input)")
-  return [output]
+  else:
+    outputs = [pathlib.Path(output)]
+  first: dict[pathlib.Path, pathlib.Path] = {}
+  for path, out in zip(inputs, outputs):
+    key = out.absolute()
+    if key in first:
+      sys.exit(f"compress.py: error: inputs {first[key]} and {path} would both be written to "
+               f"{out}; rename one or compress them in separate calls")
+    first[key] = path
+  return outputs
 
 
 if __name__ == "__main__":

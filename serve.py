@@ -30,8 +30,10 @@ _MAX_BATCH = flags.DEFINE_integer("max_batch", 8, "Most requests per batch.")
 _MAX_WAIT = flags.DEFINE_float("max_wait_ms", 10.0, "Longest a batch waits to fill (ms).")
 _SIZES = flags.DEFINE_list("batch_sizes", None, "Padded batch shapes (default 1,2,4,.. max_batch).")
 _METHODS = flags.DEFINE_list("methods", None, "Method tags to serve (default: every one).")
-_CRFS = flags.DEFINE_list("crfs", ["23", "29", "35", "41", "47", "51"], "x264 CRFs served.")
-_PRESET = flags.DEFINE_string("h264_preset", "veryfast", "x264 preset.")
+_CRFS = flags.DEFINE_list("crfs", None, "x264 CRFs served (default: the H.264 grid evaluate.py "
+                          "measured, from the workdir's results.json; without one, H.264's "
+                          "defaults).")
+_PRESET = flags.DEFINE_string("h264_preset", None, "x264 preset (default: results.json's).")
 _METRICS_PORT = flags.DEFINE_integer("metrics_port", 0, "Also serve /metrics over HTTP on "
                                      "127.0.0.1:<port> (0: only the Metrics rpc).")
 _GRACE = flags.DEFINE_float("grace_seconds", 30.0, "Longest shutdown waits for accepted requests.")
@@ -63,6 +65,7 @@ def main(argv):
   quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from stae_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import server as server_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
@@ -73,8 +76,7 @@ def main(argv):
         batch_sizes=None if _SIZES.value is None else tuple(int(s) for s in _SIZES.value))
     codecs = server_lib.load_codecs(
         config, workdir, methods=_METHODS.value,
-        baselines=dict(h264=dict(crfs=tuple(float(c) for c in _CRFS.value),
-                                 preset=_PRESET.value)))
+        baselines=report.measured_baselines(workdir, crfs=_CRFS.value, preset=_PRESET.value))
   except (ValueError, workdir_lib.WorkdirError) as error:
     raise SystemExit(f"serve.py: error: {error}") from None
   logging.info("serving %s", [c.tag for c in codecs])

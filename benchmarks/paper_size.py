@@ -295,7 +295,7 @@ def child_stage(args) -> dict:
   times = []
   for _ in range(args.run_steps):
     t0 = time.perf_counter()
-    state, metrics = compiled(state, batch)
+    state, metrics = compiled(state, batch, None)  # None: no traced point (training draws)
     jax.block_until_ready(metrics)
     times.append(round(time.perf_counter() - t0, 1))
     batch = mesh_lib.global_batch(next(loader), mesh)

@@ -328,7 +328,8 @@ def main(argv):
   started = time.time()
   machine = evaluate._machine()  # pylint: disable=protected-access
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="serve_load_"))
-  codecs = client_lib.load_device_codecs(config, workdir, methods)
+  codecs = client_lib.load_device_codecs(config, workdir, methods,
+                                         baselines=report.measured_baselines(workdir))
   clips = sources.test_clips(config, max_clips=_CLIPS.value)
   encoders = {c.tag: client_lib.ReplayEncoder(c, [clip for clip, _ in clips]) for c in codecs}
   planned = {c.tag: client_lib.planned_points(workdir, c.tag) for c in codecs}

@@ -284,6 +284,44 @@ def _fix_crc(data: bytes, tables) -> bytes:
   return body + struct.pack("<I", zlib.crc32(body, bitstream._crc_seed(tables)))  # pylint: disable=protected-access
 
 
+@pytest.mark.parametrize("conditional", [False, True], ids=["version1", "version2"])
+def test_streams_extended_by_whole_words_are_refused_with_their_checksum_fixed(conditional,
+                                                                              monkeypatch):
+  """Words appended to the payload, CRC recomputed: the range coder alone decodes such a stream to
+  the same clip (its last word leaves room for any word after it), so the decoder checks where the
+  payload ends. Honest streams of every layout still decode, those whose encoder ended them with
+  two words (decided by coding their symbols again) included."""
+  tables = golden_stream.make_tables(conditional)
+  exact = []
+  original = bitstream._ExactDecoder  # pylint: disable=protected-access
+  monkeypatch.setattr(bitstream, "_ExactDecoder", lambda words: exact.append(1) or original(words))
+  rng = np.random.default_rng(12)
+  golden = golden_stream.load(golden_stream.CONTEXT_PATH if conditional else golden_stream.PATH)
+  payloads = [golden.payload] + [stae_payload(rng, tables, 8, k, 6, 3, 1, 2) for k in (1, 4)]
+  if not conditional:
+    payloads += [ClipPayload(sample_latents(rng, tables, (4, 2))),
+                 stae_payload(rng, tables, 8, 0, 6, 3, 1, 2),
+                 ClipPayload(np.zeros((0, 3), np.int32))]
+  refused = 0
+  for payload in payloads:
+    data = encode(payload, tables)
+    assert decode(data, tables) == payload
+    for extra in ([0], [1], [0xFFFFFFFF], [int(rng.integers(2**32))], [0, 0]):
+      longer = _fix_crc(data[:-4] + np.array(extra, "<u4").tobytes() + bytes(4), tables)
+      with pytest.raises(DecodeError, match="after its last coded word|not the encoding"):
+        decode(longer, tables)
+      refused += 1
+  assert refused == 5 * len(payloads) and len(exact) >= refused
+  before = len(exact)
+  for _ in range(2000):  # ~1.4% of honest streams end with two words
+    payload = stae_payload(rng, tables, 8, int(rng.integers(1, 8)), 6, int(rng.integers(1, 6)),
+                           1, 2)
+    assert decode(encode(payload, tables), tables) == payload
+    if len(exact) > before:
+      break
+  assert len(exact) == before + 1
+
+
 def test_fuzzed_input_always_raises_decode_error_quickly(tables):
   """>= 10,000 mutated/truncated/extended/random inputs: DecodeError every time, < 1 s, < 100 MB.
 

@@ -178,3 +178,60 @@ def test_cli_rewrites_the_report_from_results(evaluated, workdir):
 def test_untrained_workdir_says_how_to_train(tmp_path):
   with pytest.raises(workdir_lib.WorkdirError, match="train.py"):
     evaluate.run(evaluate_helpers.tiny_config(), tmp_path, loader_fn=evaluate_helpers.memory_loader)
+
+
+def _readme_serving_commands() -> list[list[str]]:
+  """The two commands of README.md's serving section, as a user would paste them."""
+  import shlex  # pylint: disable=g-import-not-at-top
+  text = (REPO_ROOT / "README.md").read_text()
+  section = text[text.index("## Serving"):]
+  block = section[section.index("```bash\n") + 8:section.index("```", section.index("```bash") + 7)]
+  lines = [line.split("#", 1)[0].rstrip() for line in block.replace("\\\n", " ").splitlines()]
+  return [shlex.split(line) for line in lines if line.strip()]
+
+
+def test_readme_serving_commands_run_as_written(evaluated, workdir, tmp_path):
+  """serve.py and client.py as README.md writes them, on a trained and evaluated workdir: only the
+  config (the tiny one, its 20 test clips built in tmp), the workdir, the output file and the
+  address (a free port: tests must not take 50051) are substituted. The client's H.264 points and
+  the server's come from results.json, so the adaptive policy finds the points it planned with."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  _, results = evaluated
+  preset = results["methods"]["h264"]["config"]["preset"]
+  assert report.measured_baselines(workdir) == {"h264": dict(
+      frames=(4, 1), scales=(1, 2), crfs=(30.0, 51.0), preset=preset)}
+  serve, client = _readme_serving_commands()
+  assert serve[:2] == ["python", "serve.py"] and client[:2] == ["python", "client.py"]
+  records = tmp_path / "records.jsonl"
+  tiny = f"--config=tests/tiny_config_file.py:{tmp_path / 'tfds'}"
+  substitute = {"--config=configs/synthetic.py": tiny,
+                "--workdir=runs/synthetic": f"--workdir={workdir}",
+                "--output=records.jsonl": f"--output={records}"}
+  for command in (serve, client):
+    assert all(key in command for key in list(substitute)[:2])
+    command[:] = [sys.executable] + [substitute.get(arg, arg) for arg in command[1:]]
+  with socket.socket() as probe:  # a free port for both: the client starts while the server
+    probe.bind(("127.0.0.1", 0))     # compiles (it waits for Health to say ready), which halves
+    port = probe.getsockname()[1]    # the wall time on two cores
+  log = tmp_path / "serve.log"
+  with open(log, "w") as log_file:
+    server = subprocess.Popen(serve + [f"--address=127.0.0.1:{port}"], cwd=REPO_ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=log_file)
+  try:
+    done = subprocess.run(client + [f"--server=127.0.0.1:{port}"], cwd=REPO_ROOT, text=True,
+                          capture_output=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:] + log.read_text()[-2000:]
+  finally:
+    server.send_signal(signal.SIGTERM)
+    out, _ = server.communicate(timeout=60)
+  assert "ready on 127.0.0.1:" in out and "stopped" in out and server.returncode == 0, out
+  lines = [json.loads(line) for line in records.read_text().splitlines()]
+  assert sorted({r["method"] for r in lines}) == ["deepisc", "h264", "stae"]
+  for method in ("stae", "deepisc", "h264"):
+    mine = [r for r in lines if r["method"] == method]
+    # Every clip answered: "late" is an answer too (a loaded test machine may miss 0.5 s).
+    assert len(mine) == 20 and all(r["status"] in ("ok", "late") for r in mine), mine[:2]
+    assert any(r["status"] == "ok" for r in mine), mine[:2]
+  assert {r["point"] for r in lines if r["method"] == "h264"} <= {
+      p["name"] for p in results["methods"]["h264"]["points"]}

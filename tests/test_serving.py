@@ -363,3 +363,23 @@ def test_video_files_become_clips_of_the_model_shape(served, real_data):
       (tuple(served["codecs"]["stae"].clip_shape), np.uint8, -1)]
   with pytest.raises(ValueError):
     sources.video_clips([real_data / "no_such_video.avi"], served["config"].data)
+
+
+def test_policies_are_per_method_and_options_finite():
+  tags = ["stae", "h264"]
+  assert client_lib.policies_for(["adaptive"], tags) == dict(stae="adaptive", h264="adaptive")
+  assert client_lib.policies_for(
+      ["stae:fixed:keep=1x0.25", "h264:fixed:frames=16,side=64,crf=35"], tags) == dict(
+          stae="fixed:keep=1x0.25", h264="fixed:frames=16,side=64,crf=35")
+  assert client_lib.policies_for(["stae:fixed:keep=1x1"], tags) == dict(
+      stae="fixed:keep=1x1", h264="adaptive")
+  assert client_lib.policies_for(["fixed:keep=1x1"], ["stae"]) == dict(stae="fixed:keep=1x1")
+  with pytest.raises(ValueError, match="one point name to 2 methods.*--policy=h264:fixed"):
+    client_lib.policies_for(["fixed:keep=1x1"], tags)
+  with pytest.raises(ValueError, match="'deepisc' is not one of the methods sent"):
+    client_lib.policies_for(["deepisc:adaptive"], tags)
+  with pytest.raises(ValueError, match="after 'stae:'"):
+    client_lib.policies_for(["stae:fixed:"], tags)
+  for bad in (float("nan"), float("inf"), -1.0):
+    with pytest.raises(ValueError, match="finite number > 0"):
+      client_lib.ClientOptions(deadline_seconds=bad)

@@ -306,3 +306,27 @@ def test_config_sizes():
       assert out["latents"].shape == (1, k_f, k_s, g, g, c)
       assert out["received"].shape == (1, t, size, size, 3)
       assert out["block_mask"].shape == (1, t, n)
+
+
+@pytest.mark.parametrize("selection,spread", [("attention", 100.0), ("uniform", 0.0)])
+def test_traced_points_select_and_receive_what_static_points_do(selection, spread):
+  """One compile for every point: `point_index` (traced, one per clip) keeps per clip exactly
+  the frames and blocks, and receives exactly the pixels, that each static keep-ratio pair does
+  (random selection draws its scores over other shapes there: the same counts, other items)."""
+  ratios = ((0.25, 0.5), (0.5, 0.25), (1.0, 1.0))
+  model = small_stae(keep_ratios=ratios, selection=selection, block_spread=spread)
+  video = clip(batch=3)
+  traced = run(model, video, point_index=jnp.array([2, 0, 1]), training=False,
+               rng=jax.random.key(5))
+  drawn = run(model, video, training=True, rng=jax.random.key(5))
+  k_f, k_s = (np.asarray(k) for k in drawn["keep"])
+  np.testing.assert_array_equal(np.asarray(drawn["frame_mask"]).sum(-1), k_f)
+  np.testing.assert_array_equal(np.asarray(drawn["block_mask"]).sum((1, 2)), k_f * k_s)
+  for clip_index, point in enumerate((2, 0, 1)):
+    static = run(model, video, frame_keep=ratios[point][0], block_keep=ratios[point][1],
+                 training=False, rng=jax.random.key(5))
+    for key in ("frame_mask", "block_mask", "pixel_mask"):
+      np.testing.assert_array_equal(traced[key][clip_index], static[key][clip_index],
+                                    err_msg=f"{key} at {ratios[point]}")
+    np.testing.assert_allclose(traced["received"][clip_index], static["received"][clip_index],
+                               atol=1e-3)

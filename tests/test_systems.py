@@ -36,7 +36,8 @@ def tiny_config():
                                inputs="frames", pool=1, stem_channels=0))
   config.systems.stae.model.stae.update(dict(transform_width=8, frame_widths=(8, 8, 8),
                                              spatial_widths=(8, 8),
-                                             keep_ratios=((0.5, 0.25), (1.0, 0.5))))
+                                             # the sparsest kind and the all-blocks end
+                                             keep_ratios=((0.5, 0.25), (1.0, 1.0))))
   config.systems.stae.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
   config.systems.deepisc.model.deepisc.update(dict(patch=8, width=32, encoder_depth=1,
                                                    decoder_depth=1, num_heads=2, max_tokens=4,
@@ -322,6 +323,16 @@ def test_stae_with_the_conditional_prior_codes_what_its_forward_estimates():
     # tests/test_context_coding.py checks the estimate tightly on in-support latents.
     real = 8 * np.array([len(s) for s in coded.streams])
     assert (np.abs(real - coded.estimated_bits) <= 0.02 * coded.estimated_bits + 8 * 24).all()
+  # The trainer's evaluation (every point through one compile: a traced index, the dense path)
+  # rebuilds and rates what the codec does at each point.
+  dense = jax.jit(lambda params, rest, video, point: stae_method.forward(
+      nnx.merge(graphdef, params, rest), video, point, training=False))
+  for point in codec.points:
+    out = run_forward(entry, models, video, point=point, training=False)
+    traced = dense(params, rest, video, stae_method.point_inputs(entry, point))
+    np.testing.assert_allclose(traced["reconstruction"], out["reconstruction"], rtol=1e-5,
+                               atol=1e-3)
+    np.testing.assert_allclose(traced["bits"]["total"], out["bits"]["total"], rtol=1e-4)
 
   def rate(params):
     out = stae_method.forward(nnx.merge(graphdef, params, rest), video,
@@ -332,3 +343,44 @@ def test_stae_with_the_conditional_prior_codes_what_its_forward_estimates():
   for prefix in ("prior/density", "stae/frame_attention", "stae/analysis"):
     leaves = [v[...] for path, v in grads if "/".join(map(str, path)).startswith(prefix)]
     assert leaves and sum(float(jnp.abs(g).sum()) for g in leaves) > 0, prefix
+
+
+@pytest.mark.parametrize("tag", LEARNED)
+def test_fuzzed_streams_meet_a_decode_error_not_a_traceback(built, tag):
+  """The corpus of tests/hostile_corpus.py (headers declaring other shapes, trailing bytes, bit
+  flips and truncations behind a recomputed CRC) through the server half's host step, where every
+  check of what arrived happens: nothing raises but a DecodeError, nothing extended is accepted,
+  and what is accepted has exactly the shapes the jitted decode was compiled for. Honest streams
+  are coded from payloads of the point's shape, so no model step compiles here."""
+  import hostile_corpus  # pylint: disable=g-import-not-at-top
+  from stae_jax.coding import bitstream  # pylint: disable=g-import-not-at-top
+  codec = untrained_codec(built, tag)
+  rng = np.random.default_rng(31)
+  for point in codec.points:
+    if tag == "stae":
+      k_f, k_s = codec._keep[point]  # pylint: disable=protected-access
+      frames, blocks = codec._frames, codec._blocks  # pylint: disable=protected-access
+      shape = (1, k_f, k_s) + tuple(codec._latent_shape)  # pylint: disable=protected-access
+      args = stae_method.to_payloads(
+          np.sort(rng.permutation(frames)[:k_f])[None],
+          np.sort(np.stack([rng.permutation(blocks)[:k_s] for _ in range(k_f)]), axis=1)[None],
+          rng.integers(-3, 4, shape), frames=frames, blocks=blocks)
+      streams, _ = bitstream.encode_batch(args.pop("latents"), codec.tables, **args)
+    else:
+      shape = (1, T, point["tokens_per_frame"], codec._channels)  # pylint: disable=protected-access
+      streams, _ = bitstream.encode_batch(rng.integers(-3, 4, shape).astype(np.int32), codec.tables)
+    honest = codec.entropy_decode(streams, point)
+
+    def accepted(received, shape=shape):
+      latents = received.latents if tag == "stae" else received
+      assert latents.shape == shape and latents.dtype == np.float32
+      if tag == "stae":
+        assert received.frame_index.shape == shape[:2] and received.block_index.shape == shape[:3]
+
+    accepted(honest)
+    tally = hostile_corpus.run(lambda d, p=point: codec.entropy_decode([d], p),
+                               hostile_corpus.bitstream_mutants(rng, streams[0], codec.tables),
+                               accepted)
+    print(f"{tag} at {point.name} [accepted, refused] by kind:", tally)
+    assert tally["trailing"] == [0, 60] and tally["trailing_no_crc"] == [0, 60], tally
+    assert sum(refused for _, refused in tally.values()) > 200, tally

@@ -167,3 +167,73 @@ def test_reader_streams_with_metadata_before_frames(real_data):
 def test_bad_max_frames(real_data):
   with pytest.raises(ValueError, match="max_frames"):
     read_video(real_data / "hmdb51" / HMDB51_CLIPS[1], max_frames=0)
+
+
+def _write_video(path, timestamps, *, size=(48, 64), codec="mjpeg", rate=30):
+  """A video whose frame i (shown at timestamps[i], in frames) is a flat grey of value 3 * i."""
+  height, width = size
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream(codec, rate=rate)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+    for i, t in enumerate(timestamps):
+      frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 3 * i % 256, np.uint8),
+                                         format="rgb24")
+      frame.pts = int(t)
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode(None):
+      container.mux(packet)
+
+
+def test_dropped_frames_are_read_by_their_timestamps(tmp_path):
+  """A capture that dropped frames (OpenCV's tree.avi: 68 packets spanning timestamps 0-443, 444
+  declared) is intact: each slot shows the last frame at or before it, not a truncation error."""
+  stamps = sorted(set(np.linspace(0, 443, 68).round().astype(int).tolist()))
+  path = tmp_path / "dropped.avi"
+  _write_video(path, stamps)
+  with VideoReader(path) as reader:
+    assert reader.declared_frames == 444 and reader.timeline.packets == 68
+    assert reader.timeline.gapped and reader.num_frames == 444
+  clip = read_video(path)
+  assert clip.num_frames == 444
+  shown = clip.frames[:, 0, 0, 0].astype(int)
+  expected = np.array([3 * (np.searchsorted(stamps, t, side="right") - 1) for t in range(444)])
+  assert np.abs(shown - expected).max() <= 3  # JPEG's rounding of a flat grey
+  with VideoReader(path) as reader:
+    picked = dict(reader.frames_at([0, 100, 443]))
+  assert abs(int(picked[100][0, 0, 0]) - expected[100]) <= 3
+  # Cut short, the same file is still refused as truncated (its timestamps stop early).
+  data = path.read_bytes()
+  (tmp_path / "cut.avi").write_bytes(data[:len(data) // 2])
+  _raises_naming(tmp_path / "cut.avi", "truncated")
+
+
+def test_intact_files_keep_decoding_order(real_data):
+  """Xvid's packed bitstream: 409 packets, timestamps 1-409 without a gap, 408 pictures decoded;
+  not read by timestamps, so its frames are the decoder's, in its order."""
+  with VideoReader(real_data / "hmdb51" / HMDB51_CLIPS[0]) as reader:
+    assert (reader.timeline.packets, reader.timeline.slots) == (409, 409)
+    assert not reader.timeline.gapped and reader.num_frames == 409
+
+
+def test_frames_at_reads_only_the_window(tmp_path):
+  """frames_at converts only the frames asked for and stops decoding after the last, so the
+  Python-side memory (numpy's allocations, which tracemalloc sees) is a few frames, not the file."""
+  import tracemalloc  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "long.mp4"
+  _write_video(path, range(90), size=(240, 320), codec="mpeg4")
+  frame_bytes = 240 * 320 * 3
+  tracemalloc.start()
+  try:
+    with VideoReader(path) as reader:
+      got = [(i, int(f[0, 0, 0])) for i, f in reader.frames_at([10, 12, 12, 14])]
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  assert [i for i, _ in got] == [10, 12, 12, 14]
+  assert all(abs(v - 3 * i) <= 4 for i, v in got)
+  assert peak < 8 * frame_bytes, peak  # the whole file as RGB would be 90 frames
+  with VideoReader(path) as reader:
+    with pytest.raises(ValueError, match="not within the 90 frames"):
+      next(reader.frames_at([90]))

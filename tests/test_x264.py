@@ -224,3 +224,46 @@ def test_grid_options_and_their_errors():
     _grid_codec(frames=(9,))
   with pytest.raises(ValueError, match="not known"):
     _grid_codec(crf=51)
+
+
+# --- what a stream declares, checked before decoding --------------------------------------------
+
+def test_server_half_refuses_what_the_sequence_header_declares_before_decoding():
+  """Pictures of another size (a 4096x4096 or 8192x8192 decompression bomb of 250 bytes), more or
+  fewer pictures, NAL units the device never sends: refused from the headers, in milliseconds."""
+  import time  # pylint: disable=g-import-not-at-top
+  import h264_bombs  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import base  # pylint: disable=g-import-not-at-top
+  codec = _grid_codec((16, 64, 64, 3), frames=(16,), scales=(4,), crfs=(51,))
+  (point,) = codec.points
+  assert point.name == "frames=16,side=16,crf=51"
+  clip = _moving_gradient(num_frames=16, height=64, width=64)
+  honest = codec.device(clip[None], point).streams[0]
+  assert codec.entropy_decode([honest], point) == [honest]
+  for side in (4096, 8192):
+    started = time.perf_counter()
+    with pytest.raises(base.DecodeError, match=f"declares {side}x{side} pictures.*sends 16x16"):
+      codec.server([h264_bombs.bomb(side)], point)
+    assert time.perf_counter() - started < 0.5
+  units = x264.nal_units(honest)
+  sps = next(u for u in units if u[0] & 0x1F == 7)
+  body = h264_bombs.slices(honest)
+  cropped = h264_bombs.parameter_sets(32, 16)  # 32x32 coded, declared 16x16 only by cropping
+  bad = {
+      "more than the point's 16 pictures": honest + b"\0\0\1" + units[-1],  # a 17th picture
+      "declares 15 pictures": honest[:honest.rindex(b"\0\0\0\1")],
+      "NAL unit type 15": honest + b"\0\0\1" + bytes([0x6F]) + sps[1:],  # a subset SPS
+      "NAL unit type 20": b"\0\0\1\x74\x80" + honest,
+      "start code": b"\x17" + honest,
+      "no sequence header": b"\0\0\1" + next(u for u in units if u[0] & 0x1F == 8),
+      "ends inside a field": b"\0\0\1" + sps[:6] + honest,
+      "declares 32x32": cropped + body,
+      "before any sequence header": body[:40] + honest,
+      "more than 48 NAL units": honest + b"\0\0\1\x09\xf0" * 40,  # access unit delimiters
+  }
+  for needle, stream in bad.items():
+    with pytest.raises(base.DecodeError, match=needle):
+      codec.entropy_decode([stream], point)
+  # Decoding alone (no header check) stops at the first picture of the wrong size.
+  with pytest.raises(ValueError, match="decoded to a 4096x4096 picture, expected 16x16"):
+    x264.decode_h264(x264.H264Stream(h264_bombs.bomb(4096), 16, 16, 16, 51, 0, 0.0))

@@ -41,8 +41,12 @@ at once and each clip's residuals go to its coder in one call; the decoders of s
 shape read each sub-pass in lockstep. The bytes are those `encode` makes of each clip alone.
 
 The CRC makes truncated, extended or mutated streams fail loudly instead of decoding into a wrong clip
-(a range-coded stream otherwise decodes almost any bytes into *something*). Every decoding failure,
-including constriction's Rust panics (BaseException), surfaces as `DecodeError`.
+(a range-coded stream otherwise decodes almost any bytes into *something*). Behind it, the payload
+must end where the encoder ends it: the decoder can code what it decoded again (`_ExactDecoder`) and
+refuse any word after the encoder's last one, so a stream extended by whole words with its CRC
+recomputed is refused as well (the range coder alone decodes it to the same clip); most honest
+streams are decided without coding again (`_Decoder`). Every decoding failure, including
+constriction's Rust panics (BaseException), surfaces as `DecodeError`.
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ import numpy as np
 from stae_jax.coding.tables import CodingTables, require_tables
 from stae_jax.models import context as context_lib
 
-__all__ = ["ClipPayload", "CodingStats", "DecodeError", "encode", "encode_with_stats", "decode",
-           "encode_batch", "decode_batch", "MAGIC", "VERSION"]
+__all__ = ["ClipPayload", "CodingStats", "DecodeError", "Header", "encode", "encode_with_stats",
+           "decode", "read_header", "encode_batch", "decode_batch", "MAGIC", "VERSION"]
 MAGIC = 0xB0       # high nibble of the first byte; the low nibble is the format version
 VERSION = 1              # streams coded with factorized tables
 CONTEXT_VERSION = 2      # streams coded with conditional tables (residuals in context)
@@ -293,7 +297,7 @@ def _decode_mask(decoder, n: int, k: int) -> np.ndarray:
     if picks_left == places_left:
       mask[i:] = True
       break
-    if decoder.decode(models[places_left]):
+    if decoder.decode_bit(models[places_left], picks_left / places_left):
       mask[i] = True
       picks_left -= 1
       models = models_of(picks_left)
@@ -593,6 +597,29 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
   return offset, body_end, (frames, frame_keep, blocks, block_keep, rows), tuple(lead)
 
 
+@dataclasses.dataclass(frozen=True)
+class Header:
+  """What a stream's header declares: the masks' sizes (None where a mask is absent) and the
+  latents' leading shape `lead` (latents are [*lead, C])."""
+  frames: int | None
+  frame_keep: int | None
+  blocks: int | None
+  block_keep: int | None
+  lead: tuple[int, ...]
+
+
+def read_header(data: bytes, tables: CodingTables, *,
+                max_latent_symbols: int = MAX_LATENT_SYMBOLS) -> Header:
+  """The header of one stream, checked as `decode` checks it (magic, version, tables, CRC,
+  fields and limits) but with nothing decoded: a server compares it with the clip it expects
+  before any mask or latent is allocated. DecodeError for anything malformed."""
+  if not isinstance(data, (bytes, bytearray, memoryview)):
+    raise DecodeError(f"a bitstream is bytes, got {type(data).__name__}")
+  _, _, (frames, frame_keep, blocks, block_keep, _), lead = _parse_header(
+      bytes(data), tables, max_latent_symbols)
+  return Header(frames, frame_keep, blocks, block_keep, lead)
+
+
 def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray,
                     limit: int = 2**31) -> np.ndarray:
   head_sizes = np.tile(np.array(_ESCAPE_FIELD_SIZES, np.int32), count)
@@ -733,11 +760,103 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
   return out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)), failures
 
 
-def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int):
+class _Undecided(Exception):
+  """`_Decoder` cannot tell whether the payload ends where the encoder ended it."""
+
+
+class _Decoder:
+  """constriction's range decoder over the payload and one zero word after it, which answers
+  whether anything follows the payload's last word (`check_end`) in the common case.
+
+  The encoder ends a payload with one seal word, or two (the second 0) when its last interval's
+  bounds share their top word; the decoder reads two words ahead, so after the last symbol it has
+  read exactly one word past a payload with one seal word: the zero it pads with, here ours (the
+  same zero, so the same symbols). Having read that zero, it has read no more words than the
+  symbols need, so nothing was appended. Otherwise (a two-word seal, or words appended, or a
+  payload without symbols) `check_end` raises `_Undecided` and `decode` decodes again with
+  `_ExactDecoder`, which decides exactly; `maybe_exhausted` alone took a stream extended by one
+  word for a whole one."""
+
+  def __init__(self, words: np.ndarray):
+    self._decoder = constriction.stream.queue.RangeDecoder(np.append(words, np.uint32(0)))
+    self._coded = False
+
+  def decode_bit(self, model, p: float) -> int:
+    """One bit under `model`, a Bernoulli(p) (built once: `_mask_bit_model`)."""
+    self._coded = True
+    return self._decoder.decode(model)
+
+  def decode(self, model, *params):
+    """`RangeDecoder.decode(model, count)` or `(model family, parameter arrays...)`."""
+    symbols = self._decoder.decode(model, *params)
+    self._coded = self._coded or np.size(symbols) > 0
+    return symbols
+
+  def check_end(self) -> None:
+    if not (self._coded and self._decoder.maybe_exhausted()):
+      raise _Undecided()
+
+
+class _ExactDecoder:
+  """A range decoder that also knows where the payload ends.
+
+  constriction's `maybe_exhausted` cannot: the coder's last word leaves room for any word after
+  it, so a payload with 4 more bytes (and the CRC recomputed) decoded to the same clip. This one
+  codes every symbol again as it decodes it (the same symbols under the same models, in the same
+  order, so an honest stream comes out word for word) and `check_end` requires the payload to be
+  exactly those words: a stream is accepted only in the form the encoder writes, whichever
+  version's loop drives it. Mask bits are coded again in runs (one vectorised call per run, as
+  `_mask_encoders` codes them)."""
+
+  def __init__(self, words: np.ndarray):
+    self._words = words
+    self._decoder = constriction.stream.queue.RangeDecoder(words)
+    self._encoder = constriction.stream.queue.RangeEncoder()
+    self._bits: list[int] = []
+    self._probabilities: list[float] = []
+
+  def _flush_bits(self) -> None:
+    if self._bits:
+      self._encoder.encode(np.array(self._bits, np.int32), _BERNOULLI,
+                           np.array(self._probabilities, np.float64))
+      self._bits, self._probabilities = [], []
+
+  def decode_bit(self, model, p: float) -> int:
+    """One bit under `model`, a Bernoulli(p) (built once: `_mask_bit_model`)."""
+    bit = int(self._decoder.decode(model))
+    self._bits.append(bit)
+    self._probabilities.append(p)
+    return bit
+
+  def decode(self, model, *params):
+    """`RangeDecoder.decode(model, count)` or `(model family, parameter arrays...)`."""
+    symbols = self._decoder.decode(model, *params)
+    self._flush_bits()
+    if len(params) == 1 and isinstance(params[0], (int, np.integer)):
+      self._encoder.encode(np.asarray(symbols, np.int32), model)
+    else:
+      self._encoder.encode(np.asarray(symbols, np.int32), model, *params)
+    return symbols
+
+  def check_end(self) -> None:
+    """DecodeError unless the payload is exactly the encoding of the symbols decoded."""
+    self._flush_bits()
+    expected = self._encoder.get_compressed()
+    words = self._words
+    if len(words) > len(expected) and np.array_equal(words[:len(expected)], expected):
+      raise DecodeError(f"the payload has {4 * (len(words) - len(expected))} bytes after its last "
+                        "coded word (extended stream)")
+    if not np.array_equal(words, expected):
+      raise DecodeError("the payload's words are not the encoding of the symbols they decode to "
+                        "(extended, truncated or corrupted payload)")
+
+
+def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, exact: bool):
   """`decode`'s work on one stream, as a generator: a version-2 stream yields (its decoder, block
   masks, inner latent shape) once its masks are read and is sent back its latents, so that
   `_decode_streams` decodes a batch's latents in lockstep. Every other check of a stream is made
-  here, one copy for `decode` and `decode_batch`; returns the ClipPayload."""
+  here, one copy for `decode` and `decode_batch`; returns the ClipPayload. `exact`: decode with
+  `_ExactDecoder` (else `_Decoder`, which may raise `_Undecided` at the end)."""
   if not isinstance(data, (bytes, bytearray, memoryview)):
     raise DecodeError(f"decode expects bytes, got {type(data).__name__}")
   data = bytes(data)
@@ -745,7 +864,7 @@ def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int):
   frames, frame_keep, blocks, block_keep, rows = mask_dims
   try:
     words = np.frombuffer(data, "<u4", count=(body_end - offset) // 4, offset=offset)
-    decoder = constriction.stream.queue.RangeDecoder(words.astype(np.uint32))
+    decoder = (_ExactDecoder if exact else _Decoder)(words.astype(np.uint32))
     frame_mask = block_masks = None
     if frames is not None:
       frame_mask = _decode_mask(decoder, frames, frame_keep)
@@ -756,9 +875,7 @@ def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int):
     channels = tables.channels
     if tables.conditional:
       values = yield decoder, block_masks, lead[2:]  # from `_decode_in_context`
-      exhausted = decoder.maybe_exhausted()
-      if not exhausted:
-        raise DecodeError("the payload has data left after the last symbol (extended or corrupted)")
+      decoder.check_end()
       return ClipPayload(latents=values.astype(np.int32), frame_mask=frame_mask,
                          block_masks=block_masks)
     symbols = np.empty((channels, count), np.int64)
@@ -773,23 +890,23 @@ def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int):
       channel, _ = np.nonzero(escaped)
       values[escaped] = _decode_escapes(decoder, num_escapes, tables.lower[channel].astype(np.int64),
                                         tables.upper[channel].astype(np.int64))
-    exhausted = decoder.maybe_exhausted()
-  except DecodeError:
+    decoder.check_end()
+  except (DecodeError, _Undecided):
     raise
   except BaseException as e:  # constriction raises AssertionError/ValueError, or panics (BaseException)
     if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
       raise
     raise DecodeError(f"range decoding failed ({type(e).__name__}: {e}): corrupted payload") from None
-  if not exhausted:
-    raise DecodeError("the payload has data left after the last symbol (extended or corrupted)")
   latents = values.T.reshape(lead + (channels,)).astype(np.int32)
   return ClipPayload(latents=latents, frame_mask=frame_mask, block_masks=block_masks)
 
 
-def _decode_streams(streams, tables: CodingTables, max_latent_symbols: int) -> list[ClipPayload]:
-  """Decodes streams (each by `_decode_stream`), the version-2 latents of those of one shape in
-  lockstep; raises the DecodeError of the first stream that fails, as decoding one by one would."""
-  results, errors, waiting = [None] * len(streams), {}, {}
+def _decode_round(indexed: list, tables: CodingTables, max_latent_symbols: int,
+                  exact: bool) -> tuple[dict, dict, list]:
+  """Decodes (index, stream) pairs, each by `_decode_stream`, the version-2 latents of those of
+  one shape in lockstep. Returns ({index: ClipPayload}, {index: DecodeError}, [indices that
+  `_Decoder` could not decide the end of])."""
+  results, errors, undecided, waiting = {}, {}, [], {}
 
   def resume(i, steps, latents=None, failure=None):
     try:
@@ -798,13 +915,15 @@ def _decode_streams(streams, tables: CodingTables, max_latent_symbols: int) -> l
       results[i] = stop.value
     except DecodeError as error:
       errors[i] = error
+    except _Undecided:
+      undecided.append(i)
     else:
       _, block_masks, inner = request
       k_s = int(block_masks[0].sum()) if len(block_masks) else 0
       waiting.setdefault((block_masks.shape, k_s, inner), []).append((i, steps, request))
 
-  for i, data in enumerate(streams):
-    resume(i, _decode_stream(data, tables, max_latent_symbols))
+  for i, data in indexed:
+    resume(i, _decode_stream(data, tables, max_latent_symbols, exact))
   for (shape, _, inner), group in list(waiting.items()):
     # Lanes at a time such that their canvases hold no more values than one frame grid may.
     lanes = max(1, MAX_FRAME_VALUES // max(1, shape[1] * math.prod(inner) * tables.channels))
@@ -823,9 +942,23 @@ def _decode_streams(streams, tables: CodingTables, max_latent_symbols: int) -> l
           resume(i, steps, failure=failures[lane])
         else:
           resume(i, steps, latents=latents[lane])
+  return results, errors, undecided
+
+
+def _decode_streams(streams: list, tables: CodingTables,
+                    max_latent_symbols: int) -> list[ClipPayload]:
+  """Decodes streams, those `_Decoder` cannot decide the end of again with `_ExactDecoder`;
+  raises the DecodeError of the first stream that fails, as decoding one by one would."""
+  results, errors, undecided = _decode_round(list(enumerate(streams)), tables,
+                                             max_latent_symbols, exact=False)
+  if undecided:
+    again, more_errors, _ = _decode_round([(i, streams[i]) for i in undecided], tables,
+                                          max_latent_symbols, exact=True)
+    results.update(again)
+    errors.update(more_errors)
   if errors:
     raise errors[min(errors)]
-  return results
+  return [results[i] for i in range(len(streams))]
 
 
 def decode(data: bytes, tables: CodingTables | None, *, model=None,
@@ -833,8 +966,9 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
   """Decodes one clip bitstream; raises DecodeError for anything that is not a valid stream.
 
   Checks: magic, version, CRC, table hash, header fields and limits, whole words, every mask count,
-  escaped values in int32, and that the range decoder consumed the whole payload.
-  """
+  escaped values in int32, and that nothing follows the payload's last word (`_Decoder`, and
+  where it cannot tell, `_ExactDecoder`: the payload must be exactly the words its symbols encode
+  to)."""
   tables = require_tables(tables, model)
   return _decode_streams([data], tables, max_latent_symbols)[0]
 

@@ -6,18 +6,29 @@ or only its first half, becomes a wrong training example nobody notices. So ever
 container declares is an error, not a shorter clip.
 
 Truncation policy (decided here, relied on by the dataset builders): when a container declares its
-frame count (AVI headers, MP4 sample tables) and demuxing finds fewer packets than declared, the
-file was cut short: `read_video` raises, even though its first frames decode. Decoded frames are
-not compared with packets, because intact real files differ by design (an Xvid AVI of HMDB51
-declares 75 frames, holds 75 packets and decodes to 74: the packed-bitstream placeholder yields no
-picture). Containers that declare no count (Matroska/WebM) can only be caught by decode errors.
-When `max_frames` stops reading early, the unread rest of the file is not checked.
+frame count (AVI headers, MP4 sample tables) and its packets reach neither that many packets nor
+that many frame slots by their timestamps, the file was cut short: `VideoReader.frames` raises, even
+though its first frames decode. Decoded frames are not compared with packets, because intact real
+files differ by design (an Xvid AVI of HMDB51 declares 75 frames, holds 75 packets and decodes to
+74: the packed-bitstream placeholder yields no picture). Containers that declare no count
+(Matroska/WebM) can only be caught by decode errors. When `max_frames` stops reading early, the
+unread rest of the file is neither decoded nor checked (`frames_at`, which also stops early, checks
+the counts of the demuxing pass below before decoding).
+
+Dropped frames: a capture that dropped frames writes fewer packets than frame slots, their
+timestamps skipping the dropped slots (OpenCV's sample tree.avi: 68 packets spanning timestamps
+0-443, declaring 444 frames). Such a file is intact, not truncated, and is read by its timestamps:
+each slot shows the last frame at or before it, so the clip keeps its real duration and pace. A
+file is read this way only where its timestamps skip slots; otherwise frames come in decoding
+order, as they always did. To know which before decoding, and how many frames the clip has, the
+reader first demuxes the file without decoding it (`Timeline`: cheap, no pixels).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fractions
+import functools
 import os
 import pathlib
 from typing import Iterator
@@ -122,32 +133,126 @@ class VideoReader:
   def close(self) -> None:
     self._container.close()
 
-  def frames(self) -> Iterator[np.ndarray]:
-    """Yields uint8[H,W,3] RGB frames at (self.height, self.width); see the module's truncation policy."""
-    packets = 0
+  @functools.cached_property
+  def timeline(self) -> "Timeline":
+    """The file's packets and frame slots, from one demuxing pass that decodes nothing."""
+    packets, first, last = 0, None, None
+    try:
+      with av.open(str(self.path), metadata_errors="ignore") as container:
+        for packet in container.demux(container.streams.video[0]):
+          if packet.size == 0:
+            continue  # the flush packet PyAV appends, and empty (dropped-frame) chunks
+          packets += 1
+          pts = packet.pts if packet.pts is not None else packet.dts
+          if pts is not None:
+            first = pts if first is None else min(first, pts)
+            last = pts if last is None else max(last, pts)
+    except av.FFmpegError as e:
+      raise VideoReadError(self.path, f"demuxing failed after {packets} packets "
+                           f"({_ffmpeg_reason(e)}); the file is damaged or truncated") from e
+    slots = packets if first is None else self._slot(last, first) + 1
+    return Timeline(packets=packets, slots=slots, first_pts=first)
+
+  def _slot(self, pts: int, first: int) -> int:
+    return int(round(float((pts - first) * self._stream.time_base) * self.fps))
+
+  @property
+  def num_frames(self) -> int:
+    """How many frames `frames()` yields for the whole file (before any `max_frames`): one per
+    slot where the timestamps skip slots, else one per packet (a decoder that yields fewer, as
+    Xvid's packed bitstreams do by one, ends the clip that much earlier)."""
+    timeline = self.timeline
+    return timeline.slots if timeline.gapped else timeline.packets
+
+  def _check_truncation(self, decoded: int) -> None:
+    timeline = self.timeline
+    if self.declared_frames and max(timeline.packets, timeline.slots) < self.declared_frames:
+      raise VideoReadError(self.path, f"truncated: the container declares {self.declared_frames} "
+                           f"frames but holds only {timeline.packets} ({decoded} decoded, "
+                           f"timestamps spanning {timeline.slots}); re-download or re-extract it")
+
+  def _decoded(self) -> Iterator["av.VideoFrame"]:
+    """Every frame of the clip's timeline in order, as PyAV frames (not yet converted): decoding
+    order, or by timestamps (a dropped slot repeats the frame before it) for a gapped file."""
+    timeline = self.timeline
     decoded = 0
+    previous, slot = None, -1
     try:
       for packet in self._container.demux(self._stream):
-        if packet.dts is None and packet.size == 0:
-          pass  # the flush packet PyAV appends at the end: drains the decoder, is not in the file
-        else:
-          packets += 1
         for frame in packet.decode():
           decoded += 1
-          yield frame.reformat(width=self.width, height=self.height, format="rgb24",
-                               interpolation=_INTERPOLATION).to_ndarray()
-          if self.max_frames is not None and decoded >= self.max_frames:
-            return
+          if not timeline.gapped:
+            yield frame
+            continue
+          pts = frame.pts if frame.pts is not None else frame.dts
+          target = slot + 1 if pts is None else max(slot + 1, self._slot(pts, timeline.first_pts))
+          while previous is not None and slot + 1 < target:
+            slot += 1
+            yield previous
+          slot, previous = slot + 1, frame
+          yield frame
     except av.FFmpegError as e:
       raise VideoReadError(self.path, f"decoding failed after {decoded} frames "
                            f"({_ffmpeg_reason(e)}); the file is damaged or truncated") from e
     if decoded == 0:
-      raise VideoReadError(self.path, f"no frames could be decoded ({packets} packets in the "
-                           "video stream); the file is empty, damaged or truncated")
-    if self.declared_frames and packets < self.declared_frames:
-      raise VideoReadError(self.path, f"truncated: the container declares {self.declared_frames} "
-                           f"frames but holds only {packets} ({decoded} decoded); "
-                           "re-download or re-extract it")
+      raise VideoReadError(self.path, f"no frames could be decoded ({timeline.packets} packets in "
+                           "the video stream); the file is empty, damaged or truncated")
+    self._check_truncation(decoded)
+
+  def _convert(self, frame: "av.VideoFrame") -> np.ndarray:
+    return frame.reformat(width=self.width, height=self.height, format="rgb24",
+                          interpolation=_INTERPOLATION).to_ndarray()
+
+  def frames(self) -> Iterator[np.ndarray]:
+    """Yields uint8[H,W,3] RGB frames at (self.height, self.width); see the module's truncation
+    and dropped-frame policies."""
+    for count, frame in enumerate(self._decoded(), 1):
+      yield self._convert(frame)
+      if self.max_frames is not None and count >= self.max_frames:
+        return
+
+  def frames_at(self, indices) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, uint8[H,W,3]) for each of `indices` (timeline positions, `num_frames` of them, in
+    any order, repeats allowed), in increasing order; decoding stops after the last one, and only
+    those frames are converted, so memory and work are bounded by the clip, not the file.
+
+    A file declaring more frames than its packets and timestamps reach is refused before anything
+    is decoded (the demuxing pass counted them); an index past the frames the decoder gives (by
+    at most the one Xvid's packed bitstreams lose) gets the last frame."""
+    wanted = sorted(int(i) for i in indices)
+    if self.num_frames == 0:
+      raise VideoReadError(self.path, "no frames could be decoded (0 packets in the video stream); "
+                           "the file is empty, damaged or truncated")
+    if not wanted or wanted[0] < 0 or wanted[-1] >= self.num_frames:
+      raise ValueError(f"frame indices {wanted[:3]}...{wanted[-1:]} are not within the "
+                       f"{self.num_frames} frames of {self.path}")
+    self._check_truncation(decoded=0)
+    position, frame = 0, None
+    for index, frame in enumerate(self._decoded()):
+      if wanted[position] == index:
+        rgb = self._convert(frame)
+        while position < len(wanted) and wanted[position] == index:
+          yield index, rgb
+          position += 1
+        if position == len(wanted):
+          return
+    rgb = self._convert(frame)  # the decoder's last frame (`_decoded` raises if there is none)
+    for index in wanted[position:]:
+      yield index, rgb
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeline:
+  """What demuxing (no decoding) finds: packets holding data, and the frame slots their
+  timestamps span, first to last, at the stream's frame rate."""
+  packets: int
+  slots: int
+  first_pts: int | None
+
+  @property
+  def gapped(self) -> bool:
+    """Whether the timestamps skip slots (dropped frames): then frames are placed by them."""
+    return self.first_pts is not None and self.slots > self.packets
 
 
 def read_video(path: str | os.PathLike, *, short_side: int | None = None,

@@ -332,6 +332,30 @@ def load_results(path: str | pathlib.Path) -> dict:
   return results
 
 
+def measured_baselines(workdir, *, crfs=None, preset: str | None = None) -> dict:
+  """The baselines' options (`evaluate.EvalOptions.baselines`) that evaluate.py measured in
+  `workdir`'s results.json: H.264's grid (kept frames, side divisors, CRFs, preset), so that
+  serve.py and client.py build the very points results.json plans with, instead of defaults of
+  their own that drift from evaluate.py's (the README's commands failed on that). `crfs`, `preset`
+  (the tools' flags) replace what was measured where given. Without a results.json (or an H.264
+  entry in it) H.264 keeps its own defaults."""
+  h264 = {}
+  path = pathlib.Path(workdir) / "results.json"
+  if path.is_file():
+    results = load_results(path)
+    method = results["methods"].get("h264")
+    if method and not method.get("skipped") and method.get("config"):
+      config, side = method["config"], int(results["clip_shape"][1])
+      h264 = dict(frames=tuple(int(k) for k in config["frames"]),
+                  scales=tuple(side // int(s) for s in config["sides"]),
+                  crfs=tuple(float(c) for c in config["crfs"]), preset=config["preset"])
+  if crfs is not None:
+    h264["crfs"] = tuple(float(c) for c in crfs)
+  if preset is not None:
+    h264["preset"] = preset
+  return dict(h264=h264)
+
+
 # --- report.md ------------------------------------------------------------------------------
 
 

@@ -14,8 +14,10 @@ ratio; see BENCHMARKS.md "Models"):
   k_s = round(rho_s*N) blocks, the kept frames choosing in time order with a penalty
   (`block_spread`) on blocks that earlier kept frames sent (`spread_top_k_mask`): otherwise the
   attention drops the same region in every frame and the decoder has nothing to rebuild it from.
-  k values are static Python ints (one compile per operating point); the ratios are arguments of
-  the forward pass, so one model serves every operating point it was trained on.
+  At inference k values are static Python ints (the gathers have fixed sizes); in training (and
+  in the trainer's evaluation) the selection is dense and k may be a traced value, one per clip
+  (`rank_top_k_mask`), so one compile trains and evaluates every operating point: training draws
+  a point per clip from `keep_ratios`, evaluation passes `point_index`.
 - `BlockAnalysis` / `BlockSynthesis` (per-block MLPs over a linear code that starts as the cells'
   mean colours) map each kept p x p block to a [p/s, p/s, C] latent (s = `latent_stride`) and back.
   In "pixel" mode the kept pixels themselves are sent, requantised to `pixel_bits` bits (C = 3).
@@ -29,6 +31,7 @@ the scores of dropped items too.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -40,8 +43,8 @@ import numpy as np
 from stae_jax.models.entropy import quantize
 
 __all__ = [
-    "keep_count", "top_k_mask", "spread_top_k_mask", "FrameAttention", "SpatialAttention",
-    "BlockAnalysis", "BlockSynthesis", "STAE", "blockify", "unblockify", "normalize_video",
+    "keep_count", "top_k_mask", "rank_top_k_mask", "spread_top_k_mask", "uniform_scores",
+    "FrameAttention", "SpatialAttention", "BlockAnalysis", "BlockSynthesis", "STAE", "blockify", "unblockify", "normalize_video",
 ]
 
 SELECTIONS = ("attention", "random", "uniform")
@@ -133,6 +136,68 @@ def top_k_mask(scores, k: int, *, training: bool, temperature: float = 1.0):
   threshold = jax.lax.stop_gradient((values[..., k - 1] + values[..., k]) / 2)[..., None]
   soft = jax.nn.sigmoid((scores - threshold) / temperature)
   return hard + (soft - jax.lax.stop_gradient(soft)), indices
+
+
+def rank_top_k_mask(scores, k, *, training: bool, temperature: float = 1.0):
+  """`top_k_mask`'s mask for a k that may be traced: an int, or an int array broadcastable to
+  scores[..., 0] (one k per clip). No indices (their number would not be static).
+
+  The same items as `top_k_mask` (ranks by `lax.top_k`, ties to the lower index) and the same
+  straight-through surrogate (threshold halfway between the k-th and (k+1)-th scores; none where
+  k == n), so a traced k trains exactly what a static one does."""
+  n = scores.shape[-1]
+  scores = scores.astype(jnp.float32)
+  values, order = jax.lax.top_k(scores, n)
+  ranks = jnp.argsort(order, axis=-1)
+  k = jnp.broadcast_to(jnp.asarray(k, jnp.int32), scores.shape[:-1])[..., None]
+  hard = (ranks < k).astype(jnp.float32)
+  if not training:
+    return jax.lax.stop_gradient(hard)
+  upper = jnp.take_along_axis(values, jnp.clip(k - 1, 0, n - 1), axis=-1)
+  lower = jnp.take_along_axis(values, jnp.clip(k, 0, n - 1), axis=-1)
+  threshold = jax.lax.stop_gradient((upper + lower) / 2)
+  soft = jax.nn.sigmoid((scores - threshold) / temperature)
+  return hard + jnp.where(k < n, soft - jax.lax.stop_gradient(soft), 0.0)
+
+
+def spread_rank_mask(scores, k, frame_mask, *, spread: float, training: bool,
+                     temperature: float = 1.0):
+  """`spread_top_k_mask` over every frame's blocks [B,T,N] in time order, for a k that may be
+  traced (an int, or int32 [B]): only frames whose hard `frame_mask` [B,T] is 1 add to what was sent, so the rows of
+  kept frames select exactly what `spread_top_k_mask` selects over the kept frames alone."""
+  rows = []
+  sent = jnp.zeros(scores.shape[:1] + scores.shape[2:], jnp.float32)
+  kept = jax.lax.stop_gradient(frame_mask).astype(jnp.float32)
+  for j in range(scores.shape[1]):  # T is static and small
+    row = rank_top_k_mask(scores[:, j] - spread * sent, k, training=training,
+                          temperature=temperature)
+    rows.append(row)
+    sent = sent + jax.lax.stop_gradient(row) * kept[:, j, None]
+  return jnp.stack(rows, axis=1)
+
+
+def kept_indices(mask, k: int):
+  """Hard 0/1 masks [..., n] keeping k each -> their indices int32 [..., k], ascending."""
+  _, index = jax.lax.top_k(jax.lax.stop_gradient(mask), k)
+  return jnp.sort(index, axis=-1).astype(jnp.int32)
+
+
+@functools.lru_cache(maxsize=16)
+def _uniform_table(n: int) -> np.ndarray:
+  """float32 [n + 1, n]: row k marks the items `np.round(np.linspace(0, n - 1, k))` (row 0 empty)."""
+  table = np.zeros((n + 1, n), np.float32)
+  for k in range(1, n + 1):
+    table[k, np.round(np.linspace(0, n - 1, k)).astype(int)] = 1.0
+  return table
+
+
+def uniform_scores(n: int, k, shape):
+  """1 at k evenly spaced items of n (the first and last included), 0 elsewhere; k an int or a
+  traced int array broadcastable to `shape[:-1]`. A lookup in a static table, so a traced k picks
+  what a static one does: top-k of these is the classic uniform sampling (for frames, what video
+  classifiers sample by default)."""
+  k = jnp.broadcast_to(jnp.asarray(k, jnp.int32), tuple(shape[:-1]))
+  return jnp.asarray(_uniform_table(int(n)))[jnp.clip(k, 0, n)]
 
 
 def spread_top_k_mask(scores, k: int, *, spread: float, training: bool, temperature: float = 1.0):
@@ -406,39 +471,35 @@ class STAE(nnx.Module):
 
   # --- selection ---------------------------------------------------------------------------------
 
-  def _spreads(self, k_s: int, n: int) -> bool:
-    """Whether the learned block selection is spread over the kept frames (`block_spread`)."""
-    return self.block_spread > 0 and self.spatial_attention is not None and k_s < n
+  def _spreads(self, k_s, n: int) -> bool:
+    """Whether the learned block selection is spread over the kept frames (`block_spread`); a
+    traced k_s (below n for some clips) spreads where it is below n and is plain top-k at n."""
+    static_all = isinstance(k_s, int) and k_s >= n
+    return self.block_spread > 0 and self.spatial_attention is not None and not static_all
 
   def _random_scores(self, rng, shape):
     if rng is None:
       raise ValueError("selection='random' needs rng=<jax PRNG key> in the forward pass")
     return jax.random.uniform(rng, shape)
 
-  @staticmethod
-  def _uniform_scores(n: int, k: int, shape):
-    """1 at k evenly spaced items of n (the first and last included), 0 elsewhere: top-k of these
-    is the classic uniform sampling (for frames, what video classifiers sample by default)."""
-    scores = np.zeros((n,), np.float32)
-    scores[np.round(np.linspace(0, n - 1, k)).astype(int)] = 1.0  # n, k are static ints
-    return jnp.broadcast_to(jnp.asarray(scores), shape)
-
-  def frame_scores(self, frames, rng, keep: int):
+  def frame_scores(self, frames, rng, keep):
+    """Scores [B,T]; `keep` (k_f, an int or a traced int per clip) places the uniform frames."""
     b, t = frames.shape[:2]
     if self.selection == "uniform":
-      return self._uniform_scores(t, keep, (b, t))
+      return uniform_scores(t, keep, (b, t))
     if self.selection == "random":
       return self._random_scores(jax.random.fold_in(rng, 1) if rng is not None else None, (b, t))
     if self.frame_attention is None:
       return jnp.zeros((b, t), jnp.float32)
     return self.frame_attention(frames)
 
-  def block_scores(self, frames, frame_index, rng, blocks_per_frame: int, keep: int):
+  def block_scores(self, frames, frame_index, rng, blocks_per_frame: int, keep):
     """Scores [B,F,N] for the frames `frame_index` [B,F] (None: all frames)."""
     b, t = frames.shape[:2]
     f = t if frame_index is None else frame_index.shape[1]
     if self.selection == "uniform":
-      return self._uniform_scores(blocks_per_frame, keep, (b, f, blocks_per_frame))
+      keep = keep if isinstance(keep, int) else jnp.asarray(keep)[:, None]
+      return uniform_scores(blocks_per_frame, keep, (b, f, blocks_per_frame))
     if self.selection == "random":
       return self._random_scores(jax.random.fold_in(rng, 2) if rng is not None else None,
                                  (b, f, blocks_per_frame))
@@ -448,6 +509,11 @@ class STAE(nnx.Module):
     if frame_index is not None:
       features = jnp.take_along_axis(features, frame_index[:, :, None, None, None], axis=1)
     return self.spatial_attention(features)
+
+  def keep_table(self, frames: int, blocks: int) -> np.ndarray:
+    """int32 [P, 2]: (k_f, k_s) of each of `keep_ratios` for a clip of this size (exact, static)."""
+    return np.array([self.keep_counts(frames, blocks, f, b) for f, b in self.keep_ratios],
+                    np.int32)
 
   # --- forward -----------------------------------------------------------------------------------
 
@@ -505,17 +571,42 @@ class STAE(nnx.Module):
     return (unblockify(received, height, width), unblockify(pixel_mask, height, width),
             block_mask)
 
-  def __call__(self, video, *, frame_keep: float, block_keep: float, training: bool, rng=None):
-    """Encodes a clip uint8/float 0..255 [B,T,H,W,3] at keep ratios (frame_keep, block_keep).
+  def _dense_keep(self, b: int, t: int, n: int, frame_keep, block_keep, point_index, training,
+                  rng):
+    """(k_f, k_s) of the dense path: Python ints from static ratios, else int32 [B] looked up
+    in `keep_table` at `point_index` (a traced scalar or [B]) or drawn per clip (training)."""
+    if frame_keep is not None or block_keep is not None:
+      if point_index is not None:
+        raise ValueError("pass the keep ratios or point_index, not both")
+      if frame_keep is None or block_keep is None:
+        raise ValueError("STAE needs both frame_keep and block_keep (or point_index)")
+      return self.keep_counts(t, n, frame_keep, block_keep)
+    table = jnp.asarray(self.keep_table(t, n))
+    if point_index is None:
+      if not training:
+        raise ValueError("STAE at inference needs an operating point: frame_keep and block_keep, "
+                         "or point_index")
+      point_index = jax.random.randint(jax.random.fold_in(rng, 4), (b,), 0, table.shape[0])
+    index = jnp.broadcast_to(jnp.asarray(point_index, jnp.int32), (b,))
+    return table[index, 0], table[index, 1]
+
+  def __call__(self, video, *, frame_keep: float | None = None, block_keep: float | None = None,
+               point_index=None, training: bool, rng=None):
+    """Encodes a clip uint8/float 0..255 [B,T,H,W,3] at an operating point: keep ratios
+    (frame_keep, block_keep) as Python floats, or `point_index` into `keep_ratios` (an int32
+    scalar or one per clip [B], may be traced), or in training nothing (a point drawn per clip).
 
     Returns a dict:
       frame_mask bool [B,T]; block_mask bool [B,T,N] (False in dropped frames);
+      keep: (k_f, k_s), Python ints or int32 [B] (traced points);
       frame_index int32 [B,k_f]; block_index int32 [B,k_f,k_s] (ascending: the coding order);
-      latents float32 [B,k_f,k_s,h,w,C], integer-valued: what the coder sends;
+      latents float32 [B,k_f,k_s,h,w,C], integer-valued: what the coder sends (these three only
+        for static keep ratios: their shapes depend on k);
       rate_latents float32 [B,M...,h,w,C] and rate_weight [B,M...]: bits are
-        sum(rate_weight * prior.bits(rate_latents)); in training M... = (T, N) with noisy latents
-        and straight-through masks (the rate's gradient reaches both attention modules), at
-        inference M... = (k_f, k_s) with the integer latents and weight 1;
+        sum(rate_weight * prior.bits(rate_latents)); in the dense path (training, or a traced
+        point) M... = (T, N), noisy latents in training with straight-through masks (the rate's
+        gradient reaches both attention modules); at inference with static ratios M... = (k_f, k_s)
+        with the integer latents and weight 1;
       rate_rounded float32 [B,M...,h,w,C]: the integers the coder would send at those places
         (without gradient), what a conditional entropy model takes its context from;
       received float32 [B,T,H,W,3]: decoded kept blocks in place, 0 elsewhere;
@@ -523,16 +614,20 @@ class STAE(nnx.Module):
         quantisation and synthesis, kept or not (what the block transforms learn from);
       pixel_mask float32 [B,T,H,W,1]: 1 where received (straight-through in training);
       frame_scores [B,T], block_scores [B,T,N] (inference: rows of dropped frames are -inf).
-    `rng` is needed when training (quantisation noise) and for selection="random"; selection
-    "uniform" keeps evenly spaced frames and blocks (a fixed, non-learned baseline).
-    Inference is exactly `encode` followed by `receive`.
+    `rng` is needed when training (quantisation noise, the drawn points) and for
+    selection="random"; selection "uniform" keeps evenly spaced frames and blocks (a fixed,
+    non-learned baseline). Inference at static ratios is exactly `encode` followed by `receive`;
+    the dense path selects and receives the same (tests/test_stae.py).
     """
     video = self._check_clip(video)
     b, t, height, width, _ = video.shape
     if training and rng is None:
       raise ValueError("STAE(training=True) needs rng=<jax PRNG key> for quantisation noise")
     select_rng = None if rng is None else jax.random.fold_in(rng, 0)
-    if not training:
+    if not training and point_index is None:
+      if frame_keep is None or block_keep is None:
+        raise ValueError("STAE at inference needs an operating point: frame_keep and block_keep, "
+                         "or point_index")
       sent = self.encode(video, frame_keep=frame_keep, block_keep=block_keep, rng=select_rng)
       frame_index, block_index, latents = sent["frame_index"], sent["block_index"], sent["latents"]
       received, pixel_mask, weight = self.receive(frame_index, block_index, latents, frames=t,
@@ -540,48 +635,47 @@ class STAE(nnx.Module):
       frame_mask = jnp.zeros((b, t), bool).at[jnp.arange(b)[:, None], frame_index].set(True)
       block_scores = jnp.full(weight.shape, -jnp.inf, jnp.float32).at[
           jnp.arange(b)[:, None], frame_index].set(sent["kept_block_scores"])
-      return dict(frame_mask=frame_mask, block_mask=weight > 0.5, frame_index=frame_index,
-                  block_index=block_index, latents=latents, rate_latents=latents,
-                  rate_rounded=latents,
+      return dict(frame_mask=frame_mask, block_mask=weight > 0.5, keep=tuple(block_index.shape[1:]),
+                  frame_index=frame_index, block_index=block_index, latents=latents,
+                  rate_latents=latents, rate_rounded=latents,
                   rate_weight=jnp.ones(block_index.shape, jnp.float32), received=received,
                   pixel_mask=pixel_mask, frame_scores=sent["frame_scores"],
                   block_scores=block_scores)
 
-    # Training: every block of every frame, weighted by straight-through masks.
+    # Dense: every block of every frame, weighted by (straight-through, in training) masks.
     p = self.block_size
     n = (height // p) * (width // p)
-    k_f, k_s = self.keep_counts(t, n, frame_keep, block_keep)
+    k_f, k_s = self._dense_keep(b, t, n, frame_keep, block_keep, point_index, training, rng)
+    static = isinstance(k_f, int) and isinstance(k_s, int)
     frames = normalize_video(video, self.dtype)
     frame_scores = self.frame_scores(frames, select_rng, k_f)
-    frame_weight, frame_index = top_k_mask(frame_scores, k_f, training=True,
-                                           temperature=self.temperature)
+    frame_weight = rank_top_k_mask(frame_scores, k_f, training=training,
+                                   temperature=self.temperature)
     block_scores = self.block_scores(frames, None, select_rng, n, k_s)
-    block_weight, block_index_all = top_k_mask(block_scores, k_s, training=True,
-                                               temperature=self.temperature)
+    row_keep = k_s if isinstance(k_s, int) else jnp.asarray(k_s)[:, None]
     if self._spreads(k_s, n):
-      # The kept frames' rows, selected as inference does; the other rows only carry the frame
-      # scores' straight-through gradient.
-      rows = (jnp.arange(b)[:, None], frame_index)
-      kept_weight, kept_index = spread_top_k_mask(
-          block_scores[rows], k_s, spread=self.block_spread, training=True,
-          temperature=self.temperature)
-      block_weight = block_weight.at[rows].set(kept_weight)
-      block_index_all = block_index_all.at[rows].set(kept_index)
+      # In time order, each kept frame penalising what earlier kept frames sent, as inference
+      # does; dropped frames' rows only carry the frame scores' straight-through gradient.
+      block_weight = spread_rank_mask(block_scores, k_s, frame_weight > 0.5,
+                                      spread=self.block_spread, training=training,
+                                      temperature=self.temperature)
+    else:
+      block_weight = rank_top_k_mask(block_scores, row_keep, training=training,
+                                     temperature=self.temperature)
     weight = frame_weight[:, :, None] * block_weight  # [B,T,N]
-    block_index = jnp.take_along_axis(block_index_all, frame_index[:, :, None], axis=1)
-    y_rate, y_decoder = quantize(self.analyse(blockify(video, p)), training=True,
-                                 rng=jax.random.fold_in(rng, 3))
+    if training:
+      y_rate, y_decoder = quantize(self.analyse(blockify(video, p)), training=True,
+                                   rng=jax.random.fold_in(rng, 3))
+    else:
+      y_rate, y_decoder = quantize(self.analyse(blockify(video, p)), training=False)
     w = weight[..., None, None, None]
     synthesised = self.synthesise(y_decoder)
     received = unblockify(synthesised * w, height, width)
     pixel_mask = unblockify(jnp.broadcast_to(w, (b, t, n, p, p, 1)), height, width)
-    latents = y_decoder[jnp.arange(b)[:, None, None], frame_index[:, :, None], block_index]
-    return dict(
+    out = dict(
         frame_mask=frame_weight > 0.5,
         block_mask=weight > 0.5,
-        frame_index=frame_index,
-        block_index=block_index,
-        latents=jax.lax.stop_gradient(latents).astype(jnp.float32),
+        keep=(k_f, k_s),
         rate_latents=y_rate,
         rate_rounded=jax.lax.stop_gradient(y_decoder).astype(jnp.float32),
         rate_weight=weight,
@@ -589,5 +683,14 @@ class STAE(nnx.Module):
         pixel_mask=pixel_mask,
         frame_scores=frame_scores,
         block_scores=block_scores,
-        synthesised=unblockify(synthesised, height, width),
     )
+    if training:
+      out["synthesised"] = unblockify(synthesised, height, width)
+    if static:
+      frame_index = kept_indices(frame_weight, k_f)
+      block_index = kept_indices(jnp.take_along_axis(block_weight, frame_index[:, :, None],
+                                                     axis=1), k_s)
+      latents = y_decoder[jnp.arange(b)[:, None, None], frame_index[:, :, None], block_index]
+      out.update(frame_index=frame_index, block_index=block_index,
+                 latents=jax.lax.stop_gradient(latents).astype(jnp.float32))
+    return out

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import queue as queue_lib
 import threading
 import time
@@ -62,11 +63,43 @@ class ClientOptions:
   answer_timeout_seconds: float = 30.0  # per attempt, beyond the deadline
 
   def __post_init__(self):
-    if not (self.fps > 0 and self.deadline_seconds > 0 and self.max_seconds > 0):
+    values = (self.fps, self.deadline_seconds, self.max_seconds)
+    if not all(math.isfinite(v) and v > 0 for v in values):
       raise ValueError(f"ClientOptions fps={self.fps}, deadline_seconds={self.deadline_seconds}, "
-                       f"max_seconds={self.max_seconds}: each must be > 0.")
-    if self.policy != "adaptive" and not self.policy.startswith("fixed:"):
+                       f"max_seconds={self.max_seconds}: each must be a finite number > 0.")
+    if not _is_policy(self.policy):
       raise ValueError(f"policy={self.policy!r}: use 'adaptive' or 'fixed:<point name>'.")
+
+
+def _is_policy(text: str) -> bool:
+  return text == "adaptive" or (text.startswith("fixed:") and len(text) > len("fixed:"))
+
+
+def policies_for(values: Sequence[str], tags: Sequence[str]) -> dict[str, str]:
+  """Each method's policy from the --policy values: 'adaptive' or 'fixed:<point>' for every
+  method, or '<method>:adaptive' / '<method>:fixed:<point>' for one (the rest adaptive, or the
+  bare value). A bare fixed point with several methods is refused: a point names one method's
+  point (`keep=1x0.25` is STAE's, `frames=16,side=64,crf=35` H.264's)."""
+  default, own = None, {}
+  for value in values:
+    if _is_policy(value):
+      if default is not None:
+        raise ValueError(f"--policy given twice for every method ({default!r}, {value!r})")
+      default = value
+      continue
+    tag, _, policy = value.partition(":")
+    if tag not in tags:
+      raise ValueError(f"--policy={value!r}: {tag!r} is not one of the methods sent "
+                       f"({', '.join(tags)}); write <method>:adaptive or <method>:fixed:<point>")
+    if not _is_policy(policy):
+      raise ValueError(f"--policy={value!r}: after '{tag}:' use 'adaptive' or 'fixed:<point>'")
+    if tag in own:
+      raise ValueError(f"--policy names {tag} twice")
+    own[tag] = policy
+  if default is not None and default != "adaptive" and len(tags) > 1:
+    raise ValueError(f"--policy={default!r} would send one point name to {len(tags)} methods; "
+                     f"give each its own: " + " ".join(f"--policy={t}:fixed:<point>" for t in tags))
+  return {tag: own.get(tag, default or "adaptive") for tag in tags}
 
 
 @dataclasses.dataclass
@@ -194,8 +227,10 @@ class Camera:
                          "policy='fixed:<point>'")
       names = [p.name for p in planned]
       if names != [p.name for p in codec.points]:
-        raise ValueError(f"results.json lists {codec.tag} points {names}, the trained model has "
-                         f"{[p.name for p in codec.points]}: re-run evaluate.py on this workdir")
+        raise ValueError(f"results.json lists {codec.tag} points {names}, this client built "
+                         f"{[p.name for p in codec.points]}: leave out --crfs/--h264_preset (they "
+                         "default to what evaluate.py measured), or re-run evaluate.py if the "
+                         "workdir was retrained since")
       self._planned = list(planned)
       self._fixed = None
     else:

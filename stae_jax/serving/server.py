@@ -6,9 +6,12 @@ half is called: `entropy_decode`, `decode`, `classify`) over gRPC (`protocol.SER
 Requests. A `ClassifyRequest` names a method and one of its operating points, carries one clip's
 bitstream, a client-chosen request id and a deadline. Everything in it is checked before it is
 queued (the method and point must be served, the stream no longer than the codec's
-`max_stream_bytes(point)`, the fingerprint, if sent, the served model's) and the codec checks the
-stream itself; whatever is wrong is answered as an ERROR that names the problem, and only that
-request fails.
+`max_stream_bytes(point)`, the fingerprint, if sent, the served model's, the deadline a finite
+time or 0) and the codec checks the stream itself, what its header declares against the point
+before anything is decoded (`Codec.entropy_decode`); whatever is wrong is answered as an ERROR
+that names the problem, and only that request fails. A message that is not a protobuf of the rpc
+is answered INVALID_ARGUMENT with one log line (no traceback) and counted
+(`stae_serving_malformed_total`).
 
 Dynamic batching. Requests queue per (method, operating point). A batch starts when it holds
 `max_batch` requests or when its oldest request has waited `max_wait_seconds`, whichever is first.
@@ -40,6 +43,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import hashlib
+import math
 import threading
 import time
 from typing import Sequence
@@ -184,6 +188,9 @@ class Metrics:
         registry=r)
     compiles.set_function(lambda: compile_count() - base)
     self.ready = prometheus_client.Gauge("stae_serving_ready", "1 when serving.", registry=r)
+    self.malformed = prometheus_client.Counter(
+        "stae_serving_malformed", "Messages that are not the rpc's protobuf (answered "
+        "INVALID_ARGUMENT, one log line each).", ["rpc"], registry=r)
 
   def text(self) -> str:
     return prometheus_client.generate_latest(self.registry).decode()
@@ -198,6 +205,8 @@ class EdgeService:
     if not self.codecs:
       raise ValueError("no method to serve: every codec given is skipped or none was given")
     self.metrics = Metrics(options.sizes())
+    # Read at every scrape, so /metrics over HTTP is as current as the Health rpc.
+    self.metrics.ready.set_function(lambda: float(self.ready and not self.draining))
     self._answers: collections.OrderedDict[str, _Answer] = collections.OrderedDict()
     self._queues: dict[tuple[str, systems.Point], _Queue] = {}
     self._collectors: dict[tuple[str, systems.Point], asyncio.Task] = {}
@@ -237,7 +246,6 @@ class EdgeService:
 
   async def Metrics(self, request, context):
     del request, context
-    self.metrics.ready.set(1 if self.ready and not self.draining else 0)
     return protocol.MetricsReply(text=self.metrics.text())
 
   async def Classify(self, request, context):
@@ -306,6 +314,10 @@ class EdgeService:
       return _error(rid, f"the stream comes from another model (fingerprint "
                          f"{request.fingerprint[:12]}..., this server's {codec.tag} is "
                          f"{fingerprint[:12]}...): use the workdir the server serves"), codec, point
+    if not math.isfinite(request.deadline_unix_seconds):
+      return _error(rid, f"deadline_unix_seconds is {request.deadline_unix_seconds}: send a "
+                         "finite time (seconds since the epoch), or 0 for no deadline"
+                    ), codec, point
     if request.deadline_unix_seconds and time.time() > request.deadline_unix_seconds:
       return protocol.ClassifyReply(request_id=rid, status=protocol.LATE,
                                     error="the deadline had passed when the request arrived"
@@ -446,12 +458,50 @@ class EdgeService:
     self._accelerator.shutdown(wait=True)
 
 
+class _Malformed:
+  """A message that did not parse as its rpc's request: handed to the handler (which answers it)
+  instead of raised in gRPC's deserializer, where each one cost a logged traceback."""
+  __slots__ = ("error", "size")
+
+  def __init__(self, error: Exception, size: int):
+    self.error, self.size = error, size
+
+
+def _parser(request_class):
+  def parse(data: bytes):
+    try:
+      return request_class.FromString(data)
+    except Exception as error:  # pylint: disable=broad-except
+      return _Malformed(error, len(data))
+  return parse
+
+
+def _answering_malformed(service: EdgeService, rpc: str, request_class):
+  """The rpc's handler, answering a `_Malformed` message with INVALID_ARGUMENT, one log line and
+  a count (`stae_serving_malformed_total{rpc}`) before it reaches the handler."""
+  handler = getattr(service, rpc)
+  name = request_class.DESCRIPTOR.name
+
+  async def handle(request, context):
+    if isinstance(request, _Malformed):
+      service.metrics.malformed.labels(rpc).inc()
+      reason = f"{type(request.error).__name__}: {request.error}"[:200]
+      logging.warning("malformed %s message (%d bytes) from %s: %r", rpc, request.size,
+                      str(context.peer())[:100], reason)
+      await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"the message ({request.size} bytes) is not a {name} ({reason}); "
+                          "send one serialized with stae_jax.serving.protocol")
+    return await handler(request, context)
+
+  return handle
+
+
 def _handlers(service: EdgeService) -> grpc.GenericRpcHandler:
   methods = {}
   for rpc in protocol.RPCS:
     request, reply = protocol.classes(rpc)
     methods[rpc] = grpc.unary_unary_rpc_method_handler(
-        getattr(service, rpc), request_deserializer=request.FromString,
+        _answering_malformed(service, rpc, request), request_deserializer=_parser(request),
         response_serializer=reply.SerializeToString)
   return grpc.method_handlers_generic_handler(protocol.SERVICE, methods)
 

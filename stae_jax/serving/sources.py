@@ -36,15 +36,14 @@ def test_clips(config, *, max_clips: int, loader_fn: Callable | None = None
 
 
 def video_clips(paths: Sequence[str], data_config) -> list[tuple[np.ndarray, int]]:
-  """Each video file's evaluation view (`clip_tools.sample_clip`), label unknown (-1)."""
+  """Each video file's evaluation view (`clip_tools.read_clip`: only the sampled frames are
+  decoded), label unknown (-1)."""
   from stae_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import clip_tools  # pylint: disable=g-import-not-at-top
   clips = []
   for path in paths:
     try:
-      source = video_lib.read_video(path)
+      clips.append((clip_tools.read_clip(path, data_config).clip, -1))
     except video_lib.VideoReadError as error:
       raise ValueError(str(error)) from None
-    clip, _, _ = clip_tools.sample_clip(source.frames, data_config)
-    clips.append((clip, -1))
   return clips

@@ -8,8 +8,11 @@
 A learned method's module provides, besides its `Codec`:
   LABEL, LEARNED = True, LOSS_TERMS (the loss-weight keys its stages accept),
   build(entry, data_config, *, rngs) -> {name: nnx.Module} (top-level parameter path prefixes),
-  operating_points(entry) -> tuple[Point], training_points(entry) -> tuple[Point | None],
-  forward(models, video, point, *, training, rng) -> dict (logits, reconstruction, bits, ...),
+  operating_points(entry) -> tuple[Point], training_points(entry) -> tuple[Point | None]
+  (None: a point drawn per clip inside the step), optionally point_inputs(entry, point) -> dict
+  of arrays (the point as traced values: the trainer then compiles one evaluation step for all
+  points), forward(models, video, point, *, training, rng) -> dict (logits, reconstruction,
+  bits, ...) taking a Point, None or point_inputs' dict,
   extra_losses(out, video, weights) -> {term: value}, entropy_model(models),
   codec(trained: base.Trained) -> Codec, summary(entry) -> dict.
 A baseline's module provides LABEL, LEARNED = False and codecs(context: base.BaselineContext).

@@ -21,7 +21,9 @@ a new method is one module and one line in `stae_jax.systems.METHODS`: nothing o
 module asks which method it is.
 
 Operating points are `Point`s: a readable name and its settings as a sorted tuple, so a point is
-hashable, compares by value, and serves as a static `jax.jit` argument (one compile per point).
+hashable, compares by value, and serves as a static `jax.jit` argument (one compile per point, as
+the codecs' inference steps have: their gathers have the point's sizes). Training passes points
+traced instead (`point_inputs`), one compile for all of them.
 """
 
 from __future__ import annotations

@@ -42,6 +42,13 @@ def training_points(entry) -> tuple[None]:
   return (None,)
 
 
+def point_inputs(entry, point: Point) -> dict:
+  """The traced form of `point` for the trainer's evaluation (one compile for every point): its
+  token count as an array, which `deepisc_forward` takes per clip."""
+  del entry
+  return dict(tokens_per_frame=np.int32(point["tokens_per_frame"]))
+
+
 def build(entry, data_config, *, rngs: nnx.Rngs) -> dict:
   if "deepisc" not in entry.model:
     raise ValueError("system entry of method 'deepisc' needs model.deepisc; see configs/common.py "
@@ -62,9 +69,15 @@ def summary(entry) -> dict:
               max_tokens=int(d.max_tokens))
 
 
-def forward(models, video, point: Point | None, *, training: bool, rng=None) -> dict:
-  """`deepisc_forward` at `point` (None: a token count drawn per clip; training only)."""
-  tokens = None if point is None else point["tokens_per_frame"]
+def forward(models, video, point, *, training: bool, rng=None) -> dict:
+  """`deepisc_forward` at `point`: a Point (static: latents sliced), `point_inputs`' dict (a traced
+  count, the same for every clip) or None (a count drawn per clip; training only)."""
+  if point is None:
+    tokens = None
+  elif isinstance(point, Point):
+    tokens = point["tokens_per_frame"]
+  else:
+    tokens = jnp.broadcast_to(jnp.asarray(point["tokens_per_frame"], jnp.int32), video.shape[:1])
   return deepisc_lib.deepisc_forward(models["deepisc"], models["vit"], video, num_tokens=tokens,
                                      training=training, rng=rng)
 
@@ -132,6 +145,16 @@ class DeepISCCodec(base.Codec):
   def entropy_decode(self, streams, point: Point) -> np.ndarray:
     point = self.point(point)
     streams = base.check_streams(streams, self.max_stream_bytes(point))
+    want = bitstream.Header(None, None, None, None,
+                            (self.clip_shape[0], point["tokens_per_frame"]))
+    for i, stream in enumerate(streams):  # what each header declares, before anything is decoded
+      header = bitstream.read_header(stream, self.tables, max_latent_symbols=self._symbols(point))
+      if header != want:
+        masks = header.frames is not None or header.blocks is not None
+        raise DecodeError(f"stream {i} does not hold a {self.tag!r} clip at {point.name}: its "
+                          f"header declares {'masks and ' if masks else ''}latents "
+                          f"{list(header.lead)} x C, expected latents {list(want.lead)} x C and "
+                          "no masks")
     payloads = bitstream.decode_batch(streams, self.tables,
                                       max_latent_symbols=self._symbols(point))
     expected = (self.clip_shape[0], point["tokens_per_frame"], self._channels)

@@ -150,6 +150,187 @@ def drop_sei_units(stream: bytes) -> tuple[bytes, int]:
   return b"".join(kept), removed
 
 
+# ------------------------------------------------------------------------------------------------
+# What a stream declares, read before anything is decoded
+# ------------------------------------------------------------------------------------------------
+
+#: NAL unit types a stream of this codec may hold: coded slices (1, IDR 5), SEI (6), the sequence
+#: and picture parameter sets (7, 8) and access unit delimiters (9). Data partitions, subset
+#: sequence parameter sets (other layers' picture sizes) and extensions are refused unread.
+_NAL_SLICE, _NAL_IDR, _NAL_SPS = 1, 5, 7
+_ALLOWED_NAL_TYPES = frozenset((1, 5, 6, 7, 8, 9))
+#: profile_idc values whose sequence parameter set carries the chroma format and bit depths.
+_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
+_EMULATION_PREVENTION = re.compile(b"\x00\x00\x03")
+_SPS_READ_BYTES = 4096
+
+
+class _Bits:
+  """An RBSP read most significant bit first: u(n), ue(v) and se(v) of the H.264 syntax. Reading
+  past the end, or an Exp-Golomb code longer than 32 bits, is a ValueError."""
+
+  def __init__(self, data: bytes):
+    self._value, self._size, self._at = int.from_bytes(data, "big"), 8 * len(data), 0
+
+  def u(self, n: int) -> int:
+    if self._at + n > self._size:
+      raise ValueError("the sequence parameter set ends inside a field")
+    self._at += n
+    return (self._value >> (self._size - self._at)) & ((1 << n) - 1)
+
+  def ue(self) -> int:
+    zeros = 0
+    while not self.u(1):
+      zeros += 1
+      if zeros > 31:
+        raise ValueError("an Exp-Golomb field is longer than 32 bits")
+    return (1 << zeros) - 1 + self.u(zeros)
+
+  def se(self) -> int:
+    k = self.ue()
+    return (k + 1) // 2 if k % 2 else -(k // 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceHeader:
+  """What one sequence parameter set declares about the pictures that follow it."""
+  width: int             # after cropping, in pixels
+  height: int
+  width_mbs: int         # coded size in 16x16 macroblocks (what a decoder allocates)
+  height_mbs: int
+  chroma_format: int     # 1: 4:2:0
+  bit_depth: int         # luma; chroma must be the same
+  progressive: bool      # frame_mbs_only_flag
+
+
+def _skip_scaling_list(bits: _Bits, size: int) -> None:
+  last = following = 8
+  for _ in range(size):
+    if following:
+      following = (last + bits.se() + 256) % 256
+    last = following or last
+
+
+def parse_sps(unit: bytes) -> SequenceHeader:
+  """A sequence parameter set NAL unit (header byte first, emulation prevention still in) ->
+  its picture size, chroma format and bit depth (H.264 7.3.2.1.1). ValueError if malformed."""
+  # The fields up to the cropping window take at most ~1.1 kB (two sets of scaling lists); an
+  # oversized unit is read no further than that.
+  bits = _Bits(_EMULATION_PREVENTION.sub(b"\x00\x00", unit[1:_SPS_READ_BYTES]))
+  profile = bits.u(8)
+  bits.u(16)  # constraint flags, reserved bits, level_idc
+  bits.ue()   # seq_parameter_set_id
+  chroma_format, depth_luma, depth_chroma = 1, 8, 8
+  if profile in _HIGH_PROFILES:
+    chroma_format = bits.ue()
+    if chroma_format > 3:
+      raise ValueError(f"chroma_format_idc {chroma_format} is not 0..3")
+    if chroma_format == 3:
+      bits.u(1)  # separate_colour_plane_flag
+    depth_luma, depth_chroma = 8 + bits.ue(), 8 + bits.ue()
+    bits.u(1)  # qpprime_y_zero_transform_bypass_flag
+    if bits.u(1):  # seq_scaling_matrix_present_flag
+      for i in range(8 if chroma_format != 3 else 12):
+        if bits.u(1):
+          _skip_scaling_list(bits, 16 if i < 6 else 64)
+  bits.ue()  # log2_max_frame_num_minus4
+  order = bits.ue()
+  if order == 0:
+    bits.ue()
+  elif order == 1:
+    bits.u(1)
+    bits.se()
+    bits.se()
+    cycle = bits.ue()
+    if cycle > 255:
+      raise ValueError(f"num_ref_frames_in_pic_order_cnt_cycle {cycle} is over 255")
+    for _ in range(cycle):
+      bits.se()
+  elif order != 2:
+    raise ValueError(f"pic_order_cnt_type {order} is not 0..2")
+  bits.ue()  # max_num_ref_frames
+  bits.u(1)  # gaps_in_frame_num_value_allowed_flag
+  width_mbs, map_units = bits.ue() + 1, bits.ue() + 1
+  progressive = bool(bits.u(1))
+  if not progressive:
+    bits.u(1)  # mb_adaptive_frame_field_flag
+  bits.u(1)  # direct_8x8_inference_flag
+  height_mbs = map_units * (1 if progressive else 2)
+  crop = (bits.ue(), bits.ue(), bits.ue(), bits.ue()) if bits.u(1) else (0, 0, 0, 0)
+  unit_x = 1 if chroma_format in (0, 3) else 2
+  unit_y = (1 if chroma_format in (0, 3) else 2 if chroma_format == 1 else 1) * (
+      1 if progressive else 2)
+  return SequenceHeader(width=16 * width_mbs - unit_x * (crop[0] + crop[1]),
+                        height=16 * height_mbs - unit_y * (crop[2] + crop[3]),
+                        width_mbs=width_mbs, height_mbs=height_mbs, chroma_format=chroma_format,
+                        bit_depth=depth_luma if depth_luma == depth_chroma else -1,
+                        progressive=progressive)
+
+
+def _iter_nal_units(stream: bytes):
+  """The NAL units of an Annex B stream one at a time (start codes removed); ValueError if bytes
+  come before the first start code."""
+  starts = _START_CODE.finditer(stream)
+  current = next(starts, None)
+  if current is None or current.start() != 0:
+    raise ValueError("it does not start with an Annex B start code (00 00 01)")
+  for following in starts:
+    yield stream[current.end():following.start()]
+    current = following
+  yield stream[current.end():]
+
+
+def nal_units(stream: bytes) -> list[bytes]:
+  """The NAL units of an Annex B stream (start codes removed); ValueError if bytes come before
+  the first start code."""
+  return list(_iter_nal_units(stream))
+
+
+def check_declared(stream: bytes, num_frames: int, height: int, width: int) -> None:
+  """Refuses (ValueError) a stream that declares anything but `num_frames` pictures of
+  height x width (odd sizes padded by one, as `encode_h264` pads them), 4:2:0, 8 bits,
+  progressive, read from its sequence parameter sets and slice headers without decoding a
+  picture: a decoder allocates what the sequence parameter set declares, so a small stream
+  declaring 8192x8192 pictures is a decompression bomb. Each picture starts with a slice whose
+  first macroblock is 0 (one slice per frame from `encode_h264`)."""
+  padded = (height + height % 2, width + width % 2)
+  mbs = (-(-padded[0] // 16), -(-padded[1] // 16))
+  pictures = headers = 0
+  most_units = 2 * num_frames + 16  # a slice per picture, parameter sets, SEI, delimiters
+  for count, unit in enumerate(_iter_nal_units(stream)):
+    if count == most_units:
+      raise ValueError(f"it has more than {most_units} NAL units for {num_frames} pictures")
+    if not unit or unit[0] & 0x80:
+      raise ValueError("an empty NAL unit or one with its forbidden bit set")
+    kind = unit[0] & 0x1F
+    if kind not in _ALLOWED_NAL_TYPES:
+      raise ValueError(f"NAL unit type {kind} is not one this codec sends (slices, SEI, "
+                       "parameter sets, delimiters)")
+    if kind == _NAL_SPS:
+      sps = parse_sps(unit)
+      headers += 1
+      if ((sps.height, sps.width) != padded or (sps.height_mbs, sps.width_mbs) != mbs
+          or sps.chroma_format != 1 or sps.bit_depth != 8 or not sps.progressive):
+        raise ValueError(
+            f"its sequence header declares {sps.width}x{sps.height} pictures ({16 * sps.width_mbs}"
+            f"x{16 * sps.height_mbs} coded, chroma format {sps.chroma_format}, "
+            f"{sps.bit_depth} bits, {'progressive' if sps.progressive else 'interlaced'}); "
+            f"this point sends {padded[1]}x{padded[0]} (4:2:0, 8 bits, progressive)")
+    elif kind in (_NAL_SLICE, _NAL_IDR):
+      if len(unit) < 2:
+        raise ValueError("a slice NAL unit without a slice header")
+      if unit[1] & 0x80:  # first_mb_in_slice = ue(v) 0, the code "1": a new picture
+        if not headers:
+          raise ValueError("a picture comes before any sequence header")
+        pictures += 1
+        if pictures > num_frames:
+          raise ValueError(f"it declares more than the point's {num_frames} pictures")
+  if not headers:
+    raise ValueError("it has no sequence header (SPS)")
+  if pictures != num_frames:
+    raise ValueError(f"it declares {pictures} pictures; the point sends {num_frames}")
+
+
 def encode_h264(clip: np.ndarray, crf: float, *, preset: str = "veryfast", fps: int = 30,
                 drop_sei: bool = True) -> H264Stream:
   """Encodes a uint8[T,H,W,3] RGB clip as one closed GOP of low-delay H.264.
@@ -196,23 +377,36 @@ def encode_h264(clip: np.ndarray, crf: float, *, preset: str = "veryfast", fps: 
 
 
 def decode_h264(stream: H264Stream) -> np.ndarray:
-  """Decodes an `H264Stream` back to uint8[T,H,W,3] RGB, cropping any padding added for 4:2:0."""
+  """Decodes an `H264Stream` back to uint8[T,H,W,3] RGB, cropping any padding added for 4:2:0.
+
+  Each picture is checked as it leaves the decoder (its size, and no more than `num_frames` of
+  them), so what decoding holds is bounded by the clip the stream should be, whatever it is."""
   check_x264()
   context = av.CodecContext.create(DECODER_NAME, "r")
   context.thread_count = 1  # clips are decoded in parallel instead (and the pixels are the same)
-  frames = []
-  for packet in context.parse(stream.data) + context.parse(None):
-    frames.extend(context.decode(packet))
-  frames.extend(context.decode(None))
-  if len(frames) != stream.num_frames:
-    raise ValueError(
-        f"the H.264 stream decoded to {len(frames)} frames, expected {stream.num_frames}; the stream "
-        "is truncated or not one produced by encode_h264.")
+  size = (stream.width + stream.width % 2, stream.height + stream.height % 2)
   # One reformatter for the clip: it keeps its swscale context across frames (a fresh one per
   # frame, as `frame.to_ndarray(format=...)` makes, took 60% of a 16x64x64 decode; same pixels).
   reformatter = av.video.reformatter.VideoReformatter()
-  clip = np.stack([reformatter.reformat(frame, format="rgb24").to_ndarray() for frame in frames])
-  return clip[:, :stream.height, :stream.width]
+  rgb = []
+
+  def take(frames) -> None:
+    for frame in frames:
+      if (frame.width, frame.height) != size:
+        raise ValueError(f"the H.264 stream decoded to a {frame.width}x{frame.height} picture, "
+                         f"expected {size[0]}x{size[1]}")
+      if len(rgb) == stream.num_frames:
+        raise ValueError(f"the H.264 stream decodes to more than {stream.num_frames} frames")
+      rgb.append(reformatter.reformat(frame, format="rgb24").to_ndarray())
+
+  for packet in context.parse(stream.data) + context.parse(None):
+    take(context.decode(packet))
+  take(context.decode(None))
+  if len(rgb) != stream.num_frames:
+    raise ValueError(
+        f"the H.264 stream decoded to {len(rgb)} frames, expected {stream.num_frames}; the stream "
+        "is truncated or not one produced by encode_h264.")
+  return np.stack(rgb)[:, :stream.height, :stream.width]
 
 
 def h264_roundtrip(clip: np.ndarray, crf: float, *, preset: str = "veryfast", fps: int = 30,
@@ -460,7 +654,17 @@ class H264Codec(base.Codec):
     return base.Coded(streams=[stream.data for stream in encoded])
 
   def entropy_decode(self, streams, point):
-    return base.check_streams(streams, self.max_stream_bytes(point))
+    """The streams, each checked against the point by what it declares (`check_declared`)
+    before any picture is decoded."""
+    streams = base.check_streams(streams, self.max_stream_bytes(point))
+    keep, side = point["frames"], point["side"]
+    for i, data in enumerate(streams):
+      try:
+        check_declared(data, keep, side, side)
+      except ValueError as error:
+        raise base.DecodeError(f"H.264 stream {i} is not {keep} frames of {side}x{side} "
+                               f"({point.name}): {error}") from None
+    return streams
 
   def decode(self, received, point):
     index, _ = self._cell(point)

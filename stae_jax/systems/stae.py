@@ -28,7 +28,7 @@ import numpy as np
 
 from stae_jax.coding import bitstream
 from stae_jax.models.decoder import Decoder
-from stae_jax.models.entropy import ContextPrior, FactorizedPrior, mask_bits  # ContextPrior: also for callers
+from stae_jax.models.entropy import ContextPrior, FactorizedPrior, mask_bits, mask_bits_traced  # ContextPrior: also for callers
 from stae_jax.models.stae import STAE
 from stae_jax.systems import base
 from stae_jax.systems.base import DecodeError, Point
@@ -54,9 +54,20 @@ def operating_points(entry) -> tuple[Point, ...]:
   return tuple(point(*pair) for pair in entry.model.stae.keep_ratios)
 
 
-def training_points(entry) -> tuple[Point, ...]:
-  """Training cycles through the operating points (one compile each)."""
-  return operating_points(entry)
+def training_points(entry) -> tuple[None]:
+  """None: every training clip draws its own operating point inside the step (`STAE.__call__`
+  with no point), so one compile trains every point and each step sees all of them."""
+  return (None,)
+
+
+def point_inputs(entry, point: Point) -> dict:
+  """The traced form of `point` for the trainer's evaluation: its index in `keep_ratios`, so one
+  compiled evaluation step serves every point (`forward` with a dict point)."""
+  pairs = [tuple(float(v) for v in pair) for pair in entry.model.stae.keep_ratios]
+  key = (float(point["frame_keep"]), float(point["block_keep"]))
+  if key not in pairs:
+    raise ValueError(f"{point.name} is not one of model.stae.keep_ratios {pairs}")
+  return dict(point_index=np.int32(pairs.index(key)))
 
 
 def build_prior(entry, data_config, *, rngs: nnx.Rngs) -> FactorizedPrior | ContextPrior:
@@ -119,12 +130,13 @@ def _in_place(latents, block_index, blocks: int):
   return dense, jnp.zeros((b, k_f, blocks), bool).at[place].set(True)
 
 
-def rate_bits(prior, latents, weight, *, frames: int, blocks: int, k_f: int, k_s: int,
+def rate_bits(prior, latents, weight, *, frames: int, blocks: int, k_f, k_s,
               rounded=None, block_index=None) -> dict:
   """The learned rate of a batch in bits per clip [B]: -log2 prior likelihood of the latents
   [B,M...,h,w,C] weighted by `weight` [B,M...] (1 at inference; straight-through masks in training,
   so the rate's gradient reaches the attention), plus the exact cost of the adaptive Bernoulli mask
-  code: log2 C(T, k_f) for the frame mask, k_f * log2 C(N, k_s) for the block masks.
+  code: log2 C(T, k_f) for the frame mask, k_f * log2 C(N, k_s) for the block masks (k_f, k_s
+  Python ints, or int32 [B] for points that are traced or drawn per clip: then from log-gamma).
 
   A conditional prior also needs where each latent is and what the decoder holds: in training
   (M... = (T, N)) `rounded`, the integers at every place, with the kept places weight > 1/2; at
@@ -142,8 +154,13 @@ def rate_bits(prior, latents, weight, *, frames: int, blocks: int, k_f: int, k_s
   else:
     latent_bits = prior.bits(latents).sum(axis=(-3, -2, -1))
   payload = (latent_bits * weight).reshape(b, -1).sum(axis=-1)
-  frame_mask_bits = jnp.full((b,), mask_bits(frames, k_f), jnp.float32)
-  block_mask_bits = jnp.full((b,), k_f * mask_bits(blocks, k_s), jnp.float32)
+  if isinstance(k_f, int) and isinstance(k_s, int):
+    frame_mask_bits = jnp.full((b,), mask_bits(frames, k_f), jnp.float32)
+    block_mask_bits = jnp.full((b,), k_f * mask_bits(blocks, k_s), jnp.float32)
+  else:
+    frame_mask_bits = jnp.broadcast_to(mask_bits_traced(frames, k_f), (b,))
+    block_mask_bits = jnp.broadcast_to(
+        jnp.asarray(k_f, jnp.float32) * mask_bits_traced(blocks, k_s), (b,))
   masks = frame_mask_bits + block_mask_bits
   return dict(frame_mask=frame_mask_bits, block_masks=block_mask_bits, masks=masks,
               payload=payload, total=payload + masks)
@@ -153,28 +170,34 @@ def rate_bits(prior, latents, weight, *, frames: int, blocks: int, k_f: int, k_s
 # Training forward
 # ------------------------------------------------------------------------------------------------
 
-def forward(models, video, point: Point, *, training: bool, rng=None) -> dict:
+def forward(models, video, point, *, training: bool, rng=None) -> dict:
   """STAE end to end: select, encode, quantise, estimate bits, decode, classify.
 
-  video: uint8 or float 0..255 [B,T,H,W,3]; point: a keep-ratio Point (static).
+  video: uint8 or float 0..255 [B,T,H,W,3]; point: a keep-ratio Point (static: inference gathers
+  only what is sent), `point_inputs`' dict (a traced index into keep_ratios: the dense path, one
+  compile for every point), or None (training only: a point drawn per clip).
   training: noisy rate, straight-through rounding and selection (needs rng).
 
   Returns logits [B, classes]; reconstruction float32 [B,T,H,W,3] in 0..255; bits (`rate_bits`);
-  latents (integer-valued); frame_mask bool [B,T]; block_mask bool [B,T,N]; frame_index int32
-  [B,k_f] and block_index int32 [B,k_f,k_s] (ascending: the coding order); received and
-  pixel_mask (the decoder's inputs); frame_scores [B,T], block_scores [B,T,N]; in training,
-  synthesised [B,T,H,W,3] (every block through the block transforms, for the
+  frame_mask bool [B,T]; block_mask bool [B,T,N]; received and pixel_mask (the decoder's inputs);
+  frame_scores [B,T], block_scores [B,T,N]; for a static point also latents (integer-valued),
+  frame_index int32 [B,k_f] and block_index int32 [B,k_f,k_s] (ascending: the coding order); in
+  training, synthesised [B,T,H,W,3] (every block through the block transforms, for the
   `block_reconstruction` loss) and, with selection_gradient "task", pixel_reconstruction.
   """
   stae, prior, decoder = models["stae"], models["prior"], models["decoder"]
-  encoded = stae(video, frame_keep=point["frame_keep"], block_keep=point["block_keep"],
-                 training=training, rng=rng)
+  if isinstance(point, Point):
+    where = dict(frame_keep=point["frame_keep"], block_keep=point["block_keep"])
+  else:
+    where = dict(point_index=None if point is None else point["point_index"])
+  encoded = stae(video, **where, training=training, rng=rng)
   t = encoded["frame_mask"].shape[1]
   n = encoded["block_mask"].shape[-1]
-  k_f, k_s = encoded["block_index"].shape[1:]
+  k_f, k_s = encoded["keep"]
+  dense = training or not isinstance(point, Point)  # the rate over [B,T,N] with masks
   bits = rate_bits(prior, encoded["rate_latents"], encoded["rate_weight"], frames=t, blocks=n,
                    k_f=k_f, k_s=k_s, rounded=encoded["rate_rounded"],
-                   block_index=None if training else encoded["block_index"])
+                   block_index=None if dense else encoded["block_index"])
   reconstruction = decoder(encoded["received"], encoded["pixel_mask"])
   extra = {"synthesised": encoded["synthesised"]} if "synthesised" in encoded else {}
   if training and stae.selection_gradient == "task":
@@ -183,15 +206,15 @@ def forward(models, video, point: Point, *, training: bool, rng=None) -> dict:
     # the classifier (through `reconstruction`) and the rate. Costs one more decoder pass.
     fixed_mask = jax.lax.stop_gradient(encoded["pixel_mask"])
     extra["pixel_reconstruction"] = decoder(encoded["synthesised"] * fixed_mask, fixed_mask)
+  for key in ("latents", "frame_index", "block_index"):
+    if key in encoded:
+      extra[key] = encoded[key]
   return dict(**extra,
       logits=models["vit"](reconstruction),
       reconstruction=reconstruction,
       bits=bits,
-      latents=encoded["latents"],
       frame_mask=encoded["frame_mask"],
       block_mask=encoded["block_mask"],
-      frame_index=encoded["frame_index"],
-      block_index=encoded["block_index"],
       received=encoded["received"],
       pixel_mask=encoded["pixel_mask"],
       frame_scores=encoded["frame_scores"],
@@ -330,6 +353,13 @@ class STAECodec(base.Codec):
     k_f, k_s = self._keep[point]
     streams = base.check_streams(streams, self.max_stream_bytes(point))
     symbols = k_f * k_s * int(np.prod(self._latent_shape))
+    want = bitstream.Header(self._frames, k_f, self._blocks, k_s,
+                            (k_f, k_s) + tuple(self._latent_shape[:-1]))
+    for i, stream in enumerate(streams):  # what each header declares, before anything is decoded
+      header = bitstream.read_header(stream, self.tables, max_latent_symbols=symbols)
+      if header != want:
+        raise DecodeError(f"stream {i} does not hold a {self.tag!r} clip at {point.name}: it "
+                          f"declares {_declared(header)}, the point is {_declared(want)}")
     payloads = bitstream.decode_batch(streams, self.tables, max_latent_symbols=symbols)
     expected = (k_f, k_s) + tuple(self._latent_shape)
     for i, p in enumerate(payloads):
@@ -358,6 +388,16 @@ class STAECodec(base.Codec):
 
 def codec(trained: base.Trained) -> STAECodec:
   return STAECodec(trained)
+
+
+def _declared(header: bitstream.Header) -> str:
+  """A stream header's sizes in words, for the server's refusals."""
+  parts = []
+  if header.frames is not None:
+    parts.append(f"{header.frame_keep} of {header.frames} frames")
+  if header.blocks is not None:
+    parts.append(f"{header.block_keep} of {header.blocks} blocks")
+  return ", ".join(parts + [f"latents {list(header.lead)} x C"])
 
 
 def _label(tag: str) -> str:

@@ -161,6 +161,11 @@ def rate_ramp(stage, step):
   return jnp.clip(jnp.asarray(step, jnp.float32) / warmup, 0.0, 1.0)
 
 
+def _is_zero(weight) -> bool:
+  """Whether a loss weight is a Python zero (a traced weight, like the rate ramp's, never is)."""
+  return isinstance(weight, (int, float)) and weight == 0
+
+
 def stage_loss(stage, method, models, batch, *, operating_point, training, rng, rate_scale=1.0):
   """(loss, metrics) of one batch; `batch["mask"]` (evaluation padding) weights the clips.
   `method`: the system's module in `stae_jax.systems`, or None for the shared classifier stage.
@@ -179,8 +184,12 @@ def stage_loss(stage, method, models, batch, *, operating_point, training, rng, 
   mse = losses.reconstruction_mse(out.get("pixel_reconstruction", out["reconstruction"]), video,
                                   weights)
   bpp = losses.bits_per_pixel(out["bits"]["total"], video.shape, weights)
-  total = (w.get("task", 0.0) * task + w.get("reconstruction", 0.0) * mse
-           + w.get("rate", 0.0) * rate_scale * bpp)
+  # Terms of weight 0 are left out of the loss, not multiplied by 0: a stage without the task
+  # term then never backpropagates through the classifier (its logits are only a metric).
+  terms = ((w.get("task", 0.0), task), (w.get("reconstruction", 0.0), mse),
+           (w.get("rate", 0.0) * rate_scale, bpp))
+  total = sum((weight * value for weight, value in terms if not _is_zero(weight)),
+              jnp.float32(0.0))
   metrics = dict(task=task, reconstruction_mse=mse, psnr=losses.psnr_from_mse(mse), bpp=bpp,
                  accuracy=losses.accuracy(out["logits"], labels, weights))
   for term, (value, term_metrics) in method.extra_losses(out, video, weights, losses).items():
@@ -202,14 +211,19 @@ def stage_loss(stage, method, models, batch, *, operating_point, training, rng, 
 # ------------------------------------------------------------------------------------------------
 
 class Steps:
-  """jit-compiled train and eval steps of one stage, one compile per operating point (cached).
+  """jit-compiled train and eval steps of one stage (cached).
 
-  `trace_count` counts traces, so a test can check that nothing recompiles after the first step.
+  A point the method can pass traced (`point_inputs(entry, point)`, e.g. STAE's index into its keep
+  ratios) shares one compile with every other point; other points (a static `Point`, or None for
+  "drawn per clip inside the step") compile once each. `trace_count` counts traces, so a test can
+  check that nothing recompiles after the first step and that a stage compiles once.
   """
 
-  def __init__(self, *, graphdef, tx, labels, stage, method, state_shardings, mesh, key):
+  def __init__(self, *, graphdef, tx, labels, stage, method, state_shardings, mesh, key,
+               point_inputs=None):
     self.trace_count = 0
     self._train, self._eval = {}, {}
+    self._point_inputs = point_inputs
     batch_sh = mesh_lib.batch_sharding(mesh)
     replicated = mesh_lib.replicated(mesh)
     trainable = [l == "train" for l in jax.tree_util.tree_leaves(labels)]
@@ -221,13 +235,13 @@ class Steps:
       new_rest = nnx.split(models, nnx.Param, ...)[2]
       return loss, (metrics, new_rest)
 
-    def train_step(state, batch, operating_point):
+    def train_step(state, batch, traced_point, operating_point):
       self.trace_count += 1
+      point = operating_point if traced_point is None else traced_point
       rng = jax.random.fold_in(key, state["step"])
       grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
       (_, (metrics, new_rest)), grads = grad_fn(state["params"], state["rest"], batch, rng,
-                                                operating_point, True,
-                                                rate_ramp(stage, state["step"]))
+                                                point, True, rate_ramp(stage, state["step"]))
       updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
       params = optax.apply_updates(state["params"], updates)
       leaves = [g for g, t in zip(jax.tree_util.tree_leaves(grads), trainable) if t]
@@ -235,38 +249,50 @@ class Steps:
       new_state = dict(step=state["step"] + 1, params=params, opt_state=opt_state, rest=new_rest)
       return new_state, metrics
 
-    def eval_step(state, batch, operating_point):
+    def eval_step(state, batch, traced_point, operating_point):
       self.trace_count += 1
+      point = operating_point if traced_point is None else traced_point
       rng = jax.random.PRNGKey(0)
-      _, (metrics, _) = loss_fn(state["params"], state["rest"], batch, rng, operating_point, False)
+      _, (metrics, _) = loss_fn(state["params"], state["rest"], batch, rng, point, False)
       count = jnp.sum(batch["mask"].astype(jnp.float32)) if "mask" in batch else jnp.float32(
           batch["label"].shape[0])
       return {k: v * count for k, v in metrics.items()} | {"count": count}
 
     self._make_train = lambda op: jax.jit(
         functools.partial(train_step, operating_point=op), donate_argnums=0,
-        in_shardings=(state_shardings, batch_sh), out_shardings=(state_shardings, replicated))
+        in_shardings=(state_shardings, batch_sh, replicated),
+        out_shardings=(state_shardings, replicated))
     self._make_eval = lambda op: jax.jit(
         functools.partial(eval_step, operating_point=op),
-        in_shardings=(state_shardings, batch_sh), out_shardings=replicated)
+        in_shardings=(state_shardings, batch_sh, replicated), out_shardings=replicated)
+
+  def _split(self, operating_point):
+    """(compile key, traced inputs): a point the method passes traced compiles under key None."""
+    if operating_point is None or self._point_inputs is None:
+      return operating_point, None
+    return None, self._point_inputs(operating_point)
+
+  def _compiled(self, cache, make, operating_point):
+    static, traced = self._split(operating_point)
+    if static not in cache:
+      cache[static] = make(static)
+    return cache[static], traced
 
   def train(self, state, batch, operating_point):
-    if operating_point not in self._train:
-      self._train[operating_point] = self._make_train(operating_point)
-    return self._train[operating_point](state, batch)
+    step, traced = self._compiled(self._train, self._make_train, operating_point)
+    return step(state, batch, traced)
 
   def eval(self, state, batch, operating_point):
-    if operating_point not in self._eval:
-      self._eval[operating_point] = self._make_eval(operating_point)
-    return self._eval[operating_point](state, batch)
+    step, traced = self._compiled(self._eval, self._make_eval, operating_point)
+    return step(state, batch, traced)
 
   def lower_train(self, state, batch, operating_point):
     """The train step of `operating_point` lowered for these arguments, not yet compiled: for
     compile timing and `.compile().memory_analysis()` (benchmarks/paper_size.py). The compiled
-    step is called as `compiled(state, batch)` and donates `state`, like `train`."""
-    if operating_point not in self._train:
-      self._train[operating_point] = self._make_train(operating_point)
-    return self._train[operating_point].lower(state, batch)
+    step is called as `compiled(state, batch, traced)` (traced: `point_inputs` of the point, or
+    None) and donates `state`, like `train`."""
+    step, traced = self._compiled(self._train, self._make_train, operating_point)
+    return step.lower(state, batch, traced)
 
 
 def _op_name(op) -> str:
@@ -343,8 +369,10 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
 
   # --- Update step ---------------------------------------------------------------------------------
   key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), zlib_hash(f"{tag}/{stage_name}"))
+  point_inputs = getattr(method, "point_inputs", None)
   steps = Steps(graphdef=graphdef, tx=tx, labels=labels, stage=stage, method=method,
-                state_shardings=shardings, mesh=mesh, key=key)
+                state_shardings=shardings, mesh=mesh, key=key,
+                point_inputs=None if point_inputs is None else functools.partial(point_inputs, entry))
   if method is None:
     train_points, eval_points = (None,), (None,)
   else:
