@@ -286,8 +286,12 @@ class _PickModels:
 
 def _decode_mask(decoder, n: int, k: int) -> np.ndarray:
   """Sequential adaptive Bernoulli decoding of one mask keeping k of n places."""
-  models_of = _mask_bit_models(n).__getitem__ if n <= _MASK_TABLE_PLACES else _PickModels
   mask = np.zeros(n, np.bool_)
+  if not 0 < k < n:  # no bit coded
+    mask[:] = k > 0
+    return mask
+  models_of = _mask_bit_models(n).__getitem__ if n <= _MASK_TABLE_PLACES else _PickModels
+  read = decoder.bit_reader()
   picks_left = k
   models = models_of(picks_left)
   for i in range(n):
@@ -297,7 +301,7 @@ def _decode_mask(decoder, n: int, k: int) -> np.ndarray:
     if picks_left == places_left:
       mask[i:] = True
       break
-    if decoder.decode_bit(models[places_left], picks_left / places_left):
+    if read(models[places_left]):
       mask[i] = True
       picks_left -= 1
       models = models_of(picks_left)
@@ -781,10 +785,11 @@ class _Decoder:
     self._decoder = constriction.stream.queue.RangeDecoder(np.append(words, np.uint32(0)))
     self._coded = False
 
-  def decode_bit(self, model, p: float) -> int:
-    """One bit under `model`, a Bernoulli(p) (built once: `_mask_bit_model`)."""
+  def bit_reader(self):
+    """What reads a mask's bits, one a call, each under its Bernoulli (`_mask_bit_model`): the
+    range decoder's own `decode`, no Python between. Taken only for a mask that codes a bit."""
     self._coded = True
-    return self._decoder.decode(model)
+    return self._decoder.decode
 
   def decode(self, model, *params):
     """`RangeDecoder.decode(model, count)` or `(model family, parameter arrays...)`."""
@@ -805,33 +810,25 @@ class _ExactDecoder:
   codes every symbol again as it decodes it (the same symbols under the same models, in the same
   order, so an honest stream comes out word for word) and `check_end` requires the payload to be
   exactly those words: a stream is accepted only in the form the encoder writes, whichever
-  version's loop drives it. Mask bits are coded again in runs (one vectorised call per run, as
-  `_mask_encoders` codes them)."""
+  version's loop drives it. Mask bits are coded again one by one, under the models they were
+  decoded with (the same quantised Bernoullis the encoder's runs use)."""
 
   def __init__(self, words: np.ndarray):
     self._words = words
     self._decoder = constriction.stream.queue.RangeDecoder(words)
     self._encoder = constriction.stream.queue.RangeEncoder()
-    self._bits: list[int] = []
-    self._probabilities: list[float] = []
 
-  def _flush_bits(self) -> None:
-    if self._bits:
-      self._encoder.encode(np.array(self._bits, np.int32), _BERNOULLI,
-                           np.array(self._probabilities, np.float64))
-      self._bits, self._probabilities = [], []
-
-  def decode_bit(self, model, p: float) -> int:
-    """One bit under `model`, a Bernoulli(p) (built once: `_mask_bit_model`)."""
-    bit = int(self._decoder.decode(model))
-    self._bits.append(bit)
-    self._probabilities.append(p)
-    return bit
+  def bit_reader(self):
+    """What reads a mask's bits, one a call, each under its Bernoulli, coding each again."""
+    def read(model):
+      bit = self._decoder.decode(model)
+      self._encoder.encode(bit, model)
+      return bit
+    return read
 
   def decode(self, model, *params):
     """`RangeDecoder.decode(model, count)` or `(model family, parameter arrays...)`."""
     symbols = self._decoder.decode(model, *params)
-    self._flush_bits()
     if len(params) == 1 and isinstance(params[0], (int, np.integer)):
       self._encoder.encode(np.asarray(symbols, np.int32), model)
     else:
@@ -840,7 +837,6 @@ class _ExactDecoder:
 
   def check_end(self) -> None:
     """DecodeError unless the payload is exactly the encoding of the symbols decoded."""
-    self._flush_bits()
     expected = self._encoder.get_compressed()
     words = self._words
     if len(words) > len(expected) and np.array_equal(words[:len(expected)], expected):
@@ -875,9 +871,13 @@ def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, e
     channels = tables.channels
     if tables.conditional:
       values = yield decoder, block_masks, lead[2:]  # from `_decode_in_context`
-      decoder.check_end()
-      return ClipPayload(latents=values.astype(np.int32), frame_mask=frame_mask,
-                         block_masks=block_masks)
+      payload = ClipPayload(latents=values.astype(np.int32), frame_mask=frame_mask,
+                            block_masks=block_masks)
+      try:
+        decoder.check_end()
+      except _Undecided:
+        raise _Undecided(payload) from None  # decided by encoding it (`_decode_streams`)
+      return payload
     symbols = np.empty((channels, count), np.int64)
     if count:
       for c, model_c in enumerate(tables.categorical_models()):
@@ -904,8 +904,9 @@ def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, e
 def _decode_round(indexed: list, tables: CodingTables, max_latent_symbols: int,
                   exact: bool) -> tuple[dict, dict, list]:
   """Decodes (index, stream) pairs, each by `_decode_stream`, the version-2 latents of those of
-  one shape in lockstep. Returns ({index: ClipPayload}, {index: DecodeError}, [indices that
-  `_Decoder` could not decide the end of])."""
+  one shape in lockstep. Returns ({index: ClipPayload}, {index: DecodeError}, [(index, its
+  decoded clip for version 2, else None) of the streams `_Decoder` could not decide the end of]).
+  """
   results, errors, undecided, waiting = {}, {}, [], {}
 
   def resume(i, steps, latents=None, failure=None):
@@ -915,8 +916,8 @@ def _decode_round(indexed: list, tables: CodingTables, max_latent_symbols: int,
       results[i] = stop.value
     except DecodeError as error:
       errors[i] = error
-    except _Undecided:
-      undecided.append(i)
+    except _Undecided as undecided_end:
+      undecided.append((i, undecided_end.args[0] if undecided_end.args else None))
     else:
       _, block_masks, inner = request
       k_s = int(block_masks[0].sum()) if len(block_masks) else 0
@@ -945,16 +946,50 @@ def _decode_round(indexed: list, tables: CodingTables, max_latent_symbols: int,
   return results, errors, undecided
 
 
-def _decode_streams(streams: list, tables: CodingTables,
-                    max_latent_symbols: int) -> list[ClipPayload]:
-  """Decodes streams, those `_Decoder` cannot decide the end of again with `_ExactDecoder`;
-  raises the DecodeError of the first stream that fails, as decoding one by one would."""
+def _end_by_encoding(undecided: list, streams: list, tables: CodingTables) -> tuple[dict, dict]:
+  """`_ExactDecoder`'s verdict on decoded version-2 clips whose end `_Decoder` could not decide,
+  from the encoder: a stream must be the bytes the encoder writes for its clip (the same symbols
+  under the same models give the same words; the header follows from the clip). The clips of one
+  shape are encoded as a batch. Returns ({index: ClipPayload}, {index: DecodeError})."""
+  results, errors, groups = {}, {}, {}
+  for i, payload in undecided:
+    key = (payload.latents.shape, payload.frame_mask.shape, payload.block_masks.shape)
+    groups.setdefault(key, []).append((i, payload))
+  for group in groups.values():
+    expected, _ = encode_batch(np.stack([p.latents for _, p in group]), tables,
+                               frame_masks=np.stack([p.frame_mask for _, p in group]),
+                               block_masks=np.stack([p.block_masks for _, p in group]))
+    for (i, payload), stream in zip(group, expected):
+      body, expected_body = bytes(streams[i])[:-_CRC_BYTES], stream[:-_CRC_BYTES]
+      if body == expected_body:
+        results[i] = payload
+      elif len(body) > len(expected_body) and body.startswith(expected_body):
+        errors[i] = DecodeError(f"the payload has {len(body) - len(expected_body)} bytes after "
+                                "its last coded word (extended stream)")
+      else:
+        errors[i] = DecodeError("the payload's words are not the encoding of the symbols they "
+                                "decode to (extended, truncated or corrupted payload)")
+  return results, errors
+
+
+def _decode_streams(streams: list, tables: CodingTables, max_latent_symbols: int, *,
+                    by_encoding: bool) -> list[ClipPayload]:
+  """Decodes streams; those whose end `_Decoder` cannot decide are decoded again with
+  `_ExactDecoder`, or with `by_encoding` (a batch), the version-2 ones among them are decided by
+  encoding their decoded clips again (`_end_by_encoding`: the few of a batch in one batch, rather
+  than a lockstep of a few streams through every pass again). Raises the DecodeError of the first
+  stream that fails, as decoding one by one would."""
   results, errors, undecided = _decode_round(list(enumerate(streams)), tables,
                                              max_latent_symbols, exact=False)
-  if undecided:
-    again, more_errors, _ = _decode_round([(i, streams[i]) for i in undecided], tables,
-                                          max_latent_symbols, exact=True)
-    results.update(again)
+  decoded = [(i, payload) for i, payload in undecided if payload is not None and by_encoding]
+  if decoded:
+    more_results, more_errors = _end_by_encoding(decoded, streams, tables)
+    results.update(more_results)
+    errors.update(more_errors)
+  again = [(i, streams[i]) for i, payload in undecided if payload is None or not by_encoding]
+  if again:
+    more_results, more_errors, _ = _decode_round(again, tables, max_latent_symbols, exact=True)
+    results.update(more_results)
     errors.update(more_errors)
   if errors:
     raise errors[min(errors)]
@@ -970,7 +1005,7 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
   where it cannot tell, `_ExactDecoder`: the payload must be exactly the words its symbols encode
   to)."""
   tables = require_tables(tables, model)
-  return _decode_streams([data], tables, max_latent_symbols)[0]
+  return _decode_streams([data], tables, max_latent_symbols, by_encoding=False)[0]
 
 
 # ----------------------------------------------------------------------------- batches
@@ -1028,4 +1063,4 @@ def decode_batch(streams, tables: CodingTables | None, *, model=None,
   (contexts computed for all at once, one decoder call per stream and sub-pass); the first bad
   one raises its DecodeError."""
   tables = require_tables(tables, model)
-  return _decode_streams(list(streams), tables, max_latent_symbols)
+  return _decode_streams(list(streams), tables, max_latent_symbols, by_encoding=True)
