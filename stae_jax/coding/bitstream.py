@@ -649,22 +649,22 @@ def _decode_residuals(decoders: list, work: list, real: np.ndarray, rows: np.nda
                       failures: dict) -> np.ndarray:
   """One sub-pass of version 2 for a batch of streams (the mirror of `_encode_residuals`).
 
-  rows int [B, M]: every stream's rows, padded. work: groups (start, stop, [(lane, its decoder,
-  its symbols' tables: a view of `probabilities`), ...]) of a few streams, whose rows are
-  start:stop of the flattened rows: a group's tables are gathered into `probabilities` (float64,
-  reused by every group, so they are read while still in the cache), then each of its decoders
-  reads its symbols in one call, then its escapes. `real` (bool [B * M]) marks the places of the
-  streams read. Returns int64 residuals [B, M] (padding: garbage); a stream that fails goes into
-  `failures` (lane -> exception).
+  rows int [B, M]: every stream's rows, padded. work: groups (start, stop, [(lane, its decoder's
+  `symbol_reader`, its symbols' tables: a view of `probabilities`), ...]) of a few streams, whose
+  rows are start:stop of the flattened rows: a group's tables are gathered into `probabilities`
+  (float64, reused by every group, so they are read while still in the cache), then each of its
+  decoders reads its symbols in one call, then its escapes. `real` (bool [B * M]) marks the places
+  of the streams read. Returns int64 residuals [B, M] (padding: garbage); a stream that fails goes
+  into `failures` (lane -> exception).
   """
   flat_rows = rows.reshape(-1)
   parts = []
   for start, stop, lanes in work:
     np.take(tables.probabilities, flat_rows[start:stop], axis=0, mode="clip",
             out=probabilities[:stop - start])
-    for lane, decoder, view in lanes:
+    for lane, read, view in lanes:
       try:
-        parts.append(decoder.decode(_CATEGORICAL, view))
+        parts.append(read(_CATEGORICAL, view))
       except BaseException as e:  # pylint: disable=broad-except
         if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
           raise
@@ -736,7 +736,8 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
     work = []
     for first in range(0, batch, group):
       last = min(first + group, batch)
-      lanes = [(b, decoders[b], probabilities[(b - first) * places:][:counts[b]])
+      lanes = [(b, decoders[b].symbol_reader(),
+                probabilities[(b - first) * places:][:counts[b]])
                for b in range(first, last) if counts[b] and b not in failures]
       if lanes:
         work.append((first * places, last * places, lanes))
@@ -791,6 +792,12 @@ class _Decoder:
     self._coded = True
     return self._decoder.decode
 
+  def symbol_reader(self):
+    """`decode` for a caller that reads at least one symbol with it (version 2's lockstep, a call
+    per sub-pass): the range decoder's own, no Python between."""
+    self._coded = True
+    return self._decoder.decode
+
   def decode(self, model, *params):
     """`RangeDecoder.decode(model, count)` or `(model family, parameter arrays...)`."""
     symbols = self._decoder.decode(model, *params)
@@ -817,6 +824,10 @@ class _ExactDecoder:
     self._words = words
     self._decoder = constriction.stream.queue.RangeDecoder(words)
     self._encoder = constriction.stream.queue.RangeEncoder()
+
+  def symbol_reader(self):
+    """`decode`, for version 2's lockstep (see `_Decoder.symbol_reader`)."""
+    return self.decode
 
   def bit_reader(self):
     """What reads a mask's bits, one a call, each under its Bernoulli, coding each again."""
