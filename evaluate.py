@@ -32,8 +32,9 @@ _LATENCY_CLIPS = flags.DEFINE_integer("latency_clips", 4,
 _VALIDATION = flags.DEFINE_integer(
     "validation_clips", 200, "Validation clips measured (what envelopes, policies and the tuned "
     "cells are chosen on; 0: none, choose on the test clips).")
-_CRFS = flags.DEFINE_list("crfs", ["35", "41", "47", "51"],
-                          "x264 CRFs: the CRF axis of the H.264 grid (the whole sweep: "
+_CRFS = flags.DEFINE_list("crfs", None,
+                          "x264 CRFs: the CRF axis of the H.264 grid (default: "
+                          "stae_jax.systems.h264.DEFAULT_CRFS; the whole sweep: "
                           "23,29,35,41,47,51).")
 _GRID = flags.DEFINE_string(
     "h264_grid", "full", "The H.264 grid's other axes: 'full' (kept frames T, T/2, ..., 1 x sides "
@@ -69,7 +70,8 @@ def main(argv):
       max_clips=_MAX_CLIPS.value, validation_clips=_VALIDATION.value,
       latency_clips=_LATENCY_CLIPS.value, num_pictures=_PICTURES.value, systems=_SYSTEMS.value,
       progress=_PROGRESS.value, tune_baselines=_TUNE.value,
-      baselines=dict(h264=dict(grid, crfs=tuple(float(c) for c in _CRFS.value),
+      baselines=dict(h264=dict(grid, crfs=tuple(float(c) for c in
+                                                (_CRFS.value or h264.DEFAULT_CRFS)),
                                preset=_PRESET.value)))
   channel = deadlines.ChannelOptions(
       deadlines_seconds=tuple(float(d) for d in _DEADLINES.value),
