@@ -69,6 +69,7 @@ def main(argv):
   from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   workdir = workdir_lib.resolve(_WORKDIR.value, config)
+  workdir_lib.use_compile_cache(workdir)  # later starts reuse the compiles
   try:
     options = client_lib.ClientOptions(
         fps=_FPS.value, deadline_seconds=_DEADLINE.value,

@@ -69,6 +69,7 @@ def main(argv):
   from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   workdir = workdir_lib.resolve(_WORKDIR.value, config)
+  workdir_lib.use_compile_cache(workdir)  # later starts reuse the compiles
   try:
     data_config = workdir_lib.trained_data(workdir)
     codec = workdir_lib.load_codec(workdir, _SYSTEM.value)

@@ -49,6 +49,7 @@ def main(argv):
     header, _ = clip_tools.unpack(data)
     config = _CONFIG.value
     workdir = workdir_lib.resolve(_WORKDIR.value, config)
+    workdir_lib.use_compile_cache(workdir)  # later starts reuse the compiles
     result = clip_tools.decompress(data, workdir)
   except (OSError, DecodeError, TablesError, workdir_lib.WorkdirError) as error:
     sys.exit(f"decompress.py: error: {error}")

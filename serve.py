@@ -70,6 +70,7 @@ def main(argv):
   from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   workdir = workdir_lib.resolve(_WORKDIR.value, config)
+  workdir_lib.use_compile_cache(workdir)  # later starts reuse the compiles
   try:
     options = server_lib.ServeOptions(
         max_batch=_MAX_BATCH.value, max_wait_seconds=_MAX_WAIT.value / 1000.0,

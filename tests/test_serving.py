@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -383,3 +385,20 @@ def test_policies_are_per_method_and_options_finite():
   for bad in (float("nan"), float("inf"), -1.0):
     with pytest.raises(ValueError, match="finite number > 0"):
       client_lib.ClientOptions(deadline_seconds=bad)
+
+
+def test_tools_keep_their_compiles_in_the_workdir(tmp_path):
+  """`use_compile_cache`: what a tool compiles lands under <workdir>/compile_cache, and the next
+  process loads it from there (serve.py's second start; BENCHMARKS.md "Serving start-up")."""
+  script = (
+      "import sys, jax, jax.numpy as jnp\n"
+      "from stae_jax.training import workdir\n"
+      "assert workdir.use_compile_cache(sys.argv[1] + '/missing') is None\n"
+      "print(workdir.use_compile_cache(sys.argv[1]))\n"
+      "jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()\n")
+  out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, check=True)
+  assert out.stdout.strip() == str(tmp_path / "compile_cache")
+  entries = sorted(p.name for p in (tmp_path / "compile_cache").iterdir())
+  assert any(name.startswith("jit_") for name in entries), entries
+  assert not (tmp_path / "missing").exists()

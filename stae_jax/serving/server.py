@@ -57,7 +57,9 @@ import prometheus_client
 from stae_jax import systems
 from stae_jax.serving import protocol
 
-#: jax.monitoring's event for one XLA compile (jax._src.dispatch.BACKEND_COMPILE_EVENT).
+#: jax.monitoring's event for one XLA compile (jax._src.dispatch.BACKEND_COMPILE_EVENT); with the
+#: workdir's persistent compilation cache (`workdir.use_compile_cache`) a load from the cache
+#: counts too: what the count shows is that nothing new is compiled under load.
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _compiles = 0
 _compiles_lock = threading.Lock()

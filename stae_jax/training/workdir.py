@@ -50,6 +50,29 @@ def resolve(workdir, config) -> pathlib.Path:
   return pathlib.Path(workdir or default(config)).absolute()
 
 
+#: Folder of a workdir that holds JAX's persistent compilation cache (`use_compile_cache`).
+COMPILE_CACHE = "compile_cache"
+
+
+def use_compile_cache(workdir) -> pathlib.Path | None:
+  """Points JAX's persistent compilation cache at `<workdir>/compile_cache`, so a tool that
+  loads a trained run (serve.py, client.py, compress.py, decompress.py) compiles each step once
+  per machine, not once per start: its next start deserialises the executables instead of
+  recompiling them (BENCHMARKS.md "Serving start-up"). Executables are keyed by their HLO,
+  backend and compile options, never by parameter values (the models' weights are arguments), so
+  a retrained workdir reuses what still matches and compiles the rest. Call it before anything
+  compiles. Returns the folder, or None where the workdir does not exist (nothing is created
+  for a mistyped path)."""
+  workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    return None
+  folder = workdir / COMPILE_CACHE
+  jax.config.update("jax_compilation_cache_dir", str(folder))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return folder
+
+
 def classifier_dir(workdir) -> pathlib.Path:
   return pathlib.Path(workdir) / CLASSIFIER
 
