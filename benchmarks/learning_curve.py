@@ -14,7 +14,8 @@ longer run. `--eval_every` adds evaluations inside each run (a curve within one 
 quick look). Reports the trainer's evaluation (`config.train.eval_batches` batches of the test
 split: the stage's own estimate, whose rate is the learned estimate, not a real stream), per point:
 accuracy, bits per clip, PSNR; and each run's wall time. The config's other settings are as
-committed; `--override` adds train.py flags (e.g. `--override=--config.systems.stae.model.stae.latent_channels=8`).
+committed; `--override` adds train.py flags (e.g.
+`--override=--config.systems.stae.model.stae.latent_channels=8`).
 """
 
 import argparse

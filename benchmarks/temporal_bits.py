@@ -1,4 +1,4 @@
-r"""Where STAE's bits go in time: the cost of blocks that repeat, moved or are new (issue 28, item 3).
+r"""Where STAE's bits go in time: what blocks that repeat, moved or are new cost (issue 28).
 
   python benchmarks/temporal_bits.py --workdir=/tmp/mj [--tag=stae] [--clips=128]
       [--points=keep=1x1,keep=1x0.5] [--tolerance=6]
@@ -54,7 +54,8 @@ def clips_of(data_config, split: str, limit: int) -> np.ndarray:
 
 def block_bits(prior, latents, block_index, blocks: int) -> np.ndarray:
   """Bits of each sent block [B,k_f,k_s] under the system's entropy model (the learned rate)."""
-  dense, kept = stae_system._in_place(jnp.asarray(latents), jnp.asarray(block_index), blocks)  # pylint: disable=protected-access
+  dense, kept = stae_system._in_place(  # pylint: disable=protected-access
+      jnp.asarray(latents), jnp.asarray(block_index), blocks)
   if isinstance(prior, ContextPrior):
     bits = prior.bits(dense, rounded=dense, kept=kept)
   else:

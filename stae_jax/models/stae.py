@@ -44,7 +44,8 @@ from stae_jax.models.entropy import quantize
 
 __all__ = [
     "keep_count", "top_k_mask", "rank_top_k_mask", "spread_top_k_mask", "uniform_scores",
-    "FrameAttention", "SpatialAttention", "BlockAnalysis", "BlockSynthesis", "STAE", "blockify", "unblockify", "normalize_video",
+    "FrameAttention", "SpatialAttention", "BlockAnalysis", "BlockSynthesis", "STAE", "blockify",
+    "unblockify", "normalize_video",
 ]
 
 SELECTIONS = ("attention", "random", "uniform")
@@ -163,8 +164,9 @@ def rank_top_k_mask(scores, k, *, training: bool, temperature: float = 1.0):
 def spread_rank_mask(scores, k, frame_mask, *, spread: float, training: bool,
                      temperature: float = 1.0):
   """`spread_top_k_mask` over every frame's blocks [B,T,N] in time order, for a k that may be
-  traced (an int, or int32 [B]): only frames whose hard `frame_mask` [B,T] is 1 add to what was sent, so the rows of
-  kept frames select exactly what `spread_top_k_mask` selects over the kept frames alone."""
+  traced (an int, or int32 [B]): only frames whose hard `frame_mask` [B,T] is 1 add to what was
+  sent, so the rows of kept frames select exactly what `spread_top_k_mask` selects over the kept
+  frames alone."""
   rows = []
   sent = jnp.zeros(scores.shape[:1] + scores.shape[2:], jnp.float32)
   kept = jax.lax.stop_gradient(frame_mask).astype(jnp.float32)
@@ -184,7 +186,8 @@ def kept_indices(mask, k: int):
 
 @functools.lru_cache(maxsize=16)
 def _uniform_table(n: int) -> np.ndarray:
-  """float32 [n + 1, n]: row k marks the items `np.round(np.linspace(0, n - 1, k))` (row 0 empty)."""
+  """float32 [n + 1, n]: row k marks the items `np.round(np.linspace(0, n - 1, k))` (row 0:
+  none)."""
   table = np.zeros((n + 1, n), np.float32)
   for k in range(1, n + 1):
     table[k, np.round(np.linspace(0, n - 1, k)).astype(int)] = 1.0

@@ -28,7 +28,8 @@ import numpy as np
 
 from stae_jax.coding import bitstream
 from stae_jax.models.decoder import Decoder
-from stae_jax.models.entropy import ContextPrior, FactorizedPrior, mask_bits, mask_bits_traced  # ContextPrior: also for callers
+# ContextPrior: also for callers.
+from stae_jax.models.entropy import ContextPrior, FactorizedPrior, mask_bits, mask_bits_traced
 from stae_jax.models.stae import STAE
 from stae_jax.systems import base
 from stae_jax.systems.base import DecodeError, Point
