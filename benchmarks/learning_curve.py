@@ -48,6 +48,12 @@ def run_budget(args, budget: int) -> tuple[pathlib.Path, float]:
   return workdir, time.time() - start
 
 
+def clip_pixels(workdir: pathlib.Path, system: str, stage: str) -> int:
+  """T*H*W of the clips the stage trained on (bits per pixel are per these), from its record."""
+  data = json.loads((workdir / "systems" / system / stage / "config.json").read_text())["data"]
+  return int(data["frames"]) * int(data["resolution"]) ** 2
+
+
 def evaluations(workdir: pathlib.Path, system: str, stage: str) -> list[dict]:
   """The stage's evaluation records (step, {point: {metric: value}})."""
   path = workdir / "systems" / system / stage / "metrics.jsonl"
@@ -78,17 +84,14 @@ def main():
   if config_arg:
     raise SystemExit("pass the config file alone (--config=configs/synthetic.py); the system is "
                      "--system")
-  sys.path.insert(0, str(REPO_ROOT))
-  from configs import synthetic  # pylint: disable=g-import-not-at-top
-  data = synthetic.get_config().data if "synthetic" in args.config else None
-  pixels = None if data is None else data.frames * data.resolution ** 2
   print(f"| budget | step | point | accuracy | bits per clip | PSNR dB | run wall s |")
   print(f"|---|---|---|---|---|---|---|")
   for budget in (int(b) for b in args.budgets.split(",")):
     workdir, wall = run_budget(args, budget)
+    pixels = clip_pixels(workdir, args.system, args.stage)
     for row in evaluations(workdir, args.system, args.stage):
       for point, m in sorted(row["points"].items()):
-        bits = "-" if pixels is None or "bpp" not in m else f"{m['bpp'] * pixels:,.0f}"
+        bits = "-" if "bpp" not in m else f"{m['bpp'] * pixels:,.0f}"
         print(f"| {budget} | {row['step']} | {point} | {m.get('accuracy', float('nan')):.4f} | "
               f"{bits} | {m.get('psnr', float('nan')):.2f} | {wall:.0f} |", flush=True)
 

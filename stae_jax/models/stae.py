@@ -585,10 +585,7 @@ class STAE(nnx.Module):
         raise ValueError("STAE needs both frame_keep and block_keep (or point_index)")
       return self.keep_counts(t, n, frame_keep, block_keep)
     table = jnp.asarray(self.keep_table(t, n))
-    if point_index is None:
-      if not training:
-        raise ValueError("STAE at inference needs an operating point: frame_keep and block_keep, "
-                         "or point_index")
+    if point_index is None:  # training (__call__ refuses inference without a point)
       point_index = jax.random.randint(jax.random.fold_in(rng, 4), (b,), 0, table.shape[0])
     index = jnp.broadcast_to(jnp.asarray(point_index, jnp.int32), (b,))
     return table[index, 0], table[index, 1]
@@ -655,7 +652,6 @@ class STAE(nnx.Module):
     frame_weight = rank_top_k_mask(frame_scores, k_f, training=training,
                                    temperature=self.temperature)
     block_scores = self.block_scores(frames, None, select_rng, n, k_s)
-    row_keep = k_s if isinstance(k_s, int) else jnp.asarray(k_s)[:, None]
     if self._spreads(k_s, n):
       # In time order, each kept frame penalising what earlier kept frames sent, as inference
       # does; dropped frames' rows only carry the frame scores' straight-through gradient.
@@ -663,14 +659,12 @@ class STAE(nnx.Module):
                                       spread=self.block_spread, training=training,
                                       temperature=self.temperature)
     else:
+      row_keep = k_s if isinstance(k_s, int) else jnp.asarray(k_s)[:, None]  # per frame row
       block_weight = rank_top_k_mask(block_scores, row_keep, training=training,
                                      temperature=self.temperature)
     weight = frame_weight[:, :, None] * block_weight  # [B,T,N]
-    if training:
-      y_rate, y_decoder = quantize(self.analyse(blockify(video, p)), training=True,
-                                   rng=jax.random.fold_in(rng, 3))
-    else:
-      y_rate, y_decoder = quantize(self.analyse(blockify(video, p)), training=False)
+    y_rate, y_decoder = quantize(self.analyse(blockify(video, p)), training=training,
+                                 rng=jax.random.fold_in(rng, 3) if training else None)
     w = weight[..., None, None, None]
     synthesised = self.synthesise(y_decoder)
     received = unblockify(synthesised * w, height, width)
