@@ -195,3 +195,24 @@ def train_settings(*, log_every: int, eval_every: int, eval_batches: int,
       model_axis_size=1,                  # devices per parameter shard (mesh axis `model`)
       sharding_rules=(),                  # ((path regex, (axis or None per dim)), ...)
   ))
+
+
+def eval_settings(**overrides) -> ml_collections.ConfigDict:
+  """`config.eval`: what evaluate.py measures besides the trained systems (validation_clips,
+  latency_clips, num_pictures, tune_baselines, h264_grid, crfs, h264_preset, deadlines, snrs,
+  channel_seeds; `stae_jax.evaluation.evaluate.default_settings` says what each is).
+
+  The defaults are not written here: they come from where the library writes them once (the CRFs
+  from `stae_jax.systems.h264.DEFAULT_CRFS`, ...), so a config, a workdir's older config without
+  this section and evaluate.py agree. `overrides` are this config's own choices; evaluate.py's flags
+  of the same names (or `--config.eval.<name>=...`) override both. A name that is not a setting is
+  an error that lists the known ones."""
+  # Imported here: the evaluation package pulls in JAX, which only a config that is built needs.
+  from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  settings = evaluate.default_settings()
+  unknown = sorted(set(overrides) - set(settings))
+  if unknown:
+    raise ValueError(f"eval_settings: unknown setting(s) {', '.join(unknown)}; the known ones are "
+                     f"{', '.join(settings)}.")
+  settings.update(overrides)
+  return ml_collections.ConfigDict(settings)

@@ -118,6 +118,9 @@ def get_config(arg=None):
       compressor=dict(steps=20000, lr=0.0005, warmup_steps=500),
       joint=dict(steps=5000, lr=5e-05, warmup_steps=200))
   c.train = common.train_settings(log_every=50, eval_every=2000, eval_batches=0, checkpoint_every=1000)
+  # What evaluate.py measures (validation clips, the H.264 grid and CRFs, the channel's SNRs,
+  # deadlines and seeds); its flags of the same names override these.
+  c.eval = common.eval_settings()
   # What train.py trains (each system's model sections and loss weights, configs/common.py);
   # the ablation switches apply to STAE's model.stae.
   c.systems = common.systems_to_train(

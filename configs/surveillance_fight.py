@@ -98,6 +98,9 @@ def get_config(arg=None):
       compressor=dict(steps=100, lr=0.003, warmup_steps=5),
       joint=dict(steps=10, lr=0.0001, warmup_steps=2))
   c.train = common.train_settings(log_every=10, eval_every=0, eval_batches=0, checkpoint_every=100)
+  # What evaluate.py measures (validation clips, the H.264 grid and CRFs, the channel's SNRs,
+  # deadlines and seeds); its flags of the same names override these.
+  c.eval = common.eval_settings()
   c.systems = common.systems_to_train(
       arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy,
                                        context=a.context),

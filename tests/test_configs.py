@@ -54,3 +54,51 @@ def test_system_switches_choose_the_systems_to_train():
   assert neither.systems["stae_random-selection"].model.stae.selection == "random"
   both_off = synthetic.get_config("frame_attention=False,spatial_attention=False")
   assert list(both_off.systems) == ["stae_no-frame-attention_no-spatial-attention"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_eval_section_supplies_evaluates_defaults(name):
+  """Every config evaluate.py runs has `eval`, and evaluate builds its options from it: the
+  CRF axis is `h264.DEFAULT_CRFS` (written once), the rest the library's defaults."""
+  from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import h264  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{name}").get_config(None)
+  assert config.eval.to_dict() == evaluate.default_settings()
+  assert tuple(config.eval.crfs) == h264.DEFAULT_CRFS
+  options, channel = evaluate.options_from_config(config)
+  assert options.baselines["h264"]["crfs"] == tuple(float(c) for c in h264.DEFAULT_CRFS)
+  assert options.baselines["h264"]["preset"] == config.eval.h264_preset
+  assert options.validation_clips == config.eval.validation_clips
+  assert options.tune_baselines is config.eval.tune_baselines
+  assert channel.deadlines_seconds == tuple(config.eval.deadlines)
+  assert channel.seeds == tuple(range(config.eval.channel_seeds))
+
+
+def test_evaluate_flags_override_the_config_which_overrides_the_defaults():
+  from configs import synthetic  # pylint: disable=g-import-not-at-top
+  from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  config = synthetic.get_config(None)
+  with config.unlocked():
+    config.eval.crfs = (23, 51)
+    config.eval.validation_clips = 0
+    config.eval.h264_grid = "single"
+  options, channel = evaluate.options_from_config(config)
+  assert options.baselines["h264"] == dict(frames=(16,), scales=(1,), crfs=(23.0, 51.0),
+                                           preset="veryfast")
+  assert options.validation_clips == 0
+  # evaluate.py's flags arrive as absl gives them (lists of strings; None: not given).
+  options, channel = evaluate.options_from_config(
+      config, crfs=["35"], snrs=["5"], channel_seeds=1, tune_baselines=False,
+      validation_clips=None, h264_grid=None)
+  assert options.baselines["h264"]["crfs"] == (35.0,) and options.tune_baselines is False
+  assert options.validation_clips == 0 and options.baselines["h264"]["frames"] == (16,)
+  assert channel.mean_snrs_db == (5.0,) and channel.seeds == (0,)
+  # A config without an eval section (a workdir's older config, a test's) gets the defaults.
+  with config.unlocked():
+    del config["eval"]
+  options, _ = evaluate.options_from_config(config)
+  assert options.validation_clips == evaluate.EvalOptions().validation_clips
+  with pytest.raises(ValueError, match="unknown evaluation setting.*crfs"):
+    evaluate.options_from_config(config, crf=["30"])
+  with pytest.raises(ValueError, match="unknown setting.*crfs"):
+    common.eval_settings(crf=(30,))

@@ -44,8 +44,10 @@ import numpy as np
 
 from stae_jax import systems
 from stae_jax.evaluation import curves
+from stae_jax.evaluation import deadlines
 from stae_jax.evaluation import metrics
 from stae_jax.evaluation import report
+from stae_jax.systems import h264
 from stae_jax.training import workdir as workdir_lib
 
 STEPS = report.STEPS
@@ -53,7 +55,9 @@ STEPS = report.STEPS
 
 @dataclasses.dataclass
 class EvalOptions:
-  """What evaluate.py measures besides the trained systems (flags of evaluate.py)."""
+  """What evaluate.py measures besides the trained systems. evaluate.py builds it from
+  `config.eval` and its flags (`options_from_config`); the defaults here are the library's, which
+  `default_settings` hands to the configs."""
   max_clips: int = 0             # 0: the whole test split
   #: Validation clips measured (the first ones of the split; 0: none, and then envelopes and
   #: policies are chosen on the test clips and no baseline is tuned). The embedded default's
@@ -73,6 +77,73 @@ class EvalOptions:
   tune_baselines: bool = True
   tuned_cells: tuple[int, int] = (2, 2)
   progress: bool = True
+
+
+# ------------------------------------------------------------------------------------------------
+# Settings: config.eval, evaluate.py's flags
+# ------------------------------------------------------------------------------------------------
+
+def default_settings() -> dict:
+  """The keys of `config.eval` with their defaults, each read from the one place it is written
+  (`EvalOptions`, `deadlines.ChannelOptions`, `stae_jax.systems.h264`'s grid defaults), so that a
+  config (configs/common.py `eval_settings`), a config without an `eval` section and evaluate.py's
+  flags can never disagree on a default. evaluate.py's flags carry the same names.
+
+  validation_clips, latency_clips, num_pictures, tune_baselines: `EvalOptions`'s fields;
+  h264_grid: `h264.parse_grid`'s spec ("full", "single" or "frames=16+2,scales=1+2"); crfs,
+  h264_preset: the grid's CRF axis and x264 preset; deadlines (seconds), snrs (mean dB) and
+  channel_seeds (traces per SNR, seeds 0..n-1): the channel comparison's."""
+  options, channel = EvalOptions(), deadlines.ChannelOptions()
+  seeds = tuple(channel.seeds)
+  if seeds != tuple(range(len(seeds))):
+    raise ValueError(f"ChannelOptions.seeds={seeds}: config.eval.channel_seeds counts traces "
+                     "(seeds 0..n-1); keep the default seeds a range.")
+  return dict(
+      validation_clips=options.validation_clips, latency_clips=options.latency_clips,
+      num_pictures=options.num_pictures, tune_baselines=options.tune_baselines,
+      h264_grid=h264.DEFAULT_GRID, crfs=tuple(h264.DEFAULT_CRFS),
+      h264_preset=h264.DEFAULT_PRESET, deadlines=tuple(channel.deadlines_seconds),
+      snrs=tuple(channel.mean_snrs_db), channel_seeds=len(seeds))
+
+
+def _known(values: dict, source: str, known: dict) -> dict:
+  unknown = sorted(set(values) - set(known))
+  if unknown:
+    raise ValueError(f"{source}: unknown evaluation setting(s) {', '.join(unknown)}; the known "
+                     f"ones are {', '.join(known)} (configs/common.py eval_settings).")
+  return values
+
+
+def options_from_config(config, *, max_clips: int = 0, systems_to_run: Sequence[str] | None = None,
+                        progress: bool = True, **overrides
+                        ) -> tuple[EvalOptions, deadlines.ChannelOptions]:
+  """evaluate.py's (EvalOptions, ChannelOptions): `default_settings()`, replaced by what
+  `config.eval` sets, replaced by `overrides` that are not None (evaluate.py's flags of the same
+  names, left None when not given). A config without an `eval` section (one saved by an older
+  stae-jax, a test's) evaluates with the defaults.
+
+  max_clips, systems_to_run, progress: run-time choices that no config records (test clips, system
+  tags, the progress bar)."""
+  settings = default_settings()
+  section = config.get("eval") if hasattr(config, "get") else None
+  if section is not None:
+    given = section.to_dict() if hasattr(section, "to_dict") else dict(section)
+    settings.update(_known(given, "config.eval", settings))
+  settings.update(_known({k: v for k, v in overrides.items() if v is not None},
+                         "evaluate.py flags", settings))
+  grid = h264.parse_grid(str(settings["h264_grid"]), int(config.data.frames))
+  options = EvalOptions(
+      max_clips=int(max_clips), validation_clips=int(settings["validation_clips"]),
+      latency_clips=int(settings["latency_clips"]), num_pictures=int(settings["num_pictures"]),
+      systems=None if systems_to_run is None else tuple(systems_to_run), progress=bool(progress),
+      tune_baselines=bool(settings["tune_baselines"]),
+      baselines=dict(h264=dict(grid, crfs=tuple(float(c) for c in settings["crfs"]),
+                               preset=str(settings["h264_preset"]))))
+  channel = deadlines.ChannelOptions(
+      deadlines_seconds=tuple(float(d) for d in settings["deadlines"]),
+      mean_snrs_db=tuple(float(s) for s in settings["snrs"]),
+      seeds=tuple(range(int(settings["channel_seeds"]))))
+  return options, channel
 
 
 # ------------------------------------------------------------------------------------------------
@@ -420,7 +491,6 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
 def finish(results: dict, workdir: pathlib.Path, channel_options, pictures: dict | None = None,
            class_names: list[str] | None = None) -> dict[str, pathlib.Path]:
   """Channel comparison, headline, ablations, then results.json, plots, pictures and report.md."""
-  from stae_jax.evaluation import deadlines  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import pictures as pictures_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
   started = time.perf_counter()
@@ -447,7 +517,6 @@ def run(config, workdir, options: EvalOptions = EvalOptions(), channel_options=N
         reuse_results: bool = False, loader_fn: Callable | None = None) -> dict[str, pathlib.Path]:
   """evaluate.py's work: measure (or reuse results.json), then write everything into `workdir`."""
   from stae_jax.data import datasets  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import deadlines  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir).absolute()
   channel_options = channel_options or deadlines.ChannelOptions()
   if reuse_results:

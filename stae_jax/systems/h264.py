@@ -426,17 +426,20 @@ def h264_roundtrip(clip: np.ndarray, crf: float, *, preset: str = "veryfast", fp
 
 LABEL = "H.264 (libx264, low delay)"
 LEARNED = False
-#: The grid's CRF axis by default (evaluate.py's --crfs; serving and the client read what an
-#: evaluation measured from results.json). It starts at 29: on the motion default H.264 reaches the
-#: accuracy target (reference - 5 points) only there (CRF 29, all 16 frames: 87.5% at 17.2 kbit per
-#: clip; CRF 35 loses 7.3 points), and the headline compares every method at the target. CRF 23
-#: codes ~30 kbit per 16x64x64 clip, twice the paper's 104x, and each CRF adds 15 cells, ~110 s of
-#: CPU to an evaluation (BENCHMARKS.md). `evaluate.py --crfs=23,29,35,41,47,51` measures the whole
-#: sweep.
+#: The grid's CRF axis by default, written here only: `config.eval.crfs` (configs/common.py
+#: eval_settings) takes it, evaluate.py's --crfs overrides that, and serving and the client read
+#: what an evaluation measured from results.json. It starts at 29: on the motion default H.264
+#: reaches the accuracy target (reference - 5 points) only there (CRF 29, all 16 frames: 87.5% at
+#: 17.2 kbit per clip; CRF 35 loses 7.3 points), and the headline compares every method at the
+#: target. CRF 23 codes ~30 kbit per 16x64x64 clip, twice the paper's 104x, and each CRF adds 15
+#: cells, ~110 s of CPU to an evaluation (BENCHMARKS.md). `evaluate.py --crfs=23,29,35,41,47,51`
+#: measures the whole sweep.
 DEFAULT_CRFS = (29, 35, 41, 47, 51)
 #: Divisors of the clip's side: the model's resolution, 1/2 and 1/4 of it.
 DEFAULT_SCALES = (1, 2, 4)
 DEFAULT_PRESET = "veryfast"
+#: The grid's other axes by default (`parse_grid`'s spec, `config.eval.h264_grid`): every cell.
+DEFAULT_GRID = "full"
 #: The keys of `options["h264"]` (`base.BaselineContext.options`).
 OPTION_KEYS = ("frames", "scales", "crfs", "preset")
 
@@ -565,7 +568,8 @@ def grid_points(clip_shape, *, frames=None, scales=DEFAULT_SCALES, crfs=DEFAULT_
 
 
 def parse_grid(spec: str, num_frames: int) -> dict:
-  """evaluate.py's `--h264_grid` -> `options["h264"]` entries (the CRFs are `--crfs`).
+  """`config.eval.h264_grid` (evaluate.py's --h264_grid) -> `options["h264"]` entries (the CRFs
+  are `config.eval.crfs`, --crfs).
 
   "full": every default cell (kept frames T, T/2, ..., 1 x side 1, 1/2, 1/4); "single": all frames
   at the model's resolution (the CRF sweep alone); or axes, `frames=16+2,scales=1+2` (an axis
