@@ -125,6 +125,30 @@ def test_outputs_are_written(evaluated, workdir):
   assert set(head["columns"]["tuned"]["methods"]) == {"stae", "deepisc", "h264"}
   assert "frozen reference ViT for every method" in text and "Tuned column" in text
   assert set(results["channel"]["mean_rates_bps"]) == {"10"}
+  # Where the time went: per measured method and pass, each step's summed wall seconds.
+  profile = results["profile"]
+  assert profile["steps"] == list(report.STEPS)
+  assert list(profile["methods"]) == ["stae", "deepisc", "h264", "raw"]
+  for entry in [profile["reference"], *profile["methods"].values()]:
+    passes = ("validation", "test", "single_clip")
+    assert set(entry) == set(passes) | {"tuned_classify", "warm_up", "total"}
+    assert all(set(entry[p]) == set(report.STEPS) for p in passes)
+    assert entry["test"]["classify"] > 0 and entry["validation"]["classify"] > 0
+    assert entry["single_clip"]["classify"] > 0 and entry["warm_up"] > 0
+    assert entry["total"] == pytest.approx(sum(sum(entry[p].values()) for p in passes)
+                                           + entry["tuned_classify"] + entry["warm_up"])
+  for name in ("stae", "deepisc", "h264"):
+    assert profile["methods"][name]["test"]["encode"] > 0
+    assert profile["methods"][name]["test"]["decode"] > 0
+  assert profile["methods"]["stae"]["test"]["entropy_encode"] > 0
+  assert profile["methods"]["stae"]["tuned_classify"] > 0  # its own ViT scores every point
+  assert profile["loading_seconds"]["test"] > 0 and profile["loading_seconds"]["validation"] > 0
+  # Disjoint stretches of the measuring: together no longer than it.
+  accounted = (profile["reference"]["total"] + sum(e["total"] for e in profile["methods"].values())
+               + sum(profile["loading_seconds"].values()))
+  assert accounted <= results["evaluate_seconds"]
+  assert "## Where the time went" in text
+  assert "| H.264 (libx264, low delay) | " in text.split("## Where the time went")[1]
 
 
 def test_a_new_codec_is_one_module_and_one_registry_line(workdir, monkeypatch, tmp_path):
@@ -168,11 +192,15 @@ def test_cli_rewrites_the_report_from_results(evaluated, workdir):
   (workdir / "report.md").unlink()
   done = subprocess.run(
       [sys.executable, str(REPO_ROOT / "evaluate.py"), f"--workdir={workdir}", "--reuse_results",
-       "--snrs=5", "--channel_seeds=1", "--deadlines=0.2"],
+       "--snrs=5", "--config.eval.channel_seeds=2", "--channel_seeds=1",
+       "--config.eval.deadlines=(0.2,)"],
       capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
   assert done.returncode == 0, done.stderr[-2000:]
   text = (workdir / "report.md").read_text()
   assert "Mean SNR 5 dB" in text and "Mean SNR 10 dB" not in text
+  # config.eval set from the command line, and a flag over it.
+  assert "| 200 | " in text and "| 50 | " not in text and "1 traces per mean SNR" in text
+  assert "## Where the time went" in text  # from results.json's profile
 
 
 def test_untrained_workdir_says_how_to_train(tmp_path):

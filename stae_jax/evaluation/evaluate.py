@@ -25,7 +25,12 @@ Bits per clip are the lengths of the streams the codec returned.
 Times. Batched times are amortised over an evaluation batch (throughput). The per-step times the
 tables and the channel use are single-clip medians (`latency_clips` test clips at batch 1): a device
 encodes one clip when it has one. Every model step is timed after `block_until_ready`, and the
-first call of each step per batch shape is a warm-up (the compile), never timed.
+first call of each step per batch shape is a warm-up (the compile), never timed. results.json's
+`profile` sums the same step times per method and pass, beside the warm-ups' wall seconds, the
+tuned ViT's scoring and the loader's: where an evaluation's time went.
+
+Settings: `config.eval` (configs/common.py `eval_settings`) over `default_settings()`, evaluate.py's
+flags over both (`options_from_config`).
 """
 
 from __future__ import annotations
@@ -163,15 +168,22 @@ class RoundTrip:
 
 
 class _Warm:
-  """Calls a step once untimed the first time it is seen with a key (the compile), then times it."""
+  """Calls a step once untimed the first time it is seen with a key (the compile), then times it.
+
+  The untimed first calls are not free (a compile can cost more than the batches after it), so
+  their wall seconds are summed per `owner` (a method's tag, "reference") for the profile."""
 
   def __init__(self):
     self._seen = set()
+    self.warm_up_seconds: dict[str, float] = {}
 
-  def __call__(self, key, fn, *args):
+  def __call__(self, key, fn, *args, owner: str = "other"):
     if key not in self._seen:
       self._seen.add(key)
+      started = time.perf_counter()
       fn(*args)
+      self.warm_up_seconds[owner] = (self.warm_up_seconds.get(owner, 0.0)
+                                     + time.perf_counter() - started)
     started = time.perf_counter()
     out = fn(*args)
     return out, time.perf_counter() - started
@@ -183,11 +195,14 @@ def round_trip(codec: systems.Codec, clips: np.ndarray, point: systems.Point, wa
   step timed."""
   key = (codec.tag, point, len(clips))
   classify = classify or codec.classify
-  encoded, t_encode = warm(key + ("encode",), codec.encode, clips, point)
-  coded, t_code = warm(key + ("entropy_encode",), codec.entropy_encode, encoded, point)
-  received, t_uncode = warm(key + ("entropy_decode",), codec.entropy_decode, coded.streams, point)
-  rebuilt, t_decode = warm(key + ("decode",), codec.decode, received, point)
-  logits, t_classify = warm(_classify_key(classify, rebuilt), classify, rebuilt)
+  owner = codec.tag
+  encoded, t_encode = warm(key + ("encode",), codec.encode, clips, point, owner=owner)
+  coded, t_code = warm(key + ("entropy_encode",), codec.entropy_encode, encoded, point,
+                       owner=owner)
+  received, t_uncode = warm(key + ("entropy_decode",), codec.entropy_decode, coded.streams, point,
+                            owner=owner)
+  rebuilt, t_decode = warm(key + ("decode",), codec.decode, received, point, owner=owner)
+  logits, t_classify = warm(_classify_key(classify, rebuilt), classify, rebuilt, owner=owner)
   return RoundTrip(streams=coded.streams, estimated_bits=coded.estimated_bits, received=received,
                    rebuilt=rebuilt, logits=np.asarray(logits), seconds=dict(zip(STEPS, (
                        t_encode, t_code, t_uncode, t_decode, t_classify))))
@@ -210,6 +225,7 @@ class _Accumulator:
     self.batched = {step: 0.0 for step in STEPS}
     self.batched_clips = 0
     self.single: dict[str, list[float]] = {step: [] for step in STEPS}
+    self.tuned_seconds = 0.0  # the tuned ViT's scoring, compiles included (profile only)
 
   def add(self, trip: RoundTrip, labels, valid, tuned_logits=None):
     self.correct.extend(bool(c) for c in (trip.logits.argmax(-1) == labels)[valid])
@@ -320,10 +336,26 @@ def make_codecs(config, workdir: pathlib.Path, options: EvalOptions, classify) -
 
 @dataclasses.dataclass
 class _Split:
-  """What one pass over a split measured: the reference's and every point's accumulators."""
+  """What one pass over a split measured: the reference's and every point's accumulators, and the
+  wall seconds spent waiting for the loader's batches."""
   reference: _Accumulator
   points: dict[str, dict[systems.Point, _Accumulator]]
   clip_shape: tuple | None = None
+  loading_seconds: float = 0.0
+
+
+def _timed_batches(loader, measured: _Split):
+  """`loader`'s batches, the wall time of fetching each added to `measured.loading_seconds`."""
+  batches = iter(loader)
+  while True:
+    started = time.perf_counter()
+    try:
+      batch = next(batches)
+    except StopIteration:
+      return
+    finally:
+      measured.loading_seconds += time.perf_counter() - started
+    yield batch
 
 
 def _measure(split: str, config, codecs, reference, loader_fn, *, max_clips: int, warm: _Warm,
@@ -343,7 +375,7 @@ def _measure(split: str, config, codecs, reference, loader_fn, *, max_clips: int
   if max_clips:
     total_batches = min(total_batches or math.inf, math.ceil(max_clips / config.data.eval_batch_size))
   seen = 0
-  for batch in _progress(loader, total_batches, progress, split):
+  for batch in _progress(_timed_batches(loader, measured), total_batches, progress, split):
     video = np.asarray(batch["video"])
     labels = np.asarray(batch["label"])
     valid = np.asarray(batch.get("mask", np.ones(len(labels), bool)), bool)
@@ -359,7 +391,7 @@ def _measure(split: str, config, codecs, reference, loader_fn, *, max_clips: int
       keep = np.flatnonzero(valid)[:num_pictures]
       pictures.update(videos=video[keep], labels=labels[keep])
 
-    logits, seconds = warm(_classify_key(reference, video), reference, video)
+    logits, seconds = warm(_classify_key(reference, video), reference, video, owner="reference")
     ref = measured.reference
     ref.correct.extend(bool(c) for c in (logits.argmax(-1) == labels)[valid])
     ref.batched["classify"] += seconds
@@ -368,8 +400,12 @@ def _measure(split: str, config, codecs, reference, loader_fn, *, max_clips: int
       for point, acc in measured.points[codec.tag].items():
         trip = round_trip(codec, video, point, warm, reference)
         tuned_classify = (tuned or {}).get((codec.tag, point))
-        acc.add(trip, labels, valid,
-                None if tuned_classify is None else tuned_classify(trip.rebuilt))
+        tuned_logits = None
+        if tuned_classify is not None:
+          started = time.perf_counter()
+          tuned_logits = np.asarray(tuned_classify(trip.rebuilt))
+          acc.tuned_seconds += time.perf_counter() - started
+        acc.add(trip, labels, valid, tuned_logits)
         if pictures is None:
           continue
         kept = codec.kept(trip.received)
@@ -386,6 +422,40 @@ def _measure(split: str, config, codecs, reference, loader_fn, *, max_clips: int
     raise ValueError(f"the {split} split gave no clips to evaluate; check config.data and the "
                      "dataset.")
   return measured
+
+
+def _step_sums(accumulators, *, single: bool = False) -> dict[str, float]:
+  """Wall seconds of each step summed over `accumulators` (points) and their batches, or over the
+  clips they timed one at a time (`single`)."""
+  sums = {step: 0.0 for step in STEPS}
+  for acc in accumulators:
+    for step in STEPS:
+      sums[step] += float(sum(acc.single[step])) if single else float(acc.batched[step])
+  return sums
+
+
+def _profile(running, validation: _Split | None, test: _Split, warm: _Warm) -> dict:
+  """results.json's `profile` (its shape: `stae_jax.evaluation.report`): where a run's measuring
+  time went, per method and step, from the times the tables are made of plus what they leave out
+  (warm-up calls, the tuned ViT's scoring, loading). It only sums; no measured number changes."""
+
+  def entry(pick, tuned_seconds: float, owner: str) -> dict:
+    passes = dict(validation=None if validation is None else _step_sums(pick(validation)),
+                  test=_step_sums(pick(test)), single_clip=_step_sums(pick(test), single=True))
+    warm_up = warm.warm_up_seconds.get(owner, 0.0)
+    total = sum(sum(p.values()) for p in passes.values() if p) + tuned_seconds + warm_up
+    return dict(passes, tuned_classify=tuned_seconds, warm_up=warm_up, total=total)
+
+  methods = {}
+  for codec in running:
+    methods[codec.tag] = entry(lambda split, tag=codec.tag: split.points[tag].values(),
+                               sum(acc.tuned_seconds for acc in test.points[codec.tag].values()),
+                               codec.tag)
+  return dict(steps=list(STEPS),
+              loading_seconds=dict(validation=None if validation is None
+                                   else validation.loading_seconds, test=test.loading_seconds),
+              reference=entry(lambda split: [split.reference], 0.0, "reference"),
+              methods=methods)
 
 
 def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions = EvalOptions(), *,
@@ -445,7 +515,7 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
   ref_point = test.reference
   for clip in single_clips:
     one = clip[None]
-    _, seconds = warm(_classify_key(reference, one), reference, one)
+    _, seconds = warm(_classify_key(reference, one), reference, one, owner="reference")
     ref_point.single["classify"].append(seconds)
     for codec in running:
       for point, acc in test.points[codec.tag].items():
@@ -482,6 +552,7 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
                          top1=validation.reference.top1(),
                          top1_interval=curves.top1_interval(validation.reference.correct))),
       methods=methods, evaluate_seconds=time.perf_counter() - started, phase_seconds=phases,
+      profile=_profile(running, validation, test, warm),
       validation=None if validation is None else dict(
           split="validation", num_clips=len(validation.reference.correct),
           rule=pipeline.VALIDATION_RULE))

@@ -6,6 +6,18 @@ results.json, format "stae_jax.results/2" (keys always present; null where a val
   raw_clip_bytes (T*H*W*3), machine {platform, processor, cpu_count, jax_backend, devices, jax},
   evaluate_seconds (measuring, before the channel, report and plots), phase_seconds {set_up,
   validation, tuning, test, single_clip_latency} (of those; finish adds channel_and_report),
+  profile {} | {steps [encode, entropy_encode, entropy_decode, decode, classify],
+           loading_seconds {validation null | s, test}   waiting for the loader's batches,
+           reference PROFILE, methods {<name>: PROFILE}}   where measuring went, per method
+           (those not skipped); {} in results written before it was recorded
+  PROFILE {validation null | {<step>: s}, test {<step>: s}, single_clip {<step>: s},
+           tuned_classify, warm_up, total}   wall seconds summed over the method's points and
+           every batch of a pass (single_clip: the clips timed one at a time), each step as timed
+           for POINT's seconds; tuned_classify: the tuned ViT scoring the test reconstructions
+           (compiles included); warm_up: the untimed first call of each step per batch shape
+           (the compiles; a classifier compiled for one method is not compiled again for the
+           next); total: all of these. H.264's encode is x264 (its entropy coding included), its
+           decode PyAV's decoder plus the receiver's fill and upsampling
   validation null | {split, num_clips, rule}   the clips anything chosen from results is chosen on
              (envelopes, the channel policy's expected accuracies, best fixed points, the cells
              H.264's classifier is tuned at): carved from the training split
@@ -147,6 +159,7 @@ class Results:
   evaluate_seconds: float
   validation: dict | None = None
   phase_seconds: dict = dataclasses.field(default_factory=dict)
+  profile: dict = dataclasses.field(default_factory=dict)
 
   def to_json(self) -> dict:
     return dict(format=RESULTS_FORMAT, **dataclasses.asdict(self))
@@ -400,6 +413,47 @@ def _phases_text(results: dict) -> str:
                    ) or "no breakdown"
 
 
+#: The "Where the time went" table's step columns: (heading, step of STEPS).
+PROFILE_COLUMNS = (("encode (device)", "encode"), ("code", "entropy_encode"),
+                   ("uncode", "entropy_decode"), ("decode (server)", "decode"),
+                   ("reference ViT", "classify"))
+
+
+def _profile_lines(results: dict) -> list[str]:
+  """report.md's "Where the time went" from results.json's `profile` (none: no section), so the
+  step that dominates an evaluation is read off the report rather than guessed."""
+  profile = results.get("profile")
+  if not profile:
+    return []
+  measured = results["evaluate_seconds"]
+  rows = [("reference (uncompressed clips)", profile["reference"])] + [
+      (results["methods"][name]["label"] if name in results["methods"] else name, entry)
+      for name, entry in profile["methods"].items()]
+  loading = profile.get("loading_seconds") or {}
+  phases = ", ".join(f"{name.replace('_', ' ')} {seconds:.0f} s"
+                     for name, seconds in (results.get("phase_seconds") or {}).items()
+                     if name != "channel_and_report")
+  lines = ["## Where the time went", "",
+           f"Measuring took {measured:.0f} s ({phases}). Per method, the wall "
+           "seconds of each step summed over its points and every batch of the validation and "
+           "test passes and over the clips timed one at a time; tuned ViT: scoring the test "
+           "reconstructions with the tuned ViT (compiles included); warm-up: the untimed first "
+           "call of each step per batch shape (the compiles). H.264's encode is x264 (its entropy "
+           "coding included), its decode PyAV's decoder plus the fill and upsampling. Reading "
+           f"the clips took {sum(v for v in loading.values() if v):.1f} s; training the tuned "
+           "ViT is the tuning phase above.", "",
+           "| method | " + " | ".join(title for title, _ in PROFILE_COLUMNS)
+           + " | tuned ViT | warm-up | total s | share of measuring |",
+           "|---|" + "---|" * (len(PROFILE_COLUMNS) + 4)]
+  for label, entry in rows:
+    passes = [entry[name] for name in ("validation", "test", "single_clip") if entry.get(name)]
+    cells = [f"{sum(p[step] for p in passes):,.1f}" for _, step in PROFILE_COLUMNS]
+    share = f"{100 * entry['total'] / measured:.0f}%" if measured else "-"
+    lines.append(f"| {label} | " + " | ".join(cells) + f" | {entry['tuned_classify']:,.1f} | "
+                 f"{entry['warm_up']:,.1f} | {entry['total']:,.1f} | {share} |")
+  return lines + [""]
+
+
 #: A method with more points than this shows its envelope points in the operating-point table and
 #: all of them in a table of their own (H.264's grid).
 MAX_TABLE_POINTS = 12
@@ -407,7 +461,8 @@ MAX_TABLE_POINTS = 12
 
 def markdown(results: dict, *, plots: dict[str, str] | None = None,
              pictures: list[str] | None = None) -> str:
-  """The report: headline, the operating-point table, ablations, channel, plots and pictures."""
+  """The report: headline, the operating-point table, ablations, channel, where the time went,
+  plots and pictures."""
   head = results.get("headline") or headline(results)
   lines = [f"# Evaluation: {results['config_name']}", ""]
   machine = results["machine"]
@@ -570,6 +625,7 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
         lines.append(f"| {deadline * 1000:g} | " + " | ".join(cells) + " |")
       lines.append("")
 
+  lines += _profile_lines(results)
   if plots:
     lines += ["## Plots", ""] + [f"![{title}]({path})" for title, path in plots.items()] + [""]
   if pictures:
