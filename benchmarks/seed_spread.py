@@ -47,7 +47,8 @@ _OUT = flags.DEFINE_string("out", None, "Where the seeds' workdirs go (<out>/see
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds of the STAE stages.")
 _SYSTEM = flags.DEFINE_string("system", "stae", "The config.systems tag to train.")
 _MAX_CLIPS = flags.DEFINE_integer("max_clips", 0, "Test clips (0: the whole split).")
-_VALIDATION = flags.DEFINE_integer("validation_clips", 200, "Validation clips (as evaluate.py).")
+_VALIDATION = flags.DEFINE_integer("validation_clips", None, "Validation clips (default: "
+                                   "config.eval.validation_clips, as evaluate.py).")
 _EVALUATE_ONLY = flags.DEFINE_bool("evaluate_only", False, "Evaluate the seeds' workdirs only.")
 _JSON = flags.DEFINE_string("json", None, "Also write the spread as JSON here.")
 
@@ -86,14 +87,17 @@ def train_seed(config, base_workdir, out, seed: int, tag: str, *, loader_fn=None
   return workdir
 
 
-def evaluate_seed(config, workdir, tag: str, *, max_clips: int = 0, validation_clips: int = 200,
-                  loader_fn=None) -> dict:
-  """results.json's dict for system `tag` of a seed's workdir (no baselines), headline included."""
+def evaluate_seed(config, workdir, tag: str, *, max_clips: int = 0,
+                  validation_clips: int | None = None, loader_fn=None) -> dict:
+  """results.json's dict for system `tag` of a seed's workdir (no baselines), headline included.
+  Validation clips as evaluate.py counts them (`config.eval`, unless `validation_clips` says)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-  options = evaluate.EvalOptions(max_clips=max_clips, validation_clips=validation_clips,
-                                 latency_clips=0, num_pictures=0, systems=(tag,),
-                                 baseline_methods=(), tune_baselines=False, progress=False)
+  options, _ = evaluate.options_from_config(config, max_clips=max_clips, systems_to_run=(tag,),
+                                            progress=False, validation_clips=validation_clips)
+  options = dataclasses.replace(options, latency_clips=0, num_pictures=0, baseline_methods=(),
+                                tune_baselines=False)
   results, _ = evaluate.evaluate_workdir(config, workdir, options, loader_fn=loader_fn)
   results["headline"] = report.headline(results)
   return results
