@@ -8,7 +8,8 @@ fills only part of the clip, and the actor is small against a textured, moving b
 distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:system=deepisc`,
 `:frame_attention=False`, `:spatial_attention=False`, `:selection=random` (the "neither attention"
 ablation), `:selection=uniform` (evenly spaced frames and blocks), `:context=False` (STAE's
-latents under the factorized prior instead of the conditional entropy model), `:size=64,frames=16`.
+latents under the factorized prior instead of the conditional entropy model), `:size=64,frames=16`,
+`:codec_steps=1000` (the longer budget of both codecs' compressor stage; default 200).
 
 Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, a clean checkout):
 `python benchmarks/main_job.py --workdir=/tmp/mjA`, which builds synthetic_actions 1.3.0 (50 s)
@@ -37,6 +38,7 @@ def get_config(arg=None):
       num_train=3000,
       num_test=600,
       seed=0,
+      codec_steps=200,
   )
   c = ml_collections.ConfigDict()
   c.name = "synthetic" + common.switches_suffix(arg)
@@ -119,14 +121,16 @@ def get_config(arg=None):
       dtype="float32",
       attention="auto",
   )
-  # STAE encoder (stae_jax/models/stae.py). 8x8 blocks: 64 per 64x64 frame, one 4-vector each.
+  # STAE encoder (stae_jax/models/stae.py). 8x8 blocks: 64 per 64x64 frame, one 8-vector each.
   stae = dict(
       block_size=8,               # p: spatial attention scores and codes p x p blocks
       latent_stride=8,            # s: a block's latent is [p/s, p/s, C] (here 1x1xC)
-      # C; channels 0-2 start as the block's mean colour, the rest at 0. 4 rather than 8: the
-      # classifier needs little beyond block colours, and 8 spent ~40% of the bits on detail
-      # (45.0% at 1.9 kbit per clip with 4 and 44.3% at 1.6 kbit with 3; BENCHMARKS.md "Main job")
-      latent_channels=4,
+      # C; channels 0-2 start as the block's mean colour, the rest at 0. 8: with points up to
+      # every block, 4 numbers a block stop at a mosaic of block colours (66.7% at best with the
+      # motion classifier); 8 reach 81-87% at the top point, while 12, or 8 under a finer
+      # quantiser (init_step 4), spent 10-25% more bits for no more accuracy at any point
+      # (BENCHMARKS.md "STAE's rate range, training cost and temporal bits").
+      latent_channels=8,
       init_step=8.0,              # pixel levels per latent unit of those means at initialisation
       transform_width=64,         # hidden units of the per-block analysis/synthesis MLPs
       mode="latent",              # "latent" (learned transforms) or "pixel" (requantised pixels)
@@ -142,11 +146,11 @@ def get_config(arg=None):
       selection_gradient="all",   # "task": the pixel loss does not steer the attention (stae.py)
       block_spread=2.0,           # kept frames send different blocks (spread_top_k_mask); 0: off
       dtype="float32",            # compute dtype; parameters are float32
-      # Operating points (rho_f, rho_s) the model is trained for (the trainer samples among them):
-      # four that send 128 of the clip's 1024 blocks, from 2 whole frames to all 16 frames with 8
-      # blocks each (the frames-versus-blocks trade the motion classifier makes real), and 16
-      # frames x 16 blocks.
-      keep_ratios=((0.125, 1.0), (0.25, 0.5), (0.5, 0.25), (1.0, 0.125), (1.0, 0.25)),
+      # Operating points (rho_f, rho_s) the model is trained for (each training clip draws one):
+      # from 2 frames x half their blocks (64 of the clip's 1024 blocks, ~1.2 kbit) to every
+      # block of every frame (~13 kbit), each about twice the bits of the one before, with the
+      # frames-versus-blocks trade at 256 blocks (8 frames x half, 16 frames x a quarter).
+      keep_ratios=((0.125, 0.5), (0.25, 0.5), (0.5, 0.5), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0)),
   )
   # Receiver's 3D-2D CNN (stae_jax/models/decoder.py).
   decoder = dict(
@@ -155,7 +159,9 @@ def get_config(arg=None):
   # parameters it trains (`trainable` regex; the rest get no optimizer state) and its loss weights.
   c.stages = common.training_stages(
       classifier=dict(steps=1000, lr=0.002, warmup_steps=30),
-      compressor=dict(steps=100, lr=0.003, warmup_steps=5),
+      # Both codecs get the same budget: `codec_steps` (200 keeps train.py within 30 minutes on
+      # two cores; STAE's learning curve still rises beyond it: BENCHMARKS.md "Learning curve").
+      compressor=dict(steps=a.codec_steps, lr=0.003, warmup_steps=5),
       joint=dict(steps=10, lr=0.0001, warmup_steps=2))
   c.train = common.train_settings(log_every=10, eval_every=0, eval_batches=4, checkpoint_every=100)
   # What evaluate.py measures (validation clips, the H.264 grid and CRFs, the channel's SNRs,
