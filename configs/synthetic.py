@@ -11,16 +11,16 @@ ablation), `:selection=uniform` (evenly spaced frames and blocks), `:context=Fal
 latents under the factorized prior instead of the conditional entropy model), `:size=64,frames=16`,
 `:codec_steps=1000` (the longer budget of both codecs' compressor stage; default 200).
 
-Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, a clean checkout):
-`python benchmarks/main_job.py --workdir=/tmp/mjA`, which builds synthetic_actions 1.3.0 (50 s)
-and runs `python train.py --config=configs/synthetic.py --workdir=/tmp/mjA`, took 1470 s:
-classifier 1000 steps 508 s (top-1 92.3% on the 600 test clips; 52.3% with frames shuffled, 23.5%
-with one frame repeated; within-pair 85.6-100%, clockwise/anticlockwise 89.9%); DeepISC
-compressor 100 + joint 10 steps 306 + 79 s; STAE 411 + 146 s. Then `python evaluate.py
---config=configs/synthetic.py --workdir=/tmp/mjA`: no method within 5 points of the reference at
-any measured rate; STAE (conditional entropy model) 66.7% at 544x (keep 1x0.25, 2,889 bits),
-36.0% at 1210x (keep 0.125x1), above H.264's envelope at 3 of its 5 points; H.264's envelope
-85.0% at 165x and 77.7% at 331x; DeepISC 38.8% at 507x (16 tokens).
+Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, idle, a clean checkout):
+`python benchmarks/main_job.py --workdir=/tmp/mjD`, which builds synthetic_actions 1.3.0 (47 s)
+and runs `python train.py --config=configs/synthetic.py --workdir=/tmp/mjD`, took 1511 s:
+classifier 1000 steps 411 s (top-1 92.3% on the 600 test clips; 52.3% with frames shuffled, 23.5%
+with one frame repeated); DeepISC compressor 200 + joint 10 steps 448 + 58 s; STAE 504 + 74 s.
+Then `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mjD` (960 s): only H.264
+reaches the target (reference - 5 points, 87.3%), at 16.6 kbit per clip (95x); STAE (conditional
+entropy model) spans 1,325-13,422 bits (1187x-117x), 25.3% to 79.7% (keep 0.125x0.5 to 1x1), behind
+H.264's envelope at every point (level at 1.3 kbit) and 22-27 points above DeepISC's 8 and 16
+tokens at their bits; DeepISC 40.0% at 360x (16 tokens).
 """
 
 from configs import common
