@@ -35,9 +35,9 @@ first call of each step per batch shape is a warm-up (the compile), never timed.
 `profile` sums the same step times per method and pass, beside the warm-ups' wall seconds, the
 tuned ViT's scoring and the loader's: where an evaluation's time went.
 
-Why only the envelope: every number read from the test split (the headline's curves, the tuned
-column) reads a method at its envelope points, which are chosen on validation, so the points off it
-change no reported number but cost the most (H.264's 75 cells were two thirds of an evaluation's
+Why only the envelope: the headline's curves and the tuned column read a method on the test split
+at its envelope points only, which are chosen on validation, so the points off it change none of
+their numbers (only their own rows) but cost the most (H.264's 75 cells were two thirds of an evaluation's
 time, most of it the reference ViT classifying their rebuilt clips). The channel comparison's
 policies choose among the points measured on test (`stae_jax.evaluation.deadlines`). A measured
 point's numbers are the same whichever points are measured beside it.
@@ -495,12 +495,14 @@ def validation_envelope(validation: dict) -> list[str]:
            validation=record) for name, record in validation.items()])]
 
 
-def _test_points(running, validation: _Split | None, tuned: dict,
+def _test_points(running, validation: _Split | None, tuned_cells: set,
                  options: EvalOptions) -> dict[str, tuple]:
   """{tag: points the test pass measures} for the methods measured at fewer than all their points
   (`EvalOptions.test_points`): a method with more than `report.MAX_TABLE_POINTS` points, under
-  "envelope" and with a validation pass, at its validation envelope plus the points its tuned ViT
-  scores (`tuned`; they are on that envelope, `tuned.cells_to_tune`), in its own order."""
+  "envelope" and with a validation pass, at its validation envelope plus the cells the baseline
+  tuning picked (`tuned_cells`, (tag, point); on that envelope already, `tuned.cells_to_tune`), in
+  its own order. A learned system's own ViT scores every point it is measured at, so it adds
+  none."""
   if options.test_points == "all" or validation is None:
     return {}
   chosen = {}
@@ -509,7 +511,7 @@ def _test_points(running, validation: _Split | None, tuned: dict,
       continue
     keep = set(validation_envelope({p.name: acc.validation_record()
                                     for p, acc in validation.points[codec.tag].items()}))
-    keep |= {p.name for p in codec.points if (codec.tag, p) in tuned}
+    keep |= {p.name for p in codec.points if (codec.tag, p) in tuned_cells}
     chosen[codec.tag] = tuple(p for p in codec.points if p.name in keep)
     logging.info("%s: the test pass measures %d of its %d points (its validation envelope and "
                  "tuned cells; --test_points=all: every one)", codec.label, len(keep),
@@ -553,17 +555,19 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
   tuned_what = {c.tag: c.tuned_classifier for c in running if c.tuned_classifier}
   budget_from = next((c.tag for c in running if c.tuned_classifier and c.headline), None)
   baselines = [c for c in running if c.headline and not c.tuned_classifier]
+  tuned_cells = set()
   if options.tune_baselines and validation is not None and budget_from and baselines:
     made = tuned_lib.tune_baselines(
         config, workdir, baselines, reference, validation, loader_fn=loader_fn,
         budget_from=budget_from, cells=options.tuned_cells, progress=options.progress)
     tuned.update(made.classifiers)
     tuned_what.update(made.descriptions)
+    tuned_cells = set(made.classifiers)
   phase("tuning")
 
   pictures = dict(videos=None, labels=None, systems={})
   single_clips: list[np.ndarray] = []
-  test_points = _test_points(running, validation, tuned, options)
+  test_points = _test_points(running, validation, tuned_cells, options)
   test = _measure("test", config, running, reference, loader_fn, max_clips=options.max_clips,
                   warm=warm, progress=options.progress, tuned=tuned, pictures=pictures,
                   num_pictures=options.num_pictures, single_clips=single_clips,
