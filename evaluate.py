@@ -9,10 +9,20 @@ resolution x CRF: --h264_grid, --crfs), raw offloading and the uncompressed refe
 time-varying channel with deadlines. What is chosen from results is chosen on --validation_clips
 clips carved from the training split.
 
-The evaluation settings (--validation_clips, --latency_clips, --num_pictures, --tune_baselines,
---h264_grid, --crfs, --h264_preset, --deadlines, --snrs, --channel_seeds) live in the config's
-`eval` section (configs/common.py `eval_settings`). Each default is written once, in the library
-(EvalOptions, ChannelOptions, stae_jax.systems.h264.DEFAULT_CRFS, ...), and gathered by
+What the test split measures: every point of every method with few points (the learned systems);
+of a method with more points than the report lists one by one (H.264's grid: 75 cells by
+default), only its points on the upper envelope chosen on the validation clips and the cells its
+ViT is tuned at: the points the headline's curves and the tuned column read, and the channel
+comparison's choices (--test_points=envelope, the default). Its other cells keep their validation
+numbers in results.json (`validation_only`) and report.md's "Every point of" table, marked "not
+measured on test". --test_points=all measures every cell on the test split too (as before it
+existed: 960 s on two cores for the synthetic main job's workdir, H.264's cells two thirds of it).
+Without a validation pass (--validation_clips=0) every point is measured on test.
+
+The evaluation settings (--validation_clips, --test_points, --latency_clips, --num_pictures,
+--tune_baselines, --h264_grid, --crfs, --h264_preset, --deadlines, --snrs, --channel_seeds) live in
+the config's `eval` section (configs/common.py `eval_settings`). Each default is written once, in
+the library (EvalOptions, ChannelOptions, stae_jax.systems.h264.DEFAULT_CRFS, ...), and gathered by
 stae_jax.evaluation.evaluate.default_settings. A flag given here overrides the config, as does
 `--config.eval.<name>=...`. Writes into the workdir:
 
@@ -46,6 +56,10 @@ _VALIDATION = flags.DEFINE_integer(
     "validation_clips", None, "Validation clips measured (what envelopes, policies and the tuned "
     "cells are chosen on; 0: none, choose on the test clips; default: "
     "config.eval.validation_clips).")
+_TEST_POINTS = flags.DEFINE_enum(
+    "test_points", None, ["envelope", "all"], "What the test split measures of a method with many "
+    "points (H.264's grid): 'envelope', its validation envelope and tuned cells; 'all', every "
+    "point (default: config.eval.test_points).")
 _CRFS = flags.DEFINE_list(
     "crfs", None, "x264 CRFs: the CRF axis of the H.264 grid (default: config.eval.crfs, "
     "stae_jax.systems.h264.DEFAULT_CRFS unless the config says otherwise; the whole sweep: "
@@ -82,7 +96,8 @@ def main(argv):
   options, channel = evaluate.options_from_config(
       config, max_clips=_MAX_CLIPS.value, systems_to_run=_SYSTEMS.value,
       progress=_PROGRESS.value, validation_clips=_VALIDATION.value,
-      latency_clips=_LATENCY_CLIPS.value, num_pictures=_PICTURES.value,
+      test_points=_TEST_POINTS.value, latency_clips=_LATENCY_CLIPS.value,
+      num_pictures=_PICTURES.value,
       tune_baselines=_TUNE.value, h264_grid=_GRID.value, crfs=_CRFS.value,
       h264_preset=_PRESET.value, deadlines=_DEADLINES.value, snrs=_SNRS.value,
       channel_seeds=_SEEDS.value)

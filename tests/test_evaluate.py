@@ -18,6 +18,12 @@ from stae_jax.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.slow
 
+#: H.264's grid in `evaluated`: 18 cells, more than the report lists one by one
+#: (report.MAX_TABLE_POINTS), so the test pass measures its validation envelope only.
+H264_GRID = dict(frames=(4, 2, 1), scales=(1, 2), crfs=(30, 40, 51))
+H264_CELLS = [f"frames={f},side={s},crf={c}" for f in (4, 2, 1) for s in (16, 8)
+              for c in (30, 40, 51)]
+
 CHANNEL = deadlines.ChannelOptions(deadlines_seconds=(0.05, 0.5), mean_snrs_db=(10.0,), seeds=(0,),
                                    max_backlog_seconds=30.0)
 
@@ -30,8 +36,7 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(workdir):
   options = evaluate.EvalOptions(latency_clips=1, num_pictures=2, progress=False,
-                                 baselines=dict(h264=dict(frames=(4, 1), scales=(1, 2),
-                                                          crfs=(30, 51))))
+                                 baselines=dict(h264=H264_GRID))
   paths = evaluate.run(evaluate_helpers.tiny_config(), workdir, options, CHANNEL,
                        loader_fn=evaluate_helpers.memory_loader)
   return paths, json.loads(paths["results"].read_text())
@@ -73,12 +78,25 @@ def test_every_method_is_measured_on_every_clip(evaluated):
     assert all(p["estimated_bits_per_clip"] > 0 for p in results["methods"][name]["points"])
   assert [p["name"] for p in results["methods"]["stae"]["points"]] == ["keep=0.5x0.5", "keep=1x0.5"]
   assert [p["name"] for p in results["methods"]["deepisc"]["points"]] == ["tokens=2", "tokens=4"]
-  # H.264: every cell of the grid (kept frames x side x CRF), fewer frames and pixels, fewer bits.
-  h264_points = {p["name"]: p for p in results["methods"]["h264"]["points"]}
-  assert sorted(h264_points) == sorted(f"frames={f},side={s},crf={c}" for f in (4, 1)
-                                       for s in (16, 8) for c in (30, 51))
-  assert (h264_points["frames=1,side=8,crf=30"]["bits_per_clip"]
-          < h264_points["frames=4,side=16,crf=30"]["bits_per_clip"])
+  # H.264: every cell of the grid (kept frames x side x CRF) on validation, fewer frames and
+  # pixels, fewer bits; on test its envelope (and tuned cells), the others validation only.
+  h264_method = results["methods"]["h264"]
+  h264_points = {p["name"]: p for p in h264_method["points"]}
+  validation_only = {p["name"]: p for p in h264_method["validation_only"]}
+  assert results["test_points"] == "envelope"
+  assert sorted([*h264_points, *validation_only]) == sorted(H264_CELLS)
+  assert validation_only and not set(h264_points) & set(validation_only)
+  assert set(h264_points) == set(h264_method["envelope"]) | {
+      n for n, p in h264_points.items() if p["tuned"]}
+  every = {**{n: p["validation"] for n, p in h264_points.items()},
+           **{n: p["validation"] for n, p in validation_only.items()}}
+  assert every["frames=1,side=8,crf=30"]["bits_per_clip"] < every["frames=4,side=16,crf=30"][
+      "bits_per_clip"]
+  for point in validation_only.values():
+    assert set(point) == {"name", "setting", "validation"}
+    assert point["validation"]["num_clips"] == num_validation
+  for name in ("stae", "deepisc", "raw"):  # few points: every one measured on test
+    assert results["methods"][name]["validation_only"] == []
   # The tuned column: the learned systems' own ViTs everywhere; H.264's tuned ViT at envelope
   # points only, with the budget of STAE's last stage.
   for name in ("stae", "deepisc"):
@@ -118,7 +136,11 @@ def test_outputs_are_written(evaluated, workdir):
     assert (workdir / "plots" / f"{name}.png").stat().st_size > 1000
   assert sorted(p.name for p in (workdir / "pictures").glob("*.png")) == ["clip_0.png", "clip_1.png"]
   policies = {(r["method"], r["policy"]) for r in results["channel"]["rows"]}
-  assert ("stae", "adaptive") in policies and ("h264", "fixed:frames=1,side=8,crf=51") in policies
+  cheapest = results["methods"]["h264"]["envelope"][0]
+  assert ("stae", "adaptive") in policies and ("h264", f"fixed:{cheapest}") in policies
+  # The channel's choices are the points measured on test.
+  assert {p for m, p in policies if m == "h264"} == {"adaptive"} | {
+      f"fixed:{p['name']}" for p in results["methods"]["h264"]["points"]}
   assert {r["split"] for r in results["channel"]["rows"]} == {"test", "validation"}
   head = results["headline"]
   assert [c["baseline"] for c in head["columns"]["frozen"]["comparisons"]] == ["deepisc", "h264"]
@@ -149,6 +171,47 @@ def test_outputs_are_written(evaluated, workdir):
   assert accounted <= results["evaluate_seconds"]
   assert "## Where the time went" in text
   assert "| H.264 (libx264, low delay) | " in text.split("## Where the time went")[1]
+  every_point = text.split("## Every point of H.264")[1].split("\n## ")[0]
+  for point in results["methods"]["h264"]["validation_only"]:
+    assert f"| {point['name']} | not measured on test | - | " in every_point
+  assert "--test_points=all" in every_point
+
+
+def test_the_test_pass_measures_the_validation_envelope(evaluated, workdir):
+  """With test_points "envelope" H.264's grid is measured on test at the envelope chosen on
+  validation (and its tuned cells), and each measured number is the one a test_points "all" run
+  measures on the same clips; the cells left out keep the validation numbers of that run."""
+  _, results = evaluated
+  options = evaluate.EvalOptions(latency_clips=0, num_pictures=0, systems=(), progress=False,
+                                 baseline_methods=("h264",), baselines=dict(h264=H264_GRID),
+                                 test_points="all")
+  every, _ = evaluate.evaluate_workdir(evaluate_helpers.tiny_config(), workdir, options,
+                                       loader_fn=evaluate_helpers.memory_loader)
+  assert every["test_points"] == "all" and every["methods"]["h264"]["validation_only"] == []
+  assert every["reference"]["per_clip"] == results["reference"]["per_clip"]
+  every = {p["name"]: p for p in every["methods"]["h264"]["points"]}
+  assert sorted(every) == sorted(H264_CELLS)
+  method = results["methods"]["h264"]
+  envelope = evaluate.validation_envelope({n: p["validation"] for n, p in every.items()})
+  assert method["envelope"] == envelope == report.describe_envelope(list(every.values()))[
+      "envelope"]
+  tuned = {p["name"] for p in method["points"] if p["tuned"]}
+  assert tuned and [p["name"] for p in method["points"]] == [
+      n for n in every if n in set(envelope) | tuned]  # in the grid's order
+  same = ("top1", "top1_interval", "bits_per_clip", "bytes_per_clip", "compression_ratio",
+          "accuracy_loss_points", "per_clip", "validation", "setting", "num_clips")
+  for point in method["points"]:
+    assert {k: point[k] for k in same} == {k: every[point["name"]][k] for k in same}
+  for point in method["validation_only"]:
+    assert point["validation"] == every[point["name"]]["validation"]
+
+
+def test_test_points_is_checked():
+  with pytest.raises(ValueError, match="test_points='every'.*--test_points"):
+    evaluate.EvalOptions(test_points="every")
+  config = evaluate_helpers.tiny_config()
+  assert evaluate.options_from_config(config)[0].test_points == "envelope"
+  assert evaluate.options_from_config(config, test_points="all")[0].test_points == "all"
 
 
 def test_a_new_codec_is_one_module_and_one_registry_line(workdir, monkeypatch, tmp_path):
@@ -227,8 +290,10 @@ def test_readme_serving_commands_run_as_written(evaluated, workdir, tmp_path):
   import socket  # pylint: disable=g-import-not-at-top
   _, results = evaluated
   preset = results["methods"]["h264"]["config"]["preset"]
+  # The cells served are those measured on test (the client plans with results.json's points).
   assert report.measured_baselines(workdir) == {"h264": dict(
-      frames=(4, 1), scales=(1, 2), crfs=(30.0, 51.0), preset=preset)}
+      frames=(4, 2, 1), scales=(1, 2), crfs=(30.0, 40.0, 51.0), preset=preset,
+      cells=tuple(p["name"] for p in results["methods"]["h264"]["points"]))}
   serve, client = _readme_serving_commands()
   assert serve[:2] == ["python", "serve.py"] and client[:2] == ["python", "client.py"]
   records = tmp_path / "records.jsonl"

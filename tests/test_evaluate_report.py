@@ -285,6 +285,81 @@ def test_report_plots_and_results_file(tmp_path):
     report.load_results(tmp_path / "bad.json")
 
 
+def _validation_only(results):
+  """`fake_results` with H.264 as evaluate.py's test_points "envelope" leaves a many-point grid:
+  its two measured points (with validation entries) and 12 cells measured on validation only."""
+  method = results["methods"]["h264"]
+  for point, top1 in zip(method["points"], (0.55, 0.75)):
+    point.update(_point(point["name"], point["bits_per_clip"], point["top1"], seconds=0.01,
+                        validation=top1))
+  method["config"] = dict(frames=[16, 1], sides=[64, 32], crfs=[30.0, 45.0, 51.0],
+                          preset="veryfast")
+  method["validation_only"] = []
+  for i in range(12):
+    v = _correct(0.2 + 0.02 * i, 300 + i)
+    method["validation_only"].append(dict(
+        name=f"frames=1,side=32,crf={i}", setting=dict(frames=1, side=32, crf=float(i)),
+        validation=dict(num_clips=NUM_CLIPS, top1=v.mean(), top1_interval=report.top1_interval(v),
+                        bits_per_clip=14000.0 + 1000 * i,
+                        per_clip=dict(correct=v.tolist(), bits=[14000.0 + 1000 * i] * NUM_CLIPS))))
+  method.update(report.describe_envelope(method["points"]))
+  return results
+
+
+def test_points_measured_on_validation_only_are_reported_and_read_by_no_number(tmp_path):
+  """results.json's `validation_only` points: in report.md's "Every point" table with their
+  validation top-1 and bits, marked; nothing that reads results.json reads them (the headline,
+  channel, plots, serving's grid) or crashes on them."""
+  results = _validation_only(fake_results())
+  without = fake_results()
+  without["methods"]["h264"] = dict(results["methods"]["h264"], validation_only=[])
+  results["channel"] = deadlines.channel_comparison(results, deadlines.ChannelOptions(
+      deadlines_seconds=(0.1,), mean_snrs_db=(10.0,), seeds=(0,), max_clips=10,
+      max_backlog_seconds=60.0))
+  assert results["channel"] == deadlines.channel_comparison(without, deadlines.ChannelOptions(
+      deadlines_seconds=(0.1,), mean_snrs_db=(10.0,), seeds=(0,), max_clips=10,
+      max_backlog_seconds=60.0))
+  assert {r["policy"] for r in results["channel"]["rows"] if r["method"] == "h264"} == {
+      "adaptive", "fixed:crf=45", "fixed:crf=30"}
+  results["headline"] = report.headline(results)
+  assert results["headline"] == report.headline(without)
+  text = report.markdown(results)
+  every = text.split("## Every point of H.264")[1].split("\n## ")[0]
+  assert ("14 points, 2 on the envelope (*, chosen on the validation split). 12 were measured"
+          in every)
+  first = results["methods"]["h264"]["validation_only"][0]
+  shown = report._pct_interval(first["validation"])  # pylint: disable=protected-access
+  assert (f"| frames=1,side=32,crf=0 | not measured on test | - | {shown} | 14,000 (validation) | "
+          f"{8 * RAW_BYTES / 14000:.1f} (validation) | - | - |") in every
+  assert "| crf=30 * | " in every and "--test_points=all" in every
+  table = text.split("## Operating points")[1].split("## Every point")[0]
+  assert "crf=0" not in table  # the operating-point table shows the envelope only
+  assert len(plots.write_plots(results, tmp_path / "plots")) == 3
+  # Serving builds the cells measured on test (the client plans with them), unless --crfs asks
+  # for another grid.
+  report.write_results(results, tmp_path / "results.json")
+  measured = report.measured_baselines(tmp_path)["h264"]
+  assert measured["cells"] == ("crf=45", "crf=30") and measured["scales"] == (1, 2)
+  assert "cells" not in report.measured_baselines(tmp_path, crfs=["30"])["h264"]
+
+
+def test_h264_serves_only_the_cells_named():
+  from stae_jax import systems  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import h264  # pylint: disable=g-import-not-at-top
+  grid = dict(frames=(4, 1), scales=(1, 2), crfs=(30, 51))
+
+  def codec(**options):
+    return h264.H264Codec(systems.BaselineContext(clip_shape=(4, 16, 16, 3), classify=None,
+                                                  options=dict(h264=dict(grid, **options))))
+
+  cells = ("frames=1,side=8,crf=51", "frames=4,side=16,crf=30")
+  kept = codec(cells=cells)
+  assert [p.name for p in kept.points] == list(reversed(cells))  # in the grid's order
+  assert kept.summary() == codec().summary() and len(codec().points) == 8
+  with pytest.raises(ValueError, match="not cells of the grid"):
+    codec(cells=("frames=2,side=8,crf=51",))
+
+
 def test_overlay_marks_dropped_frames_and_blocks():
   clip = np.full((3, 16, 16, 3), 200, np.uint8)
   frame_mask = np.array([True, False, True])

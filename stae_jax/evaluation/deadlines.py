@@ -17,7 +17,16 @@ Policies per method:
                  `rate_margin` x the rate known when the clip arrives meets the deadline
                  (`stae_jax.channel.adaptive_choices`); expected accuracy = the point's top-1 on
                  the validation split (the test top-1 only where the results have no validation
-                 split). Every point of a method is a choice: H.264 picks its grid cell per clip.
+                 split). Every point of a method measured on the test split (results.json
+                 `points`) is a choice: H.264 picks its grid cell per clip among those.
+Only the measured points are choices, of both policies: a point needs its test bits and step times
+to be planned and scored. With evaluate.py's default `test_points="envelope"` H.264 is measured on
+test at its validation envelope (and tuned cells) only, so its policies choose among those cells;
+a cell off that envelope has an envelope cell with no more validation bits and at least its
+validation top-1 (the adaptive policy's expected accuracy), so it would be chosen only where its
+own test bits or step times fit a deadline that cell's do not. H.264's channel rows can therefore
+differ from a `--test_points=all` run's; `--test_points=all` gives the policies every cell (the
+`validation_only` points are never read here).
 The report also names, per deadline, the best fixed point: the one with the best accuracy on the
 validation clips, sent over their own traces (seeds offset by `VALIDATION_TRACE_SEED`, so neither
 the clips nor the channel realisation are the test's), and shows its test accuracy (`best_fixed`).

@@ -7,7 +7,13 @@ very same clips:
               split: `stae_jax.data.pipeline`), frozen reference ViT only: what anything chosen
               from results is chosen on (envelopes, the channel policy's expectations, best fixed
               points, and the cells where a baseline's ViT is tuned)
-  test        the whole test split (or `max_clips`): every number of the report
+  test        the whole test split (or `max_clips`): every number of the report. With
+              `test_points="envelope"` (the default) and a validation pass, a method with more
+              points than the report lists one by one (`report.MAX_TABLE_POINTS`: H.264's grid)
+              is measured here only at what the validation pass chose: its points on the upper
+              envelope (`curves.frontier`, the report's envelope) and the cells its ViT is tuned
+              at. Its other points keep their validation numbers in results.json
+              (`validation_only`); `test_points="all"` measures every point on both passes
 
   reference  the stage-1 ViT on the uncompressed clips (accuracy loss is measured against it)
   learned    every system trained in the workdir (STAE, its ablations, DeepISC)
@@ -28,6 +34,13 @@ encodes one clip when it has one. Every model step is timed after `block_until_r
 first call of each step per batch shape is a warm-up (the compile), never timed. results.json's
 `profile` sums the same step times per method and pass, beside the warm-ups' wall seconds, the
 tuned ViT's scoring and the loader's: where an evaluation's time went.
+
+Why only the envelope: the headline's curves and the tuned column read a method on the test split
+at its envelope points only, which are chosen on validation, so the points off it change none of
+their numbers (only their own rows) but cost the most (H.264's 75 cells were two thirds of an evaluation's
+time, most of it the reference ViT classifying their rebuilt clips). The channel comparison's
+policies choose among the points measured on test (`stae_jax.evaluation.deadlines`). A measured
+point's numbers are the same whichever points are measured beside it.
 
 Settings: `config.eval` (configs/common.py `eval_settings`) over `default_settings()`, evaluate.py's
 flags over both (`options_from_config`).
@@ -56,6 +69,8 @@ from stae_jax.systems import h264
 from stae_jax.training import workdir as workdir_lib
 
 STEPS = report.STEPS
+#: `EvalOptions.test_points`: what the test pass measures of a method with many points.
+TEST_POINTS = ("envelope", "all")
 
 
 @dataclasses.dataclass
@@ -81,7 +96,17 @@ class EvalOptions:
   #: (the "tuned" column); `tuned_cells` = (points below the first reaching it, points from it).
   tune_baselines: bool = True
   tuned_cells: tuple[int, int] = (2, 2)
+  #: What the test pass measures of a method with more than `report.MAX_TABLE_POINTS` points (the
+  #: module doc): "envelope", its validation envelope and tuned cells; "all", every point. Without
+  #: a validation pass every point is measured either way.
+  test_points: str = "envelope"
   progress: bool = True
+
+  def __post_init__(self):
+    if self.test_points not in TEST_POINTS:
+      raise ValueError(f"test_points={self.test_points!r}: expected one of "
+                       f"{', '.join(map(repr, TEST_POINTS))} (evaluate.py --test_points, "
+                       "config.eval.test_points).")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,7 +119,8 @@ def default_settings() -> dict:
   config (configs/common.py `eval_settings`), a config without an `eval` section and evaluate.py's
   flags can never disagree on a default. evaluate.py's flags carry the same names.
 
-  validation_clips, latency_clips, num_pictures, tune_baselines: `EvalOptions`'s fields;
+  validation_clips, latency_clips, num_pictures, tune_baselines, test_points: `EvalOptions`'s
+  fields;
   h264_grid: `h264.parse_grid`'s spec ("full", "single" or "frames=16+2,scales=1+2"); crfs,
   h264_preset: the grid's CRF axis and x264 preset; deadlines (seconds), snrs (mean dB) and
   channel_seeds (traces per SNR, seeds 0..n-1): the channel comparison's."""
@@ -106,7 +132,7 @@ def default_settings() -> dict:
   return dict(
       validation_clips=options.validation_clips, latency_clips=options.latency_clips,
       num_pictures=options.num_pictures, tune_baselines=options.tune_baselines,
-      h264_grid=h264.DEFAULT_GRID, crfs=tuple(h264.DEFAULT_CRFS),
+      test_points=options.test_points, h264_grid=h264.DEFAULT_GRID, crfs=tuple(h264.DEFAULT_CRFS),
       h264_preset=h264.DEFAULT_PRESET, deadlines=tuple(channel.deadlines_seconds),
       snrs=tuple(channel.mean_snrs_db), channel_seeds=len(seeds))
 
@@ -141,7 +167,7 @@ def options_from_config(config, *, max_clips: int = 0, systems_to_run: Sequence[
       max_clips=int(max_clips), validation_clips=int(settings["validation_clips"]),
       latency_clips=int(settings["latency_clips"]), num_pictures=int(settings["num_pictures"]),
       systems=None if systems_to_run is None else tuple(systems_to_run), progress=bool(progress),
-      tune_baselines=bool(settings["tune_baselines"]),
+      tune_baselines=bool(settings["tune_baselines"]), test_points=str(settings["test_points"]),
       baselines=dict(h264=dict(grid, crfs=tuple(float(c) for c in settings["crfs"]),
                                preset=str(settings["h264_preset"]))))
   channel = deadlines.ChannelOptions(
@@ -361,12 +387,14 @@ def _timed_batches(loader, measured: _Split):
 def _measure(split: str, config, codecs, reference, loader_fn, *, max_clips: int, warm: _Warm,
              progress: bool, tuned: dict | None = None, pictures: dict | None = None,
              num_pictures: int = 0, single_clips: list | None = None,
-             latency_clips: int = 0) -> _Split:
-  """One pass over `split`: every codec at every point on the same clips, scored by the reference
-  ViT, and by `tuned[(tag, point)]` where that is given. Collects pictures and the clips timed
-  alone where asked."""
+             latency_clips: int = 0, points: dict | None = None) -> _Split:
+  """One pass over `split`: every codec at every point (or at `points[tag]`, where given) on the
+  same clips, scored by the reference ViT, and by `tuned[(tag, point)]` where that is given.
+  Collects pictures and the clips timed alone where asked."""
+  points = points or {}
   measured = _Split(reference=_Accumulator(systems.Point.of("clean")),
-                    points={c.tag: {p: _Accumulator(p) for p in c.points} for c in codecs})
+                    points={c.tag: {p: _Accumulator(p) for p in points.get(c.tag, c.points)}
+                            for c in codecs})
   loader = loader_fn(config.data, split, seed=int(config.seed), train=False, num_epochs=1)
   try:
     total_batches = math.ceil(len(loader._data_source) / config.data.eval_batch_size)  # pylint: disable=protected-access
@@ -458,6 +486,39 @@ def _profile(running, validation: _Split | None, test: _Split, warm: _Warm) -> d
               methods=methods)
 
 
+def validation_envelope(validation: dict) -> list[str]:
+  """Names of the points on the upper envelope chosen on the validation split, from
+  {point name: validation record}: `curves.frontier` as the report chooses it on results.json's
+  points (`report.describe_envelope`), so the two cannot disagree."""
+  return [p["name"] for p in curves.frontier([
+      dict(name=name, top1=record["top1"], bits_per_clip=record["bits_per_clip"],
+           validation=record) for name, record in validation.items()])]
+
+
+def _test_points(running, validation: _Split | None, tuned_cells: set,
+                 options: EvalOptions) -> dict[str, tuple]:
+  """{tag: points the test pass measures} for the methods measured at fewer than all their points
+  (`EvalOptions.test_points`): a method with more than `report.MAX_TABLE_POINTS` points, under
+  "envelope" and with a validation pass, at its validation envelope plus the cells the baseline
+  tuning picked (`tuned_cells`, (tag, point); on that envelope already, `tuned.cells_to_tune`), in
+  its own order. A learned system's own ViT scores every point it is measured at, so it adds
+  none."""
+  if options.test_points == "all" or validation is None:
+    return {}
+  chosen = {}
+  for codec in running:
+    if len(codec.points) <= report.MAX_TABLE_POINTS:
+      continue
+    keep = set(validation_envelope({p.name: acc.validation_record()
+                                    for p, acc in validation.points[codec.tag].items()}))
+    keep |= {p.name for p in codec.points if (codec.tag, p) in tuned_cells}
+    chosen[codec.tag] = tuple(p for p in codec.points if p.name in keep)
+    logging.info("%s: the test pass measures %d of its %d points (its validation envelope and "
+                 "tuned cells; --test_points=all: every one)", codec.label, len(keep),
+                 len(codec.points))
+  return chosen
+
+
 def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions = EvalOptions(), *,
                      loader_fn: Callable | None = None) -> tuple[dict, dict]:
   """Measures every method on the validation and test splits; returns (results dict, pictures).
@@ -494,20 +555,23 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
   tuned_what = {c.tag: c.tuned_classifier for c in running if c.tuned_classifier}
   budget_from = next((c.tag for c in running if c.tuned_classifier and c.headline), None)
   baselines = [c for c in running if c.headline and not c.tuned_classifier]
+  tuned_cells = set()
   if options.tune_baselines and validation is not None and budget_from and baselines:
     made = tuned_lib.tune_baselines(
         config, workdir, baselines, reference, validation, loader_fn=loader_fn,
         budget_from=budget_from, cells=options.tuned_cells, progress=options.progress)
     tuned.update(made.classifiers)
     tuned_what.update(made.descriptions)
+    tuned_cells = set(made.classifiers)
   phase("tuning")
 
   pictures = dict(videos=None, labels=None, systems={})
   single_clips: list[np.ndarray] = []
+  test_points = _test_points(running, validation, tuned_cells, options)
   test = _measure("test", config, running, reference, loader_fn, max_clips=options.max_clips,
                   warm=warm, progress=options.progress, tuned=tuned, pictures=pictures,
                   num_pictures=options.num_pictures, single_clips=single_clips,
-                  latency_clips=options.latency_clips)
+                  latency_clips=options.latency_clips, points=test_points)
   clip_shape = test.clip_shape
   phase("test")
 
@@ -535,10 +599,15 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
                    None if validation is None else validation.points[codec.tag][point],
                    tuned_what.get(codec.tag))
         for point, acc in test.points[codec.tag].items()]
+    # The points the test pass left out (`_test_points`): their validation numbers only.
+    validation_only = [] if codec.skipped or validation is None else [
+        dict(name=point.name, setting=point.as_dict(), validation=acc.validation_record())
+        for point, acc in validation.points[codec.tag].items()
+        if point not in test.points[codec.tag]]
     methods[codec.tag] = report.MethodResult(
         kind=codec.kind, label=codec.label, skipped=codec.skipped, variant_of=codec.variant_of,
         headline=codec.headline, config=codec.summary(), points=points,
-        tuned_classifier=tuned_what.get(codec.tag),
+        tuned_classifier=tuned_what.get(codec.tag), validation_only=validation_only,
         **report.describe_envelope([dataclasses.asdict(p) for p in points]))
   ref_record = ref_point.record(clip_shape, reference_top1)
   results = report.Results(
@@ -552,6 +621,7 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
                          top1=validation.reference.top1(),
                          top1_interval=curves.top1_interval(validation.reference.correct))),
       methods=methods, evaluate_seconds=time.perf_counter() - started, phase_seconds=phases,
+      test_points=options.test_points,
       profile=_profile(running, validation, test, warm),
       validation=None if validation is None else dict(
           split="validation", num_clips=len(validation.reference.correct),

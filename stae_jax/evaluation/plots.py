@@ -2,7 +2,8 @@
 
   accuracy_vs_bits.png   top-1 (frozen reference ViT) against bits per clip (log axis): each
                          method's envelope points as a line (chosen on validation), its other
-                         points (H.264's grid cells) faint; the reference as a line and the
+                         points measured on test faint (H.264's grid cells off the envelope,
+                         with evaluate.py --test_points=all); the reference as a line and the
                          headline's target accuracy dashed
   accuracy_vs_deadline.png  accuracy under a deadline per method (adaptive policy solid, best fixed
                          point, chosen on validation, dotted), one panel per mean SNR

@@ -6,6 +6,8 @@ results.json, format "stae_jax.results/2" (keys always present; null where a val
   raw_clip_bytes (T*H*W*3), machine {platform, processor, cpu_count, jax_backend, devices, jax},
   evaluate_seconds (measuring, before the channel, report and plots), phase_seconds {set_up,
   validation, tuning, test, single_clip_latency} (of those; finish adds channel_and_report),
+  test_points ("envelope" | "all": what the test pass measured of a method with more than
+  MAX_TABLE_POINTS points; absent in results written before it, where it was "all"),
   profile {} | {steps [encode, entropy_encode, entropy_decode, decode, classify],
            loading_seconds {validation null | s, test}   waiting for the loader's batches,
            reference PROFILE, methods {<name>: PROFILE}}   where measuring went, per method
@@ -31,7 +33,12 @@ results.json, format "stae_jax.results/2" (keys always present; null where a val
                     tuned_classifier: null | what scores its points' "tuned" column,
                     envelope [names of the points on its upper envelope, cheapest first],
                     envelope_split ("validation" | "test": where the envelope was chosen),
-                    points: [POINT, ...]}}
+                    points: [POINT, ...]   the points measured on the test split
+                    validation_only: [{name, setting, validation {as POINT's}}, ...]   the
+                      points measured on the validation split only (test_points "envelope": a
+                      method with more than MAX_TABLE_POINTS points is measured on test at its
+                      envelope and tuned cells only); [] where every point was measured on test
+                      (absent in results written before it)}}
      names: every system tag trained in the workdir ("stae", "deepisc",
      "stae_no-frame-attention", ...), then every baseline ("h264", "raw")
   POINT {name ("keep=0.5x0.25", "tokens=4", "frames=2,side=32,crf=51", "uint8"), setting {...},
@@ -140,6 +147,8 @@ class MethodResult:
   tuned_classifier: str | None = None
   envelope: list[str] = dataclasses.field(default_factory=list)
   envelope_split: str = "test"
+  #: Points measured on the validation split only: {name, setting, validation} (module doc).
+  validation_only: list[dict] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -160,6 +169,7 @@ class Results:
   validation: dict | None = None
   phase_seconds: dict = dataclasses.field(default_factory=dict)
   profile: dict = dataclasses.field(default_factory=dict)
+  test_points: str = "all"
 
   def to_json(self) -> dict:
     return dict(format=RESULTS_FORMAT, **dataclasses.asdict(self))
@@ -349,9 +359,12 @@ def measured_baselines(workdir, *, crfs=None, preset: str | None = None) -> dict
   """The baselines' options (`evaluate.EvalOptions.baselines`) that evaluate.py measured in
   `workdir`'s results.json: H.264's grid (kept frames, side divisors, CRFs, preset), so that
   serve.py and client.py build the very points results.json plans with, instead of defaults of
-  their own that drift from evaluate.py's (the README's commands failed on that). `crfs`, `preset`
-  (the tools' flags) replace what was measured where given. Without a results.json (or an H.264
-  entry in it) H.264 keeps its own defaults."""
+  their own that drift from evaluate.py's (the README's commands failed on that). Where the test
+  pass measured only some of the grid's cells (`validation_only`: evaluate.py's test_points
+  "envelope"), `cells` names the measured ones: the client plans with results.json's test points,
+  so those are the cells served and planned with. `crfs`, `preset` (the tools' flags) replace what
+  was measured where given; `crfs` makes another grid, served whole. Without a results.json (or an
+  H.264 entry in it) H.264 keeps its own defaults."""
   h264 = {}
   path = pathlib.Path(workdir) / "results.json"
   if path.is_file():
@@ -362,8 +375,11 @@ def measured_baselines(workdir, *, crfs=None, preset: str | None = None) -> dict
       h264 = dict(frames=tuple(int(k) for k in config["frames"]),
                   scales=tuple(side // int(s) for s in config["sides"]),
                   crfs=tuple(float(c) for c in config["crfs"]), preset=config["preset"])
+      if method.get("validation_only"):
+        h264["cells"] = tuple(p["name"] for p in method["points"])
   if crfs is not None:
     h264["crfs"] = tuple(float(c) for c in crfs)
+    h264.pop("cells", None)
   if preset is not None:
     h264["preset"] = preset
   return dict(h264=h264)
@@ -455,8 +471,43 @@ def _profile_lines(results: dict) -> list[str]:
 
 
 #: A method with more points than this shows its envelope points in the operating-point table and
-#: all of them in a table of their own (H.264's grid).
+#: all of them in a table of their own (H.264's grid); evaluate.py measures it on the test split
+#: at its validation envelope only (`evaluate.EvalOptions.test_points`).
 MAX_TABLE_POINTS = 12
+
+
+def _every_point_lines(results: dict, method: dict) -> list[str]:
+  """report.md's "Every point of <method>": the points measured on test, and those measured on
+  the validation split only (results.json `validation_only`), with their validation top-1 and
+  bits, marked so that no one reads them as test numbers."""
+  on_envelope = set(method.get("envelope") or ())
+  validation_only = method.get("validation_only") or []
+  total = len(method["points"]) + len(validation_only)
+  lines = [f"## Every point of {method['label']}", "",
+           f"{total} points, {len(on_envelope)} on the envelope (*, chosen on the "
+           f"{method.get('envelope_split', 'test')} split)."]
+  if validation_only:
+    lines[-1] += (
+        f" {len(validation_only)} were measured on the validation split only (rows "
+        "\"not measured on test\": off the envelope; their bits/clip and ratio are the "
+        "validation clips'): the test pass measures a method with more than "
+        f"{MAX_TABLE_POINTS} points at its envelope and tuned cells (what the headline's curves "
+        "and the tuned column read; the channel's policies choose among them); "
+        "`evaluate.py --test_points=all` measures every point on test.")
+  lines += ["", "| point | top-1 % [95%] | tuned top-1 % | validation top-1 % | bits/clip | "
+            "ratio | encode ms | decode ms |", "|---|---|---|---|---|---|---|---|"]
+  raw_bits = 8.0 * results["raw_clip_bytes"]
+  rows = [(p["bits_per_clip"], f"| {p['name']}{' *' if p['name'] in on_envelope else ''} | "
+           f"{_pct_interval(p)} | {_pct_interval(p.get('tuned'))} | "
+           f"{_pct_interval(p.get('validation'))} | {p['bits_per_clip']:,.0f} | "
+           f"{p['compression_ratio']:.1f} | {_ms(p['seconds']['encode'])} | "
+           f"{_ms(p['seconds']['decode'])} |") for p in method["points"]]
+  for p in validation_only:
+    bits = p["validation"]["bits_per_clip"]
+    rows.append((bits, f"| {p['name']} | not measured on test | - | "
+                       f"{_pct_interval(p['validation'])} | {bits:,.0f} (validation) | "
+                       f"{raw_bits / bits:.1f} (validation) | - | - |"))
+  return lines + [row for _, row in sorted(rows, key=lambda r: r[0])] + [""]
 
 
 def markdown(results: dict, *, plots: dict[str, str] | None = None,
@@ -516,7 +567,7 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
       continue
     on_envelope = set(method.get("envelope") or ())
     shown = method["points"]
-    if len(shown) > MAX_TABLE_POINTS:
+    if len(shown) + len(method.get("validation_only") or ()) > MAX_TABLE_POINTS:
       many.append(name)
       shown = [p for p in shown if p["name"] in on_envelope]
     for p in sorted(shown, key=lambda p: p["bits_per_clip"]):
@@ -541,20 +592,7 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
             "3D-2D decoder (STAE), DeepISC's decoder, or H.264 decoding (then holding or "
             "interpolating dropped frames and upsampling); classify: the ViT.", ""]
   for name in many:
-    method = results["methods"][name]
-    on_envelope = set(method.get("envelope") or ())
-    lines += [f"## Every point of {method['label']}", "",
-              f"{len(method['points'])} points, {len(on_envelope)} on the envelope (*, chosen on "
-              f"the {method.get('envelope_split', 'test')} split).", "",
-              "| point | top-1 % [95%] | tuned top-1 % | validation top-1 % | bits/clip | ratio | "
-              "encode ms | decode ms |", "|---|---|---|---|---|---|---|---|"]
-    for p in sorted(method["points"], key=lambda p: p["bits_per_clip"]):
-      mark = " *" if p["name"] in on_envelope else ""
-      lines.append(f"| {p['name']}{mark} | {_pct_interval(p)} | {_pct_interval(p.get('tuned'))} | "
-                   f"{_pct_interval(p.get('validation'))} | {p['bits_per_clip']:,.0f} | "
-                   f"{p['compression_ratio']:.1f} | {_ms(p['seconds']['encode'])} | "
-                   f"{_ms(p['seconds']['decode'])} |")
-    lines.append("")
+    lines += _every_point_lines(results, results["methods"][name])
 
   abl = results.get("ablations") or ablations(results)
   methods = list(dict.fromkeys(r["method"] for r in abl["rows"]))
@@ -601,7 +639,8 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
               "for every method. A clip later than the deadline counts as wrong. Cells: accuracy "
               "% [95% interval over clips] of the adaptive policy (rate margin "
               f"{opts['rate_margin']:g}; each point's expected accuracy is its validation top-1; "
-              "every point of a method is a choice, so H.264 picks its grid cell per clip) / of "
+              "every point of a method measured on test is a choice, so H.264 picks its grid "
+              "cell per clip among those) / of "
               f"the best fixed point, chosen {chosen}. Frozen reference ViT for every method.", ""]
     names = [n for n in results["methods"] if any(r["method"] == n for r in channel["rows"])]
 

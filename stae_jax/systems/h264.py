@@ -440,8 +440,10 @@ DEFAULT_SCALES = (1, 2, 4)
 DEFAULT_PRESET = "veryfast"
 #: The grid's other axes by default (`parse_grid`'s spec, `config.eval.h264_grid`): every cell.
 DEFAULT_GRID = "full"
-#: The keys of `options["h264"]` (`base.BaselineContext.options`).
-OPTION_KEYS = ("frames", "scales", "crfs", "preset")
+#: The keys of `options["h264"]` (`base.BaselineContext.options`). `cells` (names of grid cells,
+#: None: all) keeps only those cells of the grid: serving builds the cells an evaluation measured
+#: on its test split (`stae_jax.evaluation.report.measured_baselines`).
+OPTION_KEYS = ("frames", "scales", "crfs", "preset", "cells")
 
 
 def default_frames(num_frames: int) -> tuple[int, ...]:
@@ -618,7 +620,8 @@ class H264Codec(base.Codec):
   them as one closed GOP (`encode_h264`, SEI dropped). Server: decode, then `_receive` (hold /
   linear interpolation in time, bilinear upsampling) back to the model's clip. The server knows
   the clip shape and the cell, as it knows a learned model's, so nothing else travels.
-  Options (`options["h264"]`): frames (kept-frame counts), scales (side divisors), crfs, preset."""
+  Options (`options["h264"]`): frames (kept-frame counts), scales (side divisors), crfs, preset,
+  cells (the names of the grid's cells to keep; None: every one)."""
   kind = tag = "h264"
   label = LABEL
 
@@ -629,9 +632,18 @@ class H264Codec(base.Codec):
       raise ValueError(f"H.264 options {unknown} are not known; it takes {', '.join(OPTION_KEYS)}.")
     self._preset = options.get("preset", DEFAULT_PRESET)
     self.clip_shape = tuple(int(d) for d in context.clip_shape)
-    self.points = grid_points(self.clip_shape, frames=options.get("frames"),
-                              scales=options.get("scales", DEFAULT_SCALES),
-                              crfs=options.get("crfs", DEFAULT_CRFS), preset=self._preset)
+    self.grid = grid_points(self.clip_shape, frames=options.get("frames"),
+                            scales=options.get("scales", DEFAULT_SCALES),
+                            crfs=options.get("crfs", DEFAULT_CRFS), preset=self._preset)
+    self.points = self.grid
+    if options.get("cells") is not None:
+      cells = {str(c) for c in options["cells"]}
+      unknown = sorted(cells - {p.name for p in self.grid})
+      if unknown or not cells:
+        raise ValueError(f"H.264 cells {unknown or '(none)'} are not cells of the grid "
+                         f"({', '.join(p.name for p in self.grid)}): name cells of the frames x "
+                         "scales x crfs given, or leave `cells` out for every one.")
+      self.points = tuple(p for p in self.grid if p.name in cells)
     self._classify = context.classify
     try:
       check_x264()
@@ -639,7 +651,8 @@ class H264Codec(base.Codec):
       self.skipped = str(error)
 
   def summary(self) -> dict:
-    axes = {name: sorted({p[name] for p in self.points}, reverse=name != "crf")
+    # The grid's axes, also where `cells` keeps only some of its cells.
+    axes = {name: sorted({p[name] for p in self.grid}, reverse=name != "crf")
             for name in ("frames", "side", "crf")}
     return dict(preset=self._preset, tune="zerolatency", bframes=0, gop="one per clip", threads=1,
                 frames=axes["frames"], sides=axes["side"], crfs=axes["crf"],
