@@ -38,7 +38,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from flax import nnx  # pylint: disable=wrong-import-position
 from stae_jax.data import synthetic  # pylint: disable=wrong-import-position
 from stae_jax.models.decoder import temporal_fill  # pylint: disable=wrong-import-position
-from stae_jax.models.stae import STAE  # pylint: disable=wrong-import-position
+from stae_jax.models.stae import STAE, uniform_scores  # pylint: disable=wrong-import-position
 from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 
@@ -56,7 +56,8 @@ def generated_clips(data, count: int):
 
 
 def evenly_spaced(t: int, k: int) -> tuple[int, ...]:
-  return tuple(int(i) for i in np.unique(np.round(np.linspace(0, t - 1, k)).astype(int)))
+  """The k of t frames STAE's uniform selection keeps (`uniform_scores`: first and last included)."""
+  return tuple(int(i) for i in np.flatnonzero(np.asarray(uniform_scores(t, k, (t,)))))
 
 
 def candidate_subsets(t: int, k: int, limit: int, rng: np.random.Generator) -> list[tuple]:
@@ -136,7 +137,6 @@ def main():
   print(f"every frame: {clean[half:].mean():.1%}\n")
   for k in (int(x) for x in args.frames.split(",")):
     learned = np.sort(learned_frames(k), axis=1)
-    uniform = np.broadcast_to(np.asarray(evenly_spaced(t, k)), (n, k))
     draws = [np.sort(np.stack([rng.choice(t, k, replace=False) for _ in range(n)]), axis=1)
              for _ in range(args.random_draws)]
     subsets = candidate_subsets(t, k, args.subsets, rng)
@@ -144,17 +144,16 @@ def main():
     best = max(subsets, key=lambda s: (by_subset[s][:half].mean(), s == evenly_spaced(t, k)))
     rules = {
         "learned": correct(keep_of(learned)),
-        "evenly spaced": by_subset.get(evenly_spaced(t, k), None),
+        "evenly spaced": by_subset[evenly_spaced(t, k)],  # always a candidate
         "random": np.mean([correct(keep_of(d)) for d in draws], axis=0),
         f"best fixed {list(best)}": by_subset[best],
         "per-clip oracle": np.any(np.stack(list(by_subset.values())), axis=0).astype(float),
     }
-    if rules["evenly spaced"] is None:
-      rules["evenly spaced"] = correct(keep_of(uniform))
     print(f"k = {k} of {t} frames ({len(subsets)} subsets scored)\n")
     print("| rule | span | inside the window | first | last |\n|---|---|---|---|---|")
     print(f"| learned | {where(learned, windows, t)} |")
-    print(f"| evenly spaced | {where(np.asarray(uniform), windows, t)} |")
+    print(f"| evenly spaced | "
+          f"{where(np.broadcast_to(np.asarray(evenly_spaced(t, k)), (n, k)), windows, t)} |")
     print(f"| random | {where(np.concatenate(draws), np.tile(windows, (len(draws), 1)), t)} |")
     print(f"| best fixed {list(best)} | "
           f"{where(np.broadcast_to(np.asarray(best), (n, k)), windows, t)} |\n")
