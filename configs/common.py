@@ -60,16 +60,19 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 #: Switches that pick which system is trained, not which data or setting: they do not change the
 #: workdir (runs/<name>); each system trains into its own folder inside it, so that evaluate.py finds
 #: and compares every system trained on the same data with the same classifier.
-SYSTEM_SWITCHES = ("system", "frame_attention", "spatial_attention", "selection", "context")
+SYSTEM_SWITCHES = ("system", "frame_attention", "spatial_attention", "selection", "frame_rule",
+                   "context")
 
 #: The typed defaults of the system switches, for `parse_arg(arg, **SYSTEM_DEFAULTS, ...)`.
 #: system: a method of `stae_jax.systems` (stae, deepisc); the others are STAE's ablations:
 #: selection="random" is the "neither attention" ablation (uniform random top-k at the same keep
 #: ratios); selection="uniform" keeps evenly spaced frames (first and last included) and blocks;
+#: frame_rule="top_k" keeps the k best-scored frames instead of the best frame of each of k equal
+#: stretches of the clip ("segments"; `stae_jax.models.stae.segment_top_mask`);
 #: context=False codes STAE's latents under the factorized prior instead of the conditional one
 #: (`stae_jax.models.entropy.ContextPrior`), the entropy model's ablation.
 SYSTEM_DEFAULTS = dict(system="stae", frame_attention=True, spatial_attention=True,
-                       selection="attention", context=True)
+                       selection="attention", frame_rule="segments", context=True)
 
 
 def switches_suffix(arg: str | None) -> str:
@@ -113,14 +116,17 @@ def deepisc_system(*, deepisc: dict, entropy: dict, loss: dict | None = None) ->
 def system_tag(entry: dict) -> str:
   """The folder name of a system inside the workdir: its method, plus the STAE ablation switches
   that differ from the default (`stae_no-frame-attention`, `stae_random-selection`,
-  `stae_factorized-prior`)."""
+  `stae_top-k-frames`, `stae_factorized-prior`). An entry without `frame_rule` (a workdir trained
+  before the switch existed) keeps STAE's constructor default, top_k, under the plain tag."""
   model = entry["model"].get("stae", {})
   # Only `stae_system` sets the context key: an explicit False is STAE's factorized-prior ablation.
   factorized = entry["model"].get("entropy", {}).get("context") is False
   return entry["method"] + ("" if model.get("frame_attention", True) else "_no-frame-attention") + (
       "" if model.get("spatial_attention", True) else "_no-spatial-attention") + (
       "" if model.get("selection", "attention") == "attention"
-      else f"_{model['selection']}-selection") + ("_factorized-prior" if factorized else "")
+      else f"_{model['selection']}-selection") + (
+      "_top-k-frames" if model.get("frame_rule") == "top_k" else "") + (
+      "_factorized-prior" if factorized else "")
 
 
 def systems_to_train(arg: str | None, switches: ml_collections.ConfigDict,

@@ -97,6 +97,7 @@ def get_config(arg=None):
       frame_attention=a.frame_attention,      # off: keep every frame
       spatial_attention=a.spatial_attention,  # off: keep every block of a kept frame
       selection=a.selection,      # or "random" (random top-k), "uniform" (evenly spaced): same ratios
+      frame_rule=a.frame_rule,    # "segments": the best frame of each of k stretches; or "top_k"
       frame_pool=7,               # frame attention sees frames area-downscaled by this (224 -> 32)
       frame_widths=(16, 32, 32),
       spatial_widths=(16, 32),

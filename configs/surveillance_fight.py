@@ -85,6 +85,7 @@ def get_config(arg=None):
       frame_attention=a.frame_attention,
       spatial_attention=a.spatial_attention,
       selection=a.selection,
+      frame_rule=a.frame_rule,    # "segments": the best frame of each of k stretches; or "top_k"
       frame_pool=2, frame_widths=(8, 16, 16), spatial_widths=(8, 16), temporal_kernel=3,
       temperature=1.0, selection_gradient="all", block_spread=2.0, dtype="float32",
       # 8 frames: keep 2, 4 or all of them. A classifier of differences needs at least two frames.

@@ -138,6 +138,9 @@ def get_config(arg=None):
       frame_attention=a.frame_attention,      # off: keep every frame
       spatial_attention=a.spatial_attention,  # off: keep every block of a kept frame
       selection=a.selection,      # or "random" (random top-k), "uniform" (evenly spaced): same ratios
+      # The learned frames: the best of each of k equal stretches of the clip ("segments"), or the
+      # k best ("top_k", which bunched the kept frames: BENCHMARKS.md "Frame attention").
+      frame_rule=a.frame_rule,
       frame_pool=2,               # frame attention sees frames area-downscaled by this (64 -> 32)
       frame_widths=(8, 16, 16),
       spatial_widths=(8, 16),

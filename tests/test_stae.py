@@ -9,7 +9,8 @@ import pytest
 
 from configs import hmdb51, synthetic
 from stae_jax.models import stae as stae_lib
-from stae_jax.models.stae import STAE, keep_count, spread_top_k_mask, top_k_mask
+from stae_jax.models.stae import (STAE, keep_count, segment_top_mask, spread_top_k_mask,
+                                  top_k_mask)
 
 T, SIZE, P = 8, 32, 8  # small clip for most tests: 16 blocks per frame
 N = (SIZE // P) ** 2
@@ -98,6 +99,51 @@ def test_training_and_inference_select_and_receive_the_same():
   kept = b["rate_latents"][jnp.arange(2)[:, None, None], b["frame_index"][:, :, None],
                            b["block_index"]]
   assert float(jnp.abs(kept - a["latents"]).max()) < 1.0
+
+
+@pytest.mark.parametrize("n", [16, 13])
+def test_segment_rule_keeps_the_best_item_of_each_stretch(n):
+  """k equal stretches (item j in stretch j*k//n), the highest score of each kept, ties to the
+  lower index; a traced k per row keeps what a static k does; k == n keeps everything."""
+  scores = jax.random.normal(jax.random.key(0), (5, n))
+  scores = scores.at[0, 1].set(scores[0, 0])  # a tie
+  for k in range(1, n + 1):
+    mask = np.asarray(segment_top_mask(scores, k, training=False))
+    stretch = np.arange(n) * k // n
+    for row, s in zip(mask, np.asarray(scores)):
+      assert set(np.unique(row)) <= {0.0, 1.0} and row.sum() == k
+      for part in range(k):
+        members = np.flatnonzero(stretch == part)
+        np.testing.assert_array_equal(np.flatnonzero(row[members]), [np.argmax(s[members])])
+  ks = jnp.array([1, 2, 4, 8, n])
+  traced = jax.jit(lambda s, k: segment_top_mask(s, k, training=True))(scores, ks)
+  for row, k in enumerate(np.asarray(ks)):
+    np.testing.assert_array_equal(traced[row], segment_top_mask(scores[row], int(k),
+                                                                training=False))
+
+
+def test_segment_rule_gradient_is_straight_through_within_each_stretch():
+  scores = jnp.array([[0.0, 1.0, 5.0, 2.0], [3.0, 3.5, 0.0, 9.0]])
+  weights = jnp.arange(1.0, 5.0)
+  g = np.asarray(jax.grad(lambda s: (segment_top_mask(s, 2, training=True) * weights).sum())(
+      scores))
+  assert (g != 0).all()  # every item is in a stretch of two: each can move its mask
+  g_all = np.asarray(jax.grad(lambda s: segment_top_mask(s, 4, training=True).sum())(scores))
+  np.testing.assert_array_equal(g_all, 0.0)  # stretches of one item: nothing to choose
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_segment_frame_rule_spreads_the_kept_frames(training):
+  """With frame_rule="segments" the model keeps one frame of each of k stretches (its masks,
+  indices and received pixels agree as with top-k); "top_k" may keep neighbours."""
+  model = small_stae(frame_rule="segments")
+  out = run(model, clip(batch=4), frame_keep=0.25, block_keep=0.5, training=training,
+            rng=jax.random.key(1))
+  index = np.asarray(out["frame_index"])  # k_f = 2 of T = 8: one of frames 0-3, one of 4-7
+  np.testing.assert_array_equal(index // (T // 2), [[0, 1]] * 4)
+  np.testing.assert_array_equal(np.asarray(out["frame_mask"]).sum(-1), 2)
+  with pytest.raises(ValueError, match="frame_rule"):
+    small_stae(frame_rule="best")
 
 
 def test_spread_selection_sends_other_blocks_in_later_frames():
@@ -308,13 +354,16 @@ def test_config_sizes():
       assert out["block_mask"].shape == (1, t, n)
 
 
-@pytest.mark.parametrize("selection,spread", [("attention", 100.0), ("uniform", 0.0)])
-def test_traced_points_select_and_receive_what_static_points_do(selection, spread):
+@pytest.mark.parametrize("selection,spread,frame_rule", [("attention", 100.0, "top_k"),
+                                                       ("attention", 0.0, "segments"),
+                                                       ("uniform", 0.0, "segments")])
+def test_traced_points_select_and_receive_what_static_points_do(selection, spread, frame_rule):
   """One compile for every point: `point_index` (traced, one per clip) keeps per clip exactly
   the frames and blocks, and receives exactly the pixels, that each static keep-ratio pair does
   (random selection draws its scores over other shapes there: the same counts, other items)."""
   ratios = ((0.25, 0.5), (0.5, 0.25), (1.0, 1.0))
-  model = small_stae(keep_ratios=ratios, selection=selection, block_spread=spread)
+  model = small_stae(keep_ratios=ratios, selection=selection, block_spread=spread,
+                     frame_rule=frame_rule)
   video = clip(batch=3)
   traced = run(model, video, point_index=jnp.array([2, 0, 1]), training=False,
                rng=jax.random.key(5))

@@ -114,7 +114,8 @@ def summary(entry) -> dict:
   s = entry.model.stae
   return dict(method="stae", frame_attention=bool(s.get("frame_attention", True)),
               spatial_attention=bool(s.get("spatial_attention", True)),
-              selection=s.get("selection", "attention"), block_size=int(s.block_size),
+              selection=s.get("selection", "attention"),
+              frame_rule=s.get("frame_rule", "top_k"), block_size=int(s.block_size),
               latent_channels=int(s.get("latent_channels", 8)), mode=s.get("mode", "latent"),
               entropy_context=bool(entry.model.get("entropy", {}).get("context", False)))
 
