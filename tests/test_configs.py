@@ -54,6 +54,15 @@ def test_system_switches_choose_the_systems_to_train():
   assert neither.systems["stae_random-selection"].model.stae.selection == "random"
   both_off = synthetic.get_config("frame_attention=False,spatial_attention=False")
   assert list(both_off.systems) == ["stae_no-frame-attention_no-spatial-attention"]
+  assert synthetic.get_config(None).systems["stae"].model.stae.frame_rule == "segments"
+  top_k = synthetic.get_config("frame_rule=top_k")
+  assert list(top_k.systems) == ["stae_top-k-frames"]
+  assert top_k.systems["stae_top-k-frames"].model.stae.frame_rule == "top_k"
+  # A workdir trained before the switch existed records no frame_rule: STAE's constructor default
+  # (top_k, what it was trained with) under the plain tag.
+  entry = synthetic.get_config(None).systems["stae"].to_dict()
+  del entry["model"]["stae"]["frame_rule"]
+  assert common.system_tag(entry) == "stae"
 
 
 @pytest.mark.parametrize("name", CONFIGS)
