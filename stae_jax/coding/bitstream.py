@@ -370,7 +370,8 @@ def _quantized_cdf(tables: CodingTables) -> np.ndarray:
   order (float64), scales by (2^24 - W) / sum, and gives symbol s the left edge
   trunc(sum of the masses before s * scale) + s (every symbol at least one unit), the last edge
   2^24. `np.cumsum` adds in the same order, so these are the same integers; the range coder
-  codes a symbol by its two edges only. The tables are immutable, so this is computed once."""
+  codes a symbol by its two edges only (tests/test_context_coding.py checks every row and symbol
+  against constriction's own coding). The tables are immutable, so this is computed once."""
   probabilities = tables.probabilities
   rows, width = probabilities.shape
   cumulative = np.cumsum(probabilities, axis=1)  # in order, as constriction sums
@@ -406,7 +407,8 @@ def _interval_models(left: np.ndarray, right: np.ndarray):
 def _interval_table(tables: CodingTables) -> tuple[np.ndarray, np.ndarray]:
   """What the encoder hands the range coder for symbol s of row r, at flat index r * W + s:
   (masses float64 [R * W, k], symbol int32 [R * W]). With k = 3 (`_interval_models`) for tables at
-  least 3 symbols wide, else the row itself (k = W <= 2) and s. Built once per tables."""
+  least 3 symbols wide, else the row itself (k = W <= 2) and s. Built once per tables (kept for
+  the last 8): three floats per table entry, three times the tables' own size."""
   rows, width = tables.probabilities.shape
   if width >= 3:
     cdf = _quantized_cdf(tables)
