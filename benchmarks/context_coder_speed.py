@@ -1,6 +1,6 @@
 r"""Speed of the conditional (version-2) entropy coder on batches of clips, against a baseline.
 
-  python benchmarks/context_coder_speed.py [--baseline=main] [--batch=64] [--repeats=15]
+  python benchmarks/context_coder_speed.py [--baseline=main] [--batches=1,64] [--repeats=15]
       [--config=configs/synthetic.py] [--json=/tmp/coder_speed.json]
 
 What is coded: clips of the config's STAE shape (its frames, block grid and latent [h, w, C] per
@@ -13,9 +13,11 @@ width and on escapes, which these latents do not have).
 
 How: `encode_batch` and `decode_batch` of this checkout and of the revision --baseline (its
 bitstream.py and context.py, read with `git show` and loaded beside this checkout's, in this
-process) code the same batch in turn, --repeats times, interleaved so that both see the same load;
-the figures are medians, per clip, of the wall clock and of this process's CPU time (which other
-processes' load disturbs less). Before timing, the streams of both are compared byte for byte
+process) code the same clips in turn, --repeats times, interleaved so that both see the same load:
+at each batch size B of --batches, the point's 64 clips (--clips) in calls of B clips each (B = 1:
+every clip alone, as `encode` / `decode` code it); the figures are medians over the repeats, per
+clip, of the wall clock and of this process's CPU time (which other processes' load disturbs
+less). Before timing, the streams of both are compared byte for byte
 and both decodings with what was sent. The machine and its load (1-minute load average before and
 after) are printed with the figures: on a shared machine only the ratios measured in one run mean
 anything.
@@ -49,7 +51,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / 
                                           "Experiment config (file.py[:switches]).")
 _TAG = flags.DEFINE_string("tag", "stae", "The STAE system's tag in config.systems.")
 _BASELINE = flags.DEFINE_string("baseline", "main", "Git revision whose coder is the baseline.")
-_BATCH = flags.DEFINE_integer("batch", 64, "Clips per encode_batch / decode_batch call.")
+_BATCHES = flags.DEFINE_list("batches", ["1", "64"], "Clips per encode_batch / decode_batch call "
+                              "(each must divide --clips).")
+_CLIPS = flags.DEFINE_integer("clips", 64, "Clips coded per point and repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed calls of each coder per point.")
 _JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
 
@@ -111,13 +115,15 @@ def main(argv):
   frames, grid = int(config.data.frames), int(config.data.resolution) // int(stae.block_size)
   inner = (int(stae.block_size) // int(stae.latent_stride),) * 2
   baseline = load_baseline(_BASELINE.value)
-  batch, repeats = _BATCH.value, _REPEATS.value
+  batches, repeats, num_clips = [int(b) for b in _BATCHES.value], _REPEATS.value, _CLIPS.value
+  if any(b < 1 or num_clips % b for b in batches):
+    raise app.UsageError(f"every batch size must divide --clips={num_clips}, got {batches}")
   rng = np.random.default_rng(0)
   load_before = os.getloadavg()[0]
   rows_out = []
   for frame_keep, block_keep in stae.keep_ratios:
     k_f, k_s = keep_count(frame_keep, frames), keep_count(block_keep, grid * grid)
-    clips = make_clips(rng, batch, frames, grid, inner, tables.channels, k_f, k_s)
+    clips = make_clips(rng, num_clips, frames, grid, inner, tables.channels, k_f, k_s)
     latents = clips.pop("latents")
     coders = dict(baseline=baseline, batched=bitstream)
     streams = {}
@@ -130,46 +136,59 @@ def main(argv):
     if streams["baseline"] != streams["batched"]:
       raise AssertionError(f"the streams differ from the baseline's at keep {frame_keep}x"
                            f"{block_keep}")
-    times = {(name, op, clock): [] for name in coders for op in ("encode", "decode")
-             for clock in ("wall", "cpu")}
-    for _ in range(repeats):
-      for name, coder in coders.items():
-        for op, call in (("encode", lambda: coder.encode_batch(latents, tables, **clips)),
-                         ("decode", lambda: coder.decode_batch(streams[name], tables))):
-          wall, cpu = time.perf_counter(), time.process_time()
-          call()
-          times[name, op, "cpu"].append(time.process_time() - cpu)
-          times[name, op, "wall"].append(time.perf_counter() - wall)
-    symbols = int(latents[0].size)
-    figures = dict(point=f"keep={frame_keep:g}x{block_keep:g}", k_f=k_f, k_s=k_s,
-                   symbols_per_clip=symbols, bits_per_clip=float(8 * stats["num_bytes"].mean()))
-    for (name, op, clock), seconds in times.items():
-      median = float(np.median(seconds))
-      suffix = "" if clock == "wall" else "_cpu"
-      figures[f"{name}_{op}_ms{suffix}"] = 1e3 * median / batch
-      figures[f"{name}_{op}_msymbols_per_s{suffix}"] = symbols * batch / median / 1e6
-    for op in ("encode", "decode"):
-      for suffix in ("", "_cpu"):
-        figures[f"{op}_speedup{suffix}"] = (figures[f"baseline_{op}_ms{suffix}"]
-                                            / figures[f"batched_{op}_ms{suffix}"])
-    rows_out.append(figures)
+    for batch in batches:
+      parts = [slice(start, start + batch) for start in range(0, num_clips, batch)]
+
+      def encode_all(coder):
+        for part in parts:
+          coder.encode_batch(latents[part], tables, frame_masks=clips["frame_masks"][part],
+                             block_masks=clips["block_masks"][part])
+
+      def decode_all(coder, name):
+        for part in parts:
+          coder.decode_batch(streams[name][part], tables)
+
+      times = {(name, op, clock): [] for name in coders for op in ("encode", "decode")
+               for clock in ("wall", "cpu")}
+      for _ in range(repeats):
+        for name, coder in coders.items():
+          for op, call in (("encode", lambda: encode_all(coder)),
+                           ("decode", lambda: decode_all(coder, name))):
+            wall, cpu = time.perf_counter(), time.process_time()
+            call()
+            times[name, op, "cpu"].append(time.process_time() - cpu)
+            times[name, op, "wall"].append(time.perf_counter() - wall)
+      symbols = int(latents[0].size)
+      figures = dict(point=f"keep={frame_keep:g}x{block_keep:g}", k_f=k_f, k_s=k_s, batch=batch,
+                     symbols_per_clip=symbols, bits_per_clip=float(8 * stats["num_bytes"].mean()))
+      for (name, op, clock), seconds in times.items():
+        median = float(np.median(seconds))
+        suffix = "" if clock == "wall" else "_cpu"
+        figures[f"{name}_{op}_ms{suffix}"] = 1e3 * median / num_clips
+        figures[f"{name}_{op}_msymbols_per_s{suffix}"] = symbols * num_clips / median / 1e6
+      for op in ("encode", "decode"):
+        for suffix in ("", "_cpu"):
+          figures[f"{op}_speedup{suffix}"] = (figures[f"baseline_{op}_ms{suffix}"]
+                                              / figures[f"batched_{op}_ms{suffix}"])
+      rows_out.append(figures)
   load_after = os.getloadavg()[0]
   cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
               if line.startswith("model name")), platform.processor()) if os.path.exists(
                   "/proc/cpuinfo") else platform.processor()
   print(f"\n{cpu}, {os.cpu_count()} cores; 1-minute load {load_before:.1f} before, "
-        f"{load_after:.1f} after; batch {batch}, medians of {repeats} calls; tables "
+        f"{load_after:.1f} after; {num_clips} clips a point in batches of {batches}, medians of "
+        f"{repeats} repeats; tables "
         f"{tables.rows} rows x {tables.probabilities.shape[1]} symbols (escape and padding "
         f"included); baseline: {_BASELINE.value}; "
         "streams byte-identical\n")
   for suffix, clock in (("", "wall clock"), ("_cpu", "this process's CPU time")):
     print(f"{clock}:\n")
-    print("| point | k_f x k_s | symbols/clip | encode ms/clip (baseline / batched) | speed-up | "
-          "decode ms/clip (baseline / batched) | speed-up | M symbols/s encode / decode "
-          "(batched) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| point | k_f x k_s | symbols/clip | batch | encode ms/clip ({_BASELINE.value} / this "
+          f"checkout) | speed-up | decode ms/clip ({_BASELINE.value} / this checkout) | speed-up | "
+          "M symbols/s encode / decode (this checkout) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows_out:
-      print(f"| {r['point']} | {r['k_f']} x {r['k_s']} | {r['symbols_per_clip']} | "
+      print(f"| {r['point']} | {r['k_f']} x {r['k_s']} | {r['symbols_per_clip']} | {r['batch']} | "
             f"{r['baseline_encode_ms' + suffix]:.3f} / {r['batched_encode_ms' + suffix]:.3f} | "
             f"{r['encode_speedup' + suffix]:.1f}x | {r['baseline_decode_ms' + suffix]:.3f} / "
             f"{r['batched_decode_ms' + suffix]:.3f} | {r['decode_speedup' + suffix]:.1f}x | "
@@ -179,7 +198,7 @@ def main(argv):
   if _JSON.value:
     pathlib.Path(_JSON.value).write_text(json.dumps(dict(
         cpu=cpu, cores=os.cpu_count(), load_before=load_before, load_after=load_after,
-        batch=batch, repeats=repeats, baseline=_BASELINE.value,
+        clips=num_clips, batches=batches, repeats=repeats, baseline=_BASELINE.value,
         table_width=int(tables.probabilities.shape[1]), points=rows_out), indent=2))
 
 

@@ -197,6 +197,33 @@ def test_batched_coder_equals_clip_by_clip_coding(tables):
   assert bitstream.decode_batch([encode(c, tables) for c in mixed], tables) == mixed
 
 
+@pytest.mark.parametrize("init_scale, tail_mass", [(3.0, 1e-9), (0.3, 1e-2), (0.1, 0.1)])
+def test_encoders_interval_models_code_the_bytes_of_the_full_rows(init_scale, tail_mass):
+  """The encoder hands constriction each symbol's interval as a 3-mass model
+  (`bitstream._interval_table`) instead of its row's W masses: every (row, symbol) of tables 132,
+  7 and 4 symbols wide, in a random order, codes to the words the full rows code to, and the decoder
+  (full rows) reads them back."""
+  import constriction  # pylint: disable=g-import-not-at-top
+  prior = ContextPrior(3, grid_width=GRID, thresholds=THRESHOLDS, init_scale=init_scale,
+                       rngs=nnx.Rngs(1))
+  tables = tables_lib.freeze(prior, tail_mass=tail_mass)
+  rows, width = tables.probabilities.shape
+  rng = np.random.default_rng(width)
+  order = rng.permutation(np.concatenate([np.arange(rows * width),
+                                          rng.integers(0, rows * width, rows * width)]))
+  row, symbol = order // width, (order % width).astype(np.int32)
+  full = constriction.stream.queue.RangeEncoder()
+  full.encode(symbol, bitstream._CATEGORICAL, tables.probabilities[row])  # pylint: disable=protected-access
+  masses, index = bitstream._interval_table(tables)  # pylint: disable=protected-access
+  assert masses.shape == (rows * width, 3) and width >= 3
+  fast = constriction.stream.queue.RangeEncoder()
+  fast.encode(index[order], bitstream._CATEGORICAL, masses[order])  # pylint: disable=protected-access
+  words = fast.get_compressed()
+  assert np.array_equal(words, full.get_compressed())
+  decoder = constriction.stream.queue.RangeDecoder(words)
+  assert np.array_equal(decoder.decode(bitstream._CATEGORICAL, tables.probabilities[row]), symbol)  # pylint: disable=protected-access
+
+
 def test_a_bad_stream_in_a_batch_fails_as_alone_and_disturbs_no_other(tables):
   """Corrupted streams (behind a valid CRC, so the range decoder reads them) among good ones:
   decode_batch raises what decoding them one by one raises first, or returns what it returns."""

@@ -37,8 +37,11 @@ Payload order (the range coder is a queue, so decoding reads it in the same orde
 
 A stream is one clip and decodes alone. `encode_batch` and `decode_batch` code a batch's clips
 together to spend less Python per clip: version 2's contexts of a pass are computed for all clips
-at once and each clip's residuals go to its coder in one call; the decoders of streams of one
-shape read each sub-pass in lockstep. The bytes are those `encode` makes of each clip alone.
+at once and each clip's residuals go to its coder in one call, each symbol as its interval under
+its row (a model of 3 masses with exactly the edges constriction gives the row's symbol, so the
+words are the row's, with a cheaper model to build per symbol: `_interval_table`); the decoders
+of streams of one shape read each sub-pass in lockstep, under the rows themselves. The bytes are
+those `encode` makes of each clip alone.
 
 The CRC makes truncated, extended or mutated streams fail loudly instead of decoding into a wrong clip
 (a range-coded stream otherwise decodes almost any bytes into *something*). Behind it, the payload
@@ -85,9 +88,9 @@ _MAX_DIM = (1 << 32) - 1
 _ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
 #: Masks of up to this many places decode from a table of their bits' models (built once a size).
 _MASK_TABLE_PLACES = 256
-#: Version 2 hands the range coder at most this many symbols' tables at a time (bounds memory).
-_CODER_ROWS = 1 << 14
-#: ... and its decoders gather the tables of this many symbols' rows (floats) at a time, 256 KB:
+#: constriction's fixed-point precision (`constriction.stream.model`'s default: 24-bit masses).
+_PRECISION = 24
+#: Version 2's decoders gather the tables of this many symbols' rows (floats) at a time, 256 KB:
 #: they stay in the cache until read.
 _CACHED_TABLES = 1 << 15
 
@@ -357,24 +360,81 @@ def _rows_of(spatial: np.ndarray, x: np.ndarray, channel: int, tables: CodingTab
   return channel * tables.num_contexts + spatial * (2 * tables.channel_clip + 1) + x
 
 
-def _encode_residuals(encoder, symbols: np.ndarray, rows: np.ndarray, escaped: np.ndarray,
-                      residual: np.ndarray, subpass: np.ndarray, tables: CodingTables,
-                      buffer: np.ndarray):
-  """One clip's version-2 symbols in stream order, each under its row's table (the row as stored,
-  padding included), each sub-pass's escapes after its symbols. Sub-passes between escapes go in
-  one coder call: the range coder codes symbol by symbol, so the bytes do not depend on how the
-  symbols are cut into calls. `buffer` (float64 [n, width]) takes the rows' tables, n at a time:
-  reused across clips, as a fresh array of a clip's size costs more than the coding."""
+@functools.lru_cache(maxsize=8)
+def _quantized_cdf(tables: CodingTables) -> np.ndarray:
+  """int64 [R, W + 1]: the cumulative masses (out of 2^24) that constriction gives each symbol of
+  every stored row (padding included) under `Categorical(perfect=False)`, the model the decoder
+  reads a version-2 symbol with.
+
+  constriction's lazy categorical (`from_floating_point_probabilities_fast`) sums the row in
+  order (float64), scales by (2^24 - W) / sum, and gives symbol s the left edge
+  trunc(sum of the masses before s * scale) + s (every symbol at least one unit), the last edge
+  2^24. `np.cumsum` adds in the same order, so these are the same integers; the range coder
+  codes a symbol by its two edges only (tests/test_context_coding.py checks every row and symbol
+  against constriction's own coding). The tables are immutable, so this is computed once."""
+  probabilities = tables.probabilities
+  rows, width = probabilities.shape
+  cumulative = np.cumsum(probabilities, axis=1)  # in order, as constriction sums
+  scale = float((1 << _PRECISION) - width) / cumulative[:, -1:]
+  before = np.concatenate([np.zeros((rows, 1)), cumulative[:, :-1]], axis=1)
+  cdf = np.empty((rows, width + 1), np.int64)
+  cdf[:, :width] = np.floor(before * scale).astype(np.int64) + np.arange(width)
+  cdf[:, width] = 1 << _PRECISION
+  cdf.setflags(write=False)
+  return cdf
+
+
+def _interval_models(left: np.ndarray, right: np.ndarray):
+  """Symbols' intervals [left, right) of 2^24 -> (masses float64 [..., 3], symbol int32 [...])
+  such that constriction's `Categorical(perfect=False)` over the three masses codes the symbol
+  with exactly that interval: the masses are integers summing to 2^24 - 3, so its scale is 1 and
+  every edge exact. The encoder codes each latent so instead of under its row's W masses: the
+  same words (the range coder sees only the interval), with a model of 3 masses to build per
+  symbol instead of W. Needs tables at least 3 symbols wide (an interval touching neither end,
+  the general case, is the middle symbol; one at 0 the first; one ending at 2^24 the last)."""
+  total = (1 << _PRECISION) - 3
+  first, last = left == 0, right == 1 << _PRECISION
+  masses = np.empty(left.shape + (3,))
+  # middle symbol: masses [left - 1, right - left - 1, rest]; its edges left and right.
+  masses[..., 0] = np.where(first, right - 1, np.where(last, 0, left - 1))
+  masses[..., 1] = np.where(first | last, np.where(last, left - 2, 0), right - left - 1)
+  masses[..., 2] = total - masses[..., 0] - masses[..., 1]
+  symbol = np.where(first, 0, np.where(last, 2, 1)).astype(np.int32)
+  return masses, symbol
+
+
+@functools.lru_cache(maxsize=8)
+def _interval_table(tables: CodingTables) -> tuple[np.ndarray, np.ndarray]:
+  """What the encoder hands the range coder for symbol s of row r, at flat index r * W + s:
+  (masses float64 [R * W, k], symbol int32 [R * W]). With k = 3 (`_interval_models`) for tables at
+  least 3 symbols wide, else the row itself (k = W <= 2) and s. Built once per tables (kept for
+  the last 8): three floats per table entry, three times the tables' own size."""
+  rows, width = tables.probabilities.shape
+  if width >= 3:
+    cdf = _quantized_cdf(tables)
+    masses, symbol = _interval_models(cdf[:, :-1].reshape(-1), cdf[:, 1:].reshape(-1))
+  else:
+    masses = np.repeat(tables.probabilities, width, axis=0)
+    symbol = np.tile(np.arange(width, dtype=np.int32), rows)
+  masses.setflags(write=False)
+  symbol.setflags(write=False)
+  return masses, symbol
+
+
+def _encode_residuals(encoder, symbols: np.ndarray, masses: np.ndarray, rows: np.ndarray,
+                      escaped: np.ndarray, residual: np.ndarray, subpass: np.ndarray,
+                      tables: CodingTables):
+  """One clip's version-2 symbols in stream order, each with its row's interval (`masses`,
+  `symbols`, from `_interval_table`), each sub-pass's escapes after its symbols. Sub-passes
+  between escapes go in one coder call: the range coder codes symbol by symbol, so the bytes do
+  not depend on how the symbols are cut into calls."""
   ends = [len(symbols)]
   if escaped.any():  # cut after every sub-pass that has escapes
     ends = np.searchsorted(subpass, np.unique(subpass[escaped]), side="right").tolist() + ends
   start = 0
   for end in ends:
-    for piece in range(start, end, len(buffer)):
-      stop = min(end, piece + len(buffer))
-      probabilities = np.take(tables.probabilities, rows[piece:stop], axis=0, mode="clip",
-                              out=buffer[:stop - piece])
-      encoder.encode(symbols[piece:stop], _CATEGORICAL, probabilities)
+    if end > start:
+      encoder.encode(symbols[start:end], _CATEGORICAL, masses[start:end])
     here = escaped[start:end]
     if here.any():
       row = rows[start:end][here]
@@ -405,36 +465,48 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
   canvas = context_lib.Canvas(batch, n, l, tables.grid_width, tables.thresholds)
   rank = np.cumsum(block_masks, axis=2) - 1  # a kept block's place among its frame's latents
   lanes = np.arange(batch)[:, None]
-  residuals, rows, subpasses, real = [], [], [], []
+  clip = tables.channel_clip
+  first_rows = np.arange(channels) * tables.num_contexts  # row of (channel, context 0)
+  residuals, rows, real, counts = [], [], [], []
   for f, blocks, valid in _context_passes(block_masks, tables):
     pass_values = values[lanes, f, rank[lanes, f, blocks]]               # [B, m, P, C]
     pred, spatial = canvas.context(blocks)
     residual = pass_values - pred.reshape(pass_values.shape)
-    spatial = spatial.reshape(pass_values.shape)
-    row = np.stack([_rows_of(spatial[..., c],
-                             context_lib.channel_context(residual, c, tables.channel_clip), c,
-                             tables) for c in range(channels)], axis=1)  # [B, C, m, P]
+    # The rows of every channel at once: x from the previous channel's residual (0 for the first).
+    x = np.zeros(residual.shape, np.int64)
+    np.clip(residual[..., :-1], -clip, clip, out=x[..., 1:])
+    x[..., 1:] += clip
+    row = spatial.reshape(pass_values.shape) * (2 * clip + 1) + x + first_rows
     # Stream order within the pass: channel, then block, then position.
     residuals.append(np.moveaxis(residual, -1, 1).reshape(batch, -1))
-    rows.append(row.reshape(batch, -1))
-    subpasses.append(np.broadcast_to(
-        (len(real) * channels + np.arange(channels))[:, None, None], row.shape[1:]).reshape(-1))
-    real.append(np.broadcast_to(valid[:, None, :, None], row.shape).reshape(batch, -1))
+    rows.append(np.moveaxis(row, -1, 1).reshape(batch, -1))
+    real.append(np.broadcast_to(valid[:, None, :, None], (batch, channels) + residual.shape[1:3])
+                .reshape(batch, -1))
+    counts.append(valid.sum(axis=1))
     canvas.send(np.nonzero(valid)[0], blocks[valid],
                 pass_values.reshape(valid.shape + (l,))[valid])
   # Every clip sends k_f x k_s blocks, so its real symbols have one length.
   real = np.concatenate(real, axis=1)
-  residual = np.concatenate(residuals, axis=1)[real].reshape(batch, -1)
-  rows = np.concatenate(rows, axis=1)[real].reshape(batch, -1)
-  subpass = np.broadcast_to(np.concatenate(subpasses), real.shape)[real].reshape(batch, -1)
-  lower, sizes = tables.lower[rows].astype(np.int64), tables.sizes[rows]
-  index = residual - lower
+  every = real.all()
+  residual = np.concatenate(residuals, axis=1)
+  rows = np.concatenate(rows, axis=1)
+  if not every:
+    residual, rows = residual[real].reshape(batch, -1), rows[real].reshape(batch, -1)
+  index = residual - tables.lower[rows]
+  sizes = tables.sizes[rows]
   escaped = (index < 0) | (index >= sizes)
-  symbols = np.where(escaped, sizes, index).astype(np.int32)
-  buffer = np.empty((min(rows.shape[1], _CODER_ROWS), tables.probabilities.shape[1]))
+  masses, symbol = _interval_table(tables)
+  flat = rows * tables.probabilities.shape[1] + np.where(escaped, sizes, index)
+  masses, symbols = np.take(masses, flat, axis=0), np.take(symbol, flat)
+  # Each clip's sub-pass of every symbol (only to cut a clip's calls around its escapes).
+  subpass = None
+  if escaped.any():
+    lengths = np.repeat(np.stack(counts, axis=1) * (l // channels), channels, axis=1)
+    subpass = np.stack([np.repeat(np.arange(lengths.shape[1]), lengths[b])
+                        for b in range(batch)])
   for b, encoder in enumerate(encoders):
-    _encode_residuals(encoder, symbols[b], rows[b], escaped[b], residual[b], subpass[b], tables,
-                      buffer)
+    _encode_residuals(encoder, symbols[b], masses[b], rows[b], escaped[b], residual[b],
+                      None if subpass is None else subpass[b], tables)
   return escaped.sum(axis=1)
 
 
