@@ -12,8 +12,10 @@ the same test clips with 95% bootstrap intervals (`benchmarks/paired_points.py`'
 
   random                  `:selection=random`: any k frames and k blocks at random (trained)
   evenly spaced           `:selection=uniform`: evenly spaced frames (first and last) and blocks
-  no frame attention      `:frame_attention=False`: every frame, spatial attention only
-  no spatial attention    `:spatial_attention=False`: frame attention only, every block
+  no frame attention      `:frame_attention=False`: every frame, spatial attention only, at the
+                          default's blocks per clip (`configs.common.matched_keep_ratios`)
+  no spatial attention    `:spatial_attention=False`: frame attention only, every block of the
+                          kept frames, at the default's blocks per clip
   top-k frames            `:frame_rule=top_k`: the k best-scored frames instead of the best of
                           each of k stretches of the clip (issue 31's change)
 
@@ -79,8 +81,8 @@ def table(results: dict, tolerance: float, resamples: int, seed: int) -> str:
   lines = [f"{results['num_clips']} test clips, frozen reference ViT, {resamples} paired "
            f"resamples; top-1 % (bits per clip); learned minus the variant [95%] (env: against "
            f"the variant's envelope at learned's bits)", ""]
-  lines.append("| STAE point | learned | " + " | ".join(
-      f"{name} | learned minus {name}" for name, _ in present) + " |")
+  lines.append("| STAE point | learned |" + "".join(
+      f" {name} | learned minus {name} |" for name, _ in present))
   lines.append("|---|---|" + "---|---|" * len(present))
   for point in methods["stae"]["points"]:
     mine = paired_points.resampled_top1(point, index)

@@ -94,14 +94,31 @@ def switches_suffix(arg: str | None) -> str:
 SYSTEM_LOSS = dict(task=1.0, distill=0.0, reconstruction=100.0, rate=0.1)
 
 
+def matched_keep_ratios(keep_ratios, frame_attention: bool, spatial_attention: bool) -> tuple:
+  """STAE's operating points with one attention switched off, at the blocks per clip of the
+  default's points, so that the ablations compare at matched bits: without frame attention every
+  frame is kept and (f, b) becomes (1, f*b); without spatial attention every block of a kept frame
+  is sent and (f, b) becomes (f*b, 1). Repeats are dropped (order kept); with both on, or both off
+  (everything kept), the ratios stand."""
+  ratios = tuple((float(f), float(b)) for f, b in keep_ratios)
+  if frame_attention == spatial_attention:
+    return ratios
+  matched = [(1.0, f * b) if spatial_attention else (f * b, 1.0) for f, b in ratios]
+  return tuple(dict.fromkeys(matched))
+
+
 def stae_system(*, stae: dict, decoder: dict, entropy: dict, context: bool,
                 loss: dict | None = None) -> dict:
   """A `config.systems` entry of method "stae": the keyword arguments of STAE, Decoder and the
   entropy model, and its stages' loss weights. block_reconstruction: STAE's block transforms also
   learn from the blocks a keep ratio drops. context: the conditional entropy model (the `context`
-  switch; False: the factorized prior)."""
+  switch; False: the factorized prior). An attention switched off moves the keep ratios to the
+  same blocks per clip (`matched_keep_ratios`)."""
   loss = dict(SYSTEM_LOSS, block_reconstruction=100.0, **(loss or {}))
   entropy = dict(entropy, context=bool(context))
+  stae = dict(stae, keep_ratios=matched_keep_ratios(stae["keep_ratios"],
+                                                    stae.get("frame_attention", True),
+                                                    stae.get("spatial_attention", True)))
   return dict(method="stae", model=dict(stae=stae, decoder=decoder, entropy=entropy),
               stages=dict(compressor=dict(loss=loss), joint=dict(loss=dict(loss))))
 

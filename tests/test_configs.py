@@ -65,6 +65,25 @@ def test_system_switches_choose_the_systems_to_train():
   assert common.system_tag(entry) == "stae"
 
 
+def test_attention_ablations_keep_the_defaults_blocks_per_clip():
+  """`:frame_attention=False` keeps every frame and `:spatial_attention=False` every block, at the
+  default's number of blocks per clip (the ablations compare at matched bits)."""
+  from configs import synthetic
+  from stae_jax.models.stae import keep_count
+  blocks = lambda f, b: keep_count(f, 16) * keep_count(b, 64)
+  default = synthetic.get_config(None).systems["stae"].model.stae.keep_ratios
+  wanted = sorted({blocks(f, b) for f, b in default})
+  for switch, tag in (("frame_attention=False", "stae_no-frame-attention"),
+                      ("spatial_attention=False", "stae_no-spatial-attention")):
+    ratios = synthetic.get_config(switch).systems[tag].model.stae.keep_ratios
+    frame_kept = [f for f, _ in ratios] if switch.startswith("frame") else [b for _, b in ratios]
+    assert set(frame_kept) == {1.0}, (switch, ratios)
+    assert sorted(blocks(f, b) for f, b in ratios) == wanted, (switch, ratios)
+  both = synthetic.get_config("frame_attention=False,spatial_attention=False")
+  assert tuple(map(tuple, both.systems["stae_no-frame-attention_no-spatial-attention"]
+                   .model.stae.keep_ratios)) == tuple(map(tuple, default))
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_eval_section_supplies_evaluates_defaults(name):
   """Every config evaluate.py runs has `eval`, and evaluate builds its options from it: the
