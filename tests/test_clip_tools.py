@@ -15,7 +15,7 @@ from stae_jax import REPO_ROOT
 from stae_jax.coding import DecodeError
 from stae_jax.data.video import VideoReadError
 from stae_jax.evaluation import clip_tools
-from stae_jax.training import workdir as workdir_lib
+from stae_jax.systems import loading
 
 VIDEO = "hmdb51/brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi"
 
@@ -172,7 +172,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def compressed(workdir, real_data):
-  codec = workdir_lib.load_codec(workdir, "stae")
+  codec = loading.load_codec(workdir, "stae")
   data, header = clip_tools.compress_video(real_data / VIDEO, codec,
                                            evaluate_helpers.tiny_config().data, "keep=0.5x0.5")
   return codec, data, header

@@ -58,7 +58,7 @@ from stae_jax import systems
 from stae_jax.serving import protocol
 
 #: jax.monitoring's event for one XLA compile (jax._src.dispatch.BACKEND_COMPILE_EVENT); with the
-#: workdir's persistent compilation cache (`workdir.use_compile_cache`) a load from the cache
+#: workdir's persistent compilation cache (`loading.use_compile_cache`) a load from the cache
 #: counts too: what the count shows is that nothing new is compiled under load.
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _compiles = 0
@@ -560,25 +560,6 @@ class Server:
 
   async def wait(self) -> None:
     await self._server.wait_for_termination()
-
-
-def load_codecs(config, workdir, *, baselines: dict | None = None,
-                methods: Sequence[str] | None = None) -> list[systems.Codec]:
-  """Every trained method of `workdir` and every baseline (as evaluate.py builds them), with the
-  workdir's classifier; `methods` keeps only those tags."""
-  from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  reference = workdir_lib.load_classifier(config, workdir)
-  codecs = evaluate.make_codecs(config, workdir, evaluate.EvalOptions(baselines=baselines or {}),
-                                reference)
-  codecs = [c for c in codecs if not c.skipped]
-  if methods is not None:
-    unknown = sorted(set(methods) - {c.tag for c in codecs})
-    if unknown:
-      raise ValueError(f"--methods names {', '.join(unknown)}, which {workdir} does not have "
-                       f"(it has: {', '.join(c.tag for c in codecs)})")
-    codecs = [c for c in codecs if c.tag in methods]
-  return codecs
 
 
 class BackgroundServer:
