@@ -17,7 +17,7 @@ is bounded by the clip, not the video. --point picks one of the system's trained
 by name (as report.md lists them: `keep=0.25x0.5` for STAE, `tokens=4` for DeepISC; default its
 first). Printed per file: the bitstream's bytes (what a link carries) and its ratio to the raw
 clip, and the file's bytes (bitstream plus header). The file format is described in
-stae_jax/evaluation/clip_tools.py.
+stae_jax/serving/clip_tools.py.
 """
 
 import math
@@ -65,7 +65,7 @@ def main(argv):
   if not readable:
     sys.exit(f"compress.py: {failed} of {len(inputs)} inputs failed; nothing to compress")
   from stae_jax.coding import DecodeError, TablesError  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import clip_tools  # pylint: disable=g-import-not-at-top
+  from stae_jax.serving import clip_tools  # pylint: disable=g-import-not-at-top
   from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   workdir = loading.resolve(_WORKDIR.value, config)

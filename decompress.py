@@ -39,7 +39,7 @@ def main(argv):
   if _PICTURE.value:
     _check_picture(pathlib.Path(_PICTURE.value))
   from stae_jax.coding import DecodeError, TablesError  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import clip_tools  # pylint: disable=g-import-not-at-top
+  from stae_jax.serving import clip_tools  # pylint: disable=g-import-not-at-top
   from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
   try:  # everything that needs no model first: a bad header is reported before the model loads
     if path.stat().st_size > clip_tools.MAX_FILE_BYTES:

@@ -412,7 +412,7 @@ def test_serving_loads_a_run_without_evaluation_or_training(served):
   `stae_jax.evaluation` or `stae_jax.training`."""
   script = (
       "import sys\n"
-      "from stae_jax.serving import client, link, protocol, server, sources\n"
+      "from stae_jax.serving import client, clip_tools, link, protocol, server, sources\n"
       "from stae_jax.systems import loading\n"
       "codecs = loading.load_codecs(sys.argv[1], baselines={'h264': {'crfs': (41.0,)}})\n"
       "device = loading.load_codecs(sys.argv[1], ['stae', 'h264'], device_only=True)\n"
