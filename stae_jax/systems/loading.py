@@ -252,7 +252,9 @@ def _restore(build, seed: int, directory: pathlib.Path, what: str, regex: str = 
   step, meta = finished
   graphdef, params, rest = nnx.split(build(nnx.Rngs(int(seed))), nnx.Param, ...)
   state = {"params": params, "rest": rest}
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+  # Replicated over the trainer's (data, model) mesh of every device with model axis 1, as
+  # training placed them: the executables' keys in the compilation cache include the shardings.
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(-1, 1), ("data", "model"))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   shardings = jax.tree_util.tree_map(lambda _: replicated, state)
   state, _ = restore_variables(state, shardings, directory / "checkpoints", step,
