@@ -330,7 +330,7 @@ def _machine() -> dict:
               devices=[str(d) for d in jax.devices()], jax=jax.__version__)
 
 
-def load_codecs(config, workdir: pathlib.Path, options: EvalOptions, classify) -> list:
+def _load_codecs(config, workdir: pathlib.Path, options: EvalOptions, classify) -> list:
   """The learned systems of `workdir` (all, or `options.systems`), then the baselines
   (`options.baseline_methods`, None: all) with `options.baselines`' options, scored by `classify`
   (`loading.load_codecs`, which serving and the single-clip tools load a run with too)."""
@@ -523,7 +523,7 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
   loader_fn = loader_fn or pipeline.make_loader
   started = time.perf_counter()
   reference = loading.load_classifier(config, workdir)
-  codecs = load_codecs(config, workdir, options, reference)
+  codecs = _load_codecs(config, workdir, options, reference)
   running = [c for c in codecs if not c.skipped]
   warm = _Warm()
   phases = {}
