@@ -57,19 +57,18 @@ _OUTPUT = flags.DEFINE_string("output", None, "Write one JSON record per clip he
 
 
 def main(argv):
-  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  from stae_jax.library_logs import quiet_library_logs  # pylint: disable=g-import-not-at-top
   quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from stae_jax import channel as channel_lib  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import client as client_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import protocol  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import sources  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  workdir = workdir_lib.resolve(_WORKDIR.value, config)
-  workdir_lib.use_compile_cache(workdir)  # later starts reuse the compiles
+  workdir = loading.resolve(_WORKDIR.value, config)
+  loading.use_compile_cache(workdir)  # later starts reuse the compiles
   try:
     options = client_lib.ClientOptions(
         fps=_FPS.value, deadline_seconds=_DEADLINE.value,
@@ -85,14 +84,17 @@ def main(argv):
     if _PACING.value and trace is None:
       raise ValueError("--pacing needs a trace to pace by: pass --snr_db or --trace")
     policies = client_lib.policies_for(_POLICY.value, _METHODS.value)
-    codecs = client_lib.load_device_codecs(
-        config, workdir, _METHODS.value,
-        baselines=report.measured_baselines(workdir, crfs=_CRFS.value, preset=_PRESET.value))
+    codecs = loading.load_codecs(
+        workdir, _METHODS.value, device_only=True, clip_shape=loading.clip_shape_of(config.data),
+        baselines=loading.measured_baselines(workdir, crfs=_CRFS.value, preset=_PRESET.value))
+    skipped = [f"{c.tag} ({c.skipped})" for c in codecs if c.skipped]
+    if skipped:
+      raise ValueError(f"--methods names {', '.join(skipped)}, which cannot run here")
     if _INPUTS.value:
-      clips = sources.video_clips(_INPUTS.value, workdir_lib.trained_data(workdir))
+      clips = sources.video_clips(_INPUTS.value, loading.trained_data(workdir))
     else:
       clips = sources.test_clips(config, max_clips=_MAX_CLIPS.value)
-  except (ValueError, OSError, workdir_lib.WorkdirError) as error:
+  except (ValueError, OSError, loading.WorkdirError) as error:
     raise SystemExit(f"client.py: error: {error}") from None
   channel = client_lib.channel_for(_SERVER.value)
   stub = protocol.Stub(channel)

@@ -17,7 +17,7 @@ is bounded by the clip, not the video. --point picks one of the system's trained
 by name (as report.md lists them: `keep=0.25x0.5` for STAE, `tokens=4` for DeepISC; default its
 first). Printed per file: the bitstream's bytes (what a link carries) and its ratio to the raw
 clip, and the file's bytes (bitstream plus header). The file format is described in
-stae_jax/evaluation/clip_tools.py.
+stae_jax/serving/clip_tools.py.
 """
 
 import math
@@ -44,7 +44,7 @@ _POINT = flags.DEFINE_string("point", None, "Operating point by name (default: t
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  from stae_jax.library_logs import quiet_library_logs  # pylint: disable=g-import-not-at-top
   quiet_library_logs()
   from stae_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
   inputs = [pathlib.Path(i) for i in _INPUT.value]
@@ -65,14 +65,14 @@ def main(argv):
   if not readable:
     sys.exit(f"compress.py: {failed} of {len(inputs)} inputs failed; nothing to compress")
   from stae_jax.coding import DecodeError, TablesError  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import clip_tools  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from stae_jax.serving import clip_tools  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  workdir = workdir_lib.resolve(_WORKDIR.value, config)
-  workdir_lib.use_compile_cache(workdir)  # later starts reuse the compiles
+  workdir = loading.resolve(_WORKDIR.value, config)
+  loading.use_compile_cache(workdir)  # later starts reuse the compiles
   try:
-    data_config = workdir_lib.trained_data(workdir)
-    codec = workdir_lib.load_codec(workdir, _SYSTEM.value)
+    data_config = loading.trained_data(workdir)
+    codec = loading.load_codec(workdir, _SYSTEM.value)
     point = codec.point(_POINT.value or codec.points[0])  # an unknown point fails once
   except (DecodeError, TablesError, ValueError) as error:
     sys.exit(f"compress.py: error: {error}")

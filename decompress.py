@@ -31,7 +31,7 @@ _TOP = flags.DEFINE_integer("top", 5, "How many classes to print.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  from stae_jax.library_logs import quiet_library_logs  # pylint: disable=g-import-not-at-top
   quiet_library_logs()
   path = pathlib.Path(_INPUT.value)
   if not path.is_file():  # before any import of JAX: a wrong path costs a second
@@ -39,8 +39,8 @@ def main(argv):
   if _PICTURE.value:
     _check_picture(pathlib.Path(_PICTURE.value))
   from stae_jax.coding import DecodeError, TablesError  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import clip_tools  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from stae_jax.serving import clip_tools  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
   try:  # everything that needs no model first: a bad header is reported before the model loads
     if path.stat().st_size > clip_tools.MAX_FILE_BYTES:
       raise DecodeError(f"{path} has {path.stat().st_size} bytes, more than any .stae file "
@@ -48,10 +48,10 @@ def main(argv):
     data = path.read_bytes()
     header, _ = clip_tools.unpack(data)
     config = _CONFIG.value
-    workdir = workdir_lib.resolve(_WORKDIR.value, config)
-    workdir_lib.use_compile_cache(workdir)  # later starts reuse the compiles
+    workdir = loading.resolve(_WORKDIR.value, config)
+    loading.use_compile_cache(workdir)  # later starts reuse the compiles
     result = clip_tools.decompress(data, workdir)
-  except (OSError, DecodeError, TablesError, workdir_lib.WorkdirError) as error:
+  except (OSError, DecodeError, TablesError, loading.WorkdirError) as error:
     sys.exit(f"decompress.py: error: {error}")
   from stae_jax.data import datasets  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import pictures  # pylint: disable=g-import-not-at-top

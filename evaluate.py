@@ -85,14 +85,14 @@ _SEEDS = flags.DEFINE_integer("channel_seeds", None,
 
 
 def main(argv):
-  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  from stae_jax.library_logs import quiet_library_logs  # pylint: disable=g-import-not-at-top
   quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  workdir = workdir_lib.resolve(_WORKDIR.value, config)
+  workdir = loading.resolve(_WORKDIR.value, config)
   options, channel = evaluate.options_from_config(
       config, max_clips=_MAX_CLIPS.value, systems_to_run=_SYSTEMS.value,
       progress=_PROGRESS.value, validation_clips=_VALIDATION.value,

@@ -61,24 +61,26 @@ async def _serve(codecs, options):
 
 
 def main(argv):
-  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  from stae_jax.library_logs import quiet_library_logs  # pylint: disable=g-import-not-at-top
   quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from stae_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import server as server_lib  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  workdir = workdir_lib.resolve(_WORKDIR.value, config)
-  workdir_lib.use_compile_cache(workdir)  # later starts reuse the compiles
+  workdir = loading.resolve(_WORKDIR.value, config)
+  loading.use_compile_cache(workdir)  # later starts reuse the compiles
   try:
     options = server_lib.ServeOptions(
         max_batch=_MAX_BATCH.value, max_wait_seconds=_MAX_WAIT.value / 1000.0,
         batch_sizes=None if _SIZES.value is None else tuple(int(s) for s in _SIZES.value))
-    codecs = server_lib.load_codecs(
-        config, workdir, methods=_METHODS.value,
-        baselines=report.measured_baselines(workdir, crfs=_CRFS.value, preset=_PRESET.value))
-  except (ValueError, workdir_lib.WorkdirError) as error:
+    codecs = loading.load_codecs(
+        workdir, _METHODS.value, clip_shape=loading.clip_shape_of(config.data),
+        baselines=loading.measured_baselines(workdir, crfs=_CRFS.value, preset=_PRESET.value))
+    skipped = [f"{c.tag} ({c.skipped})" for c in codecs if c.skipped and _METHODS.value]
+    if skipped:
+      raise ValueError(f"--methods names {', '.join(skipped)}, which cannot run here")
+  except (ValueError, loading.WorkdirError) as error:
     raise SystemExit(f"serve.py: error: {error}") from None
   logging.info("serving %s", [c.tag for c in codecs])
   asyncio.run(_serve(codecs, options))

@@ -24,7 +24,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (mu
 
 
 def main(argv):
-  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  from stae_jax.library_logs import quiet_library_logs  # pylint: disable=g-import-not-at-top
   quiet_library_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -32,8 +32,8 @@ def main(argv):
   mesh.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from stae_jax.training import trainer  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  workdir = workdir_lib.resolve(_WORKDIR.value, config)
+  from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
+  workdir = loading.resolve(_WORKDIR.value, config)
   logging.info("workdir: %s", workdir)
   for summary in trainer.train_and_evaluate(config, workdir):
     logging.info("stage done: %s", summary)

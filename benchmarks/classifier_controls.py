@@ -34,7 +34,7 @@ from stae_jax.data import datasets  # pylint: disable=wrong-import-position
 from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
 from stae_jax.evaluation import report  # pylint: disable=wrong-import-position
 from stae_jax.evaluation import time_controls  # pylint: disable=wrong-import-position
-from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
+from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "synthetic.py"),
                                           "Experiment config (file.py[:switches]).")
@@ -48,8 +48,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   config = _CONFIG.value
-  workdir = workdir_lib.resolve(_WORKDIR.value, config)
-  classify = workdir_lib.load_classifier(config, workdir)
+  workdir = loading.resolve(_WORKDIR.value, config)
+  classify = loading.load_classifier(config, workdir)
   clips, labels = [], []
   for batch in pipeline.make_loader(config.data, "test", seed=0, train=False, num_epochs=1):
     clips.append(batch["video"][batch["mask"]])

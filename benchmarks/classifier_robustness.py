@@ -21,7 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from configs import synthetic  # pylint: disable=wrong-import-position
 from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
-from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
+from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 
 
 def block_means(clips: np.ndarray, p: int) -> np.ndarray:
@@ -54,7 +54,7 @@ def main():
   args = parser.parse_args()
   config = synthetic.get_config(args.config_arg)
   # The stage-1 ViT, jitted: classify(clips) -> logits.
-  classify = workdir_lib.load_classifier(config, pathlib.Path(args.workdir).absolute())
+  classify = loading.load_classifier(config, pathlib.Path(args.workdir).absolute())
   predict = lambda v: np.argmax(classify(v), -1)
   clips, labels = [], []
   for batch in pipeline.make_loader(config.data, "test", seed=0, train=False, num_epochs=1):

@@ -67,7 +67,7 @@ def measure(command: list[str]) -> tuple[float, float, int, str]:
 
 _READ = """
 import sys, ml_collections
-from stae_jax.evaluation import clip_tools
+from stae_jax.serving import clip_tools
 from stae_jax.data.video import read_video
 data = ml_collections.ConfigDict(dict(frames=16, stride=1, resolution=64))
 if sys.argv[2] == "whole":

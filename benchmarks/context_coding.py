@@ -45,7 +45,7 @@ from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
 from stae_jax.models import context as context_lib  # pylint: disable=wrong-import-position
 from stae_jax.models.entropy import ContextPrior  # pylint: disable=wrong-import-position
 from stae_jax.systems import stae as stae_system  # pylint: disable=wrong-import-position
-from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
+from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file("config", str(REPO_ROOT / "configs" / "synthetic.py"),
                                           "Experiment config (file.py[:switches]).")
@@ -126,8 +126,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   config = _CONFIG.value
-  workdir = workdir_lib.resolve(_WORKDIR.value, config)
-  trained = workdir_lib.load_system(workdir, _TAG.value)
+  workdir = loading.resolve(_WORKDIR.value, config)
+  trained = loading.load_system(workdir, _TAG.value)
   codec = stae_system.codec(trained)
   entry = trained.entry
   own_tables = trained.tables

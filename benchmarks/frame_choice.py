@@ -39,7 +39,7 @@ from flax import nnx  # pylint: disable=wrong-import-position
 from stae_jax.data import synthetic  # pylint: disable=wrong-import-position
 from stae_jax.models.decoder import temporal_fill  # pylint: disable=wrong-import-position
 from stae_jax.models.stae import STAE, uniform_scores  # pylint: disable=wrong-import-position
-from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
+from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 
 
 def generated_clips(data, count: int):
@@ -92,13 +92,13 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
   workdir = pathlib.Path(args.workdir).absolute()
-  loaded = workdir_lib.load_system(workdir, args.system)
+  loaded = loading.load_system(workdir, args.system)
   models = nnx.merge(loaded.graphdef, loaded.params, loaded.rest)
   if not isinstance(models.get("stae"), STAE):
     raise SystemExit(f"{args.system} is a {loaded.entry.method} system; this is for STAE")
   stae = models["stae"]
-  reference = workdir_lib.load_classifier(workdir_lib.read_record(
-      workdir_lib.classifier_dir(workdir)), workdir)
+  reference = loading.load_classifier(loading.read_record(
+      loading.classifier_dir(workdir)), workdir)
   videos, labels, windows = generated_clips(loaded.data, args.clips)
   n, t = videos.shape[:2]
   half = n // 2

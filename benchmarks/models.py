@@ -31,14 +31,14 @@ from stae_jax import systems  # noqa: E402
 from stae_jax.models import vit as vit_lib  # noqa: E402
 from stae_jax.systems import deepisc as deepisc_system  # noqa: E402
 from stae_jax.systems import stae as stae_system  # noqa: E402
-from stae_jax.training import workdir as workdir_lib  # noqa: E402
+from stae_jax.systems import loading  # noqa: E402
 from timing import median_ms_per_clip  # noqa: E402  (benchmarks/timing.py)
 
 
 def build(config, tag: str, abstract: bool):
   """Models of system `config.systems[tag]` (the ViT and the system's own modules); abstract
   (shapes only) for counting, real for timing."""
-  make = lambda: workdir_lib.build_models(config, config.systems[tag],
+  make = lambda: loading.build_models(config, config.systems[tag],
                                           nnx.Rngs(jax.random.key(0, impl="rbg")))
   return nnx.eval_shape(make) if abstract else make()
 

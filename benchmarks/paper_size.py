@@ -262,7 +262,7 @@ def child_stage(args) -> dict:
   from stae_jax.training import optim  # pylint: disable=g-import-not-at-top
   from stae_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.training import trainer  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
 
   config = paper_config(args.batch, 2, args.remat, args.real_data)
   tag = None if args.system == "shared" else args.system
@@ -272,7 +272,7 @@ def child_stage(args) -> dict:
   if entry is None:
     build = lambda rngs: nnx.Dict(vit=vit_lib.vit_from_config(config, rngs=rngs))
   else:
-    build = functools.partial(workdir_lib.build_models, config, entry)
+    build = functools.partial(loading.build_models, config, entry)
   mesh = mesh_lib.make_mesh()
   shapes = state_lib.model_shapes(build, 0)
   tx, labels = optim.make_optimizer(stage, shapes[1])

@@ -65,20 +65,20 @@ def train_seed(config, base_workdir, out, seed: int, tag: str, *, loader_fn=None
   `base_workdir` (linked, not copied or retrained); returns that workdir."""
   from stae_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.training import trainer  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
   config = seed_config(config, seed)
-  classifier = workdir_lib.classifier_dir(pathlib.Path(base_workdir).absolute())
-  workdir_lib.trained_data(base_workdir)  # a missing classifier is an error that says what to run
+  classifier = loading.classifier_dir(pathlib.Path(base_workdir).absolute())
+  loading.trained_data(base_workdir)  # a missing classifier is an error that says what to run
   workdir = pathlib.Path(out).absolute() / f"seed_{seed}"
   workdir.mkdir(parents=True, exist_ok=True)
-  link = workdir_lib.classifier_dir(workdir)
+  link = loading.classifier_dir(workdir)
   if not link.exists():
     link.symlink_to(classifier, target_is_directory=True)
   plan = [(stage, directory) for stage, t, directory in trainer.stage_plan(config, workdir)
           if t == tag]
   if not plan:
     raise ValueError(f"config.systems has no stages for {tag!r} (it has {list(config.systems)})")
-  plan_dirs = {workdir_lib.CLASSIFIER: classifier, **dict(plan)}
+  plan_dirs = {loading.CLASSIFIER: classifier, **dict(plan)}
   mesh = mesh_lib.make_mesh(int(config.train.get("model_axis_size", 1)))
   for i, (stage, directory) in enumerate(plan):
     trainer.run_stage(config, stage, tag, directory, mesh=mesh,
@@ -166,7 +166,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value or not _OUT.value:
     raise app.UsageError("--workdir (with a trained classifier) and --out are required")
-  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  from stae_jax.library_logs import quiet_library_logs  # pylint: disable=g-import-not-at-top
   quiet_library_logs()
   config = _CONFIG.value
   results = {}

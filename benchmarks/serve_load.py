@@ -210,8 +210,9 @@ def _predicted(results: dict, tag: str, trace, num_clips: int, interval: float) 
   """evaluate.py's channel model for these clips, this trace, the adaptive policy, the deadline."""
   from stae_jax import channel as channel_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import deadlines  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
   method = results["methods"][tag]
-  points = deadlines.operating_points(method)
+  points = loading.operating_points(method)
   arrivals = np.arange(num_clips) * interval
   correct = np.array([p["per_clip"]["correct"][:num_clips] for p in method["points"]], bool).T
   bits = np.array([p["per_clip"]["bits"][:num_clips] for p in method["points"]], np.float64).T
@@ -309,12 +310,12 @@ def main(argv):
   from absl import logging  # pylint: disable=g-import-not-at-top
   from stae_jax import channel as channel_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import client as client_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import link as link_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import protocol  # pylint: disable=g-import-not-at-top
   from stae_jax.serving import sources  # pylint: disable=g-import-not-at-top
-  from stae_jax.training.logging import quiet_library_logs  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems import loading  # pylint: disable=g-import-not-at-top
+  from stae_jax.library_logs import quiet_library_logs  # pylint: disable=g-import-not-at-top
   quiet_library_logs()
   config = _CONFIG.value
   workdir = pathlib.Path(_WORKDIR.value).absolute()
@@ -322,14 +323,14 @@ def main(argv):
   if not results_path.is_file():
     raise SystemExit(f"serve_load.py: {results_path} is missing; run evaluate.py on the workdir "
                      "first (the adaptive policy and the prediction use its measurements)")
-  results = report.load_results(results_path)
+  results = loading.load_results(results_path)
   methods = list(_METHODS.value)
   counts = [int(c) for c in _CAMERAS.value]
   started = time.time()
   machine = evaluate._machine()  # pylint: disable=protected-access
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="serve_load_"))
-  codecs = client_lib.load_device_codecs(config, workdir, methods,
-                                         baselines=report.measured_baselines(workdir))
+  codecs = loading.load_codecs(workdir, methods, device_only=True,
+                                clip_shape=loading.clip_shape_of(config.data))
   clips = sources.test_clips(config, max_clips=_CLIPS.value)
   encoders = {c.tag: client_lib.ReplayEncoder(c, [clip for clip, _ in clips]) for c in codecs}
   planned = {c.tag: client_lib.planned_points(workdir, c.tag) for c in codecs}

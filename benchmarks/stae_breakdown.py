@@ -32,7 +32,7 @@ from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
 from stae_jax.models.decoder import temporal_fill  # pylint: disable=wrong-import-position
 from stae_jax.models.entropy import quantize  # pylint: disable=wrong-import-position
 from stae_jax.models.stae import STAE, blockify, unblockify  # pylint: disable=wrong-import-position
-from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
+from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 
 
 VARIANTS = ("clean", "stae", "exact + decoder", "exact + fill", "code, all frames",
@@ -68,7 +68,7 @@ def main():
   parser.add_argument("--clips", type=int, default=256)
   args = parser.parse_args()
   frame_keep, block_keep = (float(x) for x in args.keep.split(","))
-  loaded = workdir_lib.load_system(pathlib.Path(args.workdir).absolute(), args.system)
+  loaded = loading.load_system(pathlib.Path(args.workdir).absolute(), args.system)
   models = nnx.merge(loaded.graphdef, loaded.params, loaded.rest)
   if "stae" not in models or not isinstance(models["stae"], STAE):
     raise SystemExit(f"{args.system} is a {loaded.entry.method} system; this breakdown is for STAE")

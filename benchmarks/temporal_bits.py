@@ -37,7 +37,7 @@ from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
 from stae_jax.models.entropy import ContextPrior  # pylint: disable=wrong-import-position
 from stae_jax.models.stae import blockify  # pylint: disable=wrong-import-position
 from stae_jax.systems import stae as stae_system  # pylint: disable=wrong-import-position
-from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
+from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 
 CLASSES = ("first", "static", "moved", "new")
 
@@ -103,7 +103,7 @@ def main():
   parser.add_argument("--tolerance", type=float, default=6.0)
   parser.add_argument("--search", type=int, default=4)
   args = parser.parse_args()
-  trained = workdir_lib.load_system(args.workdir, args.tag)
+  trained = loading.load_system(args.workdir, args.tag)
   codec = stae_system.codec(trained)
   prior = stae_system.entropy_model(nnx.merge(trained.graphdef, trained.params, trained.rest))
   clips = clips_of(trained.data, "validation", args.clips)

@@ -29,7 +29,7 @@ from stae_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-p
 from stae_jax.training import optim  # pylint: disable=wrong-import-position
 from stae_jax.training import state as state_lib  # pylint: disable=wrong-import-position
 from stae_jax.training import trainer  # pylint: disable=wrong-import-position
-from stae_jax.training import workdir as workdir_lib  # pylint: disable=wrong-import-position
+from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 
 #: Dense peak FLOP/s by device kind (bf16 for accelerators), for the utilisation figure.
 PEAKS = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12,
@@ -50,7 +50,7 @@ def bench(config, stage_name: str, tag: str | None, steps: int, peak: float, pea
   if entry is None:
     build = lambda rngs: nnx.Dict(vit=vit_lib.vit_from_config(config, rngs=rngs))
   else:
-    build = functools.partial(workdir_lib.build_models, config, entry)
+    build = functools.partial(loading.build_models, config, entry)
   shapes = state_lib.model_shapes(build, 0)
   tx, labels = optim.make_optimizer(stage, shapes[1])
   graphdef, state, shardings = state_lib.create_state(build, 0, tx, mesh, (), shapes)

@@ -14,8 +14,8 @@ import evaluate_helpers
 from stae_jax import REPO_ROOT
 from stae_jax.coding import DecodeError
 from stae_jax.data.video import VideoReadError
-from stae_jax.evaluation import clip_tools
-from stae_jax.training import workdir as workdir_lib
+from stae_jax.serving import clip_tools
+from stae_jax.systems import loading
 
 VIDEO = "hmdb51/brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi"
 
@@ -151,6 +151,7 @@ def test_read_clip_holds_the_clip_not_the_video(tmp_path):
     for packet in stream.encode(None):
       container.mux(packet)
   data = evaluate_helpers.tiny_config().data
+  clip_tools.read_clip(path, data)  # once before measuring: a first read imports the samplers
   tracemalloc.start()
   try:
     source = clip_tools.read_clip(path, data)
@@ -172,7 +173,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def compressed(workdir, real_data):
-  codec = workdir_lib.load_codec(workdir, "stae")
+  codec = loading.load_codec(workdir, "stae")
   data, header = clip_tools.compress_video(real_data / VIDEO, codec,
                                            evaluate_helpers.tiny_config().data, "keep=0.5x0.5")
   return codec, data, header

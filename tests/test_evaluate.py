@@ -14,7 +14,7 @@ from stae_jax.evaluation import deadlines
 from stae_jax.evaluation import evaluate
 from stae_jax.evaluation import report
 from stae_jax.systems import h264
-from stae_jax.training import workdir as workdir_lib
+from stae_jax.systems import loading
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,7 @@ def test_bits_are_the_lengths_of_the_streams_the_codec_returns(evaluated, workdi
                                                    seed=0, train=False, num_epochs=1)))
   video = np.asarray(batch["video"])
   for tag in ("stae", "deepisc"):
-    codec = workdir_lib.load_codec(workdir, tag)
+    codec = loading.load_codec(workdir, tag)
     for point, record in zip(codec.points, results["methods"][tag]["points"]):
       streams = codec.device(video, point).streams
       assert record["per_clip"]["bits"][:len(video)] == [8 * len(s) for s in streams]
@@ -267,7 +267,7 @@ def test_cli_rewrites_the_report_from_results(evaluated, workdir):
 
 
 def test_untrained_workdir_says_how_to_train(tmp_path):
-  with pytest.raises(workdir_lib.WorkdirError, match="train.py"):
+  with pytest.raises(loading.WorkdirError, match="train.py"):
     evaluate.run(evaluate_helpers.tiny_config(), tmp_path, loader_fn=evaluate_helpers.memory_loader)
 
 
@@ -291,7 +291,7 @@ def test_readme_serving_commands_run_as_written(evaluated, workdir, tmp_path):
   _, results = evaluated
   preset = results["methods"]["h264"]["config"]["preset"]
   # The cells served are those measured on test (the client plans with results.json's points).
-  assert report.measured_baselines(workdir) == {"h264": dict(
+  assert loading.measured_baselines(workdir) == {"h264": dict(
       frames=(4, 2, 1), scales=(1, 2), crfs=(30.0, 40.0, 51.0), preset=preset,
       cells=tuple(p["name"] for p in results["methods"]["h264"]["points"]))}
   serve, client = _readme_serving_commands()

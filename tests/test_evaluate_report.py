@@ -13,6 +13,7 @@ from stae_jax.evaluation import plots
 from stae_jax.evaluation import report
 from stae_jax.evaluation import tuned
 from stae_jax.evaluation.report import RESULTS_FORMAT, STEPS
+from stae_jax.systems import loading
 
 CLIP = [16, 64, 64, 3]
 RAW_BYTES = 16 * 64 * 64 * 3
@@ -267,7 +268,7 @@ def test_report_plots_and_results_file(tmp_path):
       max_backlog_seconds=60.0))
   results["headline"] = report.headline(results)
   path = report.write_results(results, tmp_path / "results.json")
-  assert report.load_results(path) == json.loads(json.dumps(results))
+  assert loading.load_results(path) == json.loads(json.dumps(results))
   made = plots.write_plots(results, tmp_path / "plots")
   assert len(made) == 3
   for relative in made.values():
@@ -282,7 +283,7 @@ def test_report_plots_and_results_file(tmp_path):
   assert "chosen on the validation" not in text
   (tmp_path / "bad.json").write_text(json.dumps(dict(format="other")))
   with pytest.raises(ValueError, match="not a results file"):
-    report.load_results(tmp_path / "bad.json")
+    loading.load_results(tmp_path / "bad.json")
 
 
 def _validation_only(results):
@@ -338,9 +339,9 @@ def test_points_measured_on_validation_only_are_reported_and_read_by_no_number(t
   # Serving builds the cells measured on test (the client plans with them), unless --crfs asks
   # for another grid.
   report.write_results(results, tmp_path / "results.json")
-  measured = report.measured_baselines(tmp_path)["h264"]
+  measured = loading.measured_baselines(tmp_path)["h264"]
   assert measured["cells"] == ("crf=45", "crf=30") and measured["scales"] == (1, 2)
-  assert "cells" not in report.measured_baselines(tmp_path, crfs=["30"])["h264"]
+  assert "cells" not in loading.measured_baselines(tmp_path, crfs=["30"])["h264"]
 
 
 def test_h264_serves_only_the_cells_named():

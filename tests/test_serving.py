@@ -26,6 +26,7 @@ from stae_jax.serving import client as client_lib
 from stae_jax.serving import protocol
 from stae_jax.serving import server as server_lib
 from stae_jax.serving import sources
+from stae_jax.systems import loading
 
 pytestmark = pytest.mark.slow  # the module's server restores and compiles every method once
 
@@ -39,7 +40,7 @@ BASELINES = dict(h264=dict(crfs=(23.0, 41.0)))
 def served(tmp_path_factory):
   workdir = evaluate_helpers.tiny_workdir(tmp_path_factory)
   config = evaluate_helpers.tiny_config()
-  codecs = server_lib.load_codecs(config, workdir, baselines=BASELINES)
+  codecs = loading.load_codecs(workdir, baselines=BASELINES)
   server = server_lib.BackgroundServer(codecs, OPTIONS).start()
   channel = client_lib.channel_for(server.address)
   stub = protocol.Stub(channel)
@@ -392,9 +393,9 @@ def test_tools_keep_their_compiles_in_the_workdir(tmp_path):
   process loads it from there (serve.py's second start; BENCHMARKS.md "Serving start-up")."""
   script = (
       "import sys, jax, jax.numpy as jnp\n"
-      "from stae_jax.training import workdir\n"
-      "assert workdir.use_compile_cache(sys.argv[1] + '/missing') is None\n"
-      "print(workdir.use_compile_cache(sys.argv[1]))\n"
+      "from stae_jax.systems import loading\n"
+      "assert loading.use_compile_cache(sys.argv[1] + '/missing') is None\n"
+      "print(loading.use_compile_cache(sys.argv[1]))\n"
       "jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()\n")
   out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
                        text=True, timeout=120, check=True)
@@ -402,3 +403,26 @@ def test_tools_keep_their_compiles_in_the_workdir(tmp_path):
   entries = sorted(p.name for p in (tmp_path / "compile_cache").iterdir())
   assert any(name.startswith("jit_") for name in entries), entries
   assert not (tmp_path / "missing").exists()
+
+
+def test_serving_loads_a_run_without_evaluation_or_training(served):
+  """serve.py's and client.py's path (issue 29, item 5): importing the serving package and loading
+  every codec of a workdir (`loading.load_codecs`: classifier, trained systems, baselines with
+  results.json's grid; and the device halves only, as client.py loads them) imports nothing of
+  `stae_jax.evaluation` or `stae_jax.training`."""
+  script = (
+      "import sys\n"
+      "from stae_jax.serving import client, clip_tools, link, protocol, server, sources\n"
+      "from stae_jax.systems import loading\n"
+      "codecs = loading.load_codecs(sys.argv[1], baselines={'h264': {'crfs': (41.0,)}})\n"
+      "device = loading.load_codecs(sys.argv[1], ['stae', 'h264'], device_only=True)\n"
+      "assert [c.tag for c in device] == ['stae', 'h264'], device\n"
+      "client.planned_points(sys.argv[1], 'stae')  # results.json, where evaluate.py wrote one\n"
+      "print(sorted({c.tag for c in codecs}))\n"
+      "print(sorted(m for m in sys.modules if m.startswith(('stae_jax.evaluation', "
+      "'stae_jax.training'))))\n")
+  out = subprocess.run([sys.executable, "-c", script, str(served["workdir"])],
+                       capture_output=True, text=True, timeout=300, check=True)
+  tags, imported = out.stdout.strip().splitlines()[-2:]
+  assert tags == str(sorted(served["codecs"])), (tags, sorted(served["codecs"]))
+  assert imported == "[]", imported

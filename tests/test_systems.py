@@ -16,7 +16,7 @@ from stae_jax.coding import tables as tables_lib
 from stae_jax.models.stae import keep_count
 from stae_jax.systems import deepisc as deepisc_method
 from stae_jax.systems import stae as stae_method
-from stae_jax.training import workdir as workdir_lib
+from stae_jax.systems import loading
 
 T, SIZE = 8, 32
 
@@ -52,7 +52,7 @@ LEARNED = ("stae", "deepisc")
 def built():
   """Models of each learned system, built once: eager initialisation costs seconds on a CPU."""
   config = tiny_config()
-  return {tag: (config.systems[tag], workdir_lib.build_models(config, config.systems[tag], rngs(0)))
+  return {tag: (config.systems[tag], loading.build_models(config, config.systems[tag], rngs(0)))
           for tag in LEARNED}
 
 
@@ -208,7 +208,7 @@ def test_bad_entry_and_point_are_explained(built):
   entry = tiny_config().systems.stae
   entry.method = "h264x"
   with pytest.raises(ValueError, match="unknown method 'h264x'"):
-    workdir_lib.build_models(tiny_config(), entry, rngs(0))
+    loading.build_models(tiny_config(), entry, rngs(0))
   codec = untrained_codec(built, "stae")
   with pytest.raises(systems.DecodeError, match="not one 'stae' was trained.*keep=0.5x0.25"):
     codec.point(stae_method.point(0.9, 0.9))
@@ -279,7 +279,7 @@ def test_hmdb51_shapes_abstractly():
   """The paper's setting (16x224x224, p=16, ViT-B/16) traced with eval_shape: no compute."""
   config = hmdb51.get_config(None)
   entry = config.systems.stae
-  models = nnx.eval_shape(lambda: workdir_lib.build_models(config, entry, rngs(0)))
+  models = nnx.eval_shape(lambda: loading.build_models(config, entry, rngs(0)))
   graphdef, state = nnx.split(models)
   video = jax.ShapeDtypeStruct((2, 16, 224, 224, 3), jnp.uint8)
   rho_f, rho_s = entry.model.stae.keep_ratios[0]
@@ -301,7 +301,7 @@ def test_stae_with_the_conditional_prior_codes_what_its_forward_estimates():
   config = tiny_config()
   entry = config.systems.stae
   entry.model.entropy.context = True
-  models = workdir_lib.build_models(config, entry, rngs(0))
+  models = loading.build_models(config, entry, rngs(0))
   assert isinstance(models["prior"], stae_method.ContextPrior)
   assert models["prior"].grid_width == SIZE // entry.model.stae.block_size
   graphdef, params, rest = nnx.split(models, nnx.Param, ...)

@@ -20,6 +20,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import train_helpers  # pylint: disable=wrong-import-position
 
 from stae_jax.models import vit as vit_lib  # pylint: disable=wrong-import-position
+from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 from stae_jax.training import mesh as mesh_lib  # pylint: disable=wrong-import-position
 from stae_jax.training import optim  # pylint: disable=wrong-import-position
 from stae_jax.training import trainer  # pylint: disable=wrong-import-position
@@ -227,7 +228,7 @@ def test_every_stage_end_to_end(tmp_path, systems):
   # Stage 1 builds and trains the ViT alone, shared by every system.
   assert classifier and all(name.startswith("vit/") for name in classifier), sorted(classifier)[:5]
   build = lambda rngs: nnx.Dict(vit=vit_lib.vit_from_config(config, rngs=rngs))
-  init = {optim.path_str(p): np.asarray(x) for p, x in
+  init = {loading.path_str(p): np.asarray(x) for p, x in
           jax.tree_util.tree_flatten_with_path(nnx.split(build(nnx.Rngs(config.seed)), nnx.Param, ...)[1])[0]}
   assert set(init) == set(classifier)
   for name, value in classifier.items():
@@ -241,9 +242,8 @@ def test_every_stage_end_to_end(tmp_path, systems):
         np.testing.assert_array_equal(value, classifier[name], err_msg=name)
     assert any(not np.array_equal(joint[n], compressor[n]) for n in joint if n.startswith("vit/"))
     # The last stage of a system carries the frozen coding tables.
-    from stae_jax.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
     from stae_jax.coding import tables as tables_lib  # pylint: disable=g-import-not-at-top
-    tables = ckpt_lib.restore_tables(tmp_path / "systems" / tag / "joint" / "checkpoints")
+    tables = loading.restore_tables(tmp_path / "systems" / tag / "joint" / "checkpoints")
     assert tables_lib.CodingTables.from_pytree(tables).probabilities.ndim == 2
   assert (tmp_path / "config.json").exists() and (tmp_path / "classifier" / "config.json").exists()
   # Run again: every stage is done, nothing retrains.
@@ -254,7 +254,7 @@ def test_every_stage_end_to_end(tmp_path, systems):
 def test_library_info_logs_are_filtered_but_warnings_pass():
   import logging as py_logging
   from absl import logging as absl_logging
-  from stae_jax.training import logging as log_lib
+  from stae_jax import library_logs as log_lib
   log_lib.quiet_library_logs()
   log_lib.quiet_library_logs()  # idempotent
   handler = absl_logging.get_absl_handler()

@@ -101,7 +101,7 @@ def final_params(stage_dir) -> dict[str, np.ndarray]:
   import pathlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from stae_jax.training.optim import path_str  # pylint: disable=g-import-not-at-top
+  from stae_jax.systems.loading import path_str  # pylint: disable=g-import-not-at-top
   directory = pathlib.Path(stage_dir, "checkpoints").absolute()
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
   step = manager.latest_step()

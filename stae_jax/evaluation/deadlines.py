@@ -46,6 +46,7 @@ import numpy as np
 
 from stae_jax import channel as channel_lib
 from stae_jax.evaluation import curves
+from stae_jax.systems.loading import operating_points
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,18 +63,6 @@ class ChannelOptions:
 
 #: Validation clips are sent over traces of seed + this, never over the test clips' traces.
 VALIDATION_TRACE_SEED = 1000
-
-
-def operating_points(method: dict) -> list[channel_lib.OperatingPoint]:
-  """A method's points (`results.json` `methods.<tag>`) as the channel's `OperatingPoint`s: mean
-  bits, top-1 on the validation split (test where none was measured) and single-clip step times
-  (also what the serving client plans with)."""
-  return [channel_lib.OperatingPoint(
-      name=p["name"], bits=p["bits_per_clip"],
-      expected_accuracy=(p.get("validation") or p)["top1"],
-      encode_seconds=p["device_seconds"],
-      decode_seconds=p["seconds"]["entropy_decode"] + p["seconds"]["decode"],
-      classify_seconds=p["seconds"]["classify"]) for p in method["points"]]
 
 
 def _score(trace, points, choices, arrivals, correct, bits, deadlines):

@@ -66,7 +66,7 @@ from stae_jax.evaluation import deadlines
 from stae_jax.evaluation import metrics
 from stae_jax.evaluation import report
 from stae_jax.systems import h264
-from stae_jax.training import workdir as workdir_lib
+from stae_jax.systems import loading
 
 STEPS = report.STEPS
 #: `EvalOptions.test_points`: what the test pass measures of a method with many points.
@@ -330,34 +330,24 @@ def _machine() -> dict:
               devices=[str(d) for d in jax.devices()], jax=jax.__version__)
 
 
-def make_codecs(config, workdir: pathlib.Path, options: EvalOptions, classify) -> list:
-  """The learned systems of `workdir` (all, or `options.systems`), then every baseline."""
-  clip_shape = (int(config.data.frames), int(config.data.resolution),
-                int(config.data.resolution), 3)
+def _load_codecs(config, workdir: pathlib.Path, options: EvalOptions, classify) -> list:
+  """The learned systems of `workdir` (all, or `options.systems`), then the baselines
+  (`options.baseline_methods`, None: all) with `options.baselines`' options, scored by `classify`
+  (`loading.load_codecs`, which serving and the single-clip tools load a run with too)."""
   tags = (list(options.systems) if options.systems is not None
-          else workdir_lib.discover_systems(workdir))
+          else loading.discover_systems(workdir))
   if not tags:
     logging.warning("no trained compression system in %s/systems: only the baselines are measured",
                     workdir)
-  codecs = [workdir_lib.load_codec(workdir, tag) for tag in tags]
-  for codec in codecs:
-    if tuple(codec.clip_shape) != clip_shape:
-      raise workdir_lib.WorkdirError(
-          f"system {codec.tag!r} was trained on clips of {list(codec.clip_shape)}, the config asks "
-          f"for {list(clip_shape)}: evaluate with the config it was trained with.")
-  context = systems.BaselineContext(clip_shape=clip_shape, classify=classify,
-                                    options=dict(options.baselines))
   names = systems.baselines() if options.baseline_methods is None else list(
       options.baseline_methods)
   for name in names:
     if name not in systems.baselines():
       raise ValueError(f"{name!r} is not a baseline; stae_jax.systems has: "
                        f"{', '.join(systems.baselines())}")
-    codecs.extend(systems.get(name).codecs(context))
-  for codec in codecs:
-    if codec.skipped:
-      logging.warning("%s skipped: %s", codec.label, codec.skipped)
-  return codecs
+  return loading.load_codecs(workdir, tags + names, classify=classify,
+                             baselines=dict(options.baselines),
+                             clip_shape=loading.clip_shape_of(config.data))
 
 
 @dataclasses.dataclass
@@ -532,8 +522,8 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
   workdir = pathlib.Path(workdir).absolute()
   loader_fn = loader_fn or pipeline.make_loader
   started = time.perf_counter()
-  reference = workdir_lib.load_classifier(config, workdir)
-  codecs = make_codecs(config, workdir, options, reference)
+  reference = loading.load_classifier(config, workdir)
+  codecs = _load_codecs(config, workdir, options, reference)
   running = [c for c in codecs if not c.skipped]
   warm = _Warm()
   phases = {}
@@ -664,6 +654,6 @@ def run(config, workdir, options: EvalOptions = EvalOptions(), channel_options=N
     path = workdir / "results.json"
     if not path.is_file():
       raise FileNotFoundError(f"--reuse_results: no {path}; run evaluate.py without it first.")
-    return finish(report.load_results(path), workdir, channel_options)
+    return finish(loading.load_results(path), workdir, channel_options)
   results, pictures = evaluate_workdir(config, workdir, options, loader_fn=loader_fn)
   return finish(results, workdir, channel_options, pictures, datasets.class_names_of(config.data))

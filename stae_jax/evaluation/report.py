@@ -96,12 +96,12 @@ import numpy as np
 from stae_jax.evaluation import curves
 from stae_jax.evaluation import deadlines as deadlines_lib
 from stae_jax.evaluation.curves import accuracy_at_bits, bits_at_accuracy, top1_interval
+from stae_jax.systems.loading import RESULTS_FORMAT  # written here, read by loading.load_results
 
 __all__ = ["RESULTS_FORMAT", "STEPS", "TARGET_LOSS_POINTS", "top1_interval", "bits_at_accuracy",
            "accuracy_at_bits", "PointResult", "MethodResult", "Results", "headline", "ablations",
-           "write_results", "load_results", "markdown"]
+           "write_results", "markdown"]
 
-RESULTS_FORMAT = "stae_jax.results/2"
 #: The per-clip steps every method is timed in (`stae_jax.systems.base.Codec`).
 STEPS = ("encode", "entropy_encode", "entropy_decode", "decode", "classify")
 TARGET_LOSS_POINTS = 5.0
@@ -344,45 +344,6 @@ def write_results(results: dict, path: str | pathlib.Path) -> pathlib.Path:
   tmp.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
   tmp.replace(path)
   return path
-
-
-def load_results(path: str | pathlib.Path) -> dict:
-  path = pathlib.Path(path)
-  results = json.loads(path.read_text())
-  if results.get("format") != RESULTS_FORMAT:
-    raise ValueError(f"{path} is not a results file of format {RESULTS_FORMAT!r} (found "
-                     f"{results.get('format')!r}); run evaluate.py again to write one.")
-  return results
-
-
-def measured_baselines(workdir, *, crfs=None, preset: str | None = None) -> dict:
-  """The baselines' options (`evaluate.EvalOptions.baselines`) that evaluate.py measured in
-  `workdir`'s results.json: H.264's grid (kept frames, side divisors, CRFs, preset), so that
-  serve.py and client.py build the very points results.json plans with, instead of defaults of
-  their own that drift from evaluate.py's (the README's commands failed on that). Where the test
-  pass measured only some of the grid's cells (`validation_only`: evaluate.py's test_points
-  "envelope"), `cells` names the measured ones: the client plans with results.json's test points,
-  so those are the cells served and planned with. `crfs`, `preset` (the tools' flags) replace what
-  was measured where given; `crfs` makes another grid, served whole. Without a results.json (or an
-  H.264 entry in it) H.264 keeps its own defaults."""
-  h264 = {}
-  path = pathlib.Path(workdir) / "results.json"
-  if path.is_file():
-    results = load_results(path)
-    method = results["methods"].get("h264")
-    if method and not method.get("skipped") and method.get("config"):
-      config, side = method["config"], int(results["clip_shape"][1])
-      h264 = dict(frames=tuple(int(k) for k in config["frames"]),
-                  scales=tuple(side // int(s) for s in config["sides"]),
-                  crfs=tuple(float(c) for c in config["crfs"]), preset=config["preset"])
-      if method.get("validation_only"):
-        h264["cells"] = tuple(p["name"] for p in method["points"])
-  if crfs is not None:
-    h264["crfs"] = tuple(float(c) for c in crfs)
-    h264.pop("cells", None)
-  if preset is not None:
-    h264["preset"] = preset
-  return dict(h264=h264)
 
 
 # --- report.md ------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ import numpy as np
 
 from stae_jax import channel as channel_lib
 from stae_jax import systems
+from stae_jax.systems import loading
 from stae_jax.serving import protocol
 
 RETRIABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -387,36 +388,7 @@ def write_records(records: Sequence[ClipRecord], path) -> None:
       f.write(json.dumps(record.as_dict()) + "\n")
 
 
-def load_device_codecs(config, workdir, methods: Sequence[str], *,
-                       baselines: dict | None = None) -> list[systems.Codec]:
-  """The codecs of `methods` as evaluate.py builds them, for their device halves only (no ViT is
-  restored: a baseline's classify is not available on the device)."""
-  from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  learned = [m for m in methods if m in workdir_lib.discover_systems(workdir)]
-
-  def no_classifier(clips):
-    raise RuntimeError("the device client has no classifier; classification runs on the server")
-
-  codecs = evaluate.make_codecs(config, workdir, evaluate.EvalOptions(
-      systems=learned, baselines=baselines or {}), no_classifier)
-  by_tag = {c.tag: c for c in codecs if not c.skipped}
-  missing = [m for m in methods if m not in by_tag]
-  if missing:
-    raise ValueError(f"no method {', '.join(missing)} in {workdir} or the baselines (known: "
-                     f"{', '.join(by_tag)})")
-  return [by_tag[m] for m in methods]
-
-
 def planned_points(workdir, tag: str) -> list[channel_lib.OperatingPoint] | None:
   """A method's operating points as evaluate.py measured them (None: no results.json for it)."""
-  import pathlib  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import deadlines  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(workdir) / "results.json"
-  if not path.is_file():
-    return None
-  method = report.load_results(path)["methods"].get(tag)
-  if not method or method.get("skipped") or not method.get("points"):
-    return None
-  return deadlines.operating_points(method)
+  method = loading.results_method(workdir, tag)
+  return None if method is None else loading.operating_points(method)

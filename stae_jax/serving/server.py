@@ -58,7 +58,7 @@ from stae_jax import systems
 from stae_jax.serving import protocol
 
 #: jax.monitoring's event for one XLA compile (jax._src.dispatch.BACKEND_COMPILE_EVENT); with the
-#: workdir's persistent compilation cache (`workdir.use_compile_cache`) a load from the cache
+#: workdir's persistent compilation cache (`loading.use_compile_cache`) a load from the cache
 #: counts too: what the count shows is that nothing new is compiled under load.
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _compiles = 0
@@ -223,14 +223,28 @@ class EdgeService:
 
   def warm_up(self) -> int:
     """Runs every (method, point, padded batch size) once, so that serving compiles nothing.
-    Returns the compiles it took."""
+    Returns the compiles it took (loads from the compilation cache included).
+
+    A point whose server half at the smallest size compiled nothing, after an earlier point of
+    the same method was warmed at every size, runs on that point's executables (same shapes and
+    static arguments: H.264's CRFs of one kept-frames x side cell), so its larger sizes are not
+    run again: with the default's 75 H.264 points this halves serve.py's second start
+    (BENCHMARKS.md "Serving start-up"). `test_nothing_compiles_under_load` checks that a batch of
+    every size then compiles nothing."""
     before = compile_count()
+    sizes = self.options.sizes()
     for codec in self.codecs.values():
+      warmed = False  # a point of this method ran at every size
       for point in codec.points:
         clip = np.zeros((1,) + tuple(codec.clip_shape), np.uint8)
         stream = codec.device(clip, point).streams[0]
-        for size in self.options.sizes():
+        for i, size in enumerate(sizes):
+          start = compile_count()
           codec.classify(codec.server([stream] * size, point))
+          if i == 0 and warmed and compile_count() == start:
+            break
+        else:
+          warmed = True
     return compile_count() - before
 
   # --- the rpcs ---------------------------------------------------------------------------------
@@ -560,25 +574,6 @@ class Server:
 
   async def wait(self) -> None:
     await self._server.wait_for_termination()
-
-
-def load_codecs(config, workdir, *, baselines: dict | None = None,
-                methods: Sequence[str] | None = None) -> list[systems.Codec]:
-  """Every trained method of `workdir` and every baseline (as evaluate.py builds them), with the
-  workdir's classifier; `methods` keeps only those tags."""
-  from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from stae_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  reference = workdir_lib.load_classifier(config, workdir)
-  codecs = evaluate.make_codecs(config, workdir, evaluate.EvalOptions(baselines=baselines or {}),
-                                reference)
-  codecs = [c for c in codecs if not c.skipped]
-  if methods is not None:
-    unknown = sorted(set(methods) - {c.tag for c in codecs})
-    if unknown:
-      raise ValueError(f"--methods names {', '.join(unknown)}, which {workdir} does not have "
-                       f"(it has: {', '.join(c.tag for c in codecs)})")
-    codecs = [c for c in codecs if c.tag in methods]
-  return codecs
 
 
 class BackgroundServer:

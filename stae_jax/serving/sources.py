@@ -39,7 +39,7 @@ def video_clips(paths: Sequence[str], data_config) -> list[tuple[np.ndarray, int
   """Each video file's evaluation view (`clip_tools.read_clip`: only the sampled frames are
   decoded), label unknown (-1)."""
   from stae_jax.data import video as video_lib  # pylint: disable=g-import-not-at-top
-  from stae_jax.evaluation import clip_tools  # pylint: disable=g-import-not-at-top
+  from stae_jax.serving import clip_tools  # pylint: disable=g-import-not-at-top
   clips = []
   for path in paths:
     try:

@@ -68,7 +68,7 @@ class Coded:
 
 @dataclasses.dataclass
 class Trained:
-  """A trained learned system as the trainer left it (`stae_jax.training.workdir.load_system`).
+  """A trained learned system as the trainer left it (`stae_jax.systems.loading.load_system`).
 
   `entry` is the system's `config.systems.<tag>` (method, model sections, stage overrides) and
   `data` the `config.data` it was trained on; graphdef/params/rest are what `jax.jit` functions

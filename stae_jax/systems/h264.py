@@ -442,7 +442,7 @@ DEFAULT_PRESET = "veryfast"
 DEFAULT_GRID = "full"
 #: The keys of `options["h264"]` (`base.BaselineContext.options`). `cells` (names of grid cells,
 #: None: all) keeps only those cells of the grid: serving builds the cells an evaluation measured
-#: on its test split (`stae_jax.evaluation.report.measured_baselines`).
+#: on its test split (`stae_jax.systems.loading.measured_baselines`).
 OPTION_KEYS = ("frames", "scales", "crfs", "preset", "cells")
 
 

@@ -7,7 +7,8 @@ Each save is one Orbax step directory holding three items:
 and, in the final checkpoint of a compression system, `tables` (the frozen coding tables).
 Orbax writes each step into a temporary directory and renames it when complete, so a run killed at
 any moment leaves only whole checkpoints (partial ones are ignored and removed on the next start).
-The manager keeps the last `keep` steps and the best by eval loss.
+The manager keeps the last `keep` steps and the best by eval loss. Reading a finished stage back
+(its meta, a partial restore of its variables, its tables) is `stae_jax.systems.loading`'s.
 """
 
 from __future__ import annotations
@@ -59,14 +60,6 @@ def save(manager: ocp.CheckpointManager, step: int, state, iterator, meta: dict,
   manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
-def latest_meta(manager: ocp.CheckpointManager) -> dict | None:
-  """The `meta` item of the newest complete checkpoint, or None when there is none."""
-  step = manager.latest_step()
-  if step is None:
-    return None
-  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
-
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator=None) -> tuple[Any, dict]:
   """Restores `state` into the shardings of `abstract_state` (and the iterator in place)."""
   items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
@@ -74,23 +67,3 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator=
     items["data"] = grain_checkpoint.CheckpointRestore(iterator)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored["state"], restored["meta"]
-
-
-def read_only_manager(directory: str | pathlib.Path) -> ocp.CheckpointManager:
-  """A manager that only reads `directory` (options set so Orbax has nothing to override and log)."""
-  return ocp.CheckpointManager(
-      pathlib.Path(directory).absolute(),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0))
-
-
-def restore_tables(directory: str | pathlib.Path, abstract_tables=None):
-  """The coding tables stored in the newest checkpoint under `directory`, or None if it has none."""
-  manager = read_only_manager(directory)
-  step = manager.latest_step()
-  # Orbax keeps each item of a step in its own folder; asking `item_metadata` instead would log a
-  # warning for every item this read-only manager has no handler for.
-  if step is None or not (pathlib.Path(manager.directory) / str(step) / "tables").is_dir():
-    return None
-  args = ocp.args.StandardRestore(abstract_tables) if abstract_tables is not None else ocp.args.StandardRestore()
-  return manager.restore(step, args=ocp.args.Composite(tables=args))["tables"]
-

@@ -21,7 +21,7 @@ from stae_jax.training import mesh as mesh_lib
 from stae_jax.training import optim
 from stae_jax.training import state as state_lib
 from stae_jax.training import trainer
-from stae_jax.training import workdir as workdir_lib
+from stae_jax.systems import loading
 
 #: What of a stage's settings makes its budget (the rest, loss weights and what trains, are the
 #: classifier stage's).
@@ -32,12 +32,12 @@ BUDGET_KEYS = ("steps", "lr", "warmup_steps", "schedule", "final_lr_fraction", "
 def budget(workdir, tag: str) -> ml_collections.ConfigDict:
   """The fine-tuning stage: system `tag`'s last stage's budget (`BUDGET_KEYS`, as its stage folder
   recorded them; `budget_of` names it), training `^vit/` on the task loss alone."""
-  directory = workdir_lib.system_dir(workdir, tag)
-  last = workdir_lib.final_stage_dir(directory) if directory.is_dir() else None
+  directory = loading.system_dir(workdir, tag)
+  last = loading.final_stage_dir(directory) if directory.is_dir() else None
   if last is None:
-    raise workdir_lib.WorkdirError(f"no trained system {tag!r} in {workdir} to take a fine-tuning "
+    raise loading.WorkdirError(f"no trained system {tag!r} in {workdir} to take a fine-tuning "
                                    "budget from; train it first.")
-  stage = workdir_lib.read_record(last).stage.to_dict()
+  stage = loading.read_record(last).stage.to_dict()
   kept = {key: stage[key] for key in BUDGET_KEYS if key in stage}
   return ml_collections.ConfigDict(dict(
       kept, name="tuned", budget_of=f"{tag}'s {last.name} stage", trainable="^vit/",
@@ -47,7 +47,7 @@ def budget(workdir, tag: str) -> ml_collections.ConfigDict:
 class Finetuner:
   """Fine-tunes copies of `classifier` (a `workdir.Classifier`) by `stage`; one compile for all."""
 
-  def __init__(self, classifier: workdir_lib.Classifier, stage: ml_collections.ConfigDict, *,
+  def __init__(self, classifier: loading.Classifier, stage: ml_collections.ConfigDict, *,
                seed: int):
     self.stage, self._classifier = stage, classifier
     self._mesh = mesh_lib.make_mesh(1)
@@ -69,7 +69,7 @@ class Finetuner:
   def batch_size(self) -> int:
     return int(self.stage.get("batch_size", 0))
 
-  def run(self, batches: Iterator[dict]) -> tuple[workdir_lib.Classifier, dict]:
+  def run(self, batches: Iterator[dict]) -> tuple[loading.Classifier, dict]:
     """`stage.steps` steps on `batches` ({"video": [B,T,H,W,3] 0..255, "label": int32[B]}) from
     the reference's weights; returns the tuned classifier and the last step's metrics."""
     state = self._init(self._classifier.params, self._classifier.rest)

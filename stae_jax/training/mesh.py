@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from stae_jax.training.optim import path_str
+from stae_jax.systems.loading import path_str
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"

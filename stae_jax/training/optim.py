@@ -15,24 +15,7 @@ import jax
 import ml_collections
 import optax
 
-
-def path_str(path) -> str:
-  """`('vit', 'blocks', 0, 'kernel')`-like key paths as `vit/blocks/0/kernel` (the regex subject)."""
-  parts = []
-  for key in path:
-    if isinstance(key, jax.tree_util.GetAttrKey):
-      if key.name == "value":  # nnx.Variable's own leaf: not part of the parameter's name
-        continue
-      parts.append(key.name)
-    elif isinstance(key, jax.tree_util.DictKey):
-      parts.append(str(key.key))
-    elif isinstance(key, jax.tree_util.SequenceKey):
-      parts.append(str(key.idx))
-    elif isinstance(key, jax.tree_util.FlattenedIndexKey):
-      parts.append(str(key.key))
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
+from stae_jax.systems.loading import path_str
 
 
 def parameter_paths(params) -> list[str]:

@@ -9,19 +9,15 @@ The graphdef (the static structure of the modules) stays outside, closed over by
 
 from __future__ import annotations
 
-import pathlib
-import re
-from typing import Any, Callable
+from typing import Callable
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from stae_jax.training import checkpoint as checkpoint_lib
+from stae_jax.systems.loading import path_str
 from stae_jax.training import mesh as mesh_lib
-from stae_jax.training.optim import path_str
 
 
 def split_models(models: nnx.Module):
@@ -107,61 +103,3 @@ def parameter_index(state) -> dict[str, list]:
     for path, leaf in jax.tree_util.tree_flatten_with_path(state[group])[0]:
       index[f"{group}/{path_str(path)}"] = [list(leaf.shape), str(leaf.dtype)]
   return index
-
-
-def import_variables(state, shardings, checkpoint_dir: str | pathlib.Path, step: int, source_index: dict,
-                     regex: str) -> tuple[Any, list[str]]:
-  """Replaces the params/rest leaves whose path matches `regex` by those of an earlier checkpoint.
-
-  Only the matching leaves are read (Orbax partial restore). A matching leaf that the source lacks,
-  or has with another shape, is an error: a stage silently starting from random weights is the
-  failure this guards against. Returns the new state and the imported paths.
-  """
-  pattern = re.compile(regex)
-  target, imported, problems = {}, [], []
-  for group in ("params", "rest"):
-    flat = jax.tree_util.tree_flatten_with_path(state[group])[0]
-    sh_flat = jax.tree_util.tree_leaves(shardings[group])
-    for (path, leaf), sh in zip(flat, sh_flat):
-      name = path_str(path)
-      if not pattern.search(name):
-        continue
-      key = f"{group}/{name}"
-      if key not in source_index:
-        if group == "params":
-          problems.append(f"{name} (missing)")
-        continue
-      if list(leaf.shape) != source_index[key][0]:
-        problems.append(f"{name} (shape {source_index[key][0]} there, {list(leaf.shape)} here)")
-        continue
-      node = target.setdefault(group, {})
-      parts = name.split("/")
-      for part in parts[:-1]:
-        node = node.setdefault(part, {})
-      node[parts[-1]] = {"value": jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sh)}
-      imported.append(key)
-  if problems:
-    raise ValueError(f"cannot start from {checkpoint_dir}: parameters matching {regex!r} differ: "
-                     + ", ".join(problems[:8]) + (" ..." if len(problems) > 8 else "")
-                     + ". Was it trained with another model config?")
-  if not imported:
-    raise ValueError(f"init regex {regex!r} matches no variable of {checkpoint_dir}.")
-  manager = checkpoint_lib.read_only_manager(checkpoint_dir)
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))["state"]
-
-  def lookup(group, path, leaf):
-    node = restored.get(group)
-    if node is None or not pattern.search(path_str(path)):
-      return leaf
-    for part in path_str(path).split("/"):
-      node = node.get(part) if isinstance(node, dict) else None
-      if node is None:
-        return leaf
-    return node["value"]
-
-  new_state = dict(state)
-  for group in ("params", "rest"):
-    new_state[group] = jax.tree_util.tree_map_with_path(lambda p, x, g=group: lookup(g, p, x), state[group])
-  return new_state, imported
-

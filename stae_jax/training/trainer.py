@@ -1,6 +1,6 @@
 """The trainer: every stage of every system, through one loop (big_vision style, cut by banners).
 
-The workdir layout is `stae_jax.training.workdir`'s: the classifier stage once, shared by every
+The workdir layout is `stae_jax.systems.loading`'s: the classifier stage once, shared by every
 system, then each system's later stages in its own folder. What a system is (its models, forward,
 loss terms, operating points, entropy model) comes from its method's module in
 `stae_jax.systems`; the trainer never asks which method it trains.
@@ -30,6 +30,7 @@ import optax
 
 from stae_jax import systems
 from stae_jax.configdicts import deep_merge
+from stae_jax.systems import loading
 from stae_jax.models import vit as vit_lib
 from stae_jax.training import checkpoint as ckpt_lib
 from stae_jax.training import logging as log_lib
@@ -92,12 +93,12 @@ def stage_plan(config, workdir: pathlib.Path) -> list[tuple[str, str | None, pat
       raise ValueError(f"train.stage_order names {stage!r}, which config.stages lacks "
                        f"(it has: {', '.join(config.stages)}).")
   plan = []
-  if workdir_lib.CLASSIFIER in config.train.stage_order:
-    plan.append((workdir_lib.CLASSIFIER, None, workdir_lib.classifier_dir(workdir)))
+  if loading.CLASSIFIER in config.train.stage_order:
+    plan.append((loading.CLASSIFIER, None, loading.classifier_dir(workdir)))
   for tag in config.systems:
     for stage in config.train.stage_order:
-      if stage != workdir_lib.CLASSIFIER:
-        plan.append((stage, tag, workdir_lib.stage_dir(workdir, stage, tag)))
+      if stage != loading.CLASSIFIER:
+        plan.append((stage, tag, loading.stage_dir(workdir, stage, tag)))
   return plan
 
 
@@ -314,7 +315,7 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
   check_stage_config(directory, config, stage, tag)
   manager = ckpt_lib.make_manager(directory / "checkpoints", keep=train_cfg.keep_checkpoints,
                                   asynchronous=train_cfg.get("async_checkpoints", True))
-  meta = ckpt_lib.latest_meta(manager)
+  meta = loading.latest_meta(manager)
   if meta is not None and meta.get("done"):
     logging.info("stage %s (%s) is done: %s", stage_name, tag or "shared", directory)
     manager.close()
@@ -325,7 +326,7 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
   if entry is None:
     build = lambda rngs: nnx.Dict(vit=vit_lib.vit_from_config(config, rngs=rngs))
   else:
-    build = functools.partial(workdir_lib.build_models, config, entry)
+    build = functools.partial(loading.build_models, config, entry)
   shapes = state_lib.model_shapes(build, stage_seed)
   tx, labels = optim.make_optimizer(stage, shapes[1])
   counts = optim.count_parameters(shapes[1], labels)
@@ -356,12 +357,12 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
     source_dir = plan_dirs.get(source) or pathlib.Path(source)
     src_manager = ckpt_lib.make_manager(source_dir / "checkpoints", asynchronous=False)
     src_step = src_manager.latest_step()
-    src_meta = ckpt_lib.latest_meta(src_manager)
+    src_meta = loading.latest_meta(src_manager)
     src_manager.close()
     if src_step is None or not src_meta.get("done"):
       raise ValueError(f"stage {stage_name} starts from {source!r} ({source_dir}), which has no "
                        "finished checkpoint; train that stage first.")
-    state, imported = state_lib.import_variables(
+    state, imported = loading.restore_variables(
         state, shardings, source_dir / "checkpoints", src_step, src_meta["parameters"],
         stage.get("init_params", ".*"))
     logging.info("stage %s: %d variables from %s", stage_name, len(imported), source_dir)
@@ -482,7 +483,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     mine = [(s, d) for s, t, d in plan if t == tag]
     # Where each stage of this system lives in the workdir, whether or not this run trains it:
     # a run of `stage_order=("compressor",)` starts from the classifier a previous run finished.
-    plan_dirs = {s: workdir_lib.stage_dir(workdir, s, None if s == workdir_lib.CLASSIFIER else tag)
+    plan_dirs = {s: loading.stage_dir(workdir, s, None if s == loading.CLASSIFIER else tag)
                  for s in config.stages}
     for i, (stage_name, directory) in enumerate(mine):
       summaries.append(run_stage(config, stage_name, tag, directory, mesh=mesh,

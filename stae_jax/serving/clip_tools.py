@@ -40,7 +40,7 @@ from PIL import Image
 from stae_jax import systems
 from stae_jax.coding.bitstream import DecodeError
 from stae_jax.data import video as video_lib
-from stae_jax.training import workdir as workdir_lib
+from stae_jax.systems import loading
 
 MAGIC = b"STAE"
 VERSION = 2
@@ -294,11 +294,11 @@ def decompress(data: bytes, workdir) -> Decompressed:
   tag, point_name = header.get("system"), header.get("operating_point")
   if not isinstance(tag, str) or not isinstance(point_name, str):
     raise DecodeError(".stae header lacks or garbles its system or operating_point field")
-  trained = workdir_lib.discover_systems(workdir)
+  trained = loading.discover_systems(workdir)
   if tag not in trained:
     raise DecodeError(f"this .stae file names system {tag[:40]!r}, which {workdir} has not "
                       f"trained (it has: {', '.join(trained) or 'none'})")
-  codec = workdir_lib.load_codec(workdir, tag)
+  codec = loading.load_codec(workdir, tag)
   if header.get("fingerprint") != codec.fingerprint():
     raise DecodeError(
         f"this .stae file was made by another model: its fingerprint "
