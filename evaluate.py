@@ -19,9 +19,9 @@ measured on test". --test_points=all measures every cell on the test split too (
 existed: 960 s on two cores for the synthetic main job's workdir, H.264's cells two thirds of it).
 Without a validation pass (--validation_clips=0) every point is measured on test.
 
-The evaluation settings (--validation_clips, --test_points, --latency_clips, --num_pictures,
---tune_baselines, --h264_grid, --crfs, --h264_preset, --deadlines, --snrs, --channel_seeds) live in
-the config's `eval` section (configs/common.py `eval_settings`). Each default is written once, in
+The evaluation settings (--validation_clips, --test_points, --latency_clips, --latency_repeats,
+--num_pictures, --tune_baselines, --h264_grid, --crfs, --h264_preset, --deadlines, --snrs,
+--channel_seeds) live in the config's `eval` section (configs/common.py `eval_settings`). Each default is written once, in
 the library (EvalOptions, ChannelOptions, stae_jax.systems.h264.DEFAULT_CRFS, ...), and gathered by
 stae_jax.evaluation.evaluate.default_settings. A flag given here overrides the config, as does
 `--config.eval.<name>=...`. Writes into the workdir:
@@ -30,7 +30,10 @@ stae_jax.evaluation.evaluate.default_settings. A flag given here overrides the c
   report.md      headline, tables; plots/*.png; pictures/clip_*.png
 
 --reuse_results redoes the channel comparison, report and plots from an existing results.json
-(e.g. with other --deadlines or --snrs) without running a model.
+(e.g. with other --deadlines or --snrs) without running a model: the channel study reads only
+results.json, its per-clip results and its device profile (the step times per method and point,
+measured in isolation: stae_jax/evaluation/device_profile.py). --device_profile=<json> makes it use
+a declared profile instead (with or without --reuse_results), e.g. another device's.
 """
 
 from absl import app
@@ -47,11 +50,18 @@ _MAX_CLIPS = flags.DEFINE_integer("max_clips", 0, "Evaluate only the first N tes
 _SYSTEMS = flags.DEFINE_list("systems", None, "System tags to evaluate (default: all trained).")
 _REUSE = flags.DEFINE_bool("reuse_results", False,
                            "Recompute channel, report and plots from the workdir's results.json.")
+_DEVICE_PROFILE = flags.DEFINE_string(
+    "device_profile", None, "A JSON device profile (stae_jax/evaluation/device_profile.py; or a "
+    "results.json, whose device_profile is read) that the channel study uses instead of the one "
+    "measured here, e.g. another device's.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 # Overrides of config.eval (None: the config's value; see the module doc).
 _LATENCY_CLIPS = flags.DEFINE_integer(
     "latency_clips", None, "Clips timed one at a time per operating point (default: "
     "config.eval.latency_clips).")
+_LATENCY_REPEATS = flags.DEFINE_integer(
+    "latency_repeats", None, "Runs in a row of each of those clips per point; the device profile "
+    "takes medians over them (default: config.eval.latency_repeats).")
 _VALIDATION = flags.DEFINE_integer(
     "validation_clips", None, "Validation clips measured (what envelopes, policies and the tuned "
     "cells are chosen on; 0: none, choose on the test clips; default: "
@@ -97,11 +107,13 @@ def main(argv):
       config, max_clips=_MAX_CLIPS.value, systems_to_run=_SYSTEMS.value,
       progress=_PROGRESS.value, validation_clips=_VALIDATION.value,
       test_points=_TEST_POINTS.value, latency_clips=_LATENCY_CLIPS.value,
+      latency_repeats=_LATENCY_REPEATS.value,
       num_pictures=_PICTURES.value,
       tune_baselines=_TUNE.value, h264_grid=_GRID.value, crfs=_CRFS.value,
       h264_preset=_PRESET.value, deadlines=_DEADLINES.value, snrs=_SNRS.value,
       channel_seeds=_SEEDS.value)
-  paths = evaluate.run(config, workdir, options, channel, reuse_results=_REUSE.value)
+  paths = evaluate.run(config, workdir, options, channel, reuse_results=_REUSE.value,
+                       declared_profile=_DEVICE_PROFILE.value)
   for name, path in paths.items():
     logging.info("%s: %s", name, path)
     print(f"{name}: {path}")

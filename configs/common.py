@@ -222,8 +222,9 @@ def train_settings(*, log_every: int, eval_every: int, eval_batches: int,
 
 def eval_settings(**overrides) -> ml_collections.ConfigDict:
   """`config.eval`: what evaluate.py measures besides the trained systems (validation_clips,
-  test_points, latency_clips, num_pictures, tune_baselines, h264_grid, crfs, h264_preset,
-  deadlines, snrs, channel_seeds; `stae_jax.evaluation.evaluate.default_settings` says what each is).
+  test_points, latency_clips, latency_repeats, num_pictures, tune_baselines, h264_grid, crfs,
+  h264_preset, deadlines, snrs, channel_seeds; `stae_jax.evaluation.evaluate.default_settings` says
+  what each is).
 
   The defaults are not written here: they come from where the library writes them once (the CRFs
   from `stae_jax.systems.h264.DEFAULT_CRFS`, ...), so a config, a workdir's older config without

@@ -281,3 +281,50 @@ def test_a_saturated_link_counts_every_clip_late():
   assert len(heavy) == 2 and all(r["saturated"] and r["accuracy"] == 0.0 for r in heavy)
   light = [r for r in rows if r["policy"] == "fixed:small"]
   assert not any(r["saturated"] for r in light) and light[1]["accuracy"] == 1.0
+
+
+def test_the_channel_cells_come_from_the_device_profile_alone(tmp_path):
+  """The cells are a function of results.json: its per-clip results and its `device_profile`;
+  the points' own seconds (a run's wall times) are not read once a profile is there, and a
+  declared profile replaces the measured one."""
+  import json  # pylint: disable=g-import-not-at-top
+  from stae_jax.evaluation import device_profile  # pylint: disable=g-import-not-at-top
+  from stae_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  points = _points()[:3]
+  correct = _nested_correctness(40, [0.6, 0.7, 0.75])
+  results = _results(points, correct)
+  options = deadlines.ChannelOptions(deadlines_seconds=(0.1, 0.3), mean_snrs_db=(5.0,), seeds=(0, 1),
+                                     fps=32.0, max_backlog_seconds=30.0)
+  # Without a profile (results written before it): the points' own seconds, as before.
+  before = deadlines.channel_comparison(results, options)
+  assert before["device_profile"] == dict(source="point_seconds", path=None)
+  profile = device_profile.from_points(results)
+  measured = dict(profile, source="measured", load_average=dict(before=[5.0, 4.0, 3.0],
+                                                                 after=[6.0, 4.0, 3.0]))
+  results["device_profile"] = measured
+  results["channel"] = deadlines.channel_comparison(results, options)
+  assert results["channel"]["rows"] == before["rows"]
+  # The points' seconds as a loaded machine would time them: the cells do not move.
+  stored = json.loads(json.dumps(results))
+  for p in stored["methods"]["stae"]["points"]:
+    p["seconds"] = {step: 0.2 for step in device_profile.STEPS}
+    p["device_seconds"] = 0.4
+  assert deadlines.recompute(stored) == results["channel"]
+  # A declared profile (a slower device) replaces the measured one, which is kept beside it.
+  slow = json.loads(json.dumps(measured))
+  for times in slow["methods"]["stae"].values():
+    times["classify"] = 0.2
+  path = tmp_path / "slow.json"
+  path.write_text(json.dumps(dict(slow, source="measured")))
+  declared = device_profile.load(path)
+  assert declared["source"] == "declared" and declared["path"] == str(path)
+  evaluate.declare_profile(stored, declared)
+  assert stored["measured_device_profile"] == measured
+  slower = deadlines.recompute(stored)
+  assert slower["device_profile"] == dict(source="declared", path=str(path))
+  on_time = {(r["policy"], r["deadline_seconds"]): r["on_time_fraction"] for r in slower["rows"]}
+  assert on_time[("adaptive", 0.1)] == 0.0  # 0.2 s of classifying misses a 0.1 s deadline
+  # A profile without a time for a measured point is refused, naming it.
+  del slow["methods"]["stae"]["large"]
+  with pytest.raises(ValueError, match="stae large encode"):
+    device_profile.check(slow, stored)

@@ -11,6 +11,7 @@ import evaluate_helpers
 from stae_jax import REPO_ROOT
 from stae_jax import systems
 from stae_jax.evaluation import deadlines
+from stae_jax.evaluation import device_profile
 from stae_jax.evaluation import evaluate
 from stae_jax.evaluation import report
 from stae_jax.systems import h264
@@ -111,6 +112,38 @@ def test_every_method_is_measured_on_every_clip(evaluated):
   # More frames kept -> more bits (same block ratio).
   stae = results["methods"]["stae"]["points"]
   assert stae[1]["bits_per_clip"] > stae[0]["bits_per_clip"]
+
+
+def test_the_device_profile_is_stored_with_its_load(evaluated):
+  """results.json holds the step times the channel study used, measured on single clips run alone
+  (processor seconds), with the load average around the measurement; the tables' seconds are the
+  same runs' wall medians."""
+  _, results = evaluated
+  profile = results["device_profile"]
+  assert profile["format"] == device_profile.PROFILE_FORMAT and profile["source"] == "measured"
+  assert profile["clips"] == 1 and profile["repeats"] == evaluate.EvalOptions().latency_repeats
+  for when in ("before", "after"):
+    load = profile["load_average"][when]
+    assert len(load) == 3 and all(v >= 0 for v in load)
+  assert set(profile["methods"]) == set(results["methods"])
+  for name, method in results["methods"].items():
+    assert set(profile["methods"][name]) == {p["name"] for p in method["points"]}
+    for p in method["points"]:
+      times = profile["methods"][name][p["name"]]
+      assert list(times) == list(report.STEPS) and all(t >= 0 for t in times.values())
+      assert profile["wall_seconds"][name][p["name"]] == p["seconds"]
+  assert results["channel"]["device_profile"] == dict(source="measured", path=None)
+
+
+def test_the_channel_cells_are_recomputed_from_results_json_alone(evaluated):
+  _, results = evaluated
+  again = json.loads(json.dumps(results))
+  assert deadlines.recompute(again) == results["channel"]
+  for method in again["methods"].values():  # a loaded machine's wall times are not read
+    for p in method["points"]:
+      p["seconds"] = {step: 1.0 for step in report.STEPS}
+      p["device_seconds"] = 2.0
+  assert deadlines.recompute(again) == results["channel"]
 
 
 def test_bits_are_the_lengths_of_the_streams_the_codec_returns(evaluated, workdir):

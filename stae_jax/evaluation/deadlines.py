@@ -2,8 +2,12 @@
 
 Everything here works on the `results.json` dict (`stae_jax.evaluation.evaluate`): per clip and
 operating point whether the classifier was right and how many bits the real bitstream had, and the
-per-clip compute times of each step. So the comparison can be re-run with other channels or
-deadlines without touching a model (`python evaluate.py ... --reuse_results`).
+device profile: each point's seconds per clip of each step (`stae_jax.evaluation.device_profile`;
+measured in isolation by evaluate.py, or declared with `--device_profile`), the same for every clip,
+so the cells do not depend on how loaded the machine was while the clips were measured. So the
+comparison is a function of results.json alone and can be re-run with other channels, deadlines
+or a declared profile without touching a model (`python evaluate.py ... --reuse_results`,
+`recompute`).
 
 The scenario (ours): a camera cuts its stream into clips of T frames at `fps`, so a clip is ready
 every T / fps seconds; clips queue on one link, each with the length of its own measured bitstream
@@ -19,8 +23,8 @@ Policies per method:
                  the validation split (the test top-1 only where the results have no validation
                  split). Every point of a method measured on the test split (results.json
                  `points`) is a choice: H.264 picks its grid cell per clip among those.
-Only the measured points are choices, of both policies: a point needs its test bits and step times
-to be planned and scored. With evaluate.py's default `test_points="envelope"` H.264 is measured on
+Only the measured points are choices, of both policies: a point needs its test bits and profile
+times to be planned and scored. With evaluate.py's default `test_points="envelope"` H.264 is measured on
 test at its validation envelope (and tuned cells) only, so its policies choose among those cells;
 a cell off that envelope has an envelope cell with no more validation bits and at least its
 validation top-1 (the adaptive policy's expected accuracy), so it would be chosen only where its
@@ -46,6 +50,7 @@ import numpy as np
 
 from stae_jax import channel as channel_lib
 from stae_jax.evaluation import curves
+from stae_jax.evaluation import device_profile
 from stae_jax.systems.loading import operating_points
 
 
@@ -102,6 +107,8 @@ def channel_comparison(results: dict, options: ChannelOptions = ChannelOptions()
                                                       for m in methods.values()
                                                       for p in m["points"]])
   deadlines = [float(d) for d in options.deadlines_seconds]
+  profile = device_profile.of_results(results)
+  device_profile.check(profile, results)
   rows = []
   mean_rates = {}
   for snr in options.mean_snrs_db:
@@ -118,7 +125,7 @@ def channel_comparison(results: dict, options: ChannelOptions = ChannelOptions()
         if split == "test":
           mean_rates.setdefault(f"{float(snr):g}", []).append(float(np.mean(trace.rates_bps)))
         for name, method in methods.items():
-          points = operating_points(method)
+          points = operating_points(method, profile["methods"][name])
           correct, bits = _per_clip(method["points"], split, num_clips)
           for i, point in enumerate(points):
             choice = np.full(num_clips, i)
@@ -151,8 +158,18 @@ def channel_comparison(results: dict, options: ChannelOptions = ChannelOptions()
       deadlines_seconds=deadlines, mean_snrs_db=[float(s) for s in options.mean_snrs_db],
       seeds=[int(s) for s in options.seeds]),
               clip_interval_seconds=interval, num_clips=counts["test"],
+              device_profile=dict(source=profile["source"], path=profile.get("path")),
               validation_clips=counts.get("validation"),
               mean_rates_bps={snr: float(np.mean(r)) for snr, r in mean_rates.items()}, rows=rows)
+
+
+def recompute(results: dict) -> dict:
+  """results.json's `channel` section computed again from results.json alone, with the options it
+  was computed with (its `channel.options`) and its `device_profile`: equal to the stored section
+  wherever the per-clip results and the profile are those it was computed from."""
+  stored = dict(results["channel"]["options"])
+  stored = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
+  return channel_comparison(results, ChannelOptions(**stored))
 
 
 def best_fixed(rows: list[dict], method: str, snr: float, deadline: float) -> dict | None:

@@ -29,9 +29,13 @@ system's last-stage budget at its envelope points near the target (`stae_jax.eva
 Bits per clip are the lengths of the streams the codec returned.
 
 Times. Batched times are amortised over an evaluation batch (throughput). The per-step times the
-tables and the channel use are single-clip medians (`latency_clips` test clips at batch 1): a device
-encodes one clip when it has one. Every model step is timed after `block_until_ready`, and the
-first call of each step per batch shape is a warm-up (the compile), never timed. results.json's
+tables show are single-clip wall medians (`latency_clips` test clips at batch 1, each run
+`latency_repeats` times in a row): a device encodes one clip when it has one. The same runs give
+the device profile the channel study uses (results.json `device_profile`,
+`stae_jax.evaluation.device_profile`): medians of the processor seconds each step spent, which,
+unlike wall seconds, do not grow when other programs hold the cores; the load average before and
+after is recorded with it. Every model step is timed after `block_until_ready`, and the first call
+of each step per batch shape is a warm-up (the compile), never timed. results.json's
 `profile` sums the same step times per method and pass, beside the warm-ups' wall seconds, the
 tuned ViT's scoring and the loader's: where an evaluation's time went.
 
@@ -63,6 +67,7 @@ import numpy as np
 from stae_jax import systems
 from stae_jax.evaluation import curves
 from stae_jax.evaluation import deadlines
+from stae_jax.evaluation import device_profile
 from stae_jax.evaluation import metrics
 from stae_jax.evaluation import report
 from stae_jax.systems import h264
@@ -85,6 +90,9 @@ class EvalOptions:
   #: a third of the test pass's cost.
   validation_clips: int = 200
   latency_clips: int = 4         # clips timed one at a time per operating point (0: batched only)
+  #: Runs of each of those clips in a row per point (after the warm-up): the device profile's
+  #: medians are over latency_clips x latency_repeats runs (`stae_jax.evaluation.device_profile`).
+  latency_repeats: int = 5
   num_pictures: int = 3          # clips drawn as overlays and reconstructions
   systems: Sequence[str] | None = None  # system tags to evaluate (None: every one in the workdir)
   #: Baselines to measure (names of `stae_jax.systems.baselines()`; None: all of them).
@@ -107,6 +115,9 @@ class EvalOptions:
       raise ValueError(f"test_points={self.test_points!r}: expected one of "
                        f"{', '.join(map(repr, TEST_POINTS))} (evaluate.py --test_points, "
                        "config.eval.test_points).")
+    if self.latency_repeats < 1:
+      raise ValueError(f"latency_repeats={self.latency_repeats}: each clip is timed at least once "
+                       "(evaluate.py --latency_repeats, config.eval.latency_repeats).")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,8 +130,8 @@ def default_settings() -> dict:
   config (configs/common.py `eval_settings`), a config without an `eval` section and evaluate.py's
   flags can never disagree on a default. evaluate.py's flags carry the same names.
 
-  validation_clips, latency_clips, num_pictures, tune_baselines, test_points: `EvalOptions`'s
-  fields;
+  validation_clips, latency_clips, latency_repeats, num_pictures, tune_baselines, test_points:
+  `EvalOptions`'s fields;
   h264_grid: `h264.parse_grid`'s spec ("full", "single" or "frames=16+2,scales=1+2"); crfs,
   h264_preset: the grid's CRF axis and x264 preset; deadlines (seconds), snrs (mean dB) and
   channel_seeds (traces per SNR, seeds 0..n-1): the channel comparison's."""
@@ -131,7 +142,8 @@ def default_settings() -> dict:
                      "(seeds 0..n-1); keep the default seeds a range.")
   return dict(
       validation_clips=options.validation_clips, latency_clips=options.latency_clips,
-      num_pictures=options.num_pictures, tune_baselines=options.tune_baselines,
+      latency_repeats=options.latency_repeats, num_pictures=options.num_pictures,
+      tune_baselines=options.tune_baselines,
       test_points=options.test_points, h264_grid=h264.DEFAULT_GRID, crfs=tuple(h264.DEFAULT_CRFS),
       h264_preset=h264.DEFAULT_PRESET, deadlines=tuple(channel.deadlines_seconds),
       snrs=tuple(channel.mean_snrs_db), channel_seeds=len(seeds))
@@ -165,7 +177,8 @@ def options_from_config(config, *, max_clips: int = 0, systems_to_run: Sequence[
   grid = h264.parse_grid(str(settings["h264_grid"]), int(config.data.frames))
   options = EvalOptions(
       max_clips=int(max_clips), validation_clips=int(settings["validation_clips"]),
-      latency_clips=int(settings["latency_clips"]), num_pictures=int(settings["num_pictures"]),
+      latency_clips=int(settings["latency_clips"]),
+      latency_repeats=int(settings["latency_repeats"]), num_pictures=int(settings["num_pictures"]),
       systems=None if systems_to_run is None else tuple(systems_to_run), progress=bool(progress),
       tune_baselines=bool(settings["tune_baselines"]), test_points=str(settings["test_points"]),
       baselines=dict(h264=dict(grid, crfs=tuple(float(c) for c in settings["crfs"]),
@@ -184,24 +197,29 @@ def options_from_config(config, *, max_clips: int = 0, systems_to_run: Sequence[
 @dataclasses.dataclass
 class RoundTrip:
   """One batch through a codec at one point: what was sent, rebuilt and predicted (by the frozen
-  reference ViT), and the time of each step (seconds for the whole batch)."""
+  reference ViT), and the time of each step (seconds for the whole batch: wall, and the processor
+  seconds of the process, `_Warm`)."""
   streams: list[bytes]
   estimated_bits: np.ndarray | None
   received: Any
   rebuilt: Any
   logits: np.ndarray
   seconds: dict[str, float]
+  processor_seconds: dict[str, float]
 
 
 class _Warm:
   """Calls a step once untimed the first time it is seen with a key (the compile), then times it.
 
   The untimed first calls are not free (a compile can cost more than the batches after it), so
-  their wall seconds are summed per `owner` (a method's tag, "reference") for the profile."""
+  their wall seconds are summed per `owner` (a method's tag, "reference") for the profile. Returns
+  the wall seconds of the timed call; the processor seconds the process spent in it (every thread,
+  `time.process_time`) are left in `last_processor_seconds` (the device profile's measure)."""
 
   def __init__(self):
     self._seen = set()
     self.warm_up_seconds: dict[str, float] = {}
+    self.last_processor_seconds = 0.0
 
   def __call__(self, key, fn, *args, owner: str = "other"):
     if key not in self._seen:
@@ -210,9 +228,12 @@ class _Warm:
       fn(*args)
       self.warm_up_seconds[owner] = (self.warm_up_seconds.get(owner, 0.0)
                                      + time.perf_counter() - started)
+    processor = time.process_time()
     started = time.perf_counter()
     out = fn(*args)
-    return out, time.perf_counter() - started
+    wall = time.perf_counter() - started
+    self.last_processor_seconds = time.process_time() - processor
+    return out, wall
 
 
 def round_trip(codec: systems.Codec, clips: np.ndarray, point: systems.Point, warm: _Warm,
@@ -222,16 +243,23 @@ def round_trip(codec: systems.Codec, clips: np.ndarray, point: systems.Point, wa
   key = (codec.tag, point, len(clips))
   classify = classify or codec.classify
   owner = codec.tag
+  processor = {}
   encoded, t_encode = warm(key + ("encode",), codec.encode, clips, point, owner=owner)
+  processor["encode"] = warm.last_processor_seconds
   coded, t_code = warm(key + ("entropy_encode",), codec.entropy_encode, encoded, point,
                        owner=owner)
+  processor["entropy_encode"] = warm.last_processor_seconds
   received, t_uncode = warm(key + ("entropy_decode",), codec.entropy_decode, coded.streams, point,
                             owner=owner)
+  processor["entropy_decode"] = warm.last_processor_seconds
   rebuilt, t_decode = warm(key + ("decode",), codec.decode, received, point, owner=owner)
+  processor["decode"] = warm.last_processor_seconds
   logits, t_classify = warm(_classify_key(classify, rebuilt), classify, rebuilt, owner=owner)
+  processor["classify"] = warm.last_processor_seconds
   return RoundTrip(streams=coded.streams, estimated_bits=coded.estimated_bits, received=received,
                    rebuilt=rebuilt, logits=np.asarray(logits), seconds=dict(zip(STEPS, (
-                       t_encode, t_code, t_uncode, t_decode, t_classify))))
+                       t_encode, t_code, t_uncode, t_decode, t_classify))),
+                   processor_seconds=processor)
 
 
 def _classify_key(classify, clips) -> tuple:
@@ -251,6 +279,7 @@ class _Accumulator:
     self.batched = {step: 0.0 for step in STEPS}
     self.batched_clips = 0
     self.single: dict[str, list[float]] = {step: [] for step in STEPS}
+    self.single_processor: dict[str, list[float]] = {step: [] for step in STEPS}
     self.tuned_seconds = 0.0  # the tuned ViT's scoring, compiles included (profile only)
 
   def add(self, trip: RoundTrip, labels, valid, tuned_logits=None):
@@ -565,19 +594,34 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
   clip_shape = test.clip_shape
   phase("test")
 
-  # Single-clip latencies: what one device and one server spend on one clip.
+  # Single-clip latencies, what one device and one server spend on one clip, and the device
+  # profile the channel study uses: each clip alone, `latency_repeats` runs in a row per point.
   ref_point = test.reference
+  load_before = os.getloadavg()
   for clip in single_clips:
     one = clip[None]
-    _, seconds = warm(_classify_key(reference, one), reference, one, owner="reference")
-    ref_point.single["classify"].append(seconds)
-    for codec in running:
-      for point, acc in test.points[codec.tag].items():
-        trip = round_trip(codec, one, point, warm, reference)
-        for step, value in trip.seconds.items():
-          acc.single[step].append(value)
+    for _ in range(options.latency_repeats):
+      _, seconds = warm(_classify_key(reference, one), reference, one, owner="reference")
+      ref_point.single["classify"].append(seconds)
+  for codec in running:
+    for point, acc in test.points[codec.tag].items():
+      for clip in single_clips:
+        for _ in range(options.latency_repeats):
+          trip = round_trip(codec, clip[None], point, warm, reference)
+          for step in STEPS:
+            acc.single[step].append(trip.seconds[step])
+            acc.single_processor[step].append(trip.processor_seconds[step])
+  load_after = os.getloadavg()
   for step in STEPS:
     ref_point.single[step] = ref_point.single[step] or [0.0]
+  profile = None
+  if single_clips:
+    profile = device_profile.measured(
+        {c.tag: {p.name: acc.single_processor for p, acc in test.points[c.tag].items()}
+         for c in running},
+        {c.tag: {p.name: acc.single for p, acc in test.points[c.tag].items()} for c in running},
+        clips=len(single_clips), repeats=options.latency_repeats, load_before=load_before,
+        load_after=load_after)
   ref_point.num_bytes = [metrics.raw_clip_bytes(clip_shape)] * len(ref_point.correct)
   phase("single_clip_latency")
 
@@ -612,19 +656,33 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
                          top1_interval=curves.top1_interval(validation.reference.correct))),
       methods=methods, evaluate_seconds=time.perf_counter() - started, phase_seconds=phases,
       test_points=options.test_points,
-      profile=_profile(running, validation, test, warm),
+      profile=_profile(running, validation, test, warm), device_profile=profile,
       validation=None if validation is None else dict(
           split="validation", num_clips=len(validation.reference.correct),
           rule=pipeline.VALIDATION_RULE))
   return results.to_json(), pictures
 
 
+def declare_profile(results: dict, profile: dict) -> None:
+  """Makes `profile` (`device_profile.load`) the one results' channel study uses; a measured
+  profile it replaces is kept as `measured_device_profile`."""
+  device_profile.check(profile, results)
+  current = results.get("device_profile")
+  if current and current.get("source") == "measured":
+    results["measured_device_profile"] = current
+  results["device_profile"] = profile
+
+
 def finish(results: dict, workdir: pathlib.Path, channel_options, pictures: dict | None = None,
-           class_names: list[str] | None = None) -> dict[str, pathlib.Path]:
-  """Channel comparison, headline, ablations, then results.json, plots, pictures and report.md."""
+           class_names: list[str] | None = None,
+           declared_profile: dict | None = None) -> dict[str, pathlib.Path]:
+  """Channel comparison (with `declared_profile` where given, else results' own device profile),
+  headline, ablations, then results.json, plots, pictures and report.md."""
   from stae_jax.evaluation import pictures as pictures_lib  # pylint: disable=g-import-not-at-top
   from stae_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
   started = time.perf_counter()
+  if declared_profile is not None:
+    declare_profile(results, declared_profile)
   results["channel"] = deadlines.channel_comparison(results, channel_options)
   results["headline"] = report.headline(results)
   results["ablations"] = report.ablations(results)
@@ -645,15 +703,20 @@ def finish(results: dict, workdir: pathlib.Path, channel_options, pictures: dict
 
 
 def run(config, workdir, options: EvalOptions = EvalOptions(), channel_options=None, *,
-        reuse_results: bool = False, loader_fn: Callable | None = None) -> dict[str, pathlib.Path]:
-  """evaluate.py's work: measure (or reuse results.json), then write everything into `workdir`."""
+        reuse_results: bool = False, loader_fn: Callable | None = None,
+        declared_profile: str | pathlib.Path | None = None) -> dict[str, pathlib.Path]:
+  """evaluate.py's work: measure (or reuse results.json), then write everything into `workdir`.
+  `declared_profile`: a device profile file (`device_profile.load`) the channel study uses instead
+  of the measured one."""
   from stae_jax.data import datasets  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir).absolute()
   channel_options = channel_options or deadlines.ChannelOptions()
+  declared = None if declared_profile is None else device_profile.load(declared_profile)
   if reuse_results:
     path = workdir / "results.json"
     if not path.is_file():
       raise FileNotFoundError(f"--reuse_results: no {path}; run evaluate.py without it first.")
-    return finish(loading.load_results(path), workdir, channel_options)
+    return finish(loading.load_results(path), workdir, channel_options, declared_profile=declared)
   results, pictures = evaluate_workdir(config, workdir, options, loader_fn=loader_fn)
-  return finish(results, workdir, channel_options, pictures, datasets.class_names_of(config.data))
+  return finish(results, workdir, channel_options, pictures, datasets.class_names_of(config.data),
+                declared_profile=declared)

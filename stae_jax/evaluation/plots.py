@@ -9,7 +9,8 @@
                          point, chosen on validation, dotted), one panel per mean SNR
   latency_breakdown.png  where a clip's time goes at each method's cheapest envelope point reaching
                          the target (or its most accurate): device compute, transmission at the mean
-                         rate of the middle SNR, server decode, classify
+                         rate of the middle SNR, server decode, classify (the device profile's
+                         step times, as the channel study reads them)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 from stae_jax.evaluation import curves  # pylint: disable=wrong-import-position
 from stae_jax.evaluation import deadlines as deadlines_lib  # pylint: disable=wrong-import-position
+from stae_jax.evaluation import device_profile  # pylint: disable=wrong-import-position
 
 _MARKERS = "osD^v<>ph*"
 
@@ -105,12 +107,13 @@ def latency_breakdown(results: dict, path: pathlib.Path) -> pathlib.Path:
   snr = snrs[len(snrs) // 2]
   mean_rate = float(channel["mean_rates_bps"][f"{snr:g}"])
   target = results["headline"]["target_top1"]
+  profile = device_profile.of_results(results)["methods"]  # the step times the channel used
   labels, parts = [], []
   for name, method in _methods(results):
     p = _representative(method, target)
     labels.append(f"{method['label']}\n{p['name']}")
-    s = p["seconds"]
-    parts.append([p["device_seconds"], p["bits_per_clip"] / mean_rate,
+    s = profile[name][p["name"]]
+    parts.append([s["encode"] + s["entropy_encode"], p["bits_per_clip"] / mean_rate,
                   s["entropy_decode"] + s["decode"], s["classify"]])
   parts = 1000 * np.array(parts)
   fig, ax = plt.subplots(figsize=(7, 0.6 * len(labels) + 1.5))

@@ -20,6 +20,12 @@ results.json, format "stae_jax.results/2" (keys always present; null where a val
            (the compiles; a classifier compiled for one method is not compiled again for the
            next); total: all of these. H.264's encode is x264 (its entropy coding included), its
            decode PyAV's decoder plus the receiver's fill and upsampling
+  device_profile null | PROFILE of stae_jax.evaluation.device_profile   the seconds per clip of
+             each step per method and point that the channel study uses (measured: medians of
+             processor seconds of single clips run alone, with the load average; or declared with
+             evaluate.py --device_profile); null where no clip was timed alone (latency_clips=0;
+             absent in results written before it): the channel then reads each point's seconds
+  measured_device_profile   only where a declared profile replaced a measured one: that one
   validation null | {split, num_clips, rule}   the clips anything chosen from results is chosen on
              (envelopes, the channel policy's expected accuracies, best fixed points, the cells
              H.264's classifier is tuned at): carved from the training split
@@ -48,15 +54,16 @@ results.json, format "stae_jax.results/2" (keys always present; null where a val
          (means over clips of the real bitstream, header included; ratio = raw_clip_bytes /
          mean bytes), estimated_bits_per_clip, rate_gap_bits, rate_gap_relative (learned rate
          vs real; null for H.264 and raw), seconds {encode, entropy_encode, entropy_decode,
-         decode, classify} per clip (seconds_source "single_clip": medians at batch 1, or
-         "batched"), batched_seconds {...} (amortised over a batch), device_seconds (encode +
+         decode, classify} per clip (seconds_source "single_clip": wall medians at batch 1 of
+         the device profile's runs, or "batched"), batched_seconds {...} (amortised over a batch), device_seconds (encode +
          entropy_encode), server_seconds (the rest), per_clip {correct, bits},
          validation null | {num_clips, top1, top1_interval, bits_per_clip, per_clip {correct,
          bits}} (the same point on the validation clips, frozen reference ViT),
          tuned null | {classifier, top1, top1_interval, accuracy_loss_points, per_clip {correct}}
          (the test clips scored by a ViT tuned for this method's output)}
   channel {options {...}, clip_interval_seconds, num_clips, validation_clips, mean_rates_bps
-           {<snr>: mean link rate over its traces},
+           {<snr>: mean link rate over its traces}, device_profile {source, path} (the profile
+           its step times came from; absent in results written before it),
            rows [{method, policy ("fixed:<point>" | "adaptive"), split ("test" | "validation"),
                   mean_snr_db, deadline_seconds, accuracy, accuracy_interval, on_time_fraction,
                   saturated}]}       (stae_jax.evaluation.deadlines)
@@ -95,6 +102,7 @@ import numpy as np
 
 from stae_jax.evaluation import curves
 from stae_jax.evaluation import deadlines as deadlines_lib
+from stae_jax.evaluation import device_profile
 from stae_jax.evaluation.curves import accuracy_at_bits, bits_at_accuracy, top1_interval
 from stae_jax.systems.loading import RESULTS_FORMAT  # written here, read by loading.load_results
 
@@ -103,7 +111,7 @@ __all__ = ["RESULTS_FORMAT", "STEPS", "TARGET_LOSS_POINTS", "top1_interval", "bi
            "write_results", "markdown"]
 
 #: The per-clip steps every method is timed in (`stae_jax.systems.base.Codec`).
-STEPS = ("encode", "entropy_encode", "entropy_decode", "decode", "classify")
+STEPS = device_profile.STEPS
 TARGET_LOSS_POINTS = 5.0
 COLUMN_TITLES = {"frozen": "frozen reference ViT for every method",
                  "tuned": "each method's tuned ViT"}
@@ -170,6 +178,9 @@ class Results:
   phase_seconds: dict = dataclasses.field(default_factory=dict)
   profile: dict = dataclasses.field(default_factory=dict)
   test_points: str = "all"
+  #: The step times the channel study uses (`stae_jax.evaluation.device_profile`); None: no clip
+  #: was timed alone (latency_clips=0), and the channel reads each point's batched seconds.
+  device_profile: dict | None = None
 
   def to_json(self) -> dict:
     return dict(format=RESULTS_FORMAT, **dataclasses.asdict(self))
@@ -396,6 +407,19 @@ PROFILE_COLUMNS = (("encode (device)", "encode"), ("code", "entropy_encode"),
                    ("reference ViT", "classify"))
 
 
+def _profile_sentence(results: dict) -> str:
+  """How the channel study's step times were obtained (results.json `device_profile`)."""
+  profile = device_profile.of_results(results)
+  if profile["source"] == "measured":
+    load = profile["load_average"]
+    return (f"Step times: the device profile measured here, per step the median processor seconds "
+            f"of {profile['clips']} clips x {profile['repeats']} runs each at batch 1 (load "
+            f"average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after).")
+  if profile["source"] == "declared":
+    return f"Step times: the declared device profile {profile['path']}."
+  return "Step times: each point's own single-clip seconds (no device profile in results.json)."
+
+
 def _profile_lines(results: dict) -> list[str]:
   """report.md's "Where the time went" from results.json's `profile` (none: no section), so the
   step that dominates an evaluation is read off the report rather than guessed."""
@@ -546,8 +570,9 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
   if many:
     lines += ["", "Methods with more than " f"{MAX_TABLE_POINTS} points show their envelope "
               "points here; every point is in its own table below and in results.json."]
-  lines += ["", "Times are per clip on this machine: medians of clips run one at a time "
-            "(`seconds_source` in results.json), each model step after `block_until_ready`. "
+  lines += ["", "Times are per clip on this machine: wall medians of clips run one at a time "
+            "(`seconds_source` in results.json), each model step after `block_until_ready`; the "
+            "channel study reads the device profile instead (processor seconds, below). "
             "encode: the device's network (STAE attention + analysis, DeepISC encoder, x264 with "
             "its own entropy coding); code/uncode: range coding on the host; decode: synthesis + "
             "3D-2D decoder (STAE), DeepISC's decoder, or H.264 decoding (then holding or "
@@ -602,7 +627,8 @@ def markdown(results: dict, *, plots: dict[str, str] | None = None,
               f"{opts['rate_margin']:g}; each point's expected accuracy is its validation top-1; "
               "every point of a method measured on test is a choice, so H.264 picks its grid "
               "cell per clip among those) / of "
-              f"the best fixed point, chosen {chosen}. Frozen reference ViT for every method.", ""]
+              f"the best fixed point, chosen {chosen}. Frozen reference ViT for every method. "
+              + _profile_sentence(results), ""]
     names = [n for n in results["methods"] if any(r["method"] == n for r in channel["rows"])]
 
     def cell(row):

@@ -419,16 +419,26 @@ def measured_baselines(workdir, *, crfs=None, preset: str | None = None) -> dict
   return dict(h264=h264)
 
 
-def operating_points(method: dict) -> list[channel_lib.OperatingPoint]:
+def operating_points(method: dict, times: dict | None = None) -> list[channel_lib.OperatingPoint]:
   """A method's points (`results.json` `methods.<tag>`) as the channel's `OperatingPoint`s: mean
-  bits, top-1 on the validation split (test where none was measured) and single-clip step times
-  (what the channel study and the serving client plan with)."""
-  return [channel_lib.OperatingPoint(
-      name=p["name"], bits=p["bits_per_clip"],
-      expected_accuracy=(p.get("validation") or p)["top1"],
-      encode_seconds=p["device_seconds"],
-      decode_seconds=p["seconds"]["entropy_decode"] + p["seconds"]["decode"],
-      classify_seconds=p["seconds"]["classify"]) for p in method["points"]]
+  bits, top-1 on the validation split (test where none was measured) and step times per clip:
+  `times` {point name: {step: seconds}} (the method's entry of a device profile,
+  `stae_jax.evaluation.device_profile`: what the channel study plans with), or where not given
+  each point's own single-clip seconds (what the serving client plans with)."""
+  out = []
+  for p in method["points"]:
+    if times is None:
+      seconds = p["seconds"]
+      encode = p["device_seconds"]
+    else:
+      seconds = times[p["name"]]
+      encode = seconds["encode"] + seconds["entropy_encode"]
+    out.append(channel_lib.OperatingPoint(
+        name=p["name"], bits=p["bits_per_clip"],
+        expected_accuracy=(p.get("validation") or p)["top1"], encode_seconds=encode,
+        decode_seconds=seconds["entropy_decode"] + seconds["decode"],
+        classify_seconds=seconds["classify"]))
+  return out
 
 
 def results_method(workdir, tag: str) -> dict | None:
