@@ -225,26 +225,22 @@ class EdgeService:
     """Runs every (method, point, padded batch size) once, so that serving compiles nothing.
     Returns the compiles it took (loads from the compilation cache included).
 
-    A point whose server half at the smallest size compiled nothing, after an earlier point of
-    the same method was warmed at every size, runs on that point's executables (same shapes and
-    static arguments: H.264's CRFs of one kept-frames x side cell), so its larger sizes are not
-    run again: with the default's 75 H.264 points this halves serve.py's second start
-    (BENCHMARKS.md "Serving start-up"). `test_nothing_compiles_under_load` checks that a batch of
-    every size then compiles nothing."""
+    Points whose codec says they share the server half's programs (`Codec.server_programs`:
+    H.264's CRFs of one kept-frames x side cell) are warmed at every size once, the others of the
+    key at the smallest size only: with the default's 75 H.264 points this cuts serve.py's second
+    start (BENCHMARKS.md "Serving start-up"). `test_nothing_compiles_under_load` checks that a
+    batch of every size of every point then compiles nothing."""
     before = compile_count()
     sizes = self.options.sizes()
     for codec in self.codecs.values():
-      warmed = False  # a point of this method ran at every size
+      warmed = set()  # server_programs keys run at every size
       for point in codec.points:
         clip = np.zeros((1,) + tuple(codec.clip_shape), np.uint8)
         stream = codec.device(clip, point).streams[0]
-        for i, size in enumerate(sizes):
-          start = compile_count()
+        key = codec.server_programs(point)
+        for size in sizes[:1] if key in warmed else sizes:
           codec.classify(codec.server([stream] * size, point))
-          if i == 0 and warmed and compile_count() == start:
-            break
-        else:
-          warmed = True
+        warmed.add(key)
     return compile_count() - before
 
   # --- the rpcs ---------------------------------------------------------------------------------

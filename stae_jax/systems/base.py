@@ -187,6 +187,12 @@ class Codec(abc.ABC):
     stream from another model is refused by name; None where any instance decodes any stream."""
     return None
 
+  def server_programs(self, point: Point):
+    """A hashable key: points with equal keys run the server half (`entropy_decode`, `decode`,
+    `classify`) through the same compiled programs at every batch size, so a server warms one of
+    them per key. Default: the point itself (nothing shared)."""
+    return point
+
   def max_stream_bytes(self, point: Point) -> int:
     """The most bytes a stream of this codec at `point` can take (streams beyond it are refused)."""
     return 8 * math.prod(self.clip_shape)

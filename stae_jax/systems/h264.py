@@ -708,6 +708,11 @@ class H264Codec(base.Codec):
   def classify(self, clips) -> np.ndarray:
     return self._classify(clips)
 
+  def server_programs(self, point):
+    """The CRF is x264's alone: the cells of one kept-frames x side pair share the server half's
+    programs (the same shapes and kept-frame index)."""
+    return (point["frames"], point["side"])
+
 
 def codecs(context: base.BaselineContext) -> list[base.Codec]:
   return [H264Codec(context)]
