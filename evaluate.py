@@ -7,7 +7,8 @@ r"""Evaluates everything train.py trained in a workdir: real compression of the 
 workdir is compared (STAE, its ablations, DeepISC) with H.264 (libx264 over a grid of kept frames x
 resolution x CRF: --h264_grid, --crfs), raw offloading and the uncompressed reference, then under a
 time-varying channel with deadlines. What is chosen from results is chosen on --validation_clips
-clips carved from the training split.
+clips carved from the training split (or the dataset's own validation split, where it stores one:
+the surveillance_fight folds).
 
 What the test split measures: every point of every method with few points (the learned systems);
 of a method with more points than the report lists one by one (H.264's grid: 75 cells by

@@ -12,6 +12,25 @@ accuracy carries a 95% interval of about +-10 points (README, "Real footage").
 Switches as for configs/synthetic.py: `:system=deepisc`, `:frame_attention=False`,
 `:spatial_attention=False`, `:selection=random` (the "neither attention" ablation),
 `:selection=uniform`, `:context=False` (the factorized prior); data: `:frames=16` (then set `--config.data.stride=1`), `:size=48`, `:seed=1`.
+
+Cross-validation by source group (`:fold=<k>`, k in 0..4; `:folds=<n>` for another number of
+folds): the 44 source groups fall into 5 folds of 58-62 clips (stae_jax/data/surveillance_fight.py
+has the counts); fold k is the test split, fold k+1 (mod 5) the validation split (stored, whole
+source groups: nothing is carved from the training clips) and the other three folds the training
+split, so every clip is tested once, by a model that never saw its source. The workdir records the
+fold (runs/surveillance_fight_fold=<k>). The sequence, one fold after another (each a whole
+training run):
+
+  for k in 0 1 2 3 4; do
+    python train.py --config=configs/surveillance_fight.py:fold=$k
+    python evaluate.py --config=configs/surveillance_fight.py:fold=$k
+  done
+
+Each fold's results.json holds its test clips' per-clip correctness and bits (and its validation
+clips' numbers); pooling the five folds into one table with paired intervals is not built yet.
+Without `:fold` the config is the one fixed split above (203 train, 97 test clips), whose
+validation clips are carved from the training clips (data/pipeline.py VALIDATION_RULE) and so may
+share a source with training clips.
 """
 
 from configs import common
@@ -27,6 +46,8 @@ def get_config(arg=None):
       frames=8,
       size=64,
       seed=0,
+      fold=fight_data.NO_FOLD,    # the fixed split; 0..folds-1: that fold of the cross-validation
+      folds=fight_data.FOLDS,
   )
   c = ml_collections.ConfigDict()
   c.name = "surveillance_fight" + common.switches_suffix(arg)
@@ -35,11 +56,14 @@ def get_config(arg=None):
   c.data = ml_collections.ConfigDict(dict(
       name="surveillance_fight",
       # Every clip is stored at height x width (centred crop of that aspect) and fps; part of the
-      # TFDS config name. allow_incomplete=True builds from the clips that are there.
-      builder_kwargs=dict(height=96, width=128, fps=10, allow_incomplete=False),
+      # TFDS config name, as are the fold and the number of folds (set them with the `fold` and
+      # `folds` switches, which also name the workdir). allow_incomplete=True builds from the clips
+      # that are there.
+      builder_kwargs=dict(height=96, width=128, fps=10, allow_incomplete=False, fold=a.fold,
+                          folds=a.folds),
       data_dir="data/tfds",
       manual_dir="../shared/data/real/surveillance_fight",  # the release (repo-relative or absolute)
-      split=fight_data.SPLIT,     # the one fixed split by source video
+      split=fight_data.SPLIT,     # the fixed split by source video (a fold: builder_kwargs.fold)
       frames=a.frames,            # T: 8 frames 2 apart at 10 fps = 1.5 s; all but one clip hold it
       stride=2,
       resolution=a.size,

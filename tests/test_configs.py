@@ -130,3 +130,14 @@ def test_evaluate_flags_override_the_config_which_overrides_the_defaults():
     evaluate.options_from_config(config, crf=["30"])
   with pytest.raises(ValueError, match="unknown setting.*crfs"):
     common.eval_settings(crf=(30,))
+
+
+def test_surveillance_fight_fold_switch_names_the_workdir():
+  from configs import surveillance_fight
+  from stae_jax.data import surveillance_fight as fight_data
+  default = surveillance_fight.get_config(None)
+  assert default.data.builder_kwargs.fold == fight_data.NO_FOLD  # the fixed split
+  assert default.data.builder_kwargs.folds == fight_data.FOLDS
+  config = surveillance_fight.get_config("fold=3,system=deepisc")
+  assert config.data.builder_kwargs.fold == 3 and config.name == "surveillance_fight_fold=3"
+  assert "configs/surveillance_fight.py:fold=$k" in surveillance_fight.__doc__

@@ -140,6 +140,131 @@ def test_sources_sharing_a_clip_are_one_group(release):
   assert {r for r in SAMPLE if r in test} == TEST_CLIPS
 
 
+# ------------------------------------------------------------------------------ the folds
+
+#: Per fold of the default 5: (groups, sources, clips, fight, noFight), as the module docstring
+#: says.
+FOLD_COUNTS = [(9, 10, 62, 28, 34), (8, 8, 62, 30, 32), (9, 10, 59, 31, 28), (9, 9, 58, 30, 28),
+               (9, 9, 59, 31, 28)]
+EVERY_CLIP = {f"fight/fi{i:03d}.mp4" for i in range(1, 151)} | {
+    f"noFight/nofi{i:03d}.mp4" for i in range(1, 151)}
+
+
+@pytest.fixture(scope="module")
+def folds(release):
+  """{fold: {"train", "validation", "test": set of relpaths}} of the default 5 folds."""
+  return {fold: {part: {c.relpath for c in getattr(lists, part)}
+                 for part in ("train", "validation", "test")}
+          for fold in range(sf.FOLDS) for lists in [sf.read_fold(release, fold)]}
+
+
+def test_fold_counts_are_the_documented_ones(release):
+  counts = sf.fold_counts(release)
+  print("\nfold groups sources clips fight noFight")
+  for fold, c in enumerate(counts):
+    print(fold, c["groups"], c["sources"], c["clips"], c["fight"], c["noFight"])
+  assert [(c["groups"], c["sources"], c["clips"], c["fight"], c["noFight"])
+          for c in counts] == FOLD_COUNTS
+  assert sum(c["groups"] for c in counts) == 44 and sum(c["sources"] for c in counts) == 46
+  for fold, (groups, sources, clips, fight, no_fight) in enumerate(FOLD_COUNTS):
+    row = f"  {fold}      {groups}       {sources:<2}       {clips}     {fight}     {no_fight}"
+    assert row in sf.__doc__, fold
+  # The CamNet/Synopsis group (30 noFight clips) is in fold 0.
+  assert "noFight/nofi062.mp4" in {c.relpath for c in sf.read_fold(release, 0).test}
+
+
+def test_folds_partition_the_clips(folds):
+  tested = [clip for fold in folds.values() for clip in fold["test"]]
+  assert len(tested) == 300 and set(tested) == EVERY_CLIP  # every clip in exactly one test split
+  validated = [clip for fold in folds.values() for clip in fold["validation"]]
+  assert len(validated) == 300 and set(validated) == EVERY_CLIP
+  for fold, parts in folds.items():
+    train, validation, test = parts["train"], parts["validation"], parts["test"]
+    assert train | validation | test == EVERY_CLIP
+    assert not train & validation and not train & test and not validation & test
+    assert validation == folds[(fold + 1) % sf.FOLDS]["test"]
+    assert (len(train), len(validation), len(test)) == (
+        300 - FOLD_COUNTS[(fold + 1) % sf.FOLDS][2] - FOLD_COUNTS[fold][2],
+        FOLD_COUNTS[(fold + 1) % sf.FOLDS][2], FOLD_COUNTS[fold][2])
+
+
+def test_no_source_is_in_two_parts_of_a_fold(release, folds):
+  """Checked with the independent parser: every source's clips lie in one part of each fold."""
+  sources = _sources_from_file(release)
+  assert len({s for clip_sources in sources.values() for s in clip_sources}) == 46
+  for fold, parts in folds.items():
+    where: dict[str, set[str]] = {}
+    for name, clip_sources in sources.items():
+      relpath = f"{'noFight' if name.startswith('nofi') else 'fight'}/{name}.mp4"
+      part = next(p for p, clips in parts.items() if relpath in clips)
+      for source in clip_sources:
+        where.setdefault(source, set()).add(part)
+    assert [s for s, p in where.items() if len(p) > 1] == [], fold
+    # Validation and training share no source either: validation is whole sources too.
+    assert {p for ps in where.values() for p in ps} == {"train", "validation", "test"}
+
+
+def test_folds_are_deterministic(release):
+  groups = sf.read_sources(release)
+  once = sf.assign_folds(groups)
+  assert sf.assign_folds(groups) == once
+  # The order of videos.txt does not matter: only group sizes and names decide.
+  shuffled = tuple(np.random.default_rng(0).permutation(np.array(groups, dtype=object)))
+  assert sf.assign_folds(shuffled) == once
+  # Other numbers of folds also partition the groups.
+  for k in (3, 10):
+    assigned = sf.assign_folds(groups, k)
+    assert len(assigned) == k and all(assigned)
+    assert sorted(g.name for part in assigned for g in part) == sorted(g.name for g in groups)
+
+
+def test_fold_config_names_the_fold_and_stores_validation(tmp_path):
+  config = fight_config.get_config("fold=2")
+  assert config.name == "surveillance_fight_fold=2"  # the workdir records the fold
+  builder = datasets.get_builder(config.data)
+  assert builder.builder_config is sf.SurveillanceFight.builder_configs[
+      "source_fold2of5_128x96_10fps"]
+  assert (builder.builder_config.fold, builder.builder_config.folds) == (2, 5)
+  assert "fold 3 of the 5 folds" in pipeline.validation_rule(config.data)
+  default = fight_config.get_config().data
+  assert datasets.stored_validation_rule(default) is None
+  assert pipeline.validation_rule(default) == pipeline.VALIDATION_RULE
+  # A stored validation split is read as stored, nothing carved from train.
+  stored = {"train": list(range(30)), "validation": ["v"], "test": ["t"]}
+  for split in ("train", "validation", "test"):
+    assert pipeline.split_source(stored.get, split, stored_validation=True) == stored[split]
+  assert len(pipeline.split_source(stored.get, "train")) == 27
+  assert fight_config.get_config("fold=0,folds=10").data.builder_kwargs.folds == 10
+  ten = sf.make_builder(_data_config(tmp_path, fold=9, folds=10), tmp_path)
+  assert ten.builder_config.name == "source_fold9of10_128x96_10fps"
+
+
+def test_bad_fold_settings_are_explained(tmp_path, release):
+  with pytest.raises(ValueError, match="fold must be an integer in 0..4.*:fold=<k>"):
+    sf.make_builder(_data_config(tmp_path, fold=5), tmp_path)
+  with pytest.raises(ValueError, match="folds must be an integer >= 3"):
+    sf.make_builder(_data_config(tmp_path, fold=0, folds=2), tmp_path)
+  with pytest.raises(ValueError, match="folds=6 needs a fold"):
+    sf.make_builder(_data_config(tmp_path, folds=6), tmp_path)
+  with pytest.raises(ValueError, match="folds must be an integer in 3..44"):
+    sf.read_fold(release, 0, 45)
+
+
+def test_fold_build_stores_train_validation_and_test(release, tmp_path):
+  """A fold built from one real clip of each of its parts: three stored splits, each clip where
+  read_fold puts it."""
+  lists = sf.read_fold(release, 1)
+  chosen = {part: min(c.relpath for c in getattr(lists, part))
+            for part in ("train", "validation", "test")}
+  builder = _build(_small_release(tmp_path, release, chosen.values()), tmp_path / "tfds",
+                   allow_incomplete=True, fold=1)
+  assert builder.builder_config.name == "source_fold1of5_128x96_10fps_partial"
+  assert set(builder.info.splits) == {"train", "validation", "test"}
+  for part, relpath in chosen.items():
+    records = builder.as_data_source(part)
+    assert [records[i]["filename"].decode() for i in range(len(records))] == [relpath]
+
+
 # ------------------------------------------------------------------------------ stored clips
 
 

@@ -60,14 +60,17 @@ class ClipRef:
 
 @dataclasses.dataclass(frozen=True)
 class SplitLists:
-  """The clips of one official split, in list order."""
+  """The clips of one split, in list order. validation: clips the dataset itself holds out of
+  `train` (stored as a `validation` split); empty for the official splits, whose validation
+  clips the input pipeline carves from `train` (`stae_jax.data.pipeline.VALIDATION_RULE`)."""
   number: int
   train: tuple[ClipRef, ...]
   test: tuple[ClipRef, ...]
+  validation: tuple[ClipRef, ...] = ()
 
   @property
   def clips(self) -> tuple[ClipRef, ...]:
-    return self.train + self.test
+    return self.train + self.validation + self.test
 
 
 def shorten(names: Sequence[str], shown: int = _SHOWN) -> str:
@@ -171,6 +174,11 @@ class ManualVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   def read_split(cls, manual_dir: str | os.PathLike, split: int) -> SplitLists:
     raise NotImplementedError
 
+  def split_lists(self, manual_dir: pathlib.Path) -> SplitLists:
+    """The clips this builder config stores: `read_split` of its split (a dataset whose configs
+    choose more than the split number overrides this)."""
+    return self.read_split(manual_dir, self.builder_config.split)
+
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
@@ -196,7 +204,7 @@ class ManualVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     del dl_manager  # nothing to download: the release is read where it lies
     release_dir = self.require_release_dir()
     config: ManualVideoConfig = self.builder_config
-    lists = self.read_split(release_dir, config.split)
+    lists = self.split_lists(release_dir)
     video_root = self.video_root(release_dir)
     absent = missing_clips(video_root, lists.clips)
     if absent:
@@ -213,8 +221,11 @@ class ManualVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
       logging.warning("%s Building without them (allow_incomplete=True).", message)
     self.left_out = {"missing": [c.relpath for c in absent], "unreadable": []}
     absent_paths = {c.relpath for c in absent}
-    present = {"train": [c for c in lists.train if c.relpath not in absent_paths],
-               "test": [c for c in lists.test if c.relpath not in absent_paths]}
+    stored = {"train": lists.train, "test": lists.test}
+    if lists.validation:
+      stored["validation"] = lists.validation
+    present = {name: [c for c in clips if c.relpath not in absent_paths]
+               for name, clips in stored.items()}
     # TFDS cannot write a split without examples. Only a partial build can get here; it then has
     # no such split at all, and says so (here, in its metadata, and in make_builder on each load).
     self.empty_splits = sorted(name for name, clips in present.items() if not clips)

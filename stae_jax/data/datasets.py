@@ -53,6 +53,17 @@ def ensure_built(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBui
   return builder
 
 
+def stored_validation_rule(data_config: ml_collections.ConfigDict) -> str | None:
+  """How the validation split that `data_config`'s builder stores was chosen, or None where it
+  stores none (then the input pipeline carves one from the training split). A dataset module
+  whose builder configs store one says so with `validation_rule(data_config)`."""
+  name = data_config.get("name")
+  if name not in DATASET_MODULES:
+    return None
+  rule = getattr(importlib.import_module(DATASET_MODULES[name]), "validation_rule", None)
+  return rule(data_config) if rule is not None else None
+
+
 def class_names(builder: tfds.core.DatasetBuilder) -> list[str]:
   """The label names of a built dataset, in label order."""
   return list(builder.info.features["label"].names)

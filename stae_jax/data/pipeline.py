@@ -29,13 +29,16 @@ every workers-th record, so a different worker count gives the same clips groupe
 
 Splits: "test" is the dataset's test split; "validation" is carved from its training split
 (`VALIDATION_RULE`: every `VALIDATION_EVERY`-th stored record, a fixed rule, so every method, seed
-and run sees the same clips) and "train" is the rest of it. Nothing trains on the validation clips;
-evaluation chooses on them whatever it chooses from results (envelopes, policies), so the test
-clips only score. (On HMDB51/UCF101 several clips come from one source video, and the rule does not
-keep those together: a validation clip may share a source video with training clips, which makes
-validation accuracies a little optimistic, for every method alike.) A stored training split of
-fewer than VALIDATION_EVERY clips (a sample such as the two real HMDB51 clips) has no validation
-clips: asking for them is an error naming the fix (evaluate.py --validation_clips=0).
+and run sees the same clips) and "train" is the rest of it. A dataset whose builder stores its own
+validation split (the surveillance_fight folds: whole source groups, `validation_rule`) is read as
+stored instead: "train", "validation" and "test" are its three splits, nothing carved. Nothing
+trains on the validation clips; evaluation chooses on them whatever it chooses from results
+(envelopes, policies), so the test clips only score. (On HMDB51/UCF101 several clips come from one
+source video, and the rule does not keep those together: a validation clip may share a source
+video with training clips, which makes validation accuracies a little optimistic, for every method
+alike.) A stored training split of fewer than VALIDATION_EVERY clips (a sample such as the two
+real HMDB51 clips) has no validation clips: asking for them is an error naming the fix (evaluate.py
+--validation_clips=0).
 
 Sharding: each JAX process reads its own part of the split (`grain.sharding.ShardByJaxProcess`).
 Training shards drop the remainder so every process has the same number of clips per epoch.
@@ -312,14 +315,22 @@ def loader_from_source(source, data_config: ml_collections.ConfigDict, *, seed: 
       read_options=READ_OPTIONS)
 
 
-def split_source(stored_source, split: str):
-  """The records of `split`, from `stored_source(name)`, the dataset's stored "train" or "test"
-  split: "test" as stored, "train" and "validation" carved from the stored training split."""
+def validation_rule(data_config: ml_collections.ConfigDict) -> str:
+  """How the "validation" split of `data_config` is chosen: the dataset's own stored validation
+  split's rule, else VALIDATION_RULE (carved)."""
+  return datasets.stored_validation_rule(data_config) or VALIDATION_RULE
+
+
+def split_source(stored_source, split: str, *, stored_validation: bool = False):
+  """The records of `split`, from `stored_source(name)`, the dataset's stored split of that name:
+  "test" as stored, "train" and "validation" carved from the stored training split, or, with
+  `stored_validation` (the dataset stores a validation split), all three as stored."""
   if split not in SPLITS:
     raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}; the validation clips are "
-                     "carved from the training split (data/pipeline.py VALIDATION_RULE).")
-  if split == "test":
-    return stored_source("test")
+                     "carved from the training split (data/pipeline.py VALIDATION_RULE), or "
+                     "stored by the dataset.")
+  if split == "test" or stored_validation:
+    return stored_source(split)
   stored = stored_source("train")
   records = carve(stored, split)
   if not len(records):
@@ -360,6 +371,7 @@ def make_loader(data_config: ml_collections.ConfigDict, split: str, *, seed: int
       raise FileNotFoundError(
           f"dataset {data_config.name!r} is not built under {builder.data_dir}; build it once "
           "before a multi-process run: python -m stae_jax.data.build --config=<config>.")
-  source = split_source(lambda stored: builder.as_data_source(split=stored), split)
+  source = split_source(lambda stored: builder.as_data_source(split=stored), split,
+                        stored_validation=datasets.stored_validation_rule(data_config) is not None)
   return loader_from_source(source, data_config, seed=seed, train=train, num_epochs=num_epochs,
                             shard=shard)

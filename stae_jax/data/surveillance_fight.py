@@ -31,12 +31,44 @@ Two traps of this release decide the layout of the built data:
   keeps the test set within 50 fight and 50 noFight clips, else in `train`. It yields 97 test
   clips (50 fight, 47 noFight) from 14 groups and 203 training clips (100 fight, 103 noFight) from
   the other 30; the CamNet/Synopsis group (30 noFight clips) is in `train`
-  (tests/test_surveillance_fight.py checks the counts and that no source is on both sides). One
-  split, not k folds: a fold is a whole training run, and the benchmark's budget is one run on two
-  CPU cores; the cost is a 100-clip test set, whose 95% intervals the reports give.
+  (tests/test_surveillance_fight.py checks the counts and that no source is on both sides). Its
+  validation clips are carved from `train` by the input pipeline (every 10th clip,
+  `stae_jax.data.pipeline.VALIDATION_RULE`), so they may share a source with training clips.
 
-Built data: config `source_split_{width}x{height}_{fps}fps[_partial][_q{quality}]` with `train` and
-`test` splits; missing and unreadable clips behave as for HMDB51 (`stae_jax.data._manual`).
+Cross-validation by source group (`builder_kwargs.fold` = 0..folds-1, `folds` = FOLDS = 5 by
+default; configs/surveillance_fight.py:fold=<k>): so that every clip is tested once, by a model that
+never saw its source, `assign_folds` puts the 44 groups into k folds, greedily (largest group
+first, into the fold with fewest clips of the group's classes), then by the single moves and swaps
+of groups that best even out the clips per class per fold, until none does. Fold k's `test` split
+is fold k, its `validation` split fold k+1 (mod folds; stored, whole source groups, so the model
+that choices are made for never trained on a validation or test source), its `train` split the
+other folds. Over the folds every clip is tested once and validated once: a choice made for all
+folds can be made on the five validation parts pooled (300 clips). With 5 folds (`fold_counts`;
+tests/test_surveillance_fight.py checks these numbers):
+
+  fold   groups  sources  clips  fight  noFight   fold as test: train / validation / test clips
+  0      9       10       62     28     34        176 / 62 / 62
+  1      8       8        62     30     32        179 / 59 / 62
+  2      9       10       59     31     28        183 / 58 / 59
+  3      9       9        58     30     28        183 / 59 / 58
+  4      9       9        59     31     28        179 / 62 / 59
+
+Fold 0 holds the CamNet/Synopsis group (30 noFight clips, half a fold), which is why it leans to
+noFight (45% fight against 48-53% in the others). A fold trains on 176-183 clips, against the fixed
+split's 203: the price of a validation part of whole sources. The benchmark across folds is five
+training runs and five evaluations, each into its own workdir (runs/surveillance_fight_fold=<k>):
+
+  for k in 0 1 2 3 4; do
+    python train.py --config=configs/surveillance_fight.py:fold=$k
+    python evaluate.py --config=configs/surveillance_fight.py:fold=$k
+  done
+
+Pooling the five folds' test clips into one table (per-clip results side by side, paired intervals
+at matched bits) is not built yet: today each fold has its own results.json and report.
+
+Built data: config `source_split_{width}x{height}_{fps}fps[_partial][_q{quality}]` (the fixed
+split; `train` and `test`) or `source_fold{k}of{folds}_...` (a fold; `train`, `validation` and
+`test`); missing and unreadable clips behave as for HMDB51 (`stae_jax.data._manual`).
 """
 
 from __future__ import annotations
@@ -67,7 +99,12 @@ SOURCES_FILE = "videos.txt"
 SPLIT = 1
 #: Test-set size per class that the split fills up to.
 TEST_PER_CLASS = 50
-BUILDER_KWARGS = ("height", "width", "fps", "allow_incomplete", "jpeg_quality", "build_workers")
+#: The number of folds of the cross-validation by source group (`assign_folds`).
+FOLDS = 5
+#: builder_kwargs.fold of the one fixed split (no cross-validation); 0..folds-1 picks a fold.
+NO_FOLD = -1
+BUILDER_KWARGS = ("height", "width", "fps", "allow_incomplete", "jpeg_quality", "fold", "folds",
+                  "build_workers")
 HOMEPAGE = "https://github.com/seymanurakti/fight-detection-surv-dataset"
 HOW_TO_GET = (
     f"Download the release from {HOMEPAGE} (MIT licence; cite Akti, Tataroglu and Ekenel, IPTA "
@@ -213,9 +250,114 @@ def read_split(manual_dir: str | os.PathLike, split: int = SPLIT) -> SplitLists:
     raise ValueError(f"the surveillance_fight dataset has one fixed split by source ({SPLIT}), "
                      f"not {split!r}; set config.data.split={SPLIT}.")
   parts = split_groups(read_sources(manual_dir))
-  clips = {part: tuple(sorted((c for g in groups for c in g.clips), key=lambda c: c.relpath))
-           for part, groups in parts.items()}
-  return SplitLists(number=split, train=clips["train"], test=clips["test"])
+  return SplitLists(number=split, train=_clips(parts["train"]), test=_clips(parts["test"]))
+
+
+def _by_size(groups):
+  """Largest group first; equal sizes in the order of crc32(group name)."""
+  return sorted(groups, key=lambda g: (-len(g.clips), zlib.crc32(g.name.encode("utf-8"))))
+
+
+def _imbalance(folds: list[list[SourceGroup]]) -> int:
+  """Sum over folds and classes of (clips - the class's clips / number of folds)^2, times the
+  number of folds squared (an integer, so comparisons are exact)."""
+  k = len(folds)
+  totals = {name: sum(g.count(name) for fold in folds for g in fold) for name in CLASS_NAMES}
+  return sum((k * sum(g.count(name) for g in fold) - totals[name]) ** 2
+             for fold in folds for name in CLASS_NAMES)
+
+
+def assign_folds(groups: tuple[SourceGroup, ...],
+                 folds: int = FOLDS) -> tuple[tuple[SourceGroup, ...], ...]:
+  """`folds` disjoint sets of source groups covering all of them, balanced in clips per class.
+
+  Greedy, then improved: groups in `_by_size` order each join the fold whose clips of their
+  classes are fewest (the fold that least raises `_imbalance`: smallest sum over classes of the
+  group's clips times the fold's; ties to the fold of fewer groups, then the lower index); then
+  the single move of a group to another fold, or swap of two groups, that lowers `_imbalance` most
+  is made, until none does. Deterministic: no randomness, and the order is fixed by sizes and
+  names. Each fold's groups are in `_by_size` order.
+  """
+  if isinstance(folds, bool) or not isinstance(folds, int) or not 3 <= folds <= len(groups):
+    raise ValueError(f"builder_kwargs.folds must be an integer in 3..{len(groups)} (a fold's "
+                     f"test, validation and training parts are whole folds, and each fold needs "
+                     f"at least one of the {len(groups)} source groups), got {folds!r}")
+  parts: list[list[SourceGroup]] = [[] for _ in range(folds)]
+  count = lambda part, name: sum(g.count(name) for g in part)
+  for group in _by_size(groups):
+    best = min(range(folds), key=lambda f: (
+        sum(group.count(name) * count(parts[f], name) for name in CLASS_NAMES), len(parts[f]), f))
+    parts[best].append(group)
+  while True:
+    current, best_change = _imbalance(parts), None
+    for a in range(folds):
+      for b in range(folds):
+        if a == b:
+          continue
+        for i, group in enumerate(parts[a]):
+          if len(parts[a]) > 1:  # a move never empties a fold
+            moved = [p for p in parts]
+            moved[a] = parts[a][:i] + parts[a][i + 1:]
+            moved[b] = parts[b] + [group]
+            if (cost := _imbalance(moved)) < current and (
+                best_change is None or cost < best_change[0]):
+              best_change = (cost, moved)
+          for j, other in enumerate(parts[b] if a < b else ()):
+            swapped = [p for p in parts]
+            swapped[a] = parts[a][:i] + [other] + parts[a][i + 1:]
+            swapped[b] = parts[b][:j] + [group] + parts[b][j + 1:]
+            if (cost := _imbalance(swapped)) < current and (
+                best_change is None or cost < best_change[0]):
+              best_change = (cost, swapped)
+    if best_change is None:
+      return tuple(tuple(_by_size(part)) for part in parts)
+    parts = best_change[1]
+
+
+def fold_parts(groups: tuple[SourceGroup, ...], fold: int,
+               folds: int = FOLDS) -> dict[str, tuple[SourceGroup, ...]]:
+  """{"train", "validation", "test": groups} of fold `fold` of `assign_folds`: test is that fold,
+  validation the next one (fold + 1 modulo folds), train the other folds."""
+  if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+    raise ValueError(f"builder_kwargs.fold must be an integer in 0..{folds - 1} (one of the "
+                     f"{folds} folds), or {NO_FOLD} for the one fixed split; got {fold!r}")
+  assigned = assign_folds(groups, folds)
+  validation = (fold + 1) % folds
+  return {"train": tuple(g for f, part in enumerate(assigned) if f not in (fold, validation)
+                         for g in part),
+          "validation": assigned[validation], "test": assigned[fold]}
+
+
+def _clips(groups) -> tuple[ClipRef, ...]:
+  return tuple(sorted((c for g in groups for c in g.clips), key=lambda c: c.relpath))
+
+
+def read_fold(manual_dir: str | os.PathLike, fold: int, folds: int = FOLDS) -> SplitLists:
+  """The train, validation and test clips of fold `fold`, from videos.txt alone (no video)."""
+  parts = fold_parts(read_sources(manual_dir), fold, folds)
+  return SplitLists(number=SPLIT, train=_clips(parts["train"]), test=_clips(parts["test"]),
+                    validation=_clips(parts["validation"]))
+
+
+def fold_counts(manual_dir: str | os.PathLike, folds: int = FOLDS) -> list[dict[str, int]]:
+  """Per fold of `assign_folds`: {"groups", "sources", "clips", "fight", "noFight"} (what the
+  module docstring's table shows; tests/test_surveillance_fight.py checks it)."""
+  return [dict(groups=len(part), sources=sum(len(g.sources) for g in part),
+               clips=sum(len(g.clips) for g in part),
+               **{name: sum(g.count(name) for g in part) for name in CLASS_NAMES})
+          for part in assign_folds(read_sources(manual_dir), folds)]
+
+
+def validation_rule(data_config: Mapping[str, Any]) -> str | None:
+  """How the stored validation split of `data_config`'s builder config was chosen, or None where
+  it stores none (the fixed split: the input pipeline then carves validation clips from `train`,
+  `stae_jax.data.pipeline.VALIDATION_RULE`)."""
+  kwargs = data_config.get("builder_kwargs") or {}
+  fold, folds = kwargs.get("fold", NO_FOLD), kwargs.get("folds", FOLDS)
+  if fold == NO_FOLD:
+    return None
+  return (f"fold {(fold + 1) % folds} of the {folds} folds by source group (the source groups of "
+          f"the fold after the test fold {fold}), held out of training")
 
 
 def missing_clips(manual_dir: str | os.PathLike, clips) -> list[ClipRef]:
@@ -238,17 +380,33 @@ def centre_crop_box(height: int, width: int, aspect: float) -> tuple[float, floa
 
 @dataclasses.dataclass(eq=False)
 class SurveillanceFightConfig(tfds.core.BuilderConfig):
-  """The fixed split, stored at one frame size and one frame rate."""
+  """The fixed split (fold NO_FOLD) or one fold of the cross-validation, stored at one frame size
+  and one frame rate."""
   split: int = SPLIT
   height: int = 96
   width: int = 128
   fps: int = 10
   allow_incomplete: bool = False
   jpeg_quality: int = 90
+  fold: int = NO_FOLD
+  folds: int = FOLDS
 
 
 def make_config(split: int = SPLIT, height: int = 96, width: int = 128, fps: int = 10,
-                allow_incomplete: bool = False, jpeg_quality: int = 90) -> SurveillanceFightConfig:
+                allow_incomplete: bool = False, jpeg_quality: int = 90, fold: int = NO_FOLD,
+                folds: int = FOLDS) -> SurveillanceFightConfig:
+  if fold != NO_FOLD:
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 3:
+      raise ValueError(f"builder_kwargs.folds must be an integer >= 3 (a fold's test, validation "
+                       f"and training parts are whole folds), got {folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+      raise ValueError(f"builder_kwargs.fold must be an integer in 0..{folds - 1} (one of the "
+                       f"{folds} folds; configs/surveillance_fight.py:fold=<k>), or {NO_FOLD} for "
+                       f"the one fixed split; got {fold!r}")
+  elif folds != FOLDS:
+    raise ValueError(f"builder_kwargs.folds={folds!r} needs a fold: set builder_kwargs.fold to "
+                     f"0..{folds - 1} (configs/surveillance_fight.py:fold=<k>,folds={folds}), or "
+                     f"leave folds at {FOLDS} for the fixed split")
   if split != SPLIT:
     raise ValueError(f"the surveillance_fight dataset has one fixed split by source ({SPLIT}), "
                      f"not {split!r}; set config.data.split={SPLIT}.")
@@ -260,13 +418,17 @@ def make_config(split: int = SPLIT, height: int = 96, width: int = 128, fps: int
                      f"source; a higher rate would repeat frames), got {fps!r}")
   if not 1 <= int(jpeg_quality) <= 100:
     raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
-  name = (f"source_split_{width}x{height}_{fps}fps" + ("_partial" if allow_incomplete else "")
+  layout = "source_split" if fold == NO_FOLD else f"source_fold{fold}of{folds}"
+  name = (f"{layout}_{width}x{height}_{fps}fps" + ("_partial" if allow_incomplete else "")
           + ("" if jpeg_quality == 90 else f"_q{jpeg_quality}"))
+  what = ("the fixed split by source video" if fold == NO_FOLD else
+          f"fold {fold} of {folds} by source group (validation: fold {(fold + 1) % folds})")
   return SurveillanceFightConfig(
       name=name, split=split, height=height, width=width, fps=fps,
-      allow_incomplete=bool(allow_incomplete), jpeg_quality=int(jpeg_quality),
-      description=(f"split by source video; every clip at {width}x{height} (centred crop of that "
-                   f"aspect), {fps} fps, frames stored as JPEG"
+      allow_incomplete=bool(allow_incomplete), jpeg_quality=int(jpeg_quality), fold=fold,
+      folds=folds,
+      description=(f"{what}; every clip at {width}x{height} (centred crop of that aspect), {fps} "
+                   "fps, frames stored as JPEG"
                    + (", built from an incomplete release" if allow_incomplete else "")))
 
 
@@ -276,7 +438,7 @@ class SurveillanceFight(_manual.ManualVideoBuilder, skip_registration=True):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Fixed split by source video; one frame size and one frame rate."}
-  BUILDER_CONFIGS = [make_config()]
+  BUILDER_CONFIGS = [make_config()] + [make_config(fold=fold) for fold in range(FOLDS)]
   RELEASE_NAME = "Surveillance fight"
   CLASS_NAMES = CLASS_NAMES
   HOMEPAGE = HOMEPAGE
@@ -284,7 +446,7 @@ class SurveillanceFight(_manual.ManualVideoBuilder, skip_registration=True):
   DESCRIPTION = ("{release} (Akti, Tataroglu, Ekenel, IPTA 2019; MIT licence) read from the "
                  "release (manual directory). Every clip is cropped and resized to one frame "
                  "size and resampled to one frame rate (fps, height and width are the stored "
-                 "frames'); label 0 = noFight, 1 = fight; train and test share no source video.")
+                 "frames'); label 0 = noFight, 1 = fight; no source video is in two splits.")
   BUILDER_KWARGS = BUILDER_KWARGS
 
   @classmethod
@@ -298,6 +460,13 @@ class SurveillanceFight(_manual.ManualVideoBuilder, skip_registration=True):
   @classmethod
   def read_split(cls, manual_dir: str | os.PathLike, split: int) -> SplitLists:
     return read_split(manual_dir, split)
+
+  def split_lists(self, manual_dir: pathlib.Path) -> SplitLists:
+    """The fixed split's train/test, or the fold's train/validation/test."""
+    config: SurveillanceFightConfig = self.builder_config
+    if config.fold == NO_FOLD:
+      return read_split(manual_dir, config.split)
+    return read_fold(manual_dir, config.fold, config.folds)
 
   def _encode_clip(self, path: pathlib.Path, clip: ClipRef) -> dict[str, Any] | video_lib.VideoReadError:
     """One record at the configured size and rate, or the read error (returned, in list order)."""
@@ -337,5 +506,6 @@ class SurveillanceFight(_manual.ManualVideoBuilder, skip_registration=True):
 
 
 def make_builder(data_config: Mapping[str, Any], data_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
-  """The builder for `config.data` of configs/surveillance_fight.py; read its `train`/`test`."""
+  """The builder for `config.data` of configs/surveillance_fight.py; read its `train`/`test`
+  (and, for a fold, its `validation`)."""
   return _manual.make_builder(SurveillanceFight, data_config, data_dir)

@@ -4,9 +4,10 @@ Two passes, each batch through every method at every operating point, so every m
 very same clips:
 
   validation  the first `validation_clips` clips of the validation split (carved from the training
-              split: `stae_jax.data.pipeline`), frozen reference ViT only: what anything chosen
-              from results is chosen on (envelopes, the channel policy's expectations, best fixed
-              points, and the cells where a baseline's ViT is tuned)
+              split, or stored by the dataset: `stae_jax.data.pipeline`), frozen reference ViT
+              only: what anything chosen from results is chosen on (envelopes, the channel
+              policy's expectations, best fixed points, and the cells where a baseline's ViT is
+              tuned)
   test        the whole test split (or `max_clips`): every number of the report. With
               `test_points="envelope"` (the default) and a validation pass, a method with more
               points than the report lists one by one (`report.MAX_TABLE_POINTS`: H.264's grid)
@@ -659,7 +660,7 @@ def evaluate_workdir(config, workdir: str | pathlib.Path, options: EvalOptions =
       profile=_profile(running, validation, test, warm), device_profile=profile,
       validation=None if validation is None else dict(
           split="validation", num_clips=len(validation.reference.correct),
-          rule=pipeline.VALIDATION_RULE))
+          rule=pipeline.validation_rule(config.data)))
   return results.to_json(), pictures
 
 

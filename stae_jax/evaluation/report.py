@@ -29,7 +29,8 @@ results.json, format "stae_jax.results/2" (keys always present; null where a val
   validation null | {split, num_clips, rule}   the clips anything chosen from results is chosen on
              (envelopes, the channel policy's expected accuracies, best fixed points, the cells
              H.264's classifier is tuned at): carved from the training split
-             (`stae_jax.data.pipeline.VALIDATION_RULE`), the same clips for every method
+             (`stae_jax.data.pipeline.VALIDATION_RULE`) or stored by the dataset (rule says
+             which: `stae_jax.data.pipeline.validation_rule`), the same clips for every method
   reference {top1, top1_interval, seconds {encode, entropy_encode, entropy_decode, decode, classify},
              per_clip {correct [0/1...], bits [...]}, validation null | {num_clips, top1,
              top1_interval}}   the stage-1 ViT on uncompressed clips
