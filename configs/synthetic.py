@@ -6,8 +6,9 @@ r"""The embedded default: a procedurally generated action dataset, small models,
 `synthetic_actions` stands in for HMDB51 on two CPU cores: classes are defined by motion, the action
 fills only part of the clip, and the actor is small against a textured, moving background with
 distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:system=deepisc`,
-`:frame_attention=False`, `:spatial_attention=False`, `:selection=random` (the "neither attention"
-ablation), `:selection=uniform` (evenly spaced frames and blocks), `:context=False` (STAE's
+`:frame_attention=False`, `:spatial_attention=False` (each at the default's blocks per clip),
+`:selection=random` (the "neither attention" ablation), `:selection=uniform` (evenly spaced frames
+and blocks), `:frame_rule=top_k` (the k best-scored frames), `:context=False` (STAE's
 latents under the factorized prior instead of the conditional entropy model), `:size=64,frames=16`,
 `:codec_steps=1000` (the longer budget of both codecs' compressor stage; default 200).
 
@@ -17,10 +18,13 @@ and runs `python train.py --config=configs/synthetic.py --workdir=/tmp/mjD`, too
 classifier 1000 steps 411 s (top-1 92.3% on the 600 test clips; 52.3% with frames shuffled, 23.5%
 with one frame repeated); DeepISC compressor 200 + joint 10 steps 448 + 58 s; STAE 504 + 74 s.
 Then `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mjD` (960 s): only H.264
-reaches the target (reference - 5 points, 87.3%), at 16.6 kbit per clip (95x); STAE (conditional
-entropy model) spans 1,325-13,422 bits (1187x-117x), 25.3% to 79.7% (keep 0.125x0.5 to 1x1), behind
-H.264's envelope at every point (level at 1.3 kbit) and 22-27 points above DeepISC's 8 and 16
-tokens at their bits; DeepISC 40.0% at 360x (16 tokens).
+reaches the target (reference - 5 points, 87.3%), at 16.6 kbit per clip (95x); DeepISC 40.0% at
+360x (16 tokens). STAE as configured here (one frame per stretch of the clip; its stage trained on
+that classifier and evaluated with every ablation by `python benchmarks/ablations.py
+--workdir=/tmp/seg`, BENCHMARKS.md "One frame per stretch of the clip"; conditional entropy model)
+spans 1,419-13,506 bits (1108x-116x), 30.2% to 78.8% (keep 0.125x0.5 to 1x1), behind H.264's
+envelope at every point but the lowest (level at 1.4 kbit) and 22-26 points above DeepISC's 8 and
+16 tokens at their bits.
 """
 
 from configs import common
