@@ -116,9 +116,10 @@ def stae_system(*, stae: dict, decoder: dict, entropy: dict, context: bool,
   same blocks per clip (`matched_keep_ratios`)."""
   loss = dict(SYSTEM_LOSS, block_reconstruction=100.0, **(loss or {}))
   entropy = dict(entropy, context=bool(context))
-  stae = dict(stae, keep_ratios=matched_keep_ratios(stae["keep_ratios"],
-                                                    stae.get("frame_attention", True),
-                                                    stae.get("spatial_attention", True)))
+  if "keep_ratios" in stae:  # else STAE's own default point
+    stae = dict(stae, keep_ratios=matched_keep_ratios(stae["keep_ratios"],
+                                                      stae.get("frame_attention", True),
+                                                      stae.get("spatial_attention", True)))
   return dict(method="stae", model=dict(stae=stae, decoder=decoder, entropy=entropy),
               stages=dict(compressor=dict(loss=loss), joint=dict(loss=dict(loss))))
 
