@@ -1,0 +1,47 @@
+"""benchmarks/ablations.py's paired table (the training and evaluation it drives are train.py's and
+evaluate.py's, tested in their own files; the script was run whole on the synthetic default, see
+BENCHMARKS.md "One frame per stretch of the clip")."""
+
+import importlib.util
+import sys
+
+from stae_jax import REPO_ROOT
+
+
+def _benchmark():
+  sys.path.insert(0, str(REPO_ROOT / "benchmarks"))  # it imports paired_points beside it
+  spec = importlib.util.spec_from_file_location("ablations", REPO_ROOT / "benchmarks" /
+                                                "ablations.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _point(name, bits, correct):
+  return dict(name=name, bits_per_clip=float(bits), top1=sum(correct) / len(correct),
+              per_clip=dict(correct=list(correct)))
+
+
+def test_table_pairs_points_of_equal_bits_and_reads_envelopes_elsewhere():
+  n = 40
+  right = lambda k: [1] * k + [0] * (n - k)
+  results = dict(num_clips=n, methods={
+      "stae": dict(points=[_point("keep=a", 1000, right(30)), _point("keep=b", 4000, right(36))]),
+      # same bits (within 5%): compared point to point
+      "stae_random-selection": dict(points=[_point("keep=a", 1030, right(20)),
+                                            _point("keep=b", 3900, right(36))]),
+      # other bits at the same names: compared on the envelope at STAE's bits, or outside it
+      "stae_no-frame-attention": dict(points=[_point("keep=a", 500, right(10)),
+                                              _point("keep=b", 2000, right(30))]),
+  })
+  lines = _benchmark().table(results, tolerance=0.05, resamples=200, seed=0).splitlines()
+  header = next(line for line in lines if line.startswith("| STAE point"))
+  assert "random | learned minus random" in header and "no frame attention" in header
+  assert "evenly spaced" not in header  # variants absent from results.json get no column
+  row_a = next(line for line in lines if line.startswith("| keep=a"))
+  row_b = next(line for line in lines if line.startswith("| keep=b"))
+  assert "75.0 (1,000)" in row_a and "50.0 (1,030) | +25.0 [" in row_a
+  # 1,000 bits lies inside the variant's 500-2,000: its envelope there, 10/40 -> 30/40 in log bits
+  assert "env 50.0 | +25.0 [" in row_a
+  assert "90.0 (3,900) | +0.0 [+0.0, +0.0]" in row_b  # the same clips right: no difference
+  assert "outside its bits" in row_b  # 4,000 bits beyond the variant's 2,000
