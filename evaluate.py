@@ -22,8 +22,9 @@ Without a validation pass (--validation_clips=0) every point is measured on test
 
 The evaluation settings (--validation_clips, --test_points, --latency_clips, --latency_repeats,
 --num_pictures, --tune_baselines, --h264_grid, --crfs, --h264_preset, --deadlines, --snrs,
---channel_seeds) live in the config's `eval` section (configs/common.py `eval_settings`). Each default is written once, in
-the library (EvalOptions, ChannelOptions, stae_jax.systems.h264.DEFAULT_CRFS, ...), and gathered by
+--channel_seeds) live in the config's `eval` section (configs/common.py `eval_settings`). Each
+default is written once, in the library (EvalOptions, ChannelOptions,
+stae_jax.systems.h264.DEFAULT_CRFS, ...), and gathered by
 stae_jax.evaluation.evaluate.default_settings. A flag given here overrides the config, as does
 `--config.eval.<name>=...`. Writes into the workdir:
 

@@ -78,6 +78,7 @@ def table(results: dict, tolerance: float, resamples: int, seed: int) -> str:
   methods = results["methods"]
   index = curves._resample_index(results["num_clips"], resamples, seed)  # pylint: disable=protected-access
   present = [(name, tag) for name, _, tag in VARIANTS if tag in methods]
+  by_name = {tag: {p["name"]: p for p in methods[tag]["points"]} for _, tag in present}
   lines = [f"{results['num_clips']} test clips, frozen reference ViT, {resamples} paired "
            f"resamples; top-1 % (bits per clip); learned minus the variant [95%] (env: against "
            f"the variant's envelope at learned's bits)", ""]
@@ -89,7 +90,7 @@ def table(results: dict, tolerance: float, resamples: int, seed: int) -> str:
     bits = point["bits_per_clip"]
     row = f"| {point['name']} | {100 * point['top1']:.1f} ({bits:,.0f}) |"
     for _, tag in present:
-      other = {p["name"]: p for p in methods[tag]["points"]}.get(point["name"])
+      other = by_name[tag].get(point["name"])
       if other is not None and abs(other["bits_per_clip"] / bits - 1) <= tolerance:
         diff = point["top1"] - other["top1"]
         row += (f" {100 * other['top1']:.1f} ({other['bits_per_clip']:,.0f}) | {100 * diff:+.1f} "

@@ -420,8 +420,8 @@ class STAE(nnx.Module):
                spatial_attention: bool = True, selection: str = "attention", frame_pool: int = 2,
                frame_widths=(16, 32, 32), spatial_widths=(16, 32), temporal_kernel: int = 3,
                temperature: float = 1.0, selection_gradient: str = "all",
-               frame_rule: str = "top_k", block_spread: float = 0.0, keep_ratios=((0.5, 0.5),), dtype: Any = jnp.float32,
-               rngs: nnx.Rngs):
+               frame_rule: str = "top_k", block_spread: float = 0.0, keep_ratios=((0.5, 0.5),),
+               dtype: Any = jnp.float32, rngs: nnx.Rngs):
     if mode not in MODES:
       raise ValueError(f"stae mode {mode!r} is not one of {MODES}")
     if selection not in SELECTIONS:
