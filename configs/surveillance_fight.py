@@ -23,11 +23,19 @@ training run):
 
   for k in 0 1 2 3 4; do
     python train.py --config=configs/surveillance_fight.py:fold=$k
-    python evaluate.py --config=configs/surveillance_fight.py:fold=$k
+    python evaluate.py --config=configs/surveillance_fight.py:fold=$k --test_points=all
   done
+  python benchmarks/pool_folds.py --out=runs/surveillance_fight_pooled.json \
+      --workdirs=$(echo runs/surveillance_fight_fold={0,1,2,3,4} | tr ' ' ,)
+  python benchmarks/paired_points.py --results=runs/surveillance_fight_pooled.json --method=stae \
+      --envelope=h264
 
 Each fold's results.json holds its test clips' per-clip correctness and bits (and its validation
-clips' numbers); pooling the five folds into one table with paired intervals is not built yet.
+clips' numbers); `pool_folds.py` concatenates them per method and point into one results file over
+all 300 clips (`stae_jax.evaluation.folds`; `--test_points=all` so that every H.264 cell is
+measured in every fold and the pooled envelope is chosen on the pooled validation clips), which
+`paired_points.py` pairs. Not run yet: the five folds' training (about 20 minutes each on two
+cores) and the recipe choice on the validation folds.
 Without `:fold` the config is the one fixed split above (203 train, 97 test clips), whose
 validation clips are carved from the training clips (data/pipeline.py VALIDATION_RULE) and so may
 share a source with training clips.
