@@ -108,12 +108,13 @@ def matched_keep_ratios(keep_ratios, frame_attention: bool, spatial_attention: b
 
 
 def stae_system(*, stae: dict, decoder: dict, entropy: dict, context: bool,
-                loss: dict | None = None) -> dict:
+                loss: dict | None = None, compressor: dict | None = None) -> dict:
   """A `config.systems` entry of method "stae": the keyword arguments of STAE, Decoder and the
   entropy model, and its stages' loss weights. block_reconstruction: STAE's block transforms also
   learn from the blocks a keep ratio drops. context: the conditional entropy model (the `context`
   switch; False: the factorized prior). An attention switched off moves the keep ratios to the
-  same blocks per clip (`matched_keep_ratios`)."""
+  same blocks per clip (`matched_keep_ratios`). compressor: STAE's own settings of that stage
+  over `config.stages.compressor` (e.g. its learning rate)."""
   loss = dict(SYSTEM_LOSS, block_reconstruction=100.0, **(loss or {}))
   entropy = dict(entropy, context=bool(context))
   if "keep_ratios" in stae:  # else STAE's own default point
@@ -121,7 +122,8 @@ def stae_system(*, stae: dict, decoder: dict, entropy: dict, context: bool,
                                                       stae.get("frame_attention", True),
                                                       stae.get("spatial_attention", True)))
   return dict(method="stae", model=dict(stae=stae, decoder=decoder, entropy=entropy),
-              stages=dict(compressor=dict(loss=loss), joint=dict(loss=dict(loss))))
+              stages=dict(compressor=dict(compressor or {}, loss=loss),
+                          joint=dict(loss=dict(loss))))
 
 
 def deepisc_system(*, deepisc: dict, entropy: dict, loss: dict | None = None) -> dict:
@@ -211,7 +213,10 @@ def train_settings(*, log_every: int, eval_every: int, eval_batches: int,
       stage_order=("classifier", "compressor", "joint"),
       log_every=log_every,                # steps between metric lines (and progress-bar updates)
       eval_every=eval_every,              # steps between evaluations (0: only at a stage's end)
-      eval_batches=eval_batches,          # test batches per evaluation (0: the whole split)
+      eval_batches=eval_batches,          # batches per evaluation (0: the whole split)
+      # The split the stages' evaluations read: "test", or "validation" where a choice (a recipe,
+      # a step count) is made on the trainer's figures.
+      eval_split="test",
       checkpoint_every=checkpoint_every,  # steps between checkpoints (also at each evaluation)
       keep_checkpoints=2,                 # the last few are kept, plus the best by eval loss
       async_checkpoints=True,

@@ -136,6 +136,10 @@ def get_config(arg=None):
       # (BENCHMARKS.md "STAE's rate range, training cost and temporal bits").
       latent_channels=8,
       init_step=8.0,              # pixel levels per latent unit of those means at initialisation
+      # Channels 3.. start at zero ("colour") or as each block's lowest luminance DCT coefficients
+      # in units of detail_step levels ("dct"; stae.initial_block_code).
+      init_code="colour",
+      detail_step=16.0,
       transform_width=64,         # hidden units of the per-block analysis/synthesis MLPs
       mode="latent",              # "latent" (learned transforms) or "pixel" (requantised pixels)
       pixel_bits=6,               # bits per pixel value in "pixel" mode
@@ -178,6 +182,8 @@ def get_config(arg=None):
   # the ablation switches apply to STAE's model.stae.
   c.systems = common.systems_to_train(
       arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy,
-                                       context=a.context),
+                                       context=a.context,
+                                       # 4x the shared rate (BENCHMARKS.md "STAE's learning rate")
+                                       compressor=dict(lr=0.012)),
       deepisc=common.deepisc_system(deepisc=deepisc, entropy=entropy))
   return c

@@ -265,6 +265,39 @@ def test_fresh_transforms_code_each_cells_mean_colour(latent_stride, channels):
   assert error.max() > 0.5  # and rounding did quantise the means
 
 
+@pytest.mark.parametrize("latent_stride", [4, 8])
+def test_fresh_dct_transforms_code_each_cells_low_frequencies(latent_stride):
+  """With init_code="dct" the channels after the colours start as the cell's lowest luminance DCT
+  coefficients: a cell made of a mean colour plus those frequencies comes back within the
+  quantisation error, where the colour code returns only its mean."""
+  step, detail, channels = 8.0, 16.0, 8
+  g, s = P // latent_stride, latent_stride
+  k = np.arange(s)
+  rows = np.sqrt(2.0 / s) * np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * s))
+  rows[0] /= np.sqrt(2.0)
+  rng = np.random.default_rng(0)
+  # One frame of 2x2 blocks: each cell a colour plus the 5 lowest frequencies of a luminance.
+  frame = np.zeros((2 * P, 2 * P, 3))
+  for y in range(0, 2 * P, s):
+    for x in range(0, 2 * P, s):
+      luma = sum(rng.choice([-1, 1]) * rng.uniform(30, 50) * np.outer(rows[u], rows[v])
+                 for u, v in [(0, 1), (1, 0), (0, 2), (1, 1), (2, 0)])
+      frame[y:y + s, x:x + s] = rng.uniform(90, 165, 3) + luma[..., None]
+  video = jnp.asarray(np.clip(np.round(frame), 0, 255)[None, None], jnp.uint8)
+  blocks = stae_lib.blockify(video, P)
+  errors = {}
+  for code in ("colour", "dct"):
+    model = small_stae(latent_stride=latent_stride, latent_channels=channels, init_step=step,
+                       init_code=code, detail_step=detail)
+    latents = model.analyse(blocks)
+    assert latents.shape == blocks.shape[:-3] + (g, g, channels)
+    decoded = np.asarray(model.synthesise(jnp.round(latents)))
+    errors[code] = np.abs(decoded - np.asarray(blocks, np.float64)).mean()
+  # Rounding 3 colours (step 8) and 5 frequencies (16 levels each, spread over the cell's pixels).
+  assert errors["dct"] < 0.5 * step, errors
+  assert errors["colour"] > 2 * errors["dct"], errors
+
+
 def test_top_k_mask_forward_is_exactly_hard():
   scores = jax.random.normal(jax.random.key(0), (3, 10))
   mask, index = top_k_mask(scores, 4, training=True)
@@ -326,6 +359,10 @@ def test_bad_input_is_explained():
     small_stae(latent_stride=3)
   with pytest.raises(ValueError, match="init_step"):
     small_stae(init_step=0.0)
+  with pytest.raises(ValueError, match="init_code 'jpeg' is not one of"):
+    small_stae(init_code="jpeg")
+  with pytest.raises(ValueError, match="detail_step"):
+    small_stae(init_code="dct", detail_step=0.0)
 
 
 def test_config_sizes():

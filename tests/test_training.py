@@ -211,7 +211,18 @@ def test_every_stage_end_to_end(tmp_path, systems):
   section.update(dict(keep_ratios=((0.5, 0.5), (1.0, 0.25), (1.0, 1.0))) if "keep_ratios" in section
                  else dict(token_choices=(2, 4)))
   config.stages.classifier.batch_size = 8  # a stage's own batch size
-  summaries = trainer.train_and_evaluate(config, tmp_path, loader_fn=train_helpers.small_loader)
+  # The stages' evaluations read the configured split (a recipe chosen on the trainer's figures
+  # reads the validation clips; the in-memory clips have none, so test's stand in for them).
+  config.train.eval_split = "validation"
+  splits = []
+
+  def loader(data_config, split, **kwargs):
+    splits.append(split)
+    return train_helpers.small_loader(data_config, "test" if split == "validation" else split,
+                                      **kwargs)
+
+  summaries = trainer.train_and_evaluate(config, tmp_path, loader_fn=loader)
+  assert "validation" in splits and "test" not in splits
   starts = {s["stage"]: json.loads((pathlib.Path(s["directory"]) / "metrics.jsonl").read_text()
                                    .splitlines()[0]) for s in summaries}
   assert {k: v["batch_size"] for k, v in starts.items()} == dict(classifier=8, compressor=16, joint=16)
@@ -267,3 +278,12 @@ def test_library_info_logs_are_filtered_but_warnings_pass():
                                    "Given directory is read only=%s", ("/w",), None)
   assert not handler.filter(read_only)
   assert not handler.filter(record(py_logging.INFO, "/x/site-packages/jax/_src/xla_bridge.py"))
+
+
+
+def test_an_unknown_evaluation_split_is_refused(tmp_path):
+  config = train_helpers.tiny_config(steps=2, systems=())
+  config.train.stage_order = ("classifier",)
+  config.train.eval_split = "tests"
+  with pytest.raises(ValueError, match="eval_split='tests': use 'test' or 'validation'"):
+    trainer.train_and_evaluate(config, tmp_path, loader_fn=train_helpers.small_loader)

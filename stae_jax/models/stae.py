@@ -324,28 +324,59 @@ class SpatialAttention(nnx.Module):
     return self.head(x).reshape(b, f, -1).astype(jnp.float32)
 
 
-def colour_mean_code(block_size: int, latent_stride: int, latent_channels: int,
-                     step: float) -> np.ndarray:
-  """The linear block code the transforms start from: the [p*p*3, (p/s)^2*C] analysis matrix.
+INIT_CODES = ("colour", "dct")
+
+
+def _detail_frequencies(count: int, cell: int) -> list[tuple[int, int]]:
+  """The first `count` 2D DCT frequencies (u, v) != (0, 0) of an s x s cell, lowest u + v first."""
+  found = sorted(((u, v) for u in range(cell) for v in range(cell) if (u, v) != (0, 0)),
+                 key=lambda f: (f[0] + f[1], f[0]))
+  return found[:count]
+
+
+def _dct_rows(cell: int) -> np.ndarray:
+  """Orthonormal 1D DCT-II basis [frequency, position] of length `cell`."""
+  k = np.arange(cell)
+  basis = np.sqrt(2.0 / cell) * np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * cell))
+  basis[0] /= np.sqrt(2.0)
+  return basis
+
+
+def initial_block_code(block_size: int, latent_stride: int, latent_channels: int, step: float,
+                       init_code: str = "colour", detail_step: float = 16.0):
+  """The linear block code the transforms start from: (analysis [p*p*3, (p/s)^2*C], synthesis
+  [(p/s)^2*C, p*p*3]), the synthesis the analysis' pseudo-inverse.
 
   Latent position (i, j), channel c < 3, is the mean of colour c over the s x s cell (i, j) of the
   block, in units of `step` pixel levels, so that rounding the latent quantises the mean to `step`
-  levels; channels 3.. start at zero (left to the MLP). `BlockSynthesis` starts from its inverse on
-  the means: every pixel of a cell takes the cell's mean back.
+  levels. Channels 3.. start at zero (`init_code="colour"`: left to the MLP) or
+  (`init_code="dct"`) as the cell's lowest-frequency luminance DCT coefficients ((0, 1), (1, 0),
+  (0, 2), (1, 1), (2, 0), ...; orthonormal, luminance the mean of the three colours) in units of
+  `detail_step` levels: a JPEG-like low-pass code, so that the extra channels carry the block's
+  shape from the first step instead of starting empty.
   """
+  if init_code not in INIT_CODES:
+    raise ValueError(f"init_code {init_code!r} is not one of {INIT_CODES}")
   p, s, c = int(block_size), int(latent_stride), int(latent_channels)
   g = p // s
-  # A constant of the config, built with numpy (it is also built under `nnx.eval_shape`):
-  # pixel (y, x, colour) -> latent (y // s, x // s, colour) for colour < min(3, C).
-  y, x, colour = np.meshgrid(np.arange(p), np.arange(p), np.arange(3), indexing="ij")
-  rows = ((y * p + x) * 3 + colour).ravel()
-  cols = (((y // s) * g + x // s) * c + colour).ravel()
-  keep = colour.ravel() < c
+  # Constants of the config, built with numpy (also built under `nnx.eval_shape`).
   # Normalised pixels are (v / 127.5 - 1): one latent unit is `step` levels, i.e. step / 127.5.
-  weight = (127.5 / float(step)) / (s * s)
-  matrix = np.zeros((p * p * 3, g * g * c), np.float32)
-  matrix[rows[keep], cols[keep]] = weight
-  return matrix
+  analysis = np.zeros((p, p, 3, g, g, c), np.float32)
+  synthesis = np.zeros((p, p, 3, g, g, c), np.float32)
+  for i in range(g):
+    for j in range(g):
+      cell = (slice(i * s, (i + 1) * s), slice(j * s, (j + 1) * s))
+      for colour in range(min(3, c)):
+        analysis[cell + (colour, i, j, colour)] = (127.5 / float(step)) / (s * s)
+        synthesis[cell + (colour, i, j, colour)] = float(step) / 127.5
+      if init_code == "dct" and c > 3:
+        rows = _dct_rows(s)
+        for channel, (u, v) in enumerate(_detail_frequencies(c - 3, s), start=3):
+          basis = np.outer(rows[u], rows[v])[..., None]  # [y, x, 1]: every colour alike
+          analysis[cell + (slice(None), i, j, channel)] = (
+              basis * (127.5 / float(detail_step)) / 3.0)
+          synthesis[cell + (slice(None), i, j, channel)] = basis * (float(detail_step) / 127.5)
+  return analysis.reshape(p * p * 3, g * g * c), synthesis.reshape(p * p * 3, g * g * c).T
 
 
 class BlockAnalysis(nnx.Module):
@@ -356,7 +387,7 @@ class BlockAnalysis(nnx.Module):
   a linear one), and as one matmul over all blocks it is far faster on a CPU than convolutions over
   thousands of 8x8 images (STAE's training step: 15 instead of 132 ms per clip; BENCHMARKS.md).
 
-  Why the linear path, started as the colour means of s x s cells (`colour_mean_code`), with the
+  Why the linear path, started as the colour means of s x s cells (`initial_block_code`), with the
   MLP's output layer at zero: a fresh transform is then already a usable codec (quantised cell
   colours, which the frozen classifier recognises nearly as well as the clean clip; BENCHMARKS.md
   "Main job"), and training refines it. Started from random MLPs the block codec reached 19 dB
@@ -364,10 +395,12 @@ class BlockAnalysis(nnx.Module):
   """
 
   def __init__(self, *, block_size: int, latent_channels: int, width: int, latent_stride: int = 4,
-               init_step: float = 8.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+               init_step: float = 8.0, init_code: str = "colour", detail_step: float = 16.0,
+               dtype: Any = jnp.float32, rngs: nnx.Rngs):
     g = block_size // latent_stride
     self.latent_shape = (g, g, int(latent_channels))
-    code = colour_mean_code(block_size, latent_stride, latent_channels, init_step)
+    code, _ = initial_block_code(block_size, latent_stride, latent_channels, init_step, init_code,
+                                 detail_step)
     self.linear = nnx.Linear(block_size * block_size * 3, math.prod(self.latent_shape),
                              use_bias=False, kernel_init=lambda *_: jnp.asarray(code),
                              dtype=dtype, rngs=rngs)
@@ -387,12 +420,14 @@ class BlockSynthesis(nnx.Module):
   (its linear path starts as nearest upsampling of the cell colours, its MLP output at zero)."""
 
   def __init__(self, *, block_size: int, latent_channels: int, width: int, latent_stride: int = 4,
-               init_step: float = 8.0, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+               init_step: float = 8.0, init_code: str = "colour", detail_step: float = 16.0,
+               dtype: Any = jnp.float32, rngs: nnx.Rngs):
     self.block_shape = (block_size, block_size, 3)
     latent_size = (block_size // latent_stride) ** 2 * int(latent_channels)
-    code = colour_mean_code(block_size, latent_stride, latent_channels, init_step)
-    # Pseudo-inverse of the mean code: each cell's pixels take the cell's mean back.
-    upsample = (code > 0).T.astype(np.float32) * (float(init_step) / 127.5)
+    # Pseudo-inverse of the initial code: each cell's pixels take the cell's mean back (and, with
+    # the DCT code, its low frequencies).
+    _, upsample = initial_block_code(block_size, latent_stride, latent_channels, init_step,
+                                     init_code, detail_step)
     self.linear = nnx.Linear(latent_size, math.prod(self.block_shape), use_bias=False,
                              kernel_init=lambda *_: jnp.asarray(upsample), dtype=dtype, rngs=rngs)
     self.hidden = nnx.Linear(latent_size, width, dtype=dtype, rngs=rngs)
@@ -415,7 +450,8 @@ class STAE(nnx.Module):
   """
 
   def __init__(self, *, block_size: int, latent_channels: int = 8, transform_width: int = 64,
-               latent_stride: int = 4, init_step: float = 8.0, mode: str = "latent",
+               latent_stride: int = 4, init_step: float = 8.0, init_code: str = "colour",
+               detail_step: float = 16.0, mode: str = "latent",
                pixel_bits: int = 6, frame_attention: bool = True,
                spatial_attention: bool = True, selection: str = "attention", frame_pool: int = 2,
                frame_widths=(16, 32, 32), spatial_widths=(16, 32), temporal_kernel: int = 3,
@@ -442,6 +478,11 @@ class STAE(nnx.Module):
     if init_step <= 0:
       raise ValueError(f"init_step (pixel levels per latent unit at initialisation) must be > 0, "
                        f"got {init_step}")
+    if init_code not in INIT_CODES:
+      raise ValueError(f"stae init_code {init_code!r} is not one of {INIT_CODES}")
+    if detail_step <= 0:
+      raise ValueError(f"detail_step (pixel levels per unit of the DCT channels at "
+                       f"initialisation) must be > 0, got {detail_step}")
     if mode == "pixel" and not 1 <= pixel_bits <= 8:
       raise ValueError(f"pixel_bits must be in 1..8, got {pixel_bits}")
     # The operating points (rho_f, rho_s) this model is trained for and serves.
@@ -473,7 +514,7 @@ class STAE(nnx.Module):
     if mode == "latent":
       transform = dict(block_size=block_size, latent_channels=latent_channels,
                        width=transform_width, latent_stride=latent_stride, init_step=init_step,
-                       dtype=dtype, rngs=rngs)
+                       init_code=init_code, detail_step=detail_step, dtype=dtype, rngs=rngs)
       self.analysis = BlockAnalysis(**transform)
       self.synthesis = BlockSynthesis(**transform)
     else:

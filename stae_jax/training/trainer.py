@@ -312,6 +312,10 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
   entry = None if tag is None else system_entry(config, tag)
   method = None if entry is None else systems.get(entry.method)
   train_cfg = config.train
+  eval_split = train_cfg.get("eval_split", "test")
+  if eval_split not in ("test", "validation"):
+    raise ValueError(f"config.train.eval_split={eval_split!r}: use 'test' or 'validation' (the "
+                     "clips the stages' evaluations read).")
   check_stage_config(directory, config, stage, tag)
   manager = ckpt_lib.make_manager(directory / "checkpoints", keep=train_cfg.keep_checkpoints,
                                   asynchronous=train_cfg.get("async_checkpoints", True))
@@ -382,7 +386,8 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
   def evaluate(state) -> dict:
     results = {}
     for op in eval_points:
-      eval_loader = loader_fn(local_data, "test", seed=int(config.seed), train=False, num_epochs=1)
+      eval_loader = loader_fn(local_data, eval_split, seed=int(config.seed), train=False,
+                              num_epochs=1)
       sums = None
       for i, batch in enumerate(eval_loader):
         if train_cfg.eval_batches and i >= train_cfg.eval_batches:
