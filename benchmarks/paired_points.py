@@ -2,10 +2,14 @@ r"""Paired differences between methods of one results.json, with 95% bootstrap i
 
   python benchmarks/paired_points.py --results=runs/synthetic/results.json \
       --method=stae --against=stae_factorized-prior --envelope=h264
+  python benchmarks/paired_points.py --results=runs/new/results.json --method=stae \
+      --against=stae --against_results=runs/old/results.json --split=validation
 
-For each operating point of `--method` (frozen reference ViT column, test split):
-- against the point of the same name of `--against` (a variant trained on the same classifier):
-  the bits saved and the top-1 difference, paired over the same clips;
+For each operating point of `--method` (frozen reference ViT column, the test split or, with
+`--split=validation`, the validation split):
+- against the point of the same name of `--against` (a variant trained on the same classifier;
+  with `--against_results`, read from another run's results.json of the same clips, e.g. two
+  recipes' main jobs): the bits saved and the top-1 difference, paired over the same clips;
 - against the upper envelope of `--envelope` (chosen on the validation split, as the report does),
   read at this point's bits (linear in top-1 against log bits): the top-1 difference.
 Intervals: the same 1000 seeded resamples of the test clips for every method
@@ -24,6 +28,17 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from stae_jax.evaluation import curves  # pylint: disable=wrong-import-position
+
+
+def on_split(point: dict, split: str) -> dict:
+  """The point's figures on `split` ("test": the point itself; "validation": its validation
+  record, with the same keys)."""
+  if split == "test":
+    return point
+  if not point.get("validation"):
+    raise SystemExit(f"point {point['name']} has no validation figures (evaluated with "
+                     "--validation_clips=0?)")
+  return dict(point["validation"], name=point["name"])
 
 
 def resampled_top1(point: dict, index: np.ndarray) -> np.ndarray:
@@ -56,18 +71,36 @@ def main():
   parser.add_argument("--method", required=True)
   parser.add_argument("--against", default=None)
   parser.add_argument("--envelope", default=None)
+  parser.add_argument("--against_results", default=None,
+                      help="read --against from this results.json (another run on the same clips)")
+  parser.add_argument("--split", default="test", choices=("test", "validation"))
   parser.add_argument("--resamples", type=int, default=curves.RESAMPLES)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
   results = json.loads(pathlib.Path(args.results).read_text())
   methods = results["methods"]
-  for name in filter(None, (args.method, args.against, args.envelope)):
-    if name not in methods:
-      raise SystemExit(f"{args.results} has no method {name!r}; it has {', '.join(methods)}")
-  index = curves._resample_index(results["num_clips"], args.resamples, args.seed)  # pylint: disable=protected-access
-  against = {p["name"]: p for p in methods[args.against]["points"]} if args.against else {}
-  print(f"{args.results}: {results['num_clips']} test clips, frozen reference ViT, "
-        f"{args.resamples} paired resamples")
+  other_path = args.against_results or args.results
+  other = json.loads(pathlib.Path(other_path).read_text()) if args.against_results else results
+  for name, path, source in ((args.method, args.results, methods),
+                             (args.against, other_path, other["methods"]),
+                             (args.envelope, args.results, methods)):
+    if name and name not in source:
+      raise SystemExit(f"{path} has no method {name!r}; it has {', '.join(source)}")
+  if args.envelope and args.split != "test":
+    raise SystemExit("--envelope reads the test split (its envelope is chosen on validation); "
+                     "drop --split or --envelope")
+  mine_points = [on_split(p, args.split) for p in methods[args.method]["points"]]
+  clips = len(mine_points[0]["per_clip"]["correct"])
+  against = ({p["name"]: on_split(p, args.split) for p in other["methods"][args.against]["points"]}
+             if args.against else {})
+  for p in against.values():
+    if len(p["per_clip"]["correct"]) != clips:
+      raise SystemExit(f"{other_path}'s {args.against} has {len(p['per_clip']['correct'])} "
+                       f"{args.split} clips, {args.results} {clips}: pairing needs the same clips")
+  index = curves._resample_index(clips, args.resamples, args.seed)  # pylint: disable=protected-access
+  print(f"{args.results}: {clips} {args.split} clips, frozen reference ViT, "
+        f"{args.resamples} paired resamples"
+        + (f"; {args.against} from {other_path}" if args.against_results else ""))
   header = "| point | bits | top-1 |"
   rule = "|---|---|---|"
   if args.against:
@@ -77,7 +110,7 @@ def main():
     header += f" {args.envelope} envelope at these bits | top-1 minus it [95%] |"
     rule += "---|---|"
   print("\n" + header + "\n" + rule)
-  for point in methods[args.method]["points"]:
+  for point in mine_points:
     mine = resampled_top1(point, index)
     row = f"| {point['name']} | {point['bits_per_clip']:,.0f} | {100 * point['top1']:.1f}% |"
     if args.against:

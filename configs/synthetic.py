@@ -13,18 +13,17 @@ latents under the factorized prior instead of the conditional entropy model), `:
 `:codec_steps=1000` (the longer budget of both codecs' compressor stage; default 200).
 
 Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, idle, a clean checkout):
-`python benchmarks/main_job.py --workdir=/tmp/mjD`, which builds synthetic_actions 1.3.0 (47 s)
-and runs `python train.py --config=configs/synthetic.py --workdir=/tmp/mjD`, took 1511 s:
-classifier 1000 steps 411 s (top-1 92.3% on the 600 test clips; 52.3% with frames shuffled, 23.5%
-with one frame repeated); DeepISC compressor 200 + joint 10 steps 448 + 58 s; STAE 504 + 74 s.
-Then `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mjD` (960 s): only H.264
-reaches the target (reference - 5 points, 87.3%), at 16.6 kbit per clip (95x); DeepISC 40.0% at
-360x (16 tokens). STAE as configured here (one frame per stretch of the clip; its stage trained on
-that classifier and evaluated with every ablation by `python benchmarks/ablations.py
---workdir=/tmp/seg`, BENCHMARKS.md "One frame per stretch of the clip"; conditional entropy model)
-spans 1,419-13,506 bits (1108x-116x), 30.2% to 78.8% (keep 0.125x0.5 to 1x1), behind H.264's
-envelope at every point but the lowest (level at 1.4 kbit) and 22-26 points above DeepISC's 8 and
-16 tokens at their bits.
+`python benchmarks/main_job.py --workdir=/tmp/mjH`, which runs `python train.py
+--config=configs/synthetic.py --workdir=/tmp/mjH` (the dataset, synthetic_actions 1.3.0, already
+built; 47 s to build), took 1486 s: classifier 1000 steps 409 s (top-1 92.3% on the 600 test
+clips; 52.3% with frames shuffled, 23.5% with one frame repeated); DeepISC compressor 200 + joint
+10 steps 431 + 56 s; STAE 497 + 76 s. Then `python evaluate.py --config=configs/synthetic.py
+--workdir=/tmp/mjH` (574 s): only H.264 reaches the target (reference - 5 points, 87.3%), at 16.6
+kbit per clip (95x); DeepISC 40.0% at 360x (16 tokens). STAE (one frame per stretch of the clip,
+its compressor stage at learning rate 0.012, conditional entropy model) spans 1,252-11,496 bits
+(1256x-137x), 29.8% to 80.3% (keep 0.125x0.5 to 1x1): above H.264's envelope at 2.2 kbit (+7.3
+points [+2.6, +11.8]), level at 1.3 and 6.9 kbit, behind it at 3.8-4.1 and 11.5 kbit, and 17-33
+points above DeepISC's 4-16 tokens at their bits.
 """
 
 from configs import common
@@ -158,8 +157,8 @@ def get_config(arg=None):
       block_spread=2.0,           # kept frames send different blocks (spread_top_k_mask); 0: off
       dtype="float32",            # compute dtype; parameters are float32
       # Operating points (rho_f, rho_s) the model is trained for (each training clip draws one):
-      # from 2 frames x half their blocks (64 of the clip's 1024 blocks, ~1.2 kbit) to every
-      # block of every frame (~13 kbit), each about twice the bits of the one before, with the
+      # from 2 frames x half their blocks (64 of the clip's 1024 blocks, ~1.3 kbit) to every
+      # block of every frame (~11.5 kbit), each about twice the bits of the one before, with the
       # frames-versus-blocks trade at 256 blocks (8 frames x half, 16 frames x a quarter).
       keep_ratios=((0.125, 0.5), (0.25, 0.5), (0.5, 0.5), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0)),
   )
