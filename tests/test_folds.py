@@ -19,8 +19,10 @@ def fold_results(seed: int, clips: int, points: dict, shape=(8, 64, 64, 3)) -> d
   rng = np.random.default_rng(seed)
 
   def split(top1, bits, n):
-    return dict(per_clip=dict(correct=(rng.random(n) < top1).astype(int).tolist(),
-                              bits=rng.normal(bits, bits / 10, n).round().tolist()))
+    correct = (rng.random(n) < top1).astype(int)
+    per_clip_bits = rng.normal(bits, bits / 10, n).round()
+    return dict(top1=float(correct.mean()), bits_per_clip=float(per_clip_bits.mean()),
+                per_clip=dict(correct=correct.tolist(), bits=per_clip_bits.tolist()))
 
   methods = {}
   for (method, name), (top1, bits) in points.items():
@@ -100,3 +102,31 @@ def test_pooled_file_feeds_the_paired_table(tmp_path):
           if line.startswith("| keep=")}
   assert "%" in rows["keep=0.5x0.5"][4]  # the envelope read at STAE's bits, paired interval
   assert "outside" in rows["keep=1x1"][4]  # 9 kbit: above the envelope's measured range
+
+
+def test_paired_table_against_another_run_on_either_split(tmp_path):
+  """paired_points.py --against_results pairs a method with another run's on the same clips, on the
+  test or the validation split, and refuses runs of different clips."""
+  new, old = tmp_path / "new.json", tmp_path / "old.json"
+  new.write_text(json.dumps(dict(fold_results(0, 50, POINTS), num_clips=50)))
+  old.write_text(json.dumps(dict(fold_results(1, 50, POINTS), num_clips=50)))
+  run = lambda *args: subprocess.run([sys.executable, "benchmarks/paired_points.py", *args],
+                                     cwd=REPO_ROOT, capture_output=True, text=True)
+  for split, clips in (("test", 50), ("validation", 20)):
+    out = run(f"--results={new}", "--method=stae", "--against=stae", f"--against_results={old}",
+              f"--split={split}")
+    assert out.returncode == 0, out.stderr
+    assert f"{clips} {split} clips" in out.stdout and f"stae from {old}" in out.stdout
+    row = [l for l in out.stdout.splitlines() if l.startswith("| keep=1x1 ")][0].split("|")
+    mine = [p for p in json.loads(new.read_text())["methods"]["stae"]["points"]
+            if p["name"] == "keep=1x1"][0]
+    theirs = [p for p in json.loads(old.read_text())["methods"]["stae"]["points"]
+              if p["name"] == "keep=1x1"][0]
+    if split == "validation":
+      mine, theirs = mine["validation"], theirs["validation"]
+    diff = np.mean(mine["per_clip"]["correct"]) - np.mean(theirs["per_clip"]["correct"])
+    assert row[6].strip().startswith(f"{100 * diff:+.1f} [")
+  other = tmp_path / "other.json"
+  other.write_text(json.dumps(dict(fold_results(2, 40, POINTS), num_clips=40)))
+  out = run(f"--results={new}", "--method=stae", "--against=stae", f"--against_results={other}")
+  assert out.returncode != 0 and "pairing needs the same clips" in out.stderr
