@@ -97,7 +97,9 @@ def get_config(arg=None):
   c.model.vit = ml_collections.ConfigDict(dict(
       size="Ti", width=128, depth=4, num_heads=4, mlp_dim=0,
       tubelet=4, patch=16,
-      inputs="differences",
+      inputs="differences",       # or "frames", "motion" (configs/synthetic.py's motion front end)
+      pool=1,                     # spatial average pooling before the tubelets (1: none)
+      stem_channels=0,            # per-pixel Linear + GELU after the inputs (0: none)
       head_init_scale=1.0,
       num_classes=len(fight_data.CLASS_NAMES),
       layer_norm_eps=1e-6,
