@@ -2,6 +2,7 @@ r"""STAE's frame-versus-spatial attention ablations: train, evaluate and print t
 
   python benchmarks/ablations.py --workdir=<main job's workdir>
   python benchmarks/ablations.py --workdir=<...> --table_only     # from its results.json
+  python benchmarks/ablations.py --workdir=<...> --variants=stae_random-selection,stae_uniform-selection
 
 On a workdir holding the main job's classifier (and STAE, which is trained if missing), trains
 each variant below with train.py into `<workdir>/systems/<tag>` (train.py skips a finished stage
@@ -117,7 +118,14 @@ def main():
                       help="largest relative bit difference compared point to point")
   parser.add_argument("--resamples", type=int, default=curves.RESAMPLES)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--variants", default="",
+                      help="comma-separated tags of the variants to train and evaluate (default: all)")
   args = parser.parse_args()
+  known = [tag for _, _, tag in VARIANTS]
+  chosen = [t for t in args.variants.split(",") if t] or known
+  unknown = [t for t in chosen if t not in known]
+  if unknown:
+    raise SystemExit(f"unknown variant(s) {unknown}; the variants are {', '.join(known)}")
   workdir = pathlib.Path(args.workdir).absolute()
   if args.table_only:
     results = json.loads((workdir / "results.json").read_text())
@@ -128,8 +136,9 @@ def main():
     start = time.time()
     train(args, workdir, "system=stae", "stae")
     for _, switch, tag in VARIANTS:
-      train(args, workdir, switch, tag)
-    results = evaluate(args, workdir, ["stae"] + [tag for _, _, tag in VARIANTS])
+      if tag in chosen:
+        train(args, workdir, switch, tag)
+    results = evaluate(args, workdir, ["stae"] + chosen)
     print(f"ablations: {time.time() - start:.0f} s in all\n")
   if "stae" not in results["methods"]:
     raise SystemExit("results.json has no 'stae': evaluate the workdir first")
