@@ -363,19 +363,19 @@ def initial_block_code(block_size: int, latent_stride: int, latent_channels: int
   # Normalised pixels are (v / 127.5 - 1): one latent unit is `step` levels, i.e. step / 127.5.
   analysis = np.zeros((p, p, 3, g, g, c), np.float32)
   synthesis = np.zeros((p, p, 3, g, g, c), np.float32)
+  # The DCT channels' s x s bases [channel, y, x, 1] (every colour alike), the same in every cell.
+  rows = _dct_rows(s)
+  details = ([np.outer(rows[u], rows[v])[..., None] for u, v in _detail_frequencies(c - 3, s)]
+             if init_code == "dct" and c > 3 else [])
   for i in range(g):
     for j in range(g):
       cell = (slice(i * s, (i + 1) * s), slice(j * s, (j + 1) * s))
       for colour in range(min(3, c)):
         analysis[cell + (colour, i, j, colour)] = (127.5 / float(step)) / (s * s)
         synthesis[cell + (colour, i, j, colour)] = float(step) / 127.5
-      if init_code == "dct" and c > 3:
-        rows = _dct_rows(s)
-        for channel, (u, v) in enumerate(_detail_frequencies(c - 3, s), start=3):
-          basis = np.outer(rows[u], rows[v])[..., None]  # [y, x, 1]: every colour alike
-          analysis[cell + (slice(None), i, j, channel)] = (
-              basis * (127.5 / float(detail_step)) / 3.0)
-          synthesis[cell + (slice(None), i, j, channel)] = basis * (float(detail_step) / 127.5)
+      for channel, basis in enumerate(details, start=3):
+        analysis[cell + (slice(None), i, j, channel)] = basis * (127.5 / float(detail_step)) / 3.0
+        synthesis[cell + (slice(None), i, j, channel)] = basis * (float(detail_step) / 127.5)
   return analysis.reshape(p * p * 3, g * g * c), synthesis.reshape(p * p * 3, g * g * c).T
 
 
