@@ -68,7 +68,8 @@ SYSTEM_SWITCHES = ("system", "frame_attention", "spatial_attention", "selection"
 #: selection="random" is the "neither attention" ablation (uniform random top-k at the same keep
 #: ratios); selection="uniform" keeps evenly spaced frames (first and last included) and blocks;
 #: frame_rule="top_k" keeps the k best-scored frames instead of the best frame of each of k equal
-#: stretches of the clip ("segments"; `stae_jax.models.stae.segment_top_mask`);
+#: stretches of the clip ("segments"; `stae_jax.models.stae.segment_top_mask`), and
+#: frame_rule="comb" k evenly spaced frames whose start and gap are learned (`comb_mask`);
 #: context=False codes STAE's latents under the factorized prior instead of the conditional one
 #: (`stae_jax.models.entropy.ContextPrior`), the entropy model's ablation.
 SYSTEM_DEFAULTS = dict(system="stae", frame_attention=True, spatial_attention=True,
@@ -136,7 +137,7 @@ def deepisc_system(*, deepisc: dict, entropy: dict, loss: dict | None = None) ->
 def system_tag(entry: dict) -> str:
   """The folder name of a system inside the workdir: its method, plus the STAE ablation switches
   that differ from the default (`stae_no-frame-attention`, `stae_random-selection`,
-  `stae_top-k-frames`, `stae_factorized-prior`). An entry without `frame_rule` (a workdir trained
+  `stae_top-k-frames`, `stae_comb-frames`, `stae_factorized-prior`). An entry without `frame_rule` (a workdir trained
   before the switch existed) keeps STAE's constructor default, top_k, under the plain tag."""
   model = entry["model"].get("stae", {})
   # Only `stae_system` sets the context key: an explicit False is STAE's factorized-prior ablation.
@@ -145,7 +146,7 @@ def system_tag(entry: dict) -> str:
       "" if model.get("spatial_attention", True) else "_no-spatial-attention") + (
       "" if model.get("selection", "attention") == "attention"
       else f"_{model['selection']}-selection") + (
-      "_top-k-frames" if model.get("frame_rule") == "top_k" else "") + (
+      {"top_k": "_top-k-frames", "comb": "_comb-frames"}.get(model.get("frame_rule"), "")) + (
       "_factorized-prior" if factorized else "")
 
 

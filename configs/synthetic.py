@@ -8,7 +8,8 @@ fills only part of the clip, and the actor is small against a textured, moving b
 distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:system=deepisc`,
 `:frame_attention=False`, `:spatial_attention=False` (each at the default's blocks per clip),
 `:selection=random` (the "neither attention" ablation), `:selection=uniform` (evenly spaced frames
-and blocks), `:frame_rule=top_k` (the k best-scored frames), `:context=False` (STAE's
+and blocks), `:frame_rule=top_k` (the k best-scored frames), `:frame_rule=comb` (k evenly
+spaced frames, their start and gap learned), `:context=False` (STAE's
 latents under the factorized prior instead of the conditional entropy model), `:size=64,frames=16`,
 `:codec_steps=1000` (the longer budget of both codecs' compressor stage; default 200).
 
@@ -146,7 +147,8 @@ def get_config(arg=None):
       spatial_attention=a.spatial_attention,  # off: keep every block of a kept frame
       selection=a.selection,      # or "random" (random top-k), "uniform" (evenly spaced): same ratios
       # The learned frames: the best of each of k equal stretches of the clip ("segments"), or the
-      # k best ("top_k", which bunched the kept frames: BENCHMARKS.md "Frame attention").
+      # k best ("top_k", which bunched the kept frames: BENCHMARKS.md "Frame attention"), or
+      # k evenly spaced frames whose start and gap are learned ("comb").
       frame_rule=a.frame_rule,
       frame_pool=2,               # frame attention sees frames area-downscaled by this (64 -> 32)
       frame_widths=(8, 16, 16),
@@ -162,6 +164,8 @@ def get_config(arg=None):
       # frames-versus-blocks trade at 256 blocks (8 frames x half, 16 frames x a quarter).
       keep_ratios=((0.125, 0.5), (0.25, 0.5), (0.5, 0.5), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0)),
   )
+  if a.frame_rule == "comb":
+    stae["frames"] = a.frames     # T: the comb rule's position and gap priors are per frame
   # Receiver's 3D-2D CNN (stae_jax/models/decoder.py).
   decoder = dict(
       width=16, temporal_layers=2, spatial_layers=1, cell=4, dtype="float32")

@@ -58,6 +58,9 @@ def test_system_switches_choose_the_systems_to_train():
   top_k = synthetic.get_config("frame_rule=top_k")
   assert list(top_k.systems) == ["stae_top-k-frames"]
   assert top_k.systems["stae_top-k-frames"].model.stae.frame_rule == "top_k"
+  comb = synthetic.get_config("frame_rule=comb").systems["stae_comb-frames"].model.stae
+  assert comb.frame_rule == "comb" and comb.frames == 16  # its priors are per frame of the clip
+  assert "frames" not in synthetic.get_config(None).systems["stae"].model.stae
   # A workdir trained before the switch existed records no frame_rule: STAE's constructor default
   # (top_k, what it was trained with) under the plain tag.
   entry = synthetic.get_config(None).systems["stae"].to_dict()

@@ -9,7 +9,7 @@ import pytest
 
 from configs import hmdb51, synthetic
 from stae_jax.models import stae as stae_lib
-from stae_jax.models.stae import (STAE, keep_count, segment_top_mask, spread_top_k_mask,
+from stae_jax.models.stae import (STAE, comb_mask, comb_table, keep_count, segment_top_mask, spread_top_k_mask,
                                   top_k_mask)
 
 T, SIZE, P = 8, 32, 8  # small clip for most tests: 16 blocks per frame
@@ -144,6 +144,66 @@ def test_segment_frame_rule_spreads_the_kept_frames(training):
   np.testing.assert_array_equal(np.asarray(out["frame_mask"]).sum(-1), 2)
   with pytest.raises(ValueError, match="frame_rule"):
     small_stae(frame_rule="best")
+
+
+@pytest.mark.parametrize("n", [16, 7])
+def test_comb_rule_keeps_the_best_evenly_spaced_frames(n):
+  """The kept items are the comb {s, s+d, ..., s+(k-1)d} with the highest mean score plus
+  spacing[k, d] (found here by brute force over every start and gap); a traced k per row keeps
+  what a static k does."""
+  masks, valid, _ = comb_table(n)
+  assert masks.shape[1] == n * (n - 1) // 2 and valid[2].sum() == n * (n - 1) // 2
+  assert valid[n].sum() == 1 and not valid[0].any()
+  key_s, key_p = jax.random.split(jax.random.key(0))
+  scores = jax.random.normal(key_s, (4, n))
+  spacing = jax.random.normal(key_p, (n + 1, n))
+  for k in range(1, n + 1):
+    mask = np.asarray(comb_mask(scores, k, spacing, training=False))
+    for row, s in zip(mask, np.asarray(scores)):
+      best, best_value = None, -np.inf
+      for d in range(1, (n - 1) // max(k - 1, 1) + 1) if k > 1 else [1]:
+        for start in range(n - (k - 1) * d):
+          items = [start + j * d for j in range(k)]
+          value = s[items].mean() + float(spacing[k, d])
+          if value > best_value + 1e-6:
+            best, best_value = items, value
+      np.testing.assert_array_equal(np.flatnonzero(row), best, err_msg=f"k={k}")
+  ks = jnp.array([1, 2, 3, n])
+  traced = jax.jit(lambda s, k: comb_mask(s, k, spacing, training=True))(scores, ks)
+  for row, k in enumerate(np.asarray(ks)):
+    np.testing.assert_array_equal(traced[row], comb_mask(scores[row], int(k), spacing,
+                                                         training=False))
+
+
+def test_comb_rule_gradient_reaches_scores_and_gaps():
+  scores = jnp.array([[0.0, 1.0, 5.0, 2.0, 0.5, 0.1]])
+  spacing = jnp.zeros((7, 6))
+  weights = jnp.arange(1.0, 7.0)
+  g_scores, g_spacing = jax.grad(
+      lambda s, p: (comb_mask(s, 2, p, training=True) * weights).sum(), argnums=(0, 1))(
+          scores, spacing)
+  assert (np.asarray(g_scores) != 0).all()
+  assert (np.asarray(g_spacing)[2, 1:6] != 0).all() and (np.asarray(g_spacing)[3:] == 0).all()
+  g_all = jax.grad(lambda s: comb_mask(s, 6, spacing, training=True).sum())(scores)
+  np.testing.assert_array_equal(g_all, 0.0)  # one comb: nothing to choose
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_comb_frame_rule_keeps_evenly_spaced_frames(training):
+  """frame_rule="comb" keeps k frames a constant gap apart (masks and indices agree), and learns
+  its priors only when asked for them with the clip's length."""
+  model = small_stae(frame_rule="comb", frames=T)
+  out = run(model, clip(batch=4), frame_keep=0.5, block_keep=0.5, training=training,
+            rng=jax.random.key(1))
+  index = np.asarray(out["frame_index"])  # k_f = 4 of T = 8
+  assert (np.diff(np.diff(index, axis=1), axis=1) == 0).all()
+  np.testing.assert_array_equal(np.asarray(out["frame_mask"]).sum(-1), 4)
+  assert model.frame_attention.spacing[...].shape == (T + 1, T)
+  with pytest.raises(ValueError, match="frames="):
+    small_stae(frame_rule="comb")
+  with pytest.raises(ValueError, match="build STAE with frames=8"):
+    run(small_stae(frame_rule="comb", frames=6), clip(batch=1), frame_keep=0.5, block_keep=0.5,
+        training=False)
 
 
 def test_spread_selection_sends_other_blocks_in_later_frames():
@@ -393,6 +453,7 @@ def test_config_sizes():
 
 @pytest.mark.parametrize("selection,spread,frame_rule", [("attention", 100.0, "top_k"),
                                                        ("attention", 0.0, "segments"),
+                                                       ("attention", 2.0, "comb"),
                                                        ("uniform", 0.0, "segments")])
 def test_traced_points_select_and_receive_what_static_points_do(selection, spread, frame_rule):
   """One compile for every point: `point_index` (traced, one per clip) keeps per clip exactly
@@ -400,7 +461,7 @@ def test_traced_points_select_and_receive_what_static_points_do(selection, sprea
   (random selection draws its scores over other shapes there: the same counts, other items)."""
   ratios = ((0.25, 0.5), (0.5, 0.25), (1.0, 1.0))
   model = small_stae(keep_ratios=ratios, selection=selection, block_spread=spread,
-                     frame_rule=frame_rule)
+                     frame_rule=frame_rule, frames=T)
   video = clip(batch=3)
   traced = run(model, video, point_index=jnp.array([2, 0, 1]), training=False,
                rng=jax.random.key(5))

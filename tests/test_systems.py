@@ -27,21 +27,24 @@ def rngs(seed=0):
   return nnx.Rngs(jax.random.key(seed, impl="rbg"))
 
 
-def tiny_config():
-  """The synthetic config shrunk to a 8x32x32 clip and models of a few thousand parameters."""
-  config = synthetic.get_config(f"frames={T},size={SIZE}")
+def tiny_config(switches: str = ""):
+  """The synthetic config shrunk to a 8x32x32 clip and models of a few thousand parameters
+  (`switches`: more config switches, e.g. ",frame_rule=comb", whose STAE entry is shrunk too)."""
+  config = synthetic.get_config(f"frames={T},size={SIZE}{switches}")
   # Frames in: the systems do not depend on the classifier's front end, whose motion inputs
   # (tests/test_vit.py, tests/test_motion.py) would be most of each compile here.
   config.model.vit.update(dict(num_classes=5, width=32, depth=1, num_heads=2, tubelet=4, patch=8,
                                inputs="frames", pool=1, stem_channels=0))
-  config.systems.stae.model.stae.update(dict(transform_width=8, frame_widths=(8, 8, 8),
-                                             spatial_widths=(8, 8),
-                                             # the sparsest kind and the all-blocks end
-                                             keep_ratios=((0.5, 0.25), (1.0, 1.0))))
-  config.systems.stae.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
-  config.systems.deepisc.model.deepisc.update(dict(patch=8, width=32, encoder_depth=1,
+  for tag, entry in config.systems.items():
+    if entry.method == "stae":
+      entry.model.stae.update(dict(transform_width=8, frame_widths=(8, 8, 8), spatial_widths=(8, 8),
+                                   # the sparsest kind and the all-blocks end
+                                   keep_ratios=((0.5, 0.25), (1.0, 1.0))))
+      entry.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
+  if "deepisc" in config.systems:
+    config.systems.deepisc.model.deepisc.update(dict(patch=8, width=32, encoder_depth=1,
                                                    decoder_depth=1, num_heads=2, max_tokens=4,
-                                                   channels=4, token_choices=(2, 4)))
+                                                     channels=4, token_choices=(2, 4)))
   return config
 
 
@@ -60,6 +63,10 @@ def untrained_codec(built, tag):
   """The codec of a freshly built system (tables frozen from its untrained prior): the device and
   server halves work the same, trained or not."""
   entry, models = built[tag]
+  return codec_of(tag, entry, models)
+
+
+def codec_of(tag, entry, models):
   method = systems.get(entry.method)
   graphdef, params, rest = nnx.split(models, nnx.Param, ...)
   tables = tables_lib.freeze(method.entropy_model(models))
@@ -229,6 +236,24 @@ def test_codec_round_trip_matches_the_forward(built, tag):
     np.testing.assert_allclose(rebuilt, np.asarray(out["reconstruction"]), rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(coded.estimated_bits, np.asarray(out["bits"]["total"]), rtol=1e-4)
     assert codec.classify(rebuilt).shape == (2, 5)
+
+
+def test_comb_frames_round_trip_through_the_bitstream():
+  """STAE with learned evenly spaced frames (frame_rule="comb"): its frames are a comb, and what
+  the server rebuilds from the streams is what the forward does, at every point."""
+  config = tiny_config(",frame_rule=comb")
+  tag = "stae_comb-frames"
+  entry = config.systems[tag]
+  models = loading.build_models(config, entry, rngs(0))
+  codec = codec_of(tag, entry, models)
+  video = np.asarray(clip())
+  for point in codec.points:
+    coded = codec.device(video, point)
+    out = run_forward(entry, models, video, point=point, training=False)
+    index = np.asarray(out["frame_index"])
+    assert (np.diff(index, n=2, axis=1) == 0).all()  # evenly spaced
+    np.testing.assert_allclose(np.asarray(codec.server(coded.streams, point)),
+                               np.asarray(out["reconstruction"]), rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("tag", LEARNED)
