@@ -137,8 +137,9 @@ def deepisc_system(*, deepisc: dict, entropy: dict, loss: dict | None = None) ->
 def system_tag(entry: dict) -> str:
   """The folder name of a system inside the workdir: its method, plus the STAE ablation switches
   that differ from the default (`stae_no-frame-attention`, `stae_random-selection`,
-  `stae_top-k-frames`, `stae_comb-frames`, `stae_factorized-prior`). An entry without `frame_rule` (a workdir trained
-  before the switch existed) keeps STAE's constructor default, top_k, under the plain tag."""
+  `stae_top-k-frames`, `stae_comb-frames`, `stae_factorized-prior`). An entry without
+  `frame_rule` (a workdir trained before the switch existed) keeps STAE's constructor default,
+  top_k, under the plain tag."""
   model = entry["model"].get("stae", {})
   # Only `stae_system` sets the context key: an explicit False is STAE's factorized-prior ablation.
   factorized = entry["model"].get("entropy", {}).get("context") is False

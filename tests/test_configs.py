@@ -68,6 +68,18 @@ def test_system_switches_choose_the_systems_to_train():
   assert common.system_tag(entry) == "stae"
 
 
+def test_stae_learning_rate_follows_the_budget():
+  """STAE's compressor stage runs at 0.012 at the default 200 steps and at the shared 0.003 for
+  the longer budget (the rate each budget measured best at); DeepISC keeps the shared rate."""
+  from configs import synthetic
+  default = synthetic.get_config(None)
+  longer = synthetic.get_config("codec_steps=1000")
+  assert default.systems.stae.stages.compressor.lr == 0.012
+  assert longer.systems.stae.stages.compressor.lr == 0.003
+  assert longer.stages.compressor.steps == 1000
+  assert "lr" not in longer.systems.deepisc.stages.compressor
+
+
 def test_attention_ablations_keep_the_defaults_blocks_per_clip():
   """`:frame_attention=False` keeps every frame and `:spatial_attention=False` every block, at the
   default's number of blocks per clip (the ablations compare at matched bits)."""
