@@ -9,8 +9,8 @@ import pytest
 
 from configs import hmdb51, synthetic
 from stae_jax.models import stae as stae_lib
-from stae_jax.models.stae import (STAE, comb_mask, comb_table, keep_count, segment_top_mask, spread_top_k_mask,
-                                  top_k_mask)
+from stae_jax.models.stae import (STAE, comb_mask, comb_table, keep_count, segment_top_mask,
+                                  spread_top_k_mask, top_k_mask)
 
 T, SIZE, P = 8, 32, 8  # small clip for most tests: 16 blocks per frame
 N = (SIZE // P) ** 2

@@ -657,7 +657,7 @@ class STAE(nnx.Module):
     top k of their scores (any k frames at random; evenly spaced, first and last included)."""
     if self.frame_rule == "segments" and self.selection == "attention":
       return segment_top_mask(scores, k, training=training, temperature=self.temperature)
-    if self.frame_attention is not None and self.frame_attention.frames:
+    if self.frame_rule == "comb" and self.frame_attention is not None:
       return comb_mask(scores, k, self.frame_attention.spacing[...], training=training,
                        temperature=self.temperature)
     return rank_top_k_mask(scores, k, training=training, temperature=self.temperature)
