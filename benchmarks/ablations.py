@@ -2,6 +2,8 @@ r"""STAE's frame-versus-spatial attention ablations: train, evaluate and print t
 
   python benchmarks/ablations.py --workdir=<main job's workdir>
   python benchmarks/ablations.py --workdir=<...> --table_only     # from its results.json
+  python benchmarks/ablations.py --workdir=<...> --table_only --split=validation \
+      --learned=<tag> --tags='random=<tag>,evenly spaced=<tag>'     # any trained systems
   python benchmarks/ablations.py --workdir=<...> --variants=stae_random-selection,stae_uniform-selection
 
 On a workdir holding the main job's classifier (and STAE, which is trained if missing), trains
@@ -75,18 +77,25 @@ def evaluate(args, workdir: pathlib.Path, tags: list[str]) -> dict:
   return json.loads(path.read_text())
 
 
-def table(results: dict, tolerance: float, resamples: int, seed: int) -> str:
-  methods = results["methods"]
-  index = curves._resample_index(results["num_clips"], resamples, seed)  # pylint: disable=protected-access
-  present = [(name, tag) for name, _, tag in VARIANTS if tag in methods]
+def table(results: dict, tolerance: float, resamples: int, seed: int, *, learned: str = "stae",
+          variants=None, split: str = "test") -> str:
+  """The paired table of `learned` (a tag) against `variants` ((name, tag) pairs; default
+  VARIANTS), on the test split or, from the same results.json, the validation split."""
+  pairs = variants if variants is not None else [(name, tag) for name, _, tag in VARIANTS]
+  tags = [learned] + [tag for _, tag in pairs if tag in results["methods"]]
+  methods = {tag: dict(results["methods"][tag], points=[
+      paired_points.on_split(p, split) for p in results["methods"][tag]["points"]]) for tag in tags}
+  clips = len(methods[learned]["points"][0]["per_clip"]["correct"])
+  index = curves._resample_index(clips, resamples, seed)  # pylint: disable=protected-access
+  present = [(name, tag) for name, tag in pairs if tag in methods]
   by_name = {tag: {p["name"]: p for p in methods[tag]["points"]} for _, tag in present}
-  lines = [f"{results['num_clips']} test clips, frozen reference ViT, {resamples} paired "
+  lines = [f"{clips} {split} clips, frozen reference ViT, {resamples} paired "
            f"resamples; top-1 % (bits per clip); learned minus the variant [95%] (env: against "
            f"the variant's envelope at learned's bits)", ""]
   lines.append("| STAE point | learned |" + "".join(
       f" {name} | learned minus {name} |" for name, _ in present))
   lines.append("|---|---|" + "---|---|" * len(present))
-  for point in methods["stae"]["points"]:
+  for point in methods[learned]["points"]:
     mine = paired_points.resampled_top1(point, index)
     bits = point["bits_per_clip"]
     row = f"| {point['name']} | {100 * point['top1']:.1f} ({bits:,.0f}) |"
@@ -120,7 +129,20 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--variants", default="",
                       help="comma-separated tags of the variants to train and evaluate (default: all)")
+  parser.add_argument("--learned", default="stae",
+                      help="tag of the system the table compares (--table_only: any trained tag)")
+  parser.add_argument("--tags", default="",
+                      help="--table_only: the variants' tags as name=tag pairs, comma-separated "
+                      "(e.g. 'random=stae_no-spatial-attention_random-selection'); default VARIANTS")
+  parser.add_argument("--split", default="test", choices=("test", "validation"),
+                      help="the clips the table pairs over (validation: what a choice is made on)")
   args = parser.parse_args()
+  if (args.learned != "stae" or args.tags) and not args.table_only:
+    raise SystemExit("--learned and --tags read a results.json: add --table_only")
+  pairs = ([tuple(pair.split("=", 1)) for pair in args.tags.split(",") if pair]
+           if args.tags else None)
+  if pairs is not None and any(len(pair) != 2 for pair in pairs):
+    raise SystemExit(f"--tags takes name=tag pairs, got {args.tags!r}")
   known = [tag for _, _, tag in VARIANTS]
   chosen = [t for t in args.variants.split(",") if t] or known
   unknown = [t for t in chosen if t not in known]
@@ -140,10 +162,12 @@ def main():
         train(args, workdir, switch, tag)
     results = evaluate(args, workdir, ["stae"] + chosen)
     print(f"ablations: {time.time() - start:.0f} s in all\n")
-  if "stae" not in results["methods"]:
-    raise SystemExit("results.json has no 'stae': evaluate the workdir first")
-  print(table(results, args.bits_tolerance, args.resamples, args.seed))
-  missing = [tag for _, _, tag in VARIANTS if tag not in results["methods"]]
+  if args.learned not in results["methods"]:
+    raise SystemExit(f"results.json has no {args.learned!r}: train and evaluate it first")
+  print(table(results, args.bits_tolerance, args.resamples, args.seed, learned=args.learned,
+              variants=pairs, split=args.split))
+  missing = [tag for _, tag in (pairs or [(n, t) for n, _, t in VARIANTS])
+             if tag not in results["methods"]]
   if missing:
     print(f"\nnot in results.json (not trained or not evaluated): {', '.join(missing)}")
 

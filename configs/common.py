@@ -69,7 +69,9 @@ SYSTEM_SWITCHES = ("system", "frame_attention", "spatial_attention", "selection"
 #: ratios); selection="uniform" keeps evenly spaced frames (first and last included) and blocks;
 #: frame_rule="top_k" keeps the k best-scored frames instead of the best frame of each of k equal
 #: stretches of the clip ("segments"; `stae_jax.models.stae.segment_top_mask`), and
-#: frame_rule="comb" k evenly spaced frames whose start and gap are learned (`comb_mask`);
+#: frame_rule="comb" k evenly spaced frames whose start and gap are learned (`comb_mask`),
+#: frame_rule="chosen" for each k the frames the frozen classifier reads best on validation clips,
+#: the same for every clip (`stae_jax.systems.stae.choose_frames`);
 #: context=False codes STAE's latents under the factorized prior instead of the conditional one
 #: (`stae_jax.models.entropy.ContextPrior`), the entropy model's ablation.
 SYSTEM_DEFAULTS = dict(system="stae", frame_attention=True, spatial_attention=True,
@@ -137,17 +139,21 @@ def deepisc_system(*, deepisc: dict, entropy: dict, loss: dict | None = None) ->
 def system_tag(entry: dict) -> str:
   """The folder name of a system inside the workdir: its method, plus the STAE ablation switches
   that differ from the default (`stae_no-frame-attention`, `stae_random-selection`,
-  `stae_top-k-frames`, `stae_comb-frames`, `stae_factorized-prior`). An entry without
-  `frame_rule` (a workdir trained before the switch existed) keeps STAE's constructor default,
-  top_k, under the plain tag."""
+  `stae_top-k-frames`, `stae_comb-frames`, `stae_chosen-frames`, `stae_factorized-prior`; the
+  frame rule only where frames are learned). An entry without `frame_rule` (a workdir trained
+  before the switch existed) keeps STAE's constructor default, top_k, under the plain tag."""
   model = entry["model"].get("stae", {})
+  # The frame rule is what the learned frame attention does: without it there is none to name.
+  learned_frames = (model.get("frame_attention", True)
+                    and model.get("selection", "attention") == "attention")
   # Only `stae_system` sets the context key: an explicit False is STAE's factorized-prior ablation.
   factorized = entry["model"].get("entropy", {}).get("context") is False
   return entry["method"] + ("" if model.get("frame_attention", True) else "_no-frame-attention") + (
       "" if model.get("spatial_attention", True) else "_no-spatial-attention") + (
       "" if model.get("selection", "attention") == "attention"
       else f"_{model['selection']}-selection") + (
-      {"top_k": "_top-k-frames", "comb": "_comb-frames"}.get(model.get("frame_rule"), "")) + (
+      {"top_k": "_top-k-frames", "comb": "_comb-frames", "chosen": "_chosen-frames"}.get(
+          model.get("frame_rule"), "") if learned_frames else "") + (
       "_factorized-prior" if factorized else "")
 
 

@@ -61,6 +61,15 @@ def test_system_switches_choose_the_systems_to_train():
   comb = synthetic.get_config("frame_rule=comb").systems["stae_comb-frames"].model.stae
   assert comb.frame_rule == "comb" and comb.frames == 16  # its priors are per frame of the clip
   assert "frames" not in synthetic.get_config(None).systems["stae"].model.stae
+  chosen = synthetic.get_config("frame_rule=chosen").systems["stae_chosen-frames"].model.stae
+  assert chosen.frame_rule == "chosen" and chosen.frames == 16  # one choice per k of 16 frames
+  # The frame rule names learned frames only: the baselines and every-frame variants keep their tags.
+  assert list(synthetic.get_config("frame_rule=chosen,selection=random").systems) == [
+      "stae_random-selection"]
+  assert list(synthetic.get_config("frame_rule=chosen,frame_attention=False").systems) == [
+      "stae_no-frame-attention"]
+  assert list(synthetic.get_config("frame_rule=chosen,spatial_attention=False").systems) == [
+      "stae_no-spatial-attention_chosen-frames"]
   # A workdir trained before the switch existed records no frame_rule: STAE's constructor default
   # (top_k, what it was trained with) under the plain tag.
   entry = synthetic.get_config(None).systems["stae"].to_dict()

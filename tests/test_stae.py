@@ -206,6 +206,50 @@ def test_comb_frame_rule_keeps_evenly_spaced_frames(training):
         training=False)
 
 
+def test_chosen_frame_rule_keeps_the_rows_of_its_table():
+  """frame_rule="chosen" keeps row k of `chosen_frames` for every clip, evenly spaced until frames
+  are chosen, the same through the static and the traced (one compile for every point) paths, and
+  takes no gradient; it asks for the clip's length and refuses another."""
+  model = small_stae(frame_rule="chosen", frames=T, keep_ratios=((0.25, 0.5), (0.5, 0.5)))
+  assert model.frame_attention is None and int(model.chosen_on[...]) == 0
+  out = run(model, clip(batch=2), frame_keep=0.5, block_keep=0.5, training=False)
+  np.testing.assert_array_equal(out["frame_index"], [[0, 2, 5, 7]] * 2)  # evenly spaced
+  table = np.asarray(model.chosen_frames[...]).copy()
+  table[2], table[4] = 0.0, 0.0
+  table[2, [3, 5]] = 1.0
+  table[4, [1, 3, 4, 6]] = 1.0
+  model.chosen_frames[...] = jnp.asarray(table)
+  for keep, frames in ((0.25, [3, 5]), (0.5, [1, 3, 4, 6])):
+    out = run(model, clip(batch=2), frame_keep=keep, block_keep=0.5, training=False)
+    np.testing.assert_array_equal(out["frame_index"], [frames] * 2)
+  graphdef, state = nnx.split(model)
+  traces = []
+
+  def dense(state, video, point_index):
+    traces.append(1)
+    return nnx.merge(graphdef, state)(video, point_index=point_index, training=True,
+                                      rng=jax.random.key(1))["frame_mask"]
+
+  step = jax.jit(dense)
+  for index in ((0, 1), (1, 0)):
+    mask = np.asarray(step(state, clip(batch=2), jnp.asarray(index, jnp.int32)))
+    np.testing.assert_array_equal(mask, table[[(2, 4)[i] for i in index]] > 0.5)
+  assert len(traces) == 1  # one compile for every point
+  grad = jax.grad(lambda t: (model.frame_mask(jnp.zeros((1, T)), 2, training=True) * t).sum())(
+      jnp.ones((1, T)))
+  np.testing.assert_array_equal(np.asarray(grad), table[2][None])
+  with pytest.raises(ValueError, match="frames="):
+    small_stae(frame_rule="chosen")
+  with pytest.raises(ValueError, match="choice_clips"):
+    small_stae(frame_rule="chosen", frames=T, choice_clips=0)
+  with pytest.raises(ValueError, match="build STAE with frames=8"):
+    run(small_stae(frame_rule="chosen", frames=6), clip(batch=1), frame_keep=0.5, block_keep=0.5,
+        training=False)
+  # The baselines and the ablation without frame attention keep their own rules: nothing chosen.
+  assert small_stae(frame_rule="chosen", frames=T, selection="random").chosen_frames is None
+  assert small_stae(frame_rule="chosen", frames=T, frame_attention=False).chosen_frames is None
+
+
 def test_spread_selection_sends_other_blocks_in_later_frames():
   # Every frame prefers the same blocks; a large spread makes later frames send the rest.
   scores = jnp.tile(jnp.arange(8.0)[None, None], (2, 4, 1))

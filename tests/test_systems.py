@@ -13,7 +13,7 @@ import pytest
 from configs import hmdb51, synthetic
 from stae_jax import systems
 from stae_jax.coding import tables as tables_lib
-from stae_jax.models.stae import keep_count
+from stae_jax.models.stae import keep_count, uniform_table
 from stae_jax.systems import deepisc as deepisc_method
 from stae_jax.systems import stae as stae_method
 from stae_jax.systems import loading
@@ -254,6 +254,61 @@ def test_comb_frames_round_trip_through_the_bitstream():
     assert (np.diff(index, n=2, axis=1) == 0).all()  # evenly spaced
     np.testing.assert_allclose(np.asarray(codec.server(coded.streams, point)),
                                np.asarray(out["reconstruction"]), rtol=1e-5, atol=1e-3)
+
+
+def test_chosen_frames_round_trip_through_the_bitstream():
+  """STAE with frames chosen on validation clips (frame_rule="chosen"): every clip sends the
+  table's frames, and what the server rebuilds from the streams is what the forward does."""
+  config = tiny_config(",frame_rule=chosen")
+  tag = "stae_chosen-frames"
+  entry = config.systems[tag]
+  models = loading.build_models(config, entry, rngs(0))
+  table = np.zeros((T + 1, T), np.float32)
+  for k in range(T + 1):
+    table[k, T - k:] = 1.0  # the last k frames: no rule of the others would keep these
+  models["stae"].chosen_frames[...] = jnp.asarray(table)
+  codec = codec_of(tag, entry, models)
+  video = np.asarray(clip())
+  for point in codec.points:
+    coded = codec.device(video, point)
+    out = run_forward(entry, models, video, point=point, training=False)
+    k_f = int(np.asarray(out["frame_index"]).shape[1])
+    np.testing.assert_array_equal(out["frame_index"], [list(range(T - k_f, T))] * 2)
+    np.testing.assert_allclose(np.asarray(codec.server(coded.streams, point)),
+                               np.asarray(out["reconstruction"]), rtol=1e-5, atol=1e-3)
+
+
+def test_choose_frames_finds_the_frames_the_classifier_needs():
+  """`choose_frames` keeps, for each k, the frames a classifier needs: here one that is right
+  only when frames 2 and 5 arrive exactly (the receiver interpolates the others, which changes
+  them); at k = 4 the pair is kept and grown; k = T and the sizes not asked for stay evenly
+  spaced."""
+  rng = np.random.default_rng(0)
+  videos = rng.integers(0, 256, (12, T, 4, 4, 3)).astype(np.uint8)
+  labels = np.zeros(12, np.int32)
+  reference = jnp.asarray(videos, jnp.float32)
+
+  def classify(filled):  # right (class 0) only where frames 2 and 5 are the clip's own
+    error = jnp.abs(filled[:, jnp.array([2, 5])] - reference[:filled.shape[0]]
+                    [:, jnp.array([2, 5])]).sum(axis=(1, 2, 3, 4))
+    return jnp.stack([-error, jnp.full_like(error, -1e-3)], axis=-1)
+
+  table, report = stae_method.choose_frames(classify, videos, labels, (2, 4, T), batch=12,
+                                                   exhaustive=30)
+  assert report[2]["frames"] == [2, 5] and report[2]["accuracy"] == 1.0
+  assert report[2]["subsets"] == math.comb(T, 2)
+  assert {2, 5} <= set(report[4]["frames"]) and len(report[4]["frames"]) == 4
+  assert report[4]["subsets"] == (T - 2) + (T - 3)  # grown one frame at a time, beam 1
+  np.testing.assert_array_equal(np.flatnonzero(table[2]), [2, 5])
+  np.testing.assert_array_equal(table[T], 1.0)
+  np.testing.assert_array_equal(table[3], uniform_table(T)[3])
+  np.testing.assert_array_equal(table.sum(-1), np.arange(T + 1))
+  # Where no subset is better, the evenly spaced one is kept.
+  constant = lambda filled: jnp.zeros((filled.shape[0], 2)).at[:, 0].set(1.0)
+  table, report = stae_method.choose_frames(constant, videos, labels, (2,), batch=12)
+  np.testing.assert_array_equal(table, uniform_table(T))
+  with pytest.raises(ValueError, match="one label each"):
+    stae_method.choose_frames(classify, videos, labels[:3], (2,))
 
 
 @pytest.mark.parametrize("tag", LEARNED)

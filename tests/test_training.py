@@ -262,6 +262,40 @@ def test_every_stage_end_to_end(tmp_path, systems):
   assert all(s["skipped"] for s in again)
 
 
+@pytest.mark.slow
+def test_chosen_frames_are_chosen_once_on_validation_clips(tmp_path):
+  """STAE with frame_rule="chosen": the compressor stage chooses its frames before its first step,
+  on validation clips only, with the frozen classifier; the joint stage starts from that choice
+  rather than choosing again, and the trained system that evaluation loads keeps it."""
+  config = train_helpers.tiny_config(steps=2, systems=("stae",), batch_size=8)
+  config.systems.stae.model.stae.update(dict(frame_rule="chosen", frames=train_helpers.FRAMES,
+                                             choice_clips=8))
+  splits = []
+
+  def loader(data_config, split, **kwargs):
+    splits.append(split)
+    return train_helpers.small_loader(data_config, "test" if split == "validation" else split,
+                                      **kwargs)
+
+  trainer.train_and_evaluate(config, tmp_path, loader_fn=loader)
+  assert splits.count("validation") == 1  # the one choice; the stages evaluate on test
+  logs = {stage: tmp_path / "systems" / "stae" / stage / "metrics.jsonl"
+          for stage in ("compressor", "joint")}
+  events = {stage: [json.loads(line) for line in path.read_text().splitlines()
+                    if '"prepare"' in line] for stage, path in logs.items()}
+  assert len(events["compressor"]) == 1 and not events["joint"]
+  report = events["compressor"][0]
+  trained = loading.load_system(tmp_path, "stae")
+  stae = nnx.merge(trained.graphdef, trained.params, trained.rest)["stae"]
+  assert int(stae.chosen_on[...]) == 8
+  table = np.asarray(stae.chosen_frames[...])
+  np.testing.assert_array_equal(table.sum(-1), np.arange(train_helpers.FRAMES + 1))
+  for key, chosen in report.items():
+    if key.startswith("chosen_frames[k="):
+      k = int(key[len("chosen_frames[k="):-1])
+      np.testing.assert_array_equal(np.flatnonzero(table[k]), chosen["frames"])
+
+
 def test_library_info_logs_are_filtered_but_warnings_pass():
   import logging as py_logging
   from absl import logging as absl_logging

@@ -45,16 +45,19 @@ from stae_jax.models.entropy import quantize
 __all__ = [
     "keep_count", "top_k_mask", "rank_top_k_mask", "segment_top_mask", "comb_mask",
     "spread_top_k_mask",
-    "uniform_scores",
-    "FrameAttention", "SpatialAttention", "BlockAnalysis", "BlockSynthesis", "STAE", "blockify",
-    "unblockify", "normalize_video",
+    "uniform_scores", "uniform_table",
+    "FrameChoice", "FrameAttention", "SpatialAttention", "BlockAnalysis", "BlockSynthesis", "STAE",
+    "blockify", "unblockify", "normalize_video",
 ]
 
 SELECTIONS = ("attention", "random", "uniform")
 #: How the learned frame attention turns its scores into kept frames: "segments" (the best frame of
 #: each of k equal stretches of the clip, `segment_top_mask`), "top_k" (the k best frames) or
-#: "comb" (k evenly spaced frames, where they start and how far apart learned: `comb_mask`).
-FRAME_RULES = ("segments", "top_k", "comb")
+#: "comb" (k evenly spaced frames, where they start and how far apart learned: `comb_mask`), or
+#: "chosen" (for each k, the k frames the frozen classifier reads best, chosen on validation clips
+#: before the compressor trains and the same for every clip: `STAE.chosen_frames`,
+#: `stae_jax.systems.stae.choose_frames`).
+FRAME_RULES = ("segments", "top_k", "comb", "chosen")
 #: Which training losses reach the attention modules through the straight-through masks: "all"
 #: (task, pixel reconstruction and rate), or "task" (task and rate only: the pixel loss is taken on
 #: a second decoder pass whose masks are constants; see `systems.stae_forward`).
@@ -285,6 +288,12 @@ def kept_indices(mask, k: int):
   return jnp.sort(index, axis=-1).astype(jnp.int32)
 
 
+def uniform_table(n: int) -> np.ndarray:
+  """float32 [n + 1, n]: row k marks the k evenly spaced items of n that `uniform_scores` keeps
+  (first and last included; row 0: none). A copy, free to change."""
+  return _uniform_table(int(n)).copy()
+
+
 @functools.lru_cache(maxsize=16)
 def _uniform_table(n: int) -> np.ndarray:
   """float32 [n + 1, n]: row k marks the items `np.round(np.linspace(0, n - 1, k))` (row 0:
@@ -323,6 +332,11 @@ def spread_top_k_mask(scores, k: int, *, spread: float, training: bool, temperat
     indices.append(index)
     sent = sent + jax.lax.stop_gradient(mask)
   return jnp.stack(masks, axis=1), jnp.stack(indices, axis=1)
+
+
+class FrameChoice(nnx.Variable):
+  """Frames chosen once, before training, and then fixed (not a parameter: no gradient, no
+  optimizer state; saved in checkpoints with the rest of the model): `STAE.chosen_frames`."""
 
 
 class FrameAttention(nnx.Module):
@@ -532,8 +546,9 @@ class STAE(nnx.Module):
                spatial_attention: bool = True, selection: str = "attention", frame_pool: int = 2,
                frame_widths=(16, 32, 32), spatial_widths=(16, 32), temporal_kernel: int = 3,
                temperature: float = 1.0, selection_gradient: str = "all",
-               frame_rule: str = "top_k", frames: int = 0, block_spread: float = 0.0,
-               keep_ratios=((0.5, 0.5),), dtype: Any = jnp.float32, rngs: nnx.Rngs):
+               frame_rule: str = "top_k", frames: int = 0, choice_clips: int = 160,
+               block_spread: float = 0.0, keep_ratios=((0.5, 0.5),), dtype: Any = jnp.float32,
+               rngs: nnx.Rngs):
     if mode not in MODES:
       raise ValueError(f"stae mode {mode!r} is not one of {MODES}")
     if selection not in SELECTIONS:
@@ -541,9 +556,14 @@ class STAE(nnx.Module):
     if frame_rule not in FRAME_RULES:
       raise ValueError(f"stae frame_rule {frame_rule!r} is not one of {FRAME_RULES}")
     comb = frame_rule == "comb" and frame_attention and selection == "attention"
+    chosen = frame_rule == "chosen" and frame_attention and selection == "attention"
     if comb and int(frames) < 2:
       raise ValueError(f"frame_rule='comb' learns priors over the clip's frames: give STAE "
                        f"frames=<frames per clip> (>= 2), got frames={frames}")
+    if chosen and int(frames) < 2:
+      raise ValueError(f"frame_rule='chosen' holds one choice of frames per k for clips of a "
+                       f"fixed length: give STAE frames=<frames per clip> (>= 2), got "
+                       f"frames={frames}")
     if selection_gradient not in SELECTION_GRADIENTS:
       raise ValueError(f"stae selection_gradient {selection_gradient!r} is not one of "
                        f"{SELECTION_GRADIENTS}")
@@ -589,7 +609,17 @@ class STAE(nnx.Module):
                                            temporal_kernel=temporal_kernel,
                                            frames=int(frames) if comb else 0, dtype=dtype,
                                            rngs=rngs)
-                            if frame_attention and selection == "attention" else None)
+                            if frame_attention and selection == "attention" and not chosen
+                            else None)
+    # frame_rule="chosen": row k of `chosen_frames` [T + 1, T] marks the k frames kept (evenly
+    # spaced until `choose_frames` has run; `chosen_on` counts the clips it chose on, 0 before).
+    self.chosen_frames = (FrameChoice(jnp.asarray(uniform_table(int(frames)))) if chosen
+                          else None)
+    self.chosen_on = FrameChoice(jnp.zeros((), jnp.int32)) if chosen else None
+    if chosen and int(choice_clips) < 1:
+      raise ValueError(f"choice_clips (validation clips the frames are chosen on) must be >= 1, "
+                       f"got {choice_clips}")
+    self.choice_clips = int(choice_clips)
     self.spatial_attention = (SpatialAttention(block_size=block_size, widths=spatial_widths,
                                                dtype=dtype, rngs=rngs)
                               if spatial_attention and selection == "attention" else None)
@@ -660,6 +690,14 @@ class STAE(nnx.Module):
     if self.frame_rule == "comb" and self.frame_attention is not None:
       return comb_mask(scores, k, self.frame_attention.spacing[...], training=training,
                        temperature=self.temperature)
+    if self.chosen_frames is not None:
+      table = self.chosen_frames[...]
+      if table.shape[1] != scores.shape[-1]:
+        raise ValueError(f"these chosen frames are for clips of {table.shape[1]} frames, got "
+                         f"{scores.shape[-1]}: build STAE with frames={scores.shape[-1]}")
+      k = jnp.clip(jnp.broadcast_to(jnp.asarray(k, jnp.int32), scores.shape[:-1]), 0,
+                   table.shape[1])
+      return jax.lax.stop_gradient(table.astype(jnp.float32)[k])  # a constant: nothing to learn
     return rank_top_k_mask(scores, k, training=training, temperature=self.temperature)
 
   def frame_scores(self, frames, rng, keep):

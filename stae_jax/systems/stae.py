@@ -21,16 +21,21 @@ evaluation and benchmarks; payload <-> indices conversion happens here only (`to
 
 from __future__ import annotations
 
+import itertools
+import math
+import time
+
+from absl import logging
 from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from stae_jax.coding import bitstream
-from stae_jax.models.decoder import Decoder
+from stae_jax.models.decoder import Decoder, temporal_fill
 # ContextPrior: also for callers.
 from stae_jax.models.entropy import ContextPrior, FactorizedPrior, mask_bits, mask_bits_traced
-from stae_jax.models.stae import STAE
+from stae_jax.models.stae import STAE, uniform_table
 from stae_jax.systems import base
 from stae_jax.systems.base import DecodeError, Point
 
@@ -118,6 +123,131 @@ def summary(entry) -> dict:
               frame_rule=s.get("frame_rule", "top_k"), block_size=int(s.block_size),
               latent_channels=int(s.get("latent_channels", 8)), mode=s.get("mode", "latent"),
               entropy_context=bool(entry.model.get("entropy", {}).get("context", False)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Frames chosen on validation clips (frame_rule="chosen")
+# ------------------------------------------------------------------------------------------------
+
+def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: int = 128,
+                  batch: int = 32) -> tuple[np.ndarray, dict]:
+  """For each k in `ks`, the k of the clips' T frames that `classify` reads best.
+
+  classify: clips float32 0..255 [B,T,H,W,3] -> logits [B, classes] (the frozen classifier);
+  videos uint8 [n,T,H,W,3] and labels int [n]: validation clips, never test clips. A subset is
+  scored on its kept frames' exact pixels, every block, the missing frames filled by the receiver's
+  rule (`temporal_fill`): frame choice alone, before any coding. Score: top-1 accuracy over the
+  clips, ties broken by the mean log-probability of the true class.
+
+  Search: every k-subset where there are at most `exhaustive` (C(16, 2) = 120); otherwise grown
+  from the best `beam` subsets of the largest smaller size searched, one frame at a time, keeping
+  the best `beam` of each size (with T = 16 and k = 2, 4, 8: 120 + 27 + 42 = 189 subsets at beam
+  1). The evenly spaced subset is always a candidate and wins ties.
+
+  Why (issue 31): on exact pixels the best fixed pair of 16 frames, [7, 10], scored 69.5% against
+  44.9% for random pairs, and no per-clip rule trained by straight-through (top-k, one per stretch,
+  learned combs) found such a pair (BENCHMARKS.md "Frame attention: where the learned frames go").
+
+  Returns (table float32 [T + 1, T]: row k marks the chosen frames, the evenly spaced ones for
+  every k not in `ks`; report {k: dict(frames, accuracy, evenly_spaced, subsets)}).
+  """
+  videos, labels = np.asarray(videos), np.asarray(labels)
+  n, t = videos.shape[:2]
+  if n == 0 or len(labels) != n:
+    raise ValueError(f"choose_frames needs clips with one label each, got {n} clips and "
+                     f"{len(labels)} labels")
+  if beam < 1:
+    raise ValueError(f"beam must be >= 1, got {beam}")
+
+  @jax.jit
+  def right(video, label, keep):  # keep float32 [T]
+    mask = jnp.broadcast_to(keep[None, :, None, None, None], video.shape[:4] + (1,))
+    logits = classify(temporal_fill(video.astype(jnp.float32) * mask, mask)[0])
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return ((jnp.argmax(logits, -1) == label).sum(),
+            jnp.take_along_axis(logp, label[:, None], axis=-1).sum())
+
+  batch = min(int(batch), n)
+  used = n - n % batch  # whole batches only: one compile
+  parts = [(jnp.asarray(videos[s:s + batch]), jnp.asarray(labels[s:s + batch], jnp.int32))
+           for s in range(0, used, batch)]
+  scores: dict[tuple, tuple[float, float]] = {}
+
+  def score(subset: tuple) -> tuple[float, float]:
+    if subset not in scores:
+      keep = np.zeros((t,), np.float32)
+      keep[list(subset)] = 1.0
+      sums = [right(video, label, jnp.asarray(keep)) for video, label in parts]
+      scores[subset] = (sum(float(a) for a, _ in sums) / used,
+                        sum(float(b) for _, b in sums) / used)
+    return scores[subset]
+
+  table = uniform_table(t)
+  report, frontier = {}, {}
+  for k in sorted({int(k) for k in ks}):
+    if not 1 <= k < t:
+      continue  # k = T keeps every frame: nothing to choose
+    began, count = time.perf_counter(), len(scores)
+    evenly = tuple(int(i) for i in np.flatnonzero(table[k]))
+    if math.comb(t, k) <= exhaustive:
+      candidates = list(itertools.combinations(range(t), k))
+    else:
+      searched = [m for m in frontier if m < k]
+      if not searched:  # grow from single frames
+        frontier[1] = sorted([(f,) for f in range(t)], key=score, reverse=True)[:beam]
+        searched = [1]
+      size = max(searched)
+      while size < k:
+        grown = {tuple(sorted(s + (f,))) for s in frontier[size] for f in range(t) if f not in s}
+        size += 1
+        frontier[size] = sorted(sorted(grown), key=score, reverse=True)[:beam]
+      candidates = frontier[k]
+    ranked = sorted(candidates, key=score, reverse=True)
+    frontier[k] = ranked[:beam]
+    best = max([evenly] + ranked, key=score)  # max keeps the first of equals: evenly spaced
+    table[k] = 0.0
+    table[k, list(best)] = 1.0
+    report[k] = dict(frames=list(best), accuracy=score(best)[0], evenly_spaced=score(evenly)[0],
+                     subsets=len(scores) - count)
+    logging.info("chosen frames at k=%d of %d: %s, %.1f%% on %d validation clips (evenly spaced "
+                 "%s: %.1f%%); %d subsets in %.0f s", k, t, list(best), 100 * score(best)[0],
+                 used, list(evenly), 100 * score(evenly)[0], len(scores) - count,
+                 time.perf_counter() - began)
+  return table, report
+
+
+def prepare(entry, graphdef, state, shardings, validation) -> tuple[dict, dict]:
+  """Before a stage's first step: with `frame_rule="chosen"`, choose the frames (`choose_frames`)
+  with the frozen classifier (`vit`, restored from the classifier stage) on the first
+  `STAE.choice_clips` clips that `validation()` yields ({"video", "label"} batches), once: a
+  later stage that starts from this one finds them chosen. Returns (state, report); the state
+  is unchanged where there is nothing to choose."""
+  models = nnx.merge(graphdef, state["params"], state["rest"])
+  stae = models["stae"]
+  if stae.chosen_frames is None or int(jax.device_get(stae.chosen_on[...])) > 0:
+    return state, {}
+  wanted = stae.choice_clips
+  videos, labels = [], []
+  for batch in validation():
+    keep = np.asarray(batch.get("mask", np.ones(len(batch["label"]), bool)))
+    videos.append(np.asarray(batch["video"])[keep])
+    labels.append(np.asarray(batch["label"])[keep])
+    if sum(len(x) for x in labels) >= wanted:
+      break
+  if not labels or not sum(len(x) for x in labels):
+    raise ValueError("frame_rule='chosen' chooses frames on validation clips and found none: "
+                     "the dataset needs a validation split (config.data; see "
+                     "stae_jax/data/pipeline.py)")
+  videos, labels = np.concatenate(videos)[:wanted], np.concatenate(labels)[:wanted]
+  t = videos.shape[1]
+  ks = sorted({int(k_f) for k_f, _ in stae.keep_table(t, 1)})
+  table, report = choose_frames(models["vit"], videos, labels, ks)
+  stae.chosen_frames[...] = jnp.asarray(table)
+  stae.chosen_on[...] = jnp.asarray(len(labels), jnp.int32)
+  _, _, rest = nnx.split(models, nnx.Param, ...)
+  place = lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: np.asarray(x)[idx])
+  rest = jax.tree_util.tree_map(place, jax.device_get(rest), shardings["rest"])
+  return dict(state, rest=rest), {f"chosen_frames[k={k}]": r for k, r in report.items()}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -412,6 +412,14 @@ def run_stage(config, stage_name: str, tag: str | None, directory: pathlib.Path,
     writer.write(0, dict(event="start", batch_size=global_batch, trainable_parameters=counts["train"],
                          frozen_parameters=counts["frozen"], devices=jax.device_count(),
                          processes=jax.process_count()))
+  # A method's one-off work before its first step (STAE's frame_rule="chosen": frames chosen on
+  # validation clips with the frozen classifier); it sees the validation split, never the test.
+  prepare = getattr(method, "prepare", None)
+  if prepare is not None and meta is None:
+    state, prepared = prepare(entry, graphdef, state, shardings, lambda: loader_fn(
+        local_data, "validation", seed=int(config.seed), train=False, num_epochs=1))
+    if prepared:
+      writer.write(0, dict(event="prepare", **prepared))
   schedule = optim.learning_rate_schedule(stage)
 
   def meta_for(step, done):
