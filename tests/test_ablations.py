@@ -45,3 +45,27 @@ def test_table_pairs_points_of_equal_bits_and_reads_envelopes_elsewhere():
   assert "env 50.0 | +25.0 [" in row_a
   assert "90.0 (3,900) | +0.0 [+0.0, +0.0]" in row_b  # the same clips right: no difference
   assert "outside its bits" in row_b  # 4,000 bits beyond the variant's 2,000
+
+
+def test_table_compares_any_learned_tag_on_either_split():
+  """--table_only --learned/--tags/--split: any trained system against named variants, and the
+  validation records of the same results.json paired as the test points are."""
+  n = 20
+  right = lambda k: [1] * k + [0] * (n - k)
+
+  def point(name, bits, test, validation):
+    return dict(_point(name, bits, right(test)), validation=_point(name, bits, right(validation)))
+
+  results = dict(num_clips=n, methods={
+      "stae_frames": dict(points=[point("keep=a", 1000, 15, 12)]),
+      "stae_other": dict(points=[point("keep=a", 1010, 10, 12)]),
+      "stae": dict(points=[point("keep=a", 1000, 1, 1)]),
+  })
+  table = _benchmark().table
+  test = table(results, 0.05, 100, 0, learned="stae_frames", variants=[("other", "stae_other")])
+  assert "20 test clips" in test and "| keep=a | 75.0 (1,000) | 50.0 (1,010) | +25.0 [" in test
+  assert "learned minus random" not in test  # only the named variants
+  validation = table(results, 0.05, 100, 0, learned="stae_frames",
+                     variants=[("other", "stae_other")], split="validation")
+  assert "20 validation clips" in validation
+  assert "| keep=a | 60.0 (1,000) | 60.0 (1,010) | +0.0 [+0.0, +0.0] |" in validation
