@@ -28,6 +28,7 @@ import time
 from absl import logging
 from flax import nnx
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -242,6 +243,10 @@ def prepare(entry, graphdef, state, shardings, validation) -> tuple[dict, dict]:
   t = videos.shape[1]
   ks = sorted({int(k_f) for k_f, _ in stae.keep_table(t, 1)})
   table, report = choose_frames(models["vit"], videos, labels, ks)
+  if jax.process_count() > 1:
+    # Each process read its own shard of the validation clips: every process keeps process 0's
+    # choice, so the replicated model stays one model.
+    table = np.asarray(multihost_utils.broadcast_one_to_all(table))
   stae.chosen_frames[...] = jnp.asarray(table)
   stae.chosen_on[...] = jnp.asarray(len(labels), jnp.int32)
   _, _, rest = nnx.split(models, nnx.Param, ...)
