@@ -150,7 +150,8 @@ def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: in
   learned combs) found such a pair (BENCHMARKS.md "Frame attention: where the learned frames go").
 
   Returns (table float32 [T + 1, T]: row k marks the chosen frames, the evenly spaced ones for
-  every k not in `ks`; report {k: dict(frames, accuracy, evenly_spaced, subsets)}).
+  every k not in `ks`; report {k: dict(frames, accuracy, evenly_spaced, subsets, clips)}; clips:
+  the clips scored, whole batches of `batch`).
   """
   videos, labels = np.asarray(videos), np.asarray(labels)
   n, t = videos.shape[:2]
@@ -209,7 +210,7 @@ def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: in
     table[k] = 0.0
     table[k, list(best)] = 1.0
     report[k] = dict(frames=list(best), accuracy=score(best)[0], evenly_spaced=score(evenly)[0],
-                     subsets=len(scores) - count)
+                     subsets=len(scores) - count, clips=used)
     logging.info("chosen frames at k=%d of %d: %s, %.1f%% on %d validation clips (evenly spaced "
                  "%s: %.1f%%); %d subsets in %.0f s", k, t, list(best), 100 * score(best)[0],
                  used, list(evenly), 100 * score(evenly)[0], len(scores) - count,
@@ -248,7 +249,8 @@ def prepare(entry, graphdef, state, shardings, validation) -> tuple[dict, dict]:
     # choice, so the replicated model stays one model.
     table = np.asarray(multihost_utils.broadcast_one_to_all(table))
   stae.chosen_frames[...] = jnp.asarray(table)
-  stae.chosen_on[...] = jnp.asarray(len(labels), jnp.int32)
+  scored = max([r["clips"] for r in report.values()], default=len(labels))
+  stae.chosen_on[...] = jnp.asarray(scored, jnp.int32)
   _, _, rest = nnx.split(models, nnx.Param, ...)
   place = lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: np.asarray(x)[idx])
   rest = jax.tree_util.tree_map(place, jax.device_get(rest), shardings["rest"])
