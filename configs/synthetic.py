@@ -10,8 +10,10 @@ distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:sy
 `:selection=random` (the "neither attention" ablation), `:selection=uniform` (evenly spaced frames
 and blocks), `:frame_rule=top_k` (the k best-scored frames), `:frame_rule=comb` (k evenly
 spaced frames, their start and gap learned), `:frame_rule=chosen` (for each k, the frames the
-frozen classifier reads best on 160 validation clips, the same for every clip), `:context=False` (STAE's
-latents under the factorized prior instead of the conditional entropy model), `:size=64,frames=16`,
+frozen classifier reads best on 160 validation clips, the same for every clip; with
+`,spatial_attention=False` the best STAE measured here, not yet the default: README),
+`:context=False` (STAE's latents under the factorized prior instead of the conditional entropy
+model), `:size=64,frames=16`,
 `:codec_steps=1000` (the longer budget of both codecs' compressor stage, STAE's at the shared
 learning rate 0.003, where that budget gained; default 200 at 0.012).
 
