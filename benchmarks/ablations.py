@@ -129,16 +129,17 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--variants", default="",
                       help="comma-separated tags of the variants to train and evaluate (default: all)")
-  parser.add_argument("--learned", default="stae",
-                      help="tag of the system the table compares (--table_only: any trained tag)")
+  parser.add_argument("--learned", default=None,
+                      help="--table_only: tag of the system the table compares (default stae)")
   parser.add_argument("--tags", default="",
                       help="--table_only: the variants' tags as name=tag pairs, comma-separated "
                       "(e.g. 'random=stae_no-spatial-attention_random-selection'); default VARIANTS")
   parser.add_argument("--split", default="test", choices=("test", "validation"),
                       help="the clips the table pairs over (validation: what a choice is made on)")
   args = parser.parse_args()
-  if (args.learned != "stae" or args.tags) and not args.table_only:
+  if (args.learned or args.tags) and not args.table_only:
     raise SystemExit("--learned and --tags read a results.json: add --table_only")
+  learned = args.learned or "stae"
   pairs = ([tuple(pair.split("=", 1)) for pair in args.tags.split(",") if pair]
            if args.tags else None)
   if pairs is not None and any(len(pair) != 2 for pair in pairs):
@@ -162,9 +163,9 @@ def main():
         train(args, workdir, switch, tag)
     results = evaluate(args, workdir, ["stae"] + chosen)
     print(f"ablations: {time.time() - start:.0f} s in all\n")
-  if args.learned not in results["methods"]:
-    raise SystemExit(f"results.json has no {args.learned!r}: train and evaluate it first")
-  print(table(results, args.bits_tolerance, args.resamples, args.seed, learned=args.learned,
+  if learned not in results["methods"]:
+    raise SystemExit(f"results.json has no {learned!r}: train and evaluate it first")
+  print(table(results, args.bits_tolerance, args.resamples, args.seed, learned=learned,
               variants=pairs, split=args.split))
   missing = [tag for _, tag in (pairs or [(n, t) for n, _, t in VARIANTS])
              if tag not in results["methods"]]

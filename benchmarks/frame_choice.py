@@ -12,12 +12,13 @@ clips are the stored ones, in index order). For each number of kept frames k in 
             share of kept frames inside the action window, and the mean first / last kept index
   accuracy  the frozen reference classifier (the stage-1 ViT, evaluate.py's column) on the kept
             frames' exact pixels, every block, the missing frames filled by the receiver's rule
-            (`temporal_fill`): frame choice alone, no coding loss. Rules: STAE's learned frame
-            attention; evenly spaced (first and last included, `uniform_scores`); random (a fresh
-            subset per clip, `--random_draws` draws); the best fixed subset, chosen on the first
-            half of the clips and scored on the second (all C(T, k) subsets, or `--subsets` drawn
-            at random where there are more, plus the evenly spaced one); and a per-clip oracle (a
-            clip counts as right if any scored subset gets it right: an upper bound, not a rule)
+            (`stae_jax.systems.stae.kept_frames_view`): frame choice alone, no coding loss.
+            Rules: STAE's learned frame attention; evenly spaced (first and last included,
+            `uniform_scores`); random (a fresh subset per clip, `--random_draws` draws); the best
+            fixed subset, chosen on the first half of the clips and scored on the second (all
+            C(T, k) subsets, or `--subsets` drawn at random where there are more, plus the evenly
+            spaced one); and a per-clip oracle (a clip counts as right if any scored subset gets it
+            right: an upper bound, not a rule)
 
 Accuracies are on the second half of the clips (the half the fixed subset was not chosen on), with
 95% bootstrap intervals; learned minus each rule is paired over the same clips.
@@ -37,9 +38,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from flax import nnx  # pylint: disable=wrong-import-position
 from stae_jax.data import synthetic  # pylint: disable=wrong-import-position
-from stae_jax.models.decoder import temporal_fill  # pylint: disable=wrong-import-position
 from stae_jax.models.stae import STAE, uniform_scores  # pylint: disable=wrong-import-position
 from stae_jax.systems import loading  # pylint: disable=wrong-import-position
+from stae_jax.systems.stae import kept_frames_view  # pylint: disable=wrong-import-position
 
 
 def generated_clips(data, count: int):
@@ -111,10 +112,7 @@ def main():
     return np.concatenate([np.asarray(encode(jnp.asarray(videos[s:s + args.batch])))
                            for s in range(0, n, args.batch)])
 
-  @jax.jit
-  def filled(video, keep):  # keep float [B,T]: 1 on kept frames
-    mask = jnp.broadcast_to(keep[:, :, None, None, None], video.shape[:4] + (1,))
-    return temporal_fill(video.astype(jnp.float32) * mask, mask)[0]
+  filled = jax.jit(kept_frames_view)
 
   def correct(keep: np.ndarray) -> np.ndarray:
     """Right or wrong per clip with frames `keep` [n, T] (0/1) kept, every block, exact pixels."""

@@ -130,15 +130,24 @@ def summary(entry) -> dict:
 # Frames chosen on validation clips (frame_rule="chosen")
 # ------------------------------------------------------------------------------------------------
 
+def kept_frames_view(video, keep):
+  """What the classifier sees of clips [B,T,H,W,3] when only the frames `keep` (float, 1 on kept
+  frames: [T] for every clip or [B,T] per clip) arrive, exactly and with every block: the others
+  filled by the receiver's rule (`temporal_fill`), float32 0..255. Frame choice alone, before any
+  coding."""
+  keep = jnp.broadcast_to(jnp.asarray(keep, jnp.float32), video.shape[:2])
+  mask = jnp.broadcast_to(keep[:, :, None, None, None], video.shape[:4] + (1,))
+  return temporal_fill(video.astype(jnp.float32) * mask, mask)[0]
+
+
 def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: int = 128,
                   batch: int = 32) -> tuple[np.ndarray, dict]:
   """For each k in `ks`, the k of the clips' T frames that `classify` reads best.
 
   classify: clips float32 0..255 [B,T,H,W,3] -> logits [B, classes] (the frozen classifier);
-  videos uint8 [n,T,H,W,3] and labels int [n]: validation clips, never test clips. A subset is
-  scored on its kept frames' exact pixels, every block, the missing frames filled by the receiver's
-  rule (`temporal_fill`): frame choice alone, before any coding. Score: top-1 accuracy over the
-  clips, ties broken by the mean log-probability of the true class.
+  videos uint8 [n,T,H,W,3] and labels int [n]: validation clips, never test clips. Score: top-1
+  accuracy over the clips on `kept_frames_view` (the kept frames' exact pixels, the rest filled by
+  the receiver's rule), ties broken by the mean log-probability of the true class.
 
   Search: every k-subset where there are at most `exhaustive` (C(16, 2) = 120); otherwise grown
   from the best `beam` subsets of the largest smaller size searched, one frame at a time, keeping
@@ -163,8 +172,7 @@ def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: in
 
   @jax.jit
   def right(video, label, keep):  # keep float32 [T]
-    mask = jnp.broadcast_to(keep[None, :, None, None, None], video.shape[:4] + (1,))
-    logits = classify(temporal_fill(video.astype(jnp.float32) * mask, mask)[0])
+    logits = classify(kept_frames_view(video, keep))
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return ((jnp.argmax(logits, -1) == label).sum(),
             jnp.take_along_axis(logp, label[:, None], axis=-1).sum())
