@@ -13,14 +13,20 @@ trained system, the same test clips) unless its results.json already has them al
 per STAE operating point, each variant's top-1 and bits and learned minus the variant, paired over
 the same test clips with 95% bootstrap intervals (`benchmarks/paired_points.py`'s resamples):
 
-  random                  `:selection=random`: any k frames and k blocks at random (trained)
-  evenly spaced           `:selection=uniform`: evenly spaced frames (first and last) and blocks
-  no frame attention      `:frame_attention=False`: every frame, spatial attention only, at the
-                          default's blocks per clip (`configs.common.matched_keep_ratios`)
-  no spatial attention    `:spatial_attention=False`: frame attention only, every block of the
-                          kept frames, at the default's blocks per clip
-  top-k frames            `:frame_rule=top_k`: the k best-scored frames instead of the best of
-                          each of k stretches of the clip (issue 31's change)
+  random                  `:selection=random`: any k frames at random (trained), every block
+  evenly spaced           `:selection=uniform`: evenly spaced frames (first and last)
+  no frame attention      `:frame_attention=False,spatial_attention=True`: every frame, spatial
+                          attention only, at the default's blocks per clip
+                          (`configs.common.matched_keep_ratios`)
+  with spatial attention  `:spatial_attention=True`: both attentions (twice the frames, spatial
+                          attention keeping half their blocks), at the default's blocks per clip
+  learned per clip        `:frame_rule=segments`: frame attention choosing each clip's frames (the
+                          best of each of k stretches), instead of the frames chosen once on
+                          validation clips
+
+The default (configs/synthetic.py) is frame attention only with chosen frames, so "no spatial
+attention" is the default itself and "with spatial attention" the variant that adds it. The tags
+are those configs/synthetic.py gives (`configs.common.system_tag`: what differs from its default).
 
 Where a variant's point of the same name sends bits more than `--bits_tolerance` away (the
 attention switched off keeps every frame or block there), learned is compared with the variant's
@@ -47,9 +53,10 @@ from stae_jax.evaluation import curves  # pylint: disable=wrong-import-position
 VARIANTS = (
     ("random", "selection=random", "stae_random-selection"),
     ("evenly spaced", "selection=uniform", "stae_uniform-selection"),
-    ("no frame attention", "frame_attention=False", "stae_no-frame-attention"),
-    ("no spatial attention", "spatial_attention=False", "stae_no-spatial-attention"),
-    ("top-k frames", "frame_rule=top_k", "stae_top-k-frames"),
+    ("no frame attention", "frame_attention=False,spatial_attention=True",
+     "stae_no-frame-attention_spatial-attention"),
+    ("with spatial attention", "spatial_attention=True", "stae_spatial-attention"),
+    ("learned per clip", "frame_rule=segments", "stae_segment-frames"),
 )
 
 

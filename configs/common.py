@@ -97,33 +97,49 @@ def switches_suffix(arg: str | None) -> str:
 SYSTEM_LOSS = dict(task=1.0, distill=0.0, reconstruction=100.0, rate=0.1)
 
 
-def matched_keep_ratios(keep_ratios, frame_attention: bool, spatial_attention: bool) -> tuple:
-  """STAE's operating points with one attention switched off, at the blocks per clip of the
-  default's points, so that the ablations compare at matched bits: without frame attention every
-  frame is kept and (f, b) becomes (1, f*b); without spatial attention every block of a kept frame
-  is sent and (f, b) becomes (f*b, 1). Repeats are dropped (order kept); with both on, or both off
-  (everything kept), the ratios stand."""
+def matched_keep_ratios(keep_ratios, frame_attention: bool, spatial_attention: bool, *,
+                        written_for: tuple[bool, bool] = (True, True)) -> tuple:
+  """STAE's operating points for the attention switches (frame_attention, spatial_attention), at
+  the blocks per clip of `keep_ratios`, written for the attentions `written_for` (the config's
+  default system), so that the ablations compare at matched bits. Each point keeps a share q = f*b
+  of the clip's blocks: frame attention alone keeps (q, 1) (every block of the kept frames),
+  spatial attention alone (1, q) (every frame), both (min(1, 2q), q / min(1, 2q)) (twice the
+  frames, half their blocks) unless the points were written for both. Repeats are dropped (order
+  kept); with both off (everything kept), or switches that equal `written_for`, the ratios stand."""
   ratios = tuple((float(f), float(b)) for f, b in keep_ratios)
-  if frame_attention == spatial_attention:
+  if not (frame_attention or spatial_attention) or (frame_attention, spatial_attention) == tuple(
+      written_for):
     return ratios
-  matched = [(1.0, f * b) if spatial_attention else (f * b, 1.0) for f, b in ratios]
+  matched = []
+  for f, b in ratios:
+    q = f * b
+    if not spatial_attention:
+      matched.append((q, 1.0))
+    elif not frame_attention:
+      matched.append((1.0, q))
+    else:
+      frames = min(1.0, 2 * q)
+      matched.append((frames, q / frames))
   return tuple(dict.fromkeys(matched))
 
 
 def stae_system(*, stae: dict, decoder: dict, entropy: dict, context: bool,
-                loss: dict | None = None, compressor: dict | None = None) -> dict:
+                loss: dict | None = None, compressor: dict | None = None,
+                defaults: dict | None = None) -> dict:
   """A `config.systems` entry of method "stae": the keyword arguments of STAE, Decoder and the
   entropy model, and its stages' loss weights. block_reconstruction: STAE's block transforms also
   learn from the blocks a keep ratio drops. context: the conditional entropy model (the `context`
   switch; False: the factorized prior). An attention switched off moves the keep ratios to the
-  same blocks per clip (`matched_keep_ratios`). compressor: STAE's own settings of that stage
-  over `config.stages.compressor` (e.g. its learning rate)."""
+  same blocks per clip as the points the config wrote for its default system (`defaults`, its
+  switch defaults; SYSTEM_DEFAULTS if not given: `matched_keep_ratios`). compressor: STAE's own
+  settings of that stage over `config.stages.compressor` (e.g. its learning rate)."""
+  defaults = SYSTEM_DEFAULTS if defaults is None else defaults
   loss = dict(SYSTEM_LOSS, block_reconstruction=100.0, **(loss or {}))
   entropy = dict(entropy, context=bool(context))
   if "keep_ratios" in stae:  # else STAE's own default point
-    stae = dict(stae, keep_ratios=matched_keep_ratios(stae["keep_ratios"],
-                                                      stae.get("frame_attention", True),
-                                                      stae.get("spatial_attention", True)))
+    stae = dict(stae, keep_ratios=matched_keep_ratios(
+        stae["keep_ratios"], stae.get("frame_attention", True), stae.get("spatial_attention", True),
+        written_for=(defaults["frame_attention"], defaults["spatial_attention"])))
   return dict(method="stae", model=dict(stae=stae, decoder=decoder, entropy=entropy),
               stages=dict(compressor=dict(compressor or {}, loss=loss),
                           joint=dict(loss=dict(loss))))
@@ -136,36 +152,51 @@ def deepisc_system(*, deepisc: dict, entropy: dict, loss: dict | None = None) ->
               stages=dict(compressor=dict(loss=loss), joint=dict(loss=dict(loss))))
 
 
-def system_tag(entry: dict) -> str:
-  """The folder name of a system inside the workdir: its method, plus the STAE ablation switches
-  that differ from the default (`stae_no-frame-attention`, `stae_random-selection`,
-  `stae_top-k-frames`, `stae_comb-frames`, `stae_chosen-frames`, `stae_factorized-prior`; the
-  frame rule only where frames are learned). An entry without `frame_rule` (a workdir trained
-  before the switch existed) keeps STAE's constructor default, top_k, under the plain tag."""
-  model = entry["model"].get("stae", {})
+#: How a system tag names a frame rule that differs from the config's default (learned frames only).
+FRAME_RULE_TAGS = {"segments": "_segment-frames", "top_k": "_top-k-frames", "comb": "_comb-frames",
+                   "chosen": "_chosen-frames"}
+
+
+def system_tag(entry: dict, defaults: dict | None = None) -> str:
+  """The folder name of a system inside the workdir: its method, plus the STAE switches that
+  differ from the config's default system (`defaults`, its switch defaults; SYSTEM_DEFAULTS if not
+  given): `_no-frame-attention` / `_frame-attention`, `_no-spatial-attention` /
+  `_spatial-attention`, `_random-selection`, `_top-k-frames` (FRAME_RULE_TAGS; the frame rule only
+  where frames are learned), `_factorized-prior`. So each config's default system is `stae`, and
+  one tag names one system within a config (configs with other defaults name it differently: a
+  stage record stores the whole entry). An entry without `frame_rule` (a workdir trained before
+  the switch existed) keeps the default's name for it."""
+  defaults = SYSTEM_DEFAULTS if defaults is None else defaults
+  model = entry["model"].get("stae", {})  # other methods have no STAE switches: the defaults
+  frame_on = model.get("frame_attention", defaults["frame_attention"])
+  spatial_on = model.get("spatial_attention", defaults["spatial_attention"])
+  selection = model.get("selection", defaults["selection"])
+  rule = model.get("frame_rule", defaults["frame_rule"])
   # The frame rule is what the learned frame attention does: without it there is none to name.
-  learned_frames = (model.get("frame_attention", True)
-                    and model.get("selection", "attention") == "attention")
+  learned_frames = frame_on and selection == "attention"
   # Only `stae_system` sets the context key: an explicit False is STAE's factorized-prior ablation.
   factorized = entry["model"].get("entropy", {}).get("context") is False
-  return entry["method"] + ("" if model.get("frame_attention", True) else "_no-frame-attention") + (
-      "" if model.get("spatial_attention", True) else "_no-spatial-attention") + (
-      "" if model.get("selection", "attention") == "attention"
-      else f"_{model['selection']}-selection") + (
-      {"top_k": "_top-k-frames", "comb": "_comb-frames", "chosen": "_chosen-frames"}.get(
-          model.get("frame_rule"), "") if learned_frames else "") + (
-      "_factorized-prior" if factorized else "")
+  tag = entry["method"]
+  if frame_on != defaults["frame_attention"]:
+    tag += "_frame-attention" if frame_on else "_no-frame-attention"
+  if spatial_on != defaults["spatial_attention"]:
+    tag += "_spatial-attention" if spatial_on else "_no-spatial-attention"
+  if selection != defaults["selection"]:
+    tag += f"_{selection}-selection"
+  if learned_frames and rule != defaults["frame_rule"]:
+    tag += FRAME_RULE_TAGS[rule]
+  return tag + ("_factorized-prior" if factorized else "")
 
 
-def systems_to_train(arg: str | None, switches: ml_collections.ConfigDict,
-                     **entries: dict) -> ml_collections.ConfigDict:
+def systems_to_train(arg: str | None, switches: ml_collections.ConfigDict, *,
+                     defaults: dict | None = None, **entries: dict) -> ml_collections.ConfigDict:
   """`config.systems` ({tag: entry}): what train.py trains into runs/<name>/systems/<tag>/, and
   the one place that says which systems a config has.
 
   `entries` maps each method to its entry (`stae_system`, `deepisc_system`). By default every one
   is trained; any system switch on the command line (`:system=deepisc`, `:frame_attention=False`,
   `:selection=random`) narrows the run to that one system, with STAE's switches applied to its
-  model.stae.
+  model.stae. Tags name what differs from `defaults` (the config's switch defaults: `system_tag`).
   """
   explicit = {item.partition("=")[0].strip() for item in (arg or "").split(",")}
   if switches.system not in entries:
@@ -175,7 +206,7 @@ def systems_to_train(arg: str | None, switches: ml_collections.ConfigDict,
     chosen = [entries[switches.system]]
   else:
     chosen = list(entries.values())
-  return ml_collections.ConfigDict({system_tag(e): e for e in chosen})
+  return ml_collections.ConfigDict({system_tag(e, defaults): e for e in chosen})
 
 
 #: Entropy models (STAE's `prior`, DeepISC's `deepisc/prior`) learn 10x faster than the rest of a

@@ -5,17 +5,19 @@ r"""The embedded default: a procedurally generated action dataset, small models,
 
 `synthetic_actions` stands in for HMDB51 on two CPU cores: classes are defined by motion, the action
 fills only part of the clip, and the actor is small against a textured, moving background with
-distractors (see stae_jax/data/synthetic.py). Switches: `configs/synthetic.py:system=deepisc`,
-`:frame_attention=False`, `:spatial_attention=False` (each at the default's blocks per clip),
-`:selection=random` (the "neither attention" ablation), `:selection=uniform` (evenly spaced frames
-and blocks), `:frame_rule=top_k` (the k best-scored frames), `:frame_rule=comb` (k evenly
-spaced frames, their start and gap learned), `:frame_rule=chosen` (for each k, the frames the
-frozen classifier reads best on 160 validation clips, the same for every clip; with
-`,spatial_attention=False` the best STAE measured here, not yet the default: README),
-`:context=False` (STAE's latents under the factorized prior instead of the conditional entropy
-model), `:size=64,frames=16`,
-`:codec_steps=1000` (the longer budget of both codecs' compressor stage, STAE's at the shared
-learning rate 0.003, where that budget gained; default 200 at 0.012).
+distractors (see stae_jax/data/synthetic.py). The default STAE is frame attention only: for each
+number of frames kept (1, 2, 4, 8, 16 of 16), the frames the frozen classifier reads best on 160
+validation clips, chosen once before its compressor stage and the same for every clip, each sent
+whole (`DEFAULTS`; README "Ablations" for why). Switches, each named in the system's tag and each at
+the default's blocks per clip: `configs/synthetic.py:system=deepisc`, `:selection=random` (random
+frames), `:selection=uniform` (evenly spaced frames), `:spatial_attention=True` (both attentions:
+twice the frames, half their blocks), `:frame_attention=False,spatial_attention=True` (every
+frame, spatial attention only), `:frame_rule=segments` (frames learned per clip, the best of each
+of k stretches; `:frame_rule=top_k` the k best-scored, `:frame_rule=comb` k evenly spaced frames
+whose start and gap are learned), `:context=False` (STAE's latents under the factorized prior
+instead of the conditional entropy model), `:size=64,frames=16`, `:codec_steps=1000` (the longer
+budget of both codecs' compressor stage, STAE's at the shared learning rate 0.003, where that
+budget gained; default 200 at 0.012).
 
 Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, idle, a clean checkout):
 `python benchmarks/main_job.py --workdir=/tmp/mjH`, which runs `python train.py
@@ -37,10 +39,16 @@ import ml_collections
 from stae_jax.data import synthetic as synthetic_data
 
 
+#: This config's default STAE: frame attention only (every block of the kept frames), its frames for
+#: each number kept chosen once with the frozen classifier on validation clips ("chosen"); the
+#: strongest STAE measured on this config (README "Ablations"). The switches name what differs.
+DEFAULTS = dict(common.SYSTEM_DEFAULTS, spatial_attention=False, frame_rule="chosen")
+
+
 def get_config(arg=None):
   a = common.parse_arg(
       arg,
-      **common.SYSTEM_DEFAULTS,
+      **DEFAULTS,
       frames=16,
       size=64,
       num_train=3000,
@@ -163,10 +171,12 @@ def get_config(arg=None):
       block_spread=2.0,           # kept frames send different blocks (spread_top_k_mask); 0: off
       dtype="float32",            # compute dtype; parameters are float32
       # Operating points (rho_f, rho_s) the model is trained for (each training clip draws one):
-      # from 2 frames x half their blocks (64 of the clip's 1024 blocks, ~1.3 kbit) to every
-      # block of every frame (~11.5 kbit), each about twice the bits of the one before, with the
-      # frames-versus-blocks trade at 256 blocks (8 frames x half, 16 frames x a quarter).
-      keep_ratios=((0.125, 0.5), (0.25, 0.5), (0.5, 0.5), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0)),
+      # 1, 2, 4, 8 and 16 of the 16 frames, every block of each (64 of the clip's 1024 blocks,
+      # ~1.2 kbit, to all of them, ~11.7 kbit), each about twice the bits of the one before.
+      # Written for the default (frame attention only); the attention switches move them to the
+      # same blocks per clip (`common.matched_keep_ratios`: `:spatial_attention=True` keeps twice
+      # the frames and half their blocks).
+      keep_ratios=((0.0625, 1.0), (0.125, 1.0), (0.25, 1.0), (0.5, 1.0), (1.0, 1.0)),
   )
   if a.frame_rule in ("comb", "chosen"):
     stae["frames"] = a.frames     # T: the comb rule's priors and the chosen frames are per frame
@@ -194,8 +204,8 @@ def get_config(arg=None):
   # What train.py trains (each system's model sections and loss weights, configs/common.py);
   # the ablation switches apply to STAE's model.stae.
   c.systems = common.systems_to_train(
-      arg, a, stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy,
-                                       context=a.context,
-                                       compressor=dict(lr=stae_lr)),
+      arg, a, defaults=DEFAULTS,
+      stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy, context=a.context,
+                              compressor=dict(lr=stae_lr), defaults=DEFAULTS),
       deepisc=common.deepisc_system(deepisc=deepisc, entropy=entropy))
   return c

@@ -31,8 +31,8 @@ def test_table_pairs_points_of_equal_bits_and_reads_envelopes_elsewhere():
       "stae_random-selection": dict(points=[_point("keep=a", 1030, right(20)),
                                             _point("keep=b", 3900, right(36))]),
       # other bits at the same names: compared on the envelope at STAE's bits, or outside it
-      "stae_no-frame-attention": dict(points=[_point("keep=a", 500, right(10)),
-                                              _point("keep=b", 2000, right(30))]),
+      "stae_no-frame-attention_spatial-attention": dict(points=[
+          _point("keep=a", 500, right(10)), _point("keep=b", 2000, right(30))]),
   })
   lines = _benchmark().table(results, tolerance=0.05, resamples=200, seed=0).splitlines()
   header = next(line for line in lines if line.startswith("| STAE point"))
@@ -45,6 +45,14 @@ def test_table_pairs_points_of_equal_bits_and_reads_envelopes_elsewhere():
   assert "env 50.0 | +25.0 [" in row_a
   assert "90.0 (3,900) | +0.0 [+0.0, +0.0]" in row_b  # the same clips right: no difference
   assert "outside its bits" in row_b  # 4,000 bits beyond the variant's 2,000
+
+
+def test_variants_are_the_tags_their_switches_train():
+  """Each variant's tag is the one train.py gives its switch on configs/synthetic.py, so the
+  table finds what `ablations.py` trained."""
+  from configs import synthetic  # pylint: disable=g-import-not-at-top
+  for _, switch, tag in _benchmark().VARIANTS:
+    assert list(synthetic.get_config(switch).systems) == [tag], switch
 
 
 def test_table_compares_any_learned_tag_on_either_split():

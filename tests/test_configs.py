@@ -49,30 +49,56 @@ def test_system_switches_choose_the_systems_to_train():
   from configs import synthetic
   assert sorted(synthetic.get_config(None).systems) == ["deepisc", "stae"]
   assert list(synthetic.get_config("system=deepisc").systems) == ["deepisc"]
+  # The default STAE: frame attention only, its frames chosen on validation clips per k.
+  default = synthetic.get_config(None).systems["stae"].model.stae
+  assert default.frame_rule == "chosen" and default.frames == 16  # one choice per k of 16 frames
+  assert not default.spatial_attention and default.frame_attention
   neither = synthetic.get_config("selection=random")
   assert list(neither.systems) == ["stae_random-selection"]
   assert neither.systems["stae_random-selection"].model.stae.selection == "random"
-  both_off = synthetic.get_config("frame_attention=False,spatial_attention=False")
-  assert list(both_off.systems) == ["stae_no-frame-attention_no-spatial-attention"]
-  assert synthetic.get_config(None).systems["stae"].model.stae.frame_rule == "segments"
+  # Tags name what differs from the config's default system.
+  for switches, tag in (("spatial_attention=True", "stae_spatial-attention"),
+                        ("frame_attention=False,spatial_attention=True",
+                         "stae_no-frame-attention_spatial-attention"),
+                        ("frame_attention=False", "stae_no-frame-attention"),
+                        ("frame_rule=segments", "stae_segment-frames"),
+                        ("spatial_attention=True,frame_rule=segments",
+                         "stae_spatial-attention_segment-frames"),
+                        ("selection=uniform", "stae_uniform-selection"),
+                        ("context=False", "stae_factorized-prior")):
+    assert list(synthetic.get_config(switches).systems) == [tag], switches
   top_k = synthetic.get_config("frame_rule=top_k")
   assert list(top_k.systems) == ["stae_top-k-frames"]
   assert top_k.systems["stae_top-k-frames"].model.stae.frame_rule == "top_k"
   comb = synthetic.get_config("frame_rule=comb").systems["stae_comb-frames"].model.stae
   assert comb.frame_rule == "comb" and comb.frames == 16  # its priors are per frame of the clip
-  assert "frames" not in synthetic.get_config(None).systems["stae"].model.stae
-  chosen = synthetic.get_config("frame_rule=chosen").systems["stae_chosen-frames"].model.stae
-  assert chosen.frame_rule == "chosen" and chosen.frames == 16  # one choice per k of 16 frames
+  assert "frames" not in synthetic.get_config("frame_rule=segments").systems[
+      "stae_segment-frames"].model.stae
   # The frame rule names learned frames only: the baselines and every-frame variants keep their tags.
-  assert list(synthetic.get_config("frame_rule=chosen,selection=random").systems) == [
+  assert list(synthetic.get_config("frame_rule=segments,selection=random").systems) == [
       "stae_random-selection"]
-  assert list(synthetic.get_config("frame_rule=chosen,frame_attention=False").systems) == [
+  assert list(synthetic.get_config("frame_rule=segments,frame_attention=False").systems) == [
       "stae_no-frame-attention"]
-  assert list(synthetic.get_config("frame_rule=chosen,spatial_attention=False").systems) == [
-      "stae_no-spatial-attention_chosen-frames"]
-  # A workdir trained before the switch existed records no frame_rule: STAE's constructor default
-  # (top_k, what it was trained with) under the plain tag.
+  # A workdir trained before the switch existed records no frame_rule: the default's, by its tag.
   entry = synthetic.get_config(None).systems["stae"].to_dict()
+  del entry["model"]["stae"]["frame_rule"]
+  assert common.system_tag(entry, synthetic.DEFAULTS) == "stae"
+
+
+def test_configs_with_the_shared_defaults_keep_their_tags():
+  """hmdb51 and surveillance_fight keep the shared defaults (both attentions, segments): their
+  tags are what they were before the synthetic default changed."""
+  from configs import hmdb51
+  assert list(hmdb51.get_config(None).systems) == ["deepisc", "stae"]
+  for switches, tag in (("spatial_attention=False", "stae_no-spatial-attention"),
+                        ("frame_attention=False,spatial_attention=False",
+                         "stae_no-frame-attention_no-spatial-attention"),
+                        ("frame_rule=chosen", "stae_chosen-frames"),
+                        ("frame_rule=chosen,spatial_attention=False",
+                         "stae_no-spatial-attention_chosen-frames"),
+                        ("frame_rule=chosen,selection=random", "stae_random-selection")):
+    assert list(hmdb51.get_config(switches).systems) == [tag], switches
+  entry = hmdb51.get_config(None).systems["stae"].to_dict()
   del entry["model"]["stae"]["frame_rule"]
   assert common.system_tag(entry) == "stae"
 
@@ -90,22 +116,36 @@ def test_stae_learning_rate_follows_the_budget():
 
 
 def test_attention_ablations_keep_the_defaults_blocks_per_clip():
-  """`:frame_attention=False` keeps every frame and `:spatial_attention=False` every block, at the
-  default's number of blocks per clip (the ablations compare at matched bits)."""
+  """The attention switches move the default's points to the same blocks per clip (the ablations
+  compare at matched bits): frame attention alone (the default) keeps every block of the kept
+  frames, spatial attention alone every frame, both twice the frames with half their blocks."""
   from configs import synthetic
   from stae_jax.models.stae import keep_count
   blocks = lambda f, b: keep_count(f, 16) * keep_count(b, 64)
   default = synthetic.get_config(None).systems["stae"].model.stae.keep_ratios
+  assert {b for _, b in default} == {1.0}
   wanted = sorted({blocks(f, b) for f, b in default})
-  for switch, tag in (("frame_attention=False", "stae_no-frame-attention"),
-                      ("spatial_attention=False", "stae_no-spatial-attention")):
+  assert wanted == [64, 128, 256, 512, 1024]
+  for switch, tag in (("frame_attention=False,spatial_attention=True",
+                       "stae_no-frame-attention_spatial-attention"),
+                      ("spatial_attention=True", "stae_spatial-attention")):
     ratios = synthetic.get_config(switch).systems[tag].model.stae.keep_ratios
-    frame_kept = [f for f, _ in ratios] if switch.startswith("frame") else [b for _, b in ratios]
-    assert set(frame_kept) == {1.0}, (switch, ratios)
     assert sorted(blocks(f, b) for f, b in ratios) == wanted, (switch, ratios)
-  both = synthetic.get_config("frame_attention=False,spatial_attention=False")
-  assert tuple(map(tuple, both.systems["stae_no-frame-attention_no-spatial-attention"]
+    if switch.startswith("frame"):
+      assert {f for f, _ in ratios} == {1.0}, ratios
+    else:  # twice the frames, half their blocks, up to every frame
+      assert [tuple(r) for r in ratios] == [(0.125, 0.5), (0.25, 0.5), (0.5, 0.5), (1.0, 0.5),
+                                            (1.0, 1.0)], ratios
+  both = synthetic.get_config("frame_attention=False")  # neither attention: the ratios stand
+  assert tuple(map(tuple, both.systems["stae_no-frame-attention"]
                    .model.stae.keep_ratios)) == tuple(map(tuple, default))
+  # Points written for both attentions (the shared defaults) map as before.
+  mixed = ((0.125, 0.5), (0.25, 0.5), (0.5, 0.5), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0))
+  assert common.matched_keep_ratios(mixed, True, False) == (
+      (0.0625, 1.0), (0.125, 1.0), (0.25, 1.0), (0.5, 1.0), (1.0, 1.0))
+  assert common.matched_keep_ratios(mixed, False, True) == (
+      (1.0, 0.0625), (1.0, 0.125), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0))
+  assert common.matched_keep_ratios(mixed, True, True) == mixed
 
 
 @pytest.mark.parametrize("name", CONFIGS)

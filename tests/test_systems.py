@@ -35,11 +35,18 @@ def tiny_config(switches: str = ""):
   # (tests/test_vit.py, tests/test_motion.py) would be most of each compile here.
   config.model.vit.update(dict(num_classes=5, width=32, depth=1, num_heads=2, tubelet=4, patch=8,
                                inputs="frames", pool=1, stem_channels=0))
+  # Unless `switches` say otherwise: both attentions and per-clip learned frames, not the default's
+  # chosen frames without spatial attention, so that every mask of the format is exercised.
+  given = {item.partition("=")[0] for item in switches.split(",")}
+  pinned = {key: value for key, value in (("spatial_attention", True), ("frame_rule", "segments"))
+            if key not in given}
   for tag, entry in config.systems.items():
     if entry.method == "stae":
       entry.model.stae.update(dict(transform_width=8, frame_widths=(8, 8, 8), spatial_widths=(8, 8),
                                    # the sparsest kind and the all-blocks end
-                                   keep_ratios=((0.5, 0.25), (1.0, 1.0))))
+                                   keep_ratios=((0.5, 0.25), (1.0, 1.0)), **pinned))
+      if entry.model.stae.frame_rule not in ("comb", "chosen") and "frames" in entry.model.stae:
+        del entry.model.stae["frames"]
       entry.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
   if "deepisc" in config.systems:
     config.systems.deepisc.model.deepisc.update(dict(patch=8, width=32, encoder_depth=1,
@@ -260,7 +267,7 @@ def test_chosen_frames_round_trip_through_the_bitstream():
   """STAE with frames chosen on validation clips (frame_rule="chosen"): every clip sends the
   table's frames, and what the server rebuilds from the streams is what the forward does."""
   config = tiny_config(",frame_rule=chosen")
-  tag = "stae_chosen-frames"
+  tag = "stae"  # the config's default rule
   entry = config.systems[tag]
   models = loading.build_models(config, entry, rngs(0))
   table = np.zeros((T + 1, T), np.float32)

@@ -33,8 +33,14 @@ def tiny_config(steps: int = 6, systems=("stae",), stages=("classifier", "compre
                           num_classes=synthetic_data.NUM_CLASSES, inputs="frames", pool=1,
                           stem_channels=0))
   stae, deepisc = c.systems.stae, c.systems.deepisc
+  # Both attentions and per-clip learned frames ("segments"), not the default's chosen frames
+  # without spatial attention: every mask of the format (frames and blocks) goes through the
+  # trainer, the bitstream and the server, and no stage starts with a frame search (tests of the
+  # chosen rule: test_stae.py, test_systems.py, test_training.py).
   stae.model.stae.update(dict(transform_width=8, frame_widths=(4, 4, 4), spatial_widths=(4, 4),
-                              keep_ratios=((0.5, 0.5), (1.0, 0.5))))
+                              keep_ratios=((0.5, 0.5), (1.0, 0.5)), frame_attention=True,
+                              spatial_attention=True, frame_rule="segments"))
+  del stae.model.stae["frames"]
   stae.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
   deepisc.model.deepisc.update(dict(width=32, encoder_depth=1, decoder_depth=1, num_heads=2,
                                     patch=8, max_tokens=4, channels=4, token_choices=(2, 4)))

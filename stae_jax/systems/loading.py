@@ -14,7 +14,7 @@ holds its frozen coding tables.
     codecs = loading.load_codecs(workdir, ["stae", "h264"])   # the classifier restored too
 
 Systems are discovered from the folders, not from a config, so that a system trained with a switch
-(`configs/synthetic.py:frame_attention=False` trains `stae_no-frame-attention` into the same
+(`configs/synthetic.py:selection=random` trains `stae_random-selection` into the same
 workdir) is loaded without naming it again. Each system (and the classifier) is rebuilt from the
 record its stage folder holds, exactly as it was trained.
 
