@@ -43,12 +43,10 @@ OK, INVALID_DATA, PADDING_SYMBOL, ESCAPE_OUTSIDE, ROW_OUTSIDE, FAILED = 0, 1, 2,
 #: Escaped residuals must lie in [-ESCAPE_LIMIT, ESCAPE_LIMIT) (`bitstream._decode_residuals`).
 ESCAPE_LIMIT = 1 << 33
 
-_ONE = np.uint64(1)
 _WORD = np.uint64(32)
 _PRECISION = np.uint64(PRECISION)
 _RENORMALIZE = np.uint64(1 << 32)
 _FULL = np.uint64(1 << PRECISION)
-_MAX_DIFFERENCE = np.uint64((1 << 33) - 1)
 _STATE_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
