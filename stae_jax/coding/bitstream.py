@@ -39,17 +39,20 @@ A stream is one clip and decodes alone. `encode_batch` and `decode_batch` code a
 together to spend less Python per clip: version 2's contexts of a pass are computed for all clips
 at once and each clip's residuals go to its coder in one call, each symbol as its interval under
 its row (a model of 3 masses with exactly the edges constriction gives the row's symbol, so the
-words are the row's, with a cheaper model to build per symbol: `_interval_table`); the decoders
-of streams of one shape read each sub-pass in lockstep, under the rows themselves. The bytes are
-those `encode` makes of each clip alone.
+words are the row's, with a cheaper model to build per symbol: `_interval_table`). Version 2's
+streams are read by compiled code (`stae_jax.coding.range_decoder`, constriction's range decoder
+bit for bit): each stream's masks in one call, then the streams of one shape in lockstep, a call
+per pass for all of them (every channel of the pass, escapes included, each symbol under its
+row's integer edges, `_quantized_cdf`). The bytes are those `encode` makes of each clip alone.
 
 The CRC makes truncated, extended or mutated streams fail loudly instead of decoding into a wrong clip
 (a range-coded stream otherwise decodes almost any bytes into *something*). Behind it, the payload
 must end where the encoder ends it: the decoder can code what it decoded again (`_ExactDecoder`) and
 refuse any word after the encoder's last one, so a stream extended by whole words with its CRC
 recomputed is refused as well (the range coder alone decodes it to the same clip); most honest
-streams are decided without coding again (`_Decoder`). Every decoding failure, including
-constriction's Rust panics (BaseException), surfaces as `DecodeError`.
+streams are decided without coding again (`_Decoder`, and for version 2 `_CompiledDecoder`).
+Every decoding failure, including constriction's Rust panics (BaseException) and the compiled
+decoder's failures, surfaces as `DecodeError`.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ import zlib
 import constriction
 import numpy as np
 
+from stae_jax.coding import range_decoder
 from stae_jax.coding.tables import CodingTables, require_tables
 from stae_jax.models import context as context_lib
 
@@ -360,6 +364,18 @@ def _rows_of(spatial: np.ndarray, x: np.ndarray, channel: int, tables: CodingTab
   return channel * tables.num_contexts + spatial * (2 * tables.channel_clip + 1) + x
 
 
+def _quantize_rows(probabilities: np.ndarray) -> np.ndarray:
+  """`_quantized_cdf` of float64 rows [R, W]: int64 [R, W + 1]."""
+  rows, width = probabilities.shape
+  cumulative = np.cumsum(probabilities, axis=1)  # in order, as constriction sums
+  scale = float((1 << _PRECISION) - width) / cumulative[:, -1:]
+  before = np.concatenate([np.zeros((rows, 1)), cumulative[:, :-1]], axis=1)
+  cdf = np.empty((rows, width + 1), np.int64)
+  cdf[:, :width] = np.floor(before * scale).astype(np.int64) + np.arange(width)
+  cdf[:, width] = 1 << _PRECISION
+  return cdf
+
+
 @functools.lru_cache(maxsize=8)
 def _quantized_cdf(tables: CodingTables) -> np.ndarray:
   """int64 [R, W + 1]: the cumulative masses (out of 2^24) that constriction gives each symbol of
@@ -372,14 +388,7 @@ def _quantized_cdf(tables: CodingTables) -> np.ndarray:
   2^24. `np.cumsum` adds in the same order, so these are the same integers; the range coder
   codes a symbol by its two edges only (tests/test_context_coding.py checks every row and symbol
   against constriction's own coding). The tables are immutable, so this is computed once."""
-  probabilities = tables.probabilities
-  rows, width = probabilities.shape
-  cumulative = np.cumsum(probabilities, axis=1)  # in order, as constriction sums
-  scale = float((1 << _PRECISION) - width) / cumulative[:, -1:]
-  before = np.concatenate([np.zeros((rows, 1)), cumulative[:, :-1]], axis=1)
-  cdf = np.empty((rows, width + 1), np.int64)
-  cdf[:, :width] = np.floor(before * scale).astype(np.int64) + np.arange(width)
-  cdf[:, width] = 1 << _PRECISION
+  cdf = _quantize_rows(tables.probabilities)
   cdf.setflags(write=False)
   return cdf
 
@@ -419,6 +428,17 @@ def _interval_table(tables: CodingTables) -> tuple[np.ndarray, np.ndarray]:
   masses.setflags(write=False)
   symbol.setflags(write=False)
   return masses, symbol
+
+
+@functools.lru_cache(maxsize=8)
+def _decoder_tables(tables: CodingTables) -> tuple[np.ndarray, ...]:
+  """What `range_decoder.read_pass` reads a version-2 symbol with: (cdf int32 [R, W + 1] from
+  `_quantized_cdf`, sizes, lower, upper int64 [R]), built once per tables (kept for the last 8)."""
+  arrays = (_quantized_cdf(tables).astype(np.int32), np.ascontiguousarray(tables.sizes, np.int64),
+            tables.lower.astype(np.int64), tables.upper.astype(np.int64))
+  for array in arrays:
+    array.setflags(write=False)
+  return arrays
 
 
 def _encode_residuals(encoder, symbols: np.ndarray, masses: np.ndarray, rows: np.ndarray,
@@ -775,9 +795,10 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
                        tables: CodingTables) -> tuple[np.ndarray, dict]:
   """Version 2 latents of B streams in lockstep (the mirror of `_encode_in_context`).
 
-  Each pass's contexts are computed for the whole batch at once, then every stream's decoder
-  reads its symbols of a channel in one call; the streams stay independent (each its own
-  decoder, canvas and failure). block_masks bool [B, k_f, N], every row keeping the same k_s.
+  Each pass's contexts are computed for the whole batch at once, then `_CompiledDecoder`s read
+  the pass of every stream in one call (`_CompiledBatch`), other decoders (`_ExactDecoder`) each
+  stream's symbols of a channel in one call (`_decode_channels`); the streams stay independent
+  (each its own decoder state, canvas and failure). block_masks bool [B, k_f, N], every row keeping the same k_s.
   Returns (latents int64 [B, k_f, k_s, *inner, C], {lane: the exception that stopped it}).
   """
   batch, k_f, n = block_masks.shape
@@ -791,37 +812,22 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
   canvas = context_lib.Canvas(batch, n, l, tables.grid_width, tables.thresholds)
   rank = np.cumsum(block_masks, axis=2) - 1  # a kept block's place among its frame's latents
   width = tables.probabilities.shape[1]
-  buffer = np.empty(max(_CACHED_TABLES, k_s * positions * width))  # a pass has <= k_s blocks
+  compiled = all(isinstance(d, _CompiledDecoder) for d in decoders)
+  if compiled:
+    batch_decoder = _CompiledBatch(decoders)
+  else:
+    buffer = np.empty(max(_CACHED_TABLES, k_s * positions * width))  # a pass has <= k_s blocks
   for f, blocks, valid in _context_passes(block_masks, tables):
     pred, spatial = canvas.context(blocks)
     shape = blocks.shape + (positions, channels)
     pred, spatial = pred.reshape(shape), spatial.reshape(shape)
-    residual = np.zeros(shape, np.int64)
     spatial_rows = _rows_of(spatial, 0, np.arange(channels), tables)
-    # A few streams' tables at a time, always into the same buffer (in the cache): the views of
-    # the streams of a group hold for every channel of the pass.
-    places = shape[1] * positions
-    group = max(1, _CACHED_TABLES // (places * width))
-    probabilities = buffer[:group * places * width].reshape(group * places, width)
-    real = np.repeat(valid, positions, axis=1).reshape(-1)
-    counts = (valid.sum(axis=1) * positions).tolist()
-    work = []
-    for first in range(0, batch, group):
-      last = min(first + group, batch)
-      lanes = [(b, decoders[b].symbol_reader(),
-                probabilities[(b - first) * places:][:counts[b]])
-               for b in range(first, last) if counts[b] and b not in failures]
-      if lanes:
-        work.append((first * places, last * places, lanes))
-    for c in range(channels):
-      x = context_lib.channel_context(residual, c, tables.channel_clip)
-      if failures:  # a stream that failed is not read again
-        work = [(start, stop, [w for w in lanes if w[0] not in failures])
-                for start, stop, lanes in work]
-        real &= ~np.isin(np.arange(batch), list(failures)).repeat(places)
-      rows = (spatial_rows[..., c] + x).reshape(batch, -1)
-      residual[..., c] = _decode_residuals(decoders, work, real, rows, probabilities, tables,
-                                           failures).reshape(shape[:3])
+    if compiled:  # every channel of the pass in one call
+      places = valid.sum(axis=1) * positions
+      residual = batch_decoder.read_pass(spatial_rows.reshape(batch, -1, channels), places,
+                                         tables, failures).reshape(shape)
+    else:
+      residual = _decode_channels(decoders, spatial_rows, valid, buffer, tables, failures)
     values = pred + residual
     if values.min() < -2**31 or values.max() >= 2**31:  # which streams, only when one does
       outside = ((values < -2**31) | (values >= 2**31)).any(axis=(2, 3)) & valid
@@ -834,7 +840,44 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
       lane, block, values = np.nonzero(valid)[0], blocks[valid], values[valid]
     canvas.send(lane, block, values.reshape(-1, l))
     out[lane, f, rank[lane, f, block]] = values
+  if compiled:
+    batch_decoder.close()
   return out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)), failures
+
+
+def _decode_channels(decoders: list, spatial_rows: np.ndarray, valid: np.ndarray,
+                     buffer: np.ndarray, tables: CodingTables, failures: dict) -> np.ndarray:
+  """The residuals int64 [B, m, P, C] of a pass read by decoders with a `symbol_reader`
+  (`_ExactDecoder`), a call per stream and channel sub-pass; spatial_rows int [B, m, P, C] (the
+  rows at x = 0), valid bool [B, m] (the pass's real blocks of each stream)."""
+  batch, _, positions, channels = spatial_rows.shape
+  width = tables.probabilities.shape[1]
+  residual = np.zeros(spatial_rows.shape, np.int64)
+  # A few streams' tables at a time, always into the same buffer (in the cache): the views of
+  # the streams of a group hold for every channel of the pass.
+  places = spatial_rows.shape[1] * positions
+  group = max(1, _CACHED_TABLES // (places * width))
+  probabilities = buffer[:group * places * width].reshape(group * places, width)
+  real = np.repeat(valid, positions, axis=1).reshape(-1)
+  counts = (valid.sum(axis=1) * positions).tolist()
+  work = []
+  for first in range(0, batch, group):
+    last = min(first + group, batch)
+    lanes = [(b, decoders[b].symbol_reader(),
+              probabilities[(b - first) * places:][:counts[b]])
+             for b in range(first, last) if counts[b] and b not in failures]
+    if lanes:
+      work.append((first * places, last * places, lanes))
+  for c in range(channels):
+    x = context_lib.channel_context(residual, c, tables.channel_clip)
+    if failures:  # a stream that failed is not read again
+      work = [(start, stop, [w for w in lanes if w[0] not in failures])
+              for start, stop, lanes in work]
+      real &= ~np.isin(np.arange(batch), list(failures)).repeat(places)
+    rows = (spatial_rows[..., c] + x).reshape(batch, -1)
+    residual[..., c] = _decode_residuals(decoders, work, real, rows, probabilities, tables,
+                                         failures).reshape(residual.shape[:3])
+  return residual
 
 
 class _Undecided(Exception):
@@ -843,7 +886,8 @@ class _Undecided(Exception):
 
 class _Decoder:
   """constriction's range decoder over the payload and one zero word after it, which answers
-  whether anything follows the payload's last word (`check_end`) in the common case.
+  whether anything follows the payload's last word (`check_end`) in the common case (version 1;
+  `_CompiledDecoder` reads version 2 so).
 
   The encoder ends a payload with one seal word, or two (the second 0) when its last interval's
   bounds share their top word; the decoder reads two words ahead, so after the last symbol it has
@@ -864,12 +908,6 @@ class _Decoder:
     self._coded = True
     return self._decoder.decode
 
-  def symbol_reader(self):
-    """`decode` for a caller that reads at least one symbol with it (version 2's lockstep, a call
-    per sub-pass): the range decoder's own, no Python between."""
-    self._coded = True
-    return self._decoder.decode
-
   def decode(self, model, *params):
     """`RangeDecoder.decode(model, count)` or `(model family, parameter arrays...)`."""
     symbols = self._decoder.decode(model, *params)
@@ -879,6 +917,84 @@ class _Decoder:
   def check_end(self) -> None:
     if not (self._coded and self._decoder.maybe_exhausted()):
       raise _Undecided()
+
+
+_FAILURES = {
+    range_decoder.INVALID_DATA: "range decoding failed (the range decoder's point lies outside "
+                                "its range: invalid data): corrupted payload",
+    range_decoder.PADDING_SYMBOL: "a latent decodes to a symbol outside its table (corrupted "
+                                  "payload)",
+    range_decoder.ESCAPE_OUTSIDE: f"an escaped value decodes outside [-{2**33}, {2**33}) "
+                                  "(corrupted payload)",
+    range_decoder.ROW_OUTSIDE: "a latent's context row lies outside the tables (corrupted "
+                               "payload)",
+}
+
+
+class _CompiledDecoder:
+  """`_Decoder` read by compiled code (`range_decoder`): the same words (the payload and one zero
+  word), the same symbols, the same `check_end`; version 2 only, whose streams it reads whole:
+  `read_masks` the masks, then `_decode_in_context` the latents of a batch's streams, a call per
+  pass (`_CompiledBatch`)."""
+
+  def __init__(self, words: np.ndarray):
+    self.words = np.append(words, np.uint32(0))
+    self.state = range_decoder.start(self.words)
+    self.coded = False
+
+  def read_masks(self, frames: int, frame_keep: int, blocks: int, block_keep: int,
+                 rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frame mask bool [frames] and rows block masks bool [rows, blocks] (`_decode_mask`'s
+    code, in one call)."""
+    frame_mask = np.zeros(frames, np.bool_)
+    block_masks = np.zeros((rows, blocks), np.bool_)
+    status, coded = range_decoder.read_masks(self.words, self.state, frames, frame_keep, blocks,
+                                             block_keep, rows, frame_mask, block_masks)
+    if status:
+      raise DecodeError(_FAILURES[status])
+    self.coded = coded > 0
+    return frame_mask, block_masks
+
+  def check_end(self) -> None:
+    if not (self.coded and range_decoder.maybe_exhausted(self.state, len(self.words))):
+      raise _Undecided()
+
+
+class _CompiledBatch:
+  """The `_CompiledDecoder`s of a batch's streams as arrays, for `range_decoder.read_pass`: their
+  words one after another, their states and statuses; `close` gives each its state back and
+  returns the failures."""
+
+  def __init__(self, decoders: list):
+    self.decoders = decoders
+    counts = np.array([len(d.words) for d in decoders], np.int64)
+    self.counts = counts
+    self.begins = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    self.words = np.concatenate([d.words for d in decoders])
+    self.states = np.stack([d.state for d in decoders])
+    self.status = np.zeros(len(decoders), np.int64)
+
+  def read_pass(self, base_rows: np.ndarray, places: np.ndarray, tables: CodingTables,
+                failures: dict) -> np.ndarray:
+    """Residuals int64 [B, M, C] of a pass (base_rows int64 [B, M, C]: the rows at x = 0;
+    places int64 [B]: each stream's places, the first of M); new failures go into `failures`."""
+    for lane in failures:
+      self.status[lane] = self.status[lane] or range_decoder.FAILED
+    residual = np.zeros(base_rows.shape, np.int64)
+    cdf, sizes, lower, upper = _decoder_tables(tables)
+    range_decoder.read_pass(self.words, self.begins, self.counts, self.states, self.status,
+                            base_rows, places, cdf, sizes, lower, upper, tables.channel_clip,
+                            residual)
+    for lane in np.flatnonzero(self.status).tolist():
+      if lane not in failures:
+        failures[lane] = DecodeError(_FAILURES[int(self.status[lane])])
+    for lane in np.flatnonzero(places).tolist():
+      self.decoders[lane].coded = True
+    return residual
+
+  def close(self) -> None:
+    for decoder, state in zip(self.decoders, self.states):
+      decoder.state = state
 
 
 class _ExactDecoder:
@@ -898,7 +1014,8 @@ class _ExactDecoder:
     self._encoder = constriction.stream.queue.RangeEncoder()
 
   def symbol_reader(self):
-    """`decode`, for version 2's lockstep (see `_Decoder.symbol_reader`)."""
+    """`decode`, for version 2's lockstep (`_decode_channels`: a call per stream and channel
+    sub-pass, given at least one symbol to read)."""
     return self.decode
 
   def bit_reader(self):
@@ -943,11 +1060,18 @@ def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, e
   frames, frame_keep, blocks, block_keep, rows = mask_dims
   try:
     words = np.frombuffer(data, "<u4", count=(body_end - offset) // 4, offset=offset)
-    decoder = (_ExactDecoder if exact else _Decoder)(words.astype(np.uint32))
+    words = words.astype(np.uint32)
     frame_mask = block_masks = None
-    if frames is not None:
+    if exact:
+      decoder = _ExactDecoder(words)
+    elif tables.conditional:  # read whole by compiled code (a version-2 stream has both masks)
+      decoder = _CompiledDecoder(words)
+      frame_mask, block_masks = decoder.read_masks(frames, frame_keep, blocks, block_keep, rows)
+    else:
+      decoder = _Decoder(words)
+    if frames is not None and frame_mask is None:
       frame_mask = _decode_mask(decoder, frames, frame_keep)
-    if blocks is not None:
+    if blocks is not None and block_masks is None:
       block_masks = np.stack([_decode_mask(decoder, blocks, block_keep) for _ in range(rows)]) \
           if rows else np.zeros((0, blocks), np.bool_)
     count = math.prod(lead)
@@ -1143,7 +1267,7 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
 def decode_batch(streams, tables: CodingTables | None, *, model=None,
                  max_latent_symbols: int = MAX_LATENT_SYMBOLS) -> list[ClipPayload]:
   """Decodes a list of clip streams as `decode` each, those of version 2 with one shape in lockstep
-  (contexts computed for all at once, one decoder call per stream and sub-pass); the first bad
+  (contexts computed for all at once, one compiled decoder call per pass for all); the first bad
   one raises its DecodeError."""
   tables = require_tables(tables, model)
   return _decode_streams(list(streams), tables, max_latent_symbols, by_encoding=True)
