@@ -1,7 +1,7 @@
 r"""Device side: compresses video files into `.stae` files with a trained system.
 
   python compress.py --config=configs/synthetic.py --input=clip.avi [--output=clip.stae]
-                     [--workdir=runs/synthetic] [--system=stae] [--point=keep=0.25x0.5]
+                     [--workdir=runs/synthetic] [--system=stae] [--point=keep=0.25x1]
   python compress.py --config=configs/synthetic.py --input=a.avi,b.avi [--output=folder/]
 
 Several inputs (comma-separated) are compressed in one call: the model is restored and compiled
@@ -14,7 +14,7 @@ an input that cannot be read is reported and skipped; the exit status is then 1.
 The clip is the evaluation view (centre window of T frames, centre square crop, model resolution);
 only its frames are decoded and each is resized as it arrives (`clip_tools.read_clip`), so memory
 is bounded by the clip, not the video. --point picks one of the system's trained operating points
-by name (as report.md lists them: `keep=0.25x0.5` for STAE, `tokens=4` for DeepISC; default its
+by name (as report.md lists them: `keep=0.25x1` for STAE, `tokens=4` for DeepISC; default its
 first). Printed per file: the bitstream's bytes (what a link carries) and its ratio to the raw
 clip, and the file's bytes (bitstream plus header). The file format is described in
 stae_jax/serving/clip_tools.py.

@@ -19,18 +19,18 @@ instead of the conditional entropy model), `:size=64,frames=16`, `:codec_steps=1
 budget of both codecs' compressor stage, STAE's at the shared learning rate 0.003, where that
 budget gained; default 200 at 0.012).
 
-Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, idle, a clean checkout):
-`python benchmarks/main_job.py --workdir=/tmp/mjH`, which runs `python train.py
---config=configs/synthetic.py --workdir=/tmp/mjH` (the dataset, synthetic_actions 1.3.0, already
-built; 47 s to build), took 1486 s: classifier 1000 steps 409 s (top-1 92.3% on the 600 test
-clips; 52.3% with frames shuffled, 23.5% with one frame repeated); DeepISC compressor 200 + joint
-10 steps 431 + 56 s; STAE 497 + 76 s. Then `python evaluate.py --config=configs/synthetic.py
---workdir=/tmp/mjH` (574 s): only H.264 reaches the target (reference - 5 points, 87.3%), at 16.6
-kbit per clip (95x); DeepISC 40.0% at 360x (16 tokens). STAE (one frame per stretch of the clip,
-its compressor stage at learning rate 0.012, conditional entropy model) spans 1,252-11,496 bits
-(1256x-137x), 29.8% to 80.3% (keep 0.125x0.5 to 1x1): above H.264's envelope at 2.2 kbit (+7.3
-points [+2.6, +11.8]), level at 1.3 and 6.9 kbit, behind it at 3.8-4.1 and 11.5 kbit, and 17-33
-points above DeepISC's 4-16 tokens at their bits.
+Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, a clean checkout):
+`python benchmarks/main_job.py --workdir=/tmp/mjI`, which runs `python train.py
+--config=configs/synthetic.py --workdir=/tmp/mjI` (the dataset, synthetic_actions 1.3.0, already
+built), took 2285 s with test runs sharing the two cores (load 3-4; the same classifier and DeepISC
+took 1.4-1.6x their idle times of the previous main job, which trained in 1486 s): classifier 1000
+steps (top-1 92.3% on the 600 test clips; 52.3% with frames shuffled, 23.5% with one frame
+repeated), DeepISC 200 + 10 steps, STAE's frame choice, 200 + 10 steps. Then `python evaluate.py
+--config=configs/synthetic.py --workdir=/tmp/mjI` (543 s, idle): only H.264 reaches the target
+(reference - 5 points, 87.3%), at 16.6 kbit per clip (95x); STAE spans 1,129-11,185 bits
+(1393x-141x), 36.3% to 82.8% (1 to 16 frames): above H.264's envelope at 1.1 and 1.9 kbit (+10.5
+[+7.0, +14.4] and +18.7 [+13.5, +23.3] points), level with it at 3.4, 6.0 and 11.2 kbit (-2.8
+[-6.1, +0.1] at the top), and 29-43 points above DeepISC's 4-16 tokens at their bits.
 """
 
 from configs import common

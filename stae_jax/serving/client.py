@@ -80,7 +80,7 @@ def policies_for(values: Sequence[str], tags: Sequence[str]) -> dict[str, str]:
   """Each method's policy from the --policy values: 'adaptive' or 'fixed:<point>' for every
   method, or '<method>:adaptive' / '<method>:fixed:<point>' for one (the rest adaptive, or the
   bare value). A bare fixed point with several methods is refused: a point names one method's
-  point (`keep=1x0.25` is STAE's, `frames=16,side=64,crf=35` H.264's)."""
+  point (`keep=0.25x1` is STAE's, `frames=16,side=64,crf=35` H.264's)."""
   default, own = None, {}
   for value in values:
     if _is_policy(value):
