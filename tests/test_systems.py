@@ -285,6 +285,30 @@ def test_chosen_frames_round_trip_through_the_bitstream():
                                np.asarray(out["reconstruction"]), rtol=1e-5, atol=1e-3)
 
 
+def test_the_defaults_frames_only_points_round_trip_through_the_bitstream():
+  """The synthetic default as configured (chosen frames, no spatial attention, points that keep
+  every block of 1/4 and all of the frames): every block of the kept frames is sent, and what the
+  server rebuilds from the real streams is what the forward does."""
+  config = tiny_config(",frame_rule=chosen,spatial_attention=False")
+  assert list(config.systems) == ["stae"]  # the config's default system
+  entry = config.systems.stae
+  assert not entry.model.stae.spatial_attention and entry.model.stae.frame_rule == "chosen"
+  entry.model.stae.keep_ratios = ((0.25, 1.0), (1.0, 1.0))
+  models = loading.build_models(config, entry, rngs(0))
+  codec = codec_of("stae", entry, models)
+  video = np.asarray(clip())
+  blocks = (SIZE // entry.model.stae.block_size) ** 2
+  for point in codec.points:
+    coded = codec.device(video, point)
+    out = run_forward(entry, models, video, point=point, training=False)
+    k_f = int(np.asarray(out["frame_index"]).shape[1])
+    assert k_f == keep_count(point["frame_keep"], T)
+    mask = np.asarray(out["block_mask"]).reshape(2, T, blocks)
+    assert mask.sum(axis=(1, 2)).tolist() == [k_f * blocks] * 2  # every block of the kept frames
+    np.testing.assert_allclose(np.asarray(codec.server(coded.streams, point)),
+                               np.asarray(out["reconstruction"]), rtol=1e-5, atol=1e-3)
+
+
 def test_choose_frames_finds_the_frames_the_classifier_needs():
   """`choose_frames` keeps, for each k, the frames a classifier needs: here one that is right
   only when frames 2 and 5 arrive exactly (the receiver interpolates the others, which changes
