@@ -798,7 +798,8 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
   Each pass's contexts are computed for the whole batch at once, then `_CompiledDecoder`s read
   the pass of every stream in one call (`_CompiledBatch`), other decoders (`_ExactDecoder`) each
   stream's symbols of a channel in one call (`_decode_channels`); the streams stay independent
-  (each its own decoder state, canvas and failure). block_masks bool [B, k_f, N], every row keeping the same k_s.
+  (each its own decoder state, canvas and failure). block_masks bool [B, k_f, N], every row
+  keeping the same k_s.
   Returns (latents int64 [B, k_f, k_s, *inner, C], {lane: the exception that stopped it}).
   """
   batch, k_f, n = block_masks.shape
