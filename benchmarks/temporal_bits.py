@@ -14,7 +14,9 @@ original pixels, with the previous kept frame:
   new      neither (appearing content, occlusion, changing texture)
   first    blocks of the first kept frame (nothing earlier to predict from)
 
-and charged its information content under the system's own frozen entropy model (the learned
+and, across the classes, "exact repeat": the blocks whose integer latents equal those the block
+was last sent with (what a lossless "as last sent" skip flag would replace). Each block is
+charged its information content under the system's own frozen entropy model (the learned
 rate: for the conditional model, each latent under its context, so a block that repeats the
 canvas is already cheap where the context predicts it). Prints per point and class: share of the
 blocks, share of the bits, mean bits per block. If moved blocks are many and cost as much as new
@@ -94,6 +96,24 @@ def classify_blocks(clips, frame_index, block_index, p: int, tolerance: float,
   return out
 
 
+def repeated_blocks(latents, block_index, blocks: int) -> np.ndarray:
+  """(repeat, sent_before), bool [B,k_f,k_s] each: whether the block's integer latents equal,
+  value for value, those it was last sent with (the conditional coder's canvas at that block),
+  and whether it was sent before at all (the blocks a lossless "as last sent" flag would be coded
+  for; the repeats are what it would replace)."""
+  b, k_f, k_s = block_index.shape
+  flat = latents.reshape(b, k_f, k_s, -1)
+  out, before = np.zeros((b, k_f, k_s), bool), np.zeros((b, k_f, k_s), bool)
+  for i in range(b):
+    canvas, sent = np.zeros((blocks, flat.shape[-1]), flat.dtype), np.zeros(blocks, bool)
+    for j in range(k_f):
+      where = block_index[i, j]
+      before[i, j] = sent[where]
+      out[i, j] = sent[where] & (canvas[where] == flat[i, j]).all(axis=-1)
+      canvas[where], sent[where] = flat[i, j], True
+  return out, before
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True)
@@ -113,6 +133,7 @@ def main():
   blocks = (height // codec.block_size) * (width // codec.block_size)
   print(f"{len(clips)} validation clips; tolerance {args.tolerance} grey levels, search "
         f"+-{args.search} px; bits: the system's entropy model (learned rate, masks excluded)")
+  summary = []
   print("| point | class | blocks % | bits % | bits per block |")
   print("|---|---|---|---|---|")
   for point in points:
@@ -128,6 +149,22 @@ def main():
       print(f"| {point.name} | {name} | {100 * chosen.mean():.1f} | "
             f"{100 * bits[chosen].sum() / bits.sum():.1f} | {bits[chosen].mean():.1f} |",
             flush=True)
+    repeats, candidates = repeated_blocks(np.asarray(sent["latents"]),
+                                          np.asarray(sent["block_index"]), blocks)
+    if repeats.any():
+      # A flag per block sent before, at the entropy of the repeat share among them (what an
+      # adaptive binary code approaches): what the repeats' latents would be traded for.
+      share = repeats.sum() / candidates.sum()
+      flag_bits = candidates.sum() * -(share * np.log2(share) + (1 - share) * np.log2(1 - share))
+      print(f"| {point.name} | exact repeat (any class: latents as last sent) | "
+            f"{100 * repeats.mean():.1f} | {100 * bits[repeats].sum() / bits.sum():.1f} | "
+            f"{bits[repeats].mean():.1f} |", flush=True)
+      summary.append(f"{point.name}: flags {flag_bits / len(clips):,.0f} bits per clip for "
+                     f"{bits[repeats].sum() / len(clips):,.0f} bits of repeated latents, net "
+                     f"{100 * (bits[repeats].sum() - flag_bits) / bits.sum():.1f}% of the "
+                     f"point's latent bits ({bits.sum() / len(clips):,.0f} per clip)")
+  for line in summary:
+    print(line)
 
 
 if __name__ == "__main__":
