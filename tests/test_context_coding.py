@@ -494,11 +494,12 @@ def repeating_clip(rng, repeat: float, nudge: float, **shape) -> ClipPayload:
   return clip
 
 
-def test_repeat_flags_round_trip_through_every_coder_and_decoder(tables):
+def test_repeat_flags_round_trip_through_every_coder_and_decoder(tables, monkeypatch):
   """Blocks that repeat their last values exactly (flagged, no residuals) among blocks one unit
   off (flag 0) and blocks sent for the first time (no flag): the batched encoder writes the
-  format oracle's bytes (`reference_encode`), one clip or a batch, and the compiled batch
-  decoder, `decode` and the exact decoder read the clips back."""
+  format oracle's bytes (`reference_encode`), one clip or a batch, with the flags as intervals
+  among the residuals or in calls of their own, and the compiled batch decoder, `decode` and the
+  exact decoder read the clips back."""
   rng = np.random.default_rng(8)
   shapes = [dict(frames=8, kept_frames=5, kept_blocks=9), dict(inner=(), kept_blocks=12),
             dict(kept_blocks=BLOCKS), dict(kept_blocks=1)]
@@ -508,6 +509,9 @@ def test_repeat_flags_round_trip_through_every_coder_and_decoder(tables):
     clips.append(repeating_clip(rng, 1.0, 0.0, **shape))  # every block sent before repeats
     streams, stats = bitstream.encode_batch(tables=tables, **batch_of(clips))
     assert streams == [reference_encode(clip, tables) for clip in clips], shape
+    with monkeypatch.context() as patch:  # the flags in calls of their own (wide clips' way)
+      patch.setattr(bitstream, "_MAX_INLINE_FLAGS", 0)
+      assert bitstream.encode_batch(tables=tables, **batch_of(clips))[0] == streams
     alone = [bitstream.encode_with_stats(clip, tables) for clip in clips]
     assert streams == [data for data, _ in alone]
     assert stats["flags"].tolist() == [s.flags for _, s in alone]

@@ -108,6 +108,9 @@ _ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
 _MASK_TABLE_PLACES = 256
 #: constriction's fixed-point precision (`constriction.stream.model`'s default: 24-bit masses).
 _PRECISION = 24
+#: Clips with up to this many repeat flags code them as intervals among the residuals (one coder
+#: call, `_flag_intervals`); more (never within the decoders' default limits) a call a pass.
+_MAX_INLINE_FLAGS = 1 << 22
 #: Version 3's decoders gather the tables of this many symbols' rows (floats) at a time, 256 KB:
 #: they stay in the cache until read.
 _CACHED_TABLES = 1 << 15
@@ -461,12 +464,16 @@ def _decoder_tables(tables: CodingTables) -> tuple[np.ndarray, ...]:
   return arrays
 
 
-def _flag_probabilities(repeat: np.ndarray) -> np.ndarray:
-  """p(repeat) of each of one clip's repeat flags (bool [n], in stream order): (repeats before
-  it + 1) / (flags before it + 2), float64 as `_flag_model` divides (integer counts, one correctly
-  rounded division: the same float on every machine)."""
-  before = np.cumsum(repeat) - repeat
-  return (before + 1) / (np.arange(len(repeat)) + 2)
+def _flag_intervals(repeat: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Repeat flags (bool [n]) with their p(repeat) (float64 [n]: integer counts, one correctly
+  rounded division, the same float on every machine) -> their `_interval_models`, the intervals
+  `Bernoulli(p, perfect=False)` gives them: symbol 1 from trunc((1 - p) * ((2^24 - 2) / ((1 - p)
+  + p))) + 1 (constriction's float64 arithmetic, `range_decoder.bernoulli_edge`), symbol 0 below.
+  The edge lies in [2, 2^24 - 2] while p >= 1 / (flags + 2) with fewer than `_MAX_INLINE_FLAGS`
+  flags, as `_interval_models` needs."""
+  q = 1.0 - p
+  edge = (q * (float((1 << _PRECISION) - 2) / (q + p))).astype(np.int64) + 1
+  return _interval_models(np.where(repeat, edge, 0), np.where(repeat, 1 << _PRECISION, edge))
 
 
 def _flag_model(repeats: int, flags: int):
@@ -476,37 +483,27 @@ def _flag_model(repeats: int, flags: int):
   return _mask_bit_model(repeats + 1, flags + 2)
 
 
-def _encode_residuals(encoder, symbols: np.ndarray, masses: np.ndarray, rows: np.ndarray,
-                      escaped: np.ndarray, residual: np.ndarray, subpass: np.ndarray,
-                      flags: list, channels: int, tables: CodingTables):
-  """One clip's version-3 symbols in stream order: each pass's repeat flags (`flags`: (pass,
-  bits int32 [n], p(repeat) float64 [n]) of the passes that have some), then its residuals, each
-  with its row's interval (`masses`, `symbols`, from `_interval_table`), each sub-pass's escapes
-  after its symbols. subpass: each symbol's sub-pass, pass * channels + channel. Symbols between
-  flags and escapes go in one coder call: the range coder codes symbol by symbol, so the bytes do
-  not depend on how the symbols are cut into calls."""
-  # (position, 0: escapes of the sub-pass ending there / 1: flags of the pass starting there,
-  # sub-pass or pass): at one position, a sub-pass's escapes precede the next pass's flags.
-  events = [(int(np.searchsorted(subpass, q * channels)), 1, q, (bits, p))
-            for q, bits, p in flags]
-  if escaped.any():
-    events += [(int(np.searchsorted(subpass, s, side="right")), 0, s, None)
-               for s in np.unique(subpass[escaped]).tolist()]
-  events.sort(key=lambda event: event[:3])
+def _encode_clip(encoder, symbols: np.ndarray, masses: np.ndarray, escapes: list, flags: list):
+  """One clip's version-3 symbols in stream order: `symbols` with their intervals (`masses`: the
+  residuals' from `_interval_table`, the repeat flags' from `_flag_intervals` where they are
+  among them), then at their positions in that sequence, each sub-pass's escapes (`escapes`:
+  (position, residuals int64 [n], lower, upper int64 [n] of their rows)) and, where the flags
+  are not among the symbols, each pass's flags (`flags`: (position, bits int32 [n], p(repeat)
+  float64 [n])); at one position, a sub-pass's escapes come before the next pass's flags.
+  Symbols between them go in one coder call: the range coder codes symbol by symbol, so the
+  bytes do not depend on how the symbols are cut into calls."""
+  events = sorted([(e[0], 0, i) for i, e in enumerate(escapes)]
+                  + [(f[0], 1, i) for i, f in enumerate(flags)])
   start = 0
-  for position, kind, _, data in events + [(len(symbols), 2, 0, None)]:
+  for position, kind, i in events + [(len(symbols), 2, 0)]:
     if position > start:
       encoder.encode(symbols[start:position], _CATEGORICAL, masses[start:position])
       start = position
     if kind == 1:
-      bits, p = data
+      _, bits, p = flags[i]
       encoder.encode(bits, _BERNOULLI, p)
     elif kind == 0:
-      here = escaped[:position] & (subpass[:position] == subpass[position - 1])
-      row = rows[:position][here]
-      head, head_sizes, chunks, chunk_sizes = _escape_fields(
-          residual[:position][here], tables.lower[row].astype(np.int64),
-          tables.upper[row].astype(np.int64))
+      head, head_sizes, chunks, chunk_sizes = _escape_fields(*escapes[i][1:])
       encoder.encode(head, _UNIFORM, head_sizes)
       if chunks.size:
         encoder.encode(chunks, _UNIFORM, chunk_sizes)
@@ -536,9 +533,8 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
   lanes = np.arange(batch)[:, None]
   clip = tables.channel_clip
   first_rows = np.arange(channels) * tables.num_contexts  # row of (channel, context 0)
-  residuals, rows, real, subpasses, held_parts, repeat_parts, pass_of_block = [], [], [], [], \
-      [], [], []
-  for q, (f, blocks, valid) in enumerate(_context_passes(block_masks, tables)):
+  residuals, rows, real, held_parts, repeat_parts, residual_counts = [], [], [], [], [], []
+  for f, blocks, valid in _context_passes(block_masks, tables):
     pass_values = values[lanes, f, rank[lanes, f, blocks]]               # [B, m, P, C]
     flat_values = pass_values.reshape(valid.shape + (l,))
     held, previous = canvas.held(blocks)
@@ -557,41 +553,74 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
     rows.append(np.moveaxis(row, -1, 1).reshape(batch, -1))
     real.append(np.broadcast_to(coded[:, None, :, None], (batch, channels) + residual.shape[1:3])
                 .reshape(batch, -1))
-    subpasses.append(np.repeat(q * channels + np.arange(channels), residual.shape[1] * positions))
+    residual_counts.append(coded.sum(axis=1) * l)
     held_parts.append(held)
     repeat_parts.append(repeat)
-    pass_of_block.append(np.full(blocks.shape[1], q))
     canvas.send(np.nonzero(coded)[0], blocks[coded], flat_values[coded])
+  # Every clip's residuals, clip by clip in stream order (its passes', each channel by channel).
   real = np.concatenate(real, axis=1)
-  residual = np.concatenate(residuals, axis=1)[real]  # every clip's real symbols, one by one
+  residual = np.concatenate(residuals, axis=1)[real]
   rows = np.concatenate(rows, axis=1)[real]
-  subpass = np.broadcast_to(np.concatenate(subpasses), real.shape)[real]
-  ends = np.cumsum(real.sum(axis=1)).tolist()
   index = residual - tables.lower[rows]
   sizes = tables.sizes[rows]
   escaped = (index < 0) | (index >= sizes)
-  masses, symbol = _interval_table(tables)
+  masses_of, symbol_of = _interval_table(tables)
   flat = rows * tables.probabilities.shape[1] + np.where(escaped, sizes, index)
-  masses, symbols = np.take(masses, flat, axis=0), np.take(symbol, flat)
+  # Every clip's flags in stream order, each with its p(repeat) from the clip's counts before it.
   held = np.concatenate(held_parts, axis=1)
   repeat = np.concatenate(repeat_parts, axis=1)
-  pass_of_block = np.concatenate(pass_of_block)
-  for b, (encoder, start, end) in enumerate(zip(encoders, [0] + ends[:-1], ends)):
-    bits = repeat[b][held[b]]
-    flags = []
-    if len(bits):
-      p = _flag_probabilities(bits)
-      passes = pass_of_block[held[b]]
-      cuts = np.flatnonzero(np.diff(passes)) + 1
-      flags = [(int(part_passes[0]), part_bits.astype(np.int32), part_p) for part_passes,
-               part_bits, part_p in zip(np.split(passes, cuts), np.split(bits, cuts),
-                                        np.split(p, cuts))]
-      stats["flags"][b], stats["repeats"][b] = len(bits), int(bits.sum())
-      stats["flag_bits"][b] = -np.log2(np.where(bits, p, 1 - p)).sum()
-    _encode_residuals(encoder, symbols[start:end], masses[start:end], rows[start:end],
-                      escaped[start:end], residual[start:end], subpass[start:end], flags,
-                      channels, tables)
-    stats["escapes"][b] = int(escaped[start:end].sum())
+  p = ((np.cumsum(repeat, axis=1) - repeat + 1) / (np.cumsum(held, axis=1) - held + 2))[held]
+  bits = repeat[held]
+  flag_counts = np.stack([part.sum(axis=1) for part in held_parts], axis=1)  # [B, passes]
+  residual_counts = np.stack(residual_counts, axis=1)
+  stats["flags"], stats["repeats"] = flag_counts.sum(axis=1), repeat.sum(axis=1)
+  information = -np.log2(np.where(bits, p, 1 - p))
+  stats["flag_bits"] = np.bincount(np.repeat(np.arange(batch), stats["flags"]), information,
+                                   minlength=batch)
+  # The flags go into the residuals' coder call as their exact intervals (`_flag_intervals`)
+  # where the residuals' models are 3 masses wide; else each pass's flags get a call of their
+  # own: the same words either way. Each clip's sequence is its passes', each pass its flags
+  # (if among them) then its residuals: a group per (clip, pass), placed by counts.
+  inline = masses_of.shape[1] == 3 and int(stats["flags"].max(initial=0)) <= _MAX_INLINE_FLAGS
+  inlined = (flag_counts if inline else 0 * flag_counts).reshape(-1)
+  group_sizes = inlined + residual_counts.reshape(-1)
+  group_start = np.cumsum(group_sizes) - group_sizes
+  residual_start = np.cumsum(residual_counts.reshape(-1)) - residual_counts.reshape(-1)
+  flag_start = np.cumsum(flag_counts.reshape(-1)) - flag_counts.reshape(-1)
+  residual_at = np.arange(len(residual)) + np.repeat(group_start + inlined - residual_start,
+                                                     residual_counts.reshape(-1))
+  source = np.zeros(int(group_sizes.sum()), np.int64)  # what each symbol's interval is
+  source[residual_at] = flat
+  masses, symbols = np.take(masses_of, source, axis=0), np.take(symbol_of, source)
+  if inline and len(bits):
+    flag_at = np.arange(len(bits)) + np.repeat(group_start - flag_start, inlined)
+    masses[flag_at], symbols[flag_at] = _flag_intervals(bits, p)
+  passes = flag_counts.shape[1]
+  group_start, residual_start, flag_start = (a.reshape(batch, passes) for a in (
+      group_start, residual_start, flag_start))
+  clip_ends = np.cumsum(group_sizes.reshape(batch, passes).sum(axis=1)).tolist()
+  for b, encoder in enumerate(encoders):
+    first = int(group_start[b, 0])
+    flags, escapes = [], []
+    if not inline:
+      for q in np.flatnonzero(flag_counts[b]).tolist():
+        here = slice(flag_start[b, q], flag_start[b, q] + flag_counts[b, q])
+        flags.append((int(group_start[b, q]) - first, bits[here].astype(np.int32), p[here]))
+    stop = residual_start[b, -1] + residual_counts[b, -1]
+    clip_escaped = escaped[residual_start[b, 0]:stop]
+    if clip_escaped.any():  # each sub-pass's escapes, after its last residual
+      begin = int(residual_start[b, 0])
+      subpass = np.repeat(np.arange(passes * channels),
+                          np.repeat(residual_counts[b] // channels, channels))
+      for s in np.unique(subpass[clip_escaped]).tolist():
+        here = np.flatnonzero((subpass == s) & clip_escaped) + begin
+        last = begin + int(np.searchsorted(subpass, s, side="right")) - 1
+        escapes.append((int(residual_at[last]) + 1 - first, residual[here],
+                        tables.lower[rows[here]].astype(np.int64),
+                        tables.upper[rows[here]].astype(np.int64)))
+    _encode_clip(encoder, symbols[first:clip_ends[b]], masses[first:clip_ends[b]], escapes,
+                 flags)
+    stats["escapes"][b] = int(clip_escaped.sum())
   return stats
 
 
