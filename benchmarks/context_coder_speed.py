@@ -60,21 +60,25 @@ _JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
 
 
 def load_baseline(revision: str):
-  """The bitstream module of `revision`, its context rule beside it (both from `git show`)."""
+  """The bitstream module of `revision`, its context rule and compiled range decoder beside it
+  (all from `git show`, into a folder left in place: numba compiles the decoder, and caches it
+  beside its file, at its first call)."""
   modules = {}
-  with tempfile.TemporaryDirectory(prefix="coder_baseline_") as folder:
-    for name, path in (("baseline_context", "stae_jax/models/context.py"),
-                       ("baseline_bitstream", "stae_jax/coding/bitstream.py")):
-      source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{revision}:{path}"],
-                              check=True, capture_output=True, text=True).stdout
-      file = pathlib.Path(folder) / f"{name}.py"
-      file.write_text(source)
-      spec = importlib.util.spec_from_file_location(name, file)
-      modules[name] = importlib.util.module_from_spec(spec)
-      sys.modules[name] = modules[name]  # dataclasses look their module up while being built
-      spec.loader.exec_module(modules[name])
+  folder = tempfile.mkdtemp(prefix="coder_baseline_")
+  for name, path in (("baseline_context", "stae_jax/models/context.py"),
+                     ("baseline_range_decoder", "stae_jax/coding/range_decoder.py"),
+                     ("baseline_bitstream", "stae_jax/coding/bitstream.py")):
+    source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{revision}:{path}"],
+                            check=True, capture_output=True, text=True).stdout
+    file = pathlib.Path(folder) / f"{name}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, file)
+    modules[name] = importlib.util.module_from_spec(spec)
+    sys.modules[name] = modules[name]  # dataclasses look their module up while being built
+    spec.loader.exec_module(modules[name])
   baseline = modules["baseline_bitstream"]
   baseline.context_lib = modules["baseline_context"]  # the rule as that revision had it
+  baseline.range_decoder = modules["baseline_range_decoder"]  # ... and its compiled reader
   return baseline
 
 

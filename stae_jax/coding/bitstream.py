@@ -924,36 +924,32 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
     buffer = np.empty(max(_CACHED_TABLES, k_s * positions * width))  # a pass has <= k_s blocks
     tallies = np.zeros((batch, 2), np.int64)  # each stream's repeats and flags so far
   for f, blocks, valid in _context_passes(block_masks, tables):
-    held, previous = canvas.held(blocks)
+    held, previous = canvas.held(blocks)  # the pass's blocks with a repeat flag, their values
     held &= valid
-    if held.any():  # the pass's repeat flags, then only the other blocks' residuals
-      if compiled:
-        repeat = batch_decoder.read_flags(held, failures)
-      else:
-        repeat = _read_flags(decoders, held, tallies, failures)
-      if repeat.any():
-        lane, place = np.nonzero(repeat)
-        block = blocks[lane, place]
-        out[lane, f, rank[lane, f, block]] = previous[lane, place].reshape(-1, positions,
-                                                                           channels)
-        # The blocks still to read, first in each stream's row, ascending (as before).
-        coded = valid & ~repeat
-        order = np.argsort(~coded, axis=1, kind="stable")
-        blocks = np.take_along_axis(blocks, order, axis=1)
-        valid = np.arange(blocks.shape[1]) < coded.sum(axis=1)[:, None]
-        if not valid.any():
-          continue
     pred, spatial = canvas.context(blocks)
     shape = blocks.shape + (positions, channels)
     pred, spatial = pred.reshape(shape), spatial.reshape(shape)
     spatial_rows = _rows_of(spatial, 0, np.arange(channels), tables)
-    if compiled:  # every channel of the pass in one call
+    if compiled:  # the pass's flags, then every channel of its other blocks, in one call
       places = valid.sum(axis=1) * positions
-      residual = batch_decoder.read_pass(spatial_rows.reshape(batch, -1, channels), places,
-                                         tables, failures).reshape(shape)
+      residual, repeat = batch_decoder.read_pass(spatial_rows.reshape(batch, -1, channels), places,
+                                                 held, positions, tables, failures)
+      residual = residual.reshape(shape)
     else:
-      residual = _decode_channels(decoders, spatial_rows, valid, buffer, tables, failures)
-    values = pred + residual
+      repeat = _read_flags(decoders, held, tallies, failures)
+      if repeat.any():  # the blocks still to read first in each stream's row, ascending
+        coded = valid & ~repeat
+        order = np.argsort(~coded, axis=1, kind="stable")
+        part = _decode_channels(decoders, np.take_along_axis(spatial_rows, order[..., None, None],
+                                                             axis=1),
+                                np.arange(blocks.shape[1]) < coded.sum(axis=1)[:, None], buffer,
+                                tables, failures)
+        residual = np.empty(shape, np.int64)
+        residual[np.arange(batch)[:, None], order] = part
+      else:
+        residual = _decode_channels(decoders, spatial_rows, valid, buffer, tables, failures)
+    # A flagged block's values are the canvas's (sent again unchanged: no context changes).
+    values = np.where(repeat[..., None, None], previous.reshape(shape), pred + residual)
     if values.min() < -2**31 or values.max() >= 2**31:  # which streams, only when one does
       outside = ((values < -2**31) | (values >= 2**31)).any(axis=(2, 3)) & valid
       for b in np.flatnonzero(outside.any(axis=1)).tolist():
@@ -1125,41 +1121,27 @@ class _CompiledBatch:
     self.status = np.zeros(len(decoders), np.int64)
     self.tallies = np.zeros((len(decoders), 2), np.int64)  # repeats and flags read so far
 
-  def _mark_failures(self, failures: dict) -> None:
+  def read_pass(self, base_rows: np.ndarray, places: np.ndarray, held: np.ndarray,
+                positions: int, tables: CodingTables,
+                failures: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A pass's repeat flags and residuals (base_rows int64 [B, M, C]: the rows at x = 0; places
+    int64 [B]: each stream's places, the first of M; held bool [B, M // positions]: the blocks
+    with a flag) -> (residuals int64 [B, M, C], 0 at flagged blocks; repeat bool [B, m]); new
+    failures go into `failures`."""
     for lane in failures:
       self.status[lane] = self.status[lane] or range_decoder.FAILED
-
-  def _new_failures(self, failures: dict) -> None:
+    residual = np.zeros(base_rows.shape, np.int64)
+    repeat = np.zeros(held.shape, np.bool_)
+    cdf, sizes, lower, upper = _decoder_tables(tables)
+    range_decoder.read_pass(self.words, self.begins, self.counts, self.states, self.status,
+                            base_rows, places, held, positions, self.tallies, repeat, cdf, sizes,
+                            lower, upper, tables.channel_clip, residual)
     for lane in np.flatnonzero(self.status).tolist():
       if lane not in failures:
         failures[lane] = DecodeError(_FAILURES[int(self.status[lane])])
-
-  def read_flags(self, held: np.ndarray, failures: dict) -> np.ndarray:
-    """A pass's repeat flags (held bool [B, m]: the blocks that carry one) -> repeat bool [B, m];
-    new failures go into `failures`."""
-    self._mark_failures(failures)
-    repeat = np.zeros(held.shape, np.bool_)
-    range_decoder.read_flags(self.words, self.begins, self.counts, self.states, self.status, held,
-                             self.tallies, repeat)
-    self._new_failures(failures)
-    for lane in np.flatnonzero(held.any(axis=1)).tolist():
-      self.decoders[lane].coded = True
-    return repeat
-
-  def read_pass(self, base_rows: np.ndarray, places: np.ndarray, tables: CodingTables,
-                failures: dict) -> np.ndarray:
-    """Residuals int64 [B, M, C] of a pass (base_rows int64 [B, M, C]: the rows at x = 0;
-    places int64 [B]: each stream's places, the first of M); new failures go into `failures`."""
-    self._mark_failures(failures)
-    residual = np.zeros(base_rows.shape, np.int64)
-    cdf, sizes, lower, upper = _decoder_tables(tables)
-    range_decoder.read_pass(self.words, self.begins, self.counts, self.states, self.status,
-                            base_rows, places, cdf, sizes, lower, upper, tables.channel_clip,
-                            residual)
-    self._new_failures(failures)
     for lane in np.flatnonzero(places).tolist():
       self.decoders[lane].coded = True
-    return residual
+    return residual, repeat
 
   def close(self) -> None:
     for decoder, state in zip(self.decoders, self.states):

@@ -2,9 +2,9 @@
 
 `constriction.stream.queue.RangeEncoder` (constriction 0.5: 32-bit words, a 64-bit state, models
 of 24-bit precision) writes every stream; `bitstream` reads the version-3 ones here, bit for bit as
-constriction's `RangeDecoder` reads them, so that a batch's streams are read by two compiled calls
-per pass (its repeat flags, `read_flags`; its residuals, `read_pass`) instead of one constriction
-call per stream and channel sub-pass. What is reproduced
+constriction's `RangeDecoder` reads them, so that a batch's streams are read by one compiled call
+per pass (`read_pass`: its repeat flags, then its residuals) instead of one constriction call per
+stream and channel sub-pass. What is reproduced
 (from constriction's source, src/stream/queue.rs and src/stream/model/):
 
 * The decoder's state: `lower` (0), `range` (2^64 - 1) and `point`, the first two words
@@ -176,21 +176,34 @@ def read_masks(words, state, frames, frame_keep, blocks, block_keep, rows, frame
 
 
 @_jit
-def read_flags(words, begins, counts, states, status, held, tallies, repeat):
-  """A pass's repeat flags (version 3) for a batch of streams: for each stream b still reading
-  (status 0), at each place i of held[b] (bool [B, m]) in order, one bit under
-  `Bernoulli((repeats + 1) / (flags + 2), perfect=False)` (`bernoulli_edge`), its stream's counts
-  tallies[b] = (repeats, flags) so far, updated; the bit goes to repeat[b, i] (bool [B, m],
-  zeroed by the caller). Words, begins, counts, states and status as in `read_pass`."""
-  batch, m = held.shape
+def read_pass(words, begins, counts, states, status, base_rows, places, held, positions, tallies,
+              repeat, cdf, sizes, lower_bounds, upper_bounds, channel_clip, residual):
+  """One pass of version 3 for a batch of streams: for each stream b still reading (status 0),
+  first the pass's repeat flags: at each block i of held[b] (bool [B, m]: the pass's blocks sent
+  before), in order, one bit under `Bernoulli((repeats + 1) / (flags + 2), perfect=False)`
+  (`bernoulli_edge`) of the stream's counts tallies[b] = (repeats, flags) so far (updated), into
+  repeat[b, i] (bool [B, m], zeroed by the caller). Then channel by channel, its places[b]
+  residuals but those of flagged blocks (place i is block i // positions) under their rows
+  (base_rows int64 [B, M, C]: the row of (channel, spatial context, x = 0); x = the previous
+  channel's residual clipped to +-channel_clip, plus channel_clip; 0 for channel 0), then that
+  channel's escaped residuals (side, nb, chunks as `bitstream._escape_fields` writes them).
+  words: every stream's words one after another, stream b's at begins[b], counts[b] of them;
+  states uint64 [B, 4]. cdf int [R, W + 1] (`bitstream._quantized_cdf`), sizes / lower_bounds /
+  upper_bounds [R]. Writes residual int64 [B, M, C] (flagged blocks' places and places past
+  places[b]: untouched) and a failing stream's status."""
+  batch, _, channels = base_rows.shape
+  num_rows = cdf.shape[0]
+  escaped = np.empty((base_rows.shape[1], 2), np.int64)  # place, row
+  heads = np.empty((base_rows.shape[1], 2), np.int64)
   for b in range(batch):
     if status[b] != OK:
       continue
     lower, range_, point, read = states[b, 0], states[b, 1], states[b, 2], np.int64(states[b, 3])
-    begin, count = begins[b], counts[b]
-    repeats, flags = tallies[b, 0], tallies[b, 1]
+    begin, count, n = begins[b], counts[b], places[b]
     failure = OK
-    for i in range(m):
+    # The flags.
+    repeats, flags = tallies[b, 0], tallies[b, 1]
+    for i in range(held.shape[1]):
       if not held[b, i]:
         continue
       scale, quantile = _quantile(lower, range_, point)
@@ -207,36 +220,17 @@ def read_flags(words, begins, counts, states, status, held, tallies, repeat):
       repeat[b, i] = bit == 1
       repeats += bit
       flags += 1
-    states[b, 0], states[b, 1], states[b, 2], states[b, 3] = lower, range_, point, np.uint64(read)
     tallies[b, 0], tallies[b, 1] = repeats, flags
-    status[b] = failure
-
-
-@_jit
-def read_pass(words, begins, counts, states, status, base_rows, places, cdf, sizes, lower_bounds,
-              upper_bounds, channel_clip, residual):
-  """One pass of version 3's residuals for a batch of streams (after the pass's flags): for each stream b still reading (status 0),
-  channel by channel, its places[b] residuals under their rows (base_rows int64 [B, M, C]: the
-  row of (channel, spatial context, x = 0); x = the previous channel's residual clipped to
-  +-channel_clip, plus channel_clip; 0 for channel 0), then that channel's escaped residuals
-  (side, nb, chunks as `bitstream._escape_fields` writes them). words: every stream's words one
-  after another, stream b's at begins[b], counts[b] of them; states uint64 [B, 4]. cdf int
-  [R, W + 1] (`bitstream._quantized_cdf`), sizes / lower_bounds / upper_bounds [R]. Writes
-  residual int64 [B, M, C] (its places past places[b]: untouched) and a failing stream's status."""
-  batch, _, channels = base_rows.shape
-  num_rows = cdf.shape[0]
-  escaped = np.empty((base_rows.shape[1], 2), np.int64)  # place, row
-  heads = np.empty((base_rows.shape[1], 2), np.int64)
-  for b in range(batch):
-    if status[b] != OK:
-      continue
-    lower, range_, point, read = states[b, 0], states[b, 1], states[b, 2], np.int64(states[b, 3])
-    begin, count, n = begins[b], counts[b], places[b]
-    failure = OK
-    for c in range(channels):
+    if failure != OK:
+      channels_left = 0
+    else:
+      channels_left = channels
+    for c in range(channels_left):
       # The channel's symbols.
       escapes = 0
       for i in range(n):
+        if repeat[b, i // positions]:
+          continue
         row = base_rows[b, i, c]
         if c > 0:
           x = residual[b, i, c - 1]
