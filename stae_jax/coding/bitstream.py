@@ -48,14 +48,15 @@ Payload order (the range coder is a queue, so decoding reads it in the same orde
 
 A stream is one clip and decodes alone. `encode_batch` and `decode_batch` code a batch's clips
 together to spend less Python per clip: version 3's contexts and repeats of a pass are computed
-for all clips at once and each clip's flags and residuals go to its coder in a call or two a
-pass, each residual as its interval under its row (a model of 3 masses with exactly the edges
+for all clips at once and each clip's flags and residuals go to its coder in one call, each
+symbol as its interval (a residual's under its row: a model of 3 masses with exactly the edges
 constriction gives the row's symbol, so the words are the row's, with a cheaper model to build
-per symbol: `_interval_table`). Version 3's streams are read by compiled code
-(`stae_jax.coding.range_decoder`, constriction's range decoder bit for bit): each stream's masks
-in one call, then the streams of one shape in lockstep, two calls per pass for all of them (the
-flags; every channel of the pass, escapes included, each symbol under its row's integer edges,
-`_quantized_cdf`). The bytes are those `encode` makes of each clip alone.
+per symbol, `_interval_table`; a flag's under its Bernoulli, `_flag_intervals`). Version 3's
+streams are read by compiled code (`stae_jax.coding.range_decoder`, constriction's range decoder
+bit for bit): each stream's masks in one call, then the streams of one shape in lockstep, a call
+per pass for all of them (its flags, then every channel of the pass, escapes included, each
+symbol under its row's integer edges, `_quantized_cdf`). The bytes are those `encode` makes of
+each clip alone.
 
 The CRC makes truncated, extended or mutated streams fail loudly instead of decoding into a wrong clip
 (a range-coded stream otherwise decodes almost any bytes into *something*). Behind it, the payload
@@ -515,9 +516,10 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
 
   The encoder holds every value, so each pass's contexts and repeats are computed for the whole
   batch at once (`context_lib.Canvas`, as the decoder computes them), and each clip's flags and
-  residuals then go to its coder in one call a pass (more only around escapes). latents int [B,
-  k_f, k_s, *inner, C], block_masks bool [B, k_f, N]. Returns per-clip int64 [B] counts of
-  escapes, flags and repeats, and float64 [B] flag_bits (the flags' information content).
+  residuals then go to its coder in one call (more only around escapes, or where the flags
+  cannot be intervals among the residuals: `_flag_intervals`). latents int [B, k_f, k_s, *inner,
+  C], block_masks bool [B, k_f, N]. Returns per-clip int64 [B] counts of escapes, flags and
+  repeats, and float64 [B] flag_bits (the flags' information content).
   """
   batch, k_f, n = block_masks.shape
   stats = dict(escapes=np.zeros(batch, np.int64), flags=np.zeros(batch, np.int64),
