@@ -1,4 +1,4 @@
-r"""Speed of the conditional (version-2) entropy coder on batches of clips, against a baseline.
+r"""Speed of the conditional (version-3) entropy coder on batches of clips, against a baseline.
 
   python benchmarks/context_coder_speed.py [--baseline=main] [--batches=1,64] [--repeats=15]
       [--config=configs/synthetic.py] [--json=/tmp/coder_speed.json]
@@ -17,8 +17,9 @@ process) code the same clips in turn, --repeats times, interleaved so that both 
 at each batch size B of --batches, the point's 64 clips (--clips) in calls of B clips each (B = 1:
 every clip alone, as `encode` / `decode` code it); the figures are medians over the repeats, per
 clip, of the wall clock and of this process's CPU time (which other processes' load disturbs
-less). Before timing, the streams of both are compared byte for byte
-and both decodings with what was sent. The machine and its load (1-minute load average before and
+less). Before timing, the streams of both are compared byte for byte (when the baseline writes
+the same format version: version 3's repeat flags changed the bytes of version 2) and both
+decodings with what was sent. The machine and its load (1-minute load average before and
 after) are printed with the figures: on a shared machine only the ratios measured in one run mean
 anything.
 """
@@ -59,21 +60,25 @@ _JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
 
 
 def load_baseline(revision: str):
-  """The bitstream module of `revision`, its context rule beside it (both from `git show`)."""
+  """The bitstream module of `revision`, its context rule and compiled range decoder beside it
+  (all from `git show`, into a folder left in place: numba compiles the decoder, and caches it
+  beside its file, at its first call)."""
   modules = {}
-  with tempfile.TemporaryDirectory(prefix="coder_baseline_") as folder:
-    for name, path in (("baseline_context", "stae_jax/models/context.py"),
-                       ("baseline_bitstream", "stae_jax/coding/bitstream.py")):
-      source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{revision}:{path}"],
-                              check=True, capture_output=True, text=True).stdout
-      file = pathlib.Path(folder) / f"{name}.py"
-      file.write_text(source)
-      spec = importlib.util.spec_from_file_location(name, file)
-      modules[name] = importlib.util.module_from_spec(spec)
-      sys.modules[name] = modules[name]  # dataclasses look their module up while being built
-      spec.loader.exec_module(modules[name])
+  folder = tempfile.mkdtemp(prefix="coder_baseline_")
+  for name, path in (("baseline_context", "stae_jax/models/context.py"),
+                     ("baseline_range_decoder", "stae_jax/coding/range_decoder.py"),
+                     ("baseline_bitstream", "stae_jax/coding/bitstream.py")):
+    source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{revision}:{path}"],
+                            check=True, capture_output=True, text=True).stdout
+    file = pathlib.Path(folder) / f"{name}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, file)
+    modules[name] = importlib.util.module_from_spec(spec)
+    sys.modules[name] = modules[name]  # dataclasses look their module up while being built
+    spec.loader.exec_module(modules[name])
   baseline = modules["baseline_bitstream"]
   baseline.context_lib = modules["baseline_context"]  # the rule as that revision had it
+  baseline.range_decoder = modules["baseline_range_decoder"]  # ... and its compiled reader
   return baseline
 
 
@@ -133,7 +138,8 @@ def main(argv):
                                                                            **clips)):
         raise AssertionError(f"{name} coder: a clip at keep {frame_keep}x{block_keep} did not "
                              "decode to what was sent")
-    if streams["baseline"] != streams["batched"]:
+    same_format = baseline.CONTEXT_VERSION == bitstream.CONTEXT_VERSION
+    if same_format and streams["baseline"] != streams["batched"]:
       raise AssertionError(f"the streams differ from the baseline's at keep {frame_keep}x"
                            f"{block_keep}")
     for batch in batches:
@@ -180,7 +186,9 @@ def main(argv):
         f"{repeats} repeats; tables "
         f"{tables.rows} rows x {tables.probabilities.shape[1]} symbols (escape and padding "
         f"included); baseline: {_BASELINE.value}; "
-        "streams byte-identical\n")
+        + ("streams byte-identical\n" if baseline.CONTEXT_VERSION == bitstream.CONTEXT_VERSION
+           else f"the baseline writes version {baseline.CONTEXT_VERSION}, this checkout "
+           f"{bitstream.CONTEXT_VERSION}: streams not compared\n"))
   for suffix, clock in (("", "wall clock"), ("_cpu", "this process's CPU time")):
     print(f"{clock}:\n")
     print(f"| point | k_f x k_s | symbols/clip | batch | encode ms/clip ({_BASELINE.value} / this "

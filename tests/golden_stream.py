@@ -10,14 +10,17 @@ The tables are small dyadic rationals (counts / 256, exact in float64), built he
 integers and stored in the fixture with their hash, so the fixture depends on no random
 initialisation and no floating-point library.
 
-A second fixture, tests/data/golden_stream_v2.json, pins version 2 (conditional tables: residuals
-under an integer context) the same way.
+A second fixture, tests/data/golden_stream_v3.json, pins version 3 (conditional tables: residuals
+under an integer context, and repeat flags) the same way; its clip has one block that repeats its
+previous latents exactly (flag 1) and two that do not (flag 0). The version-2 fixture,
+tests/data/golden_stream_v2.json, stays as it was written: its stream must now be refused.
 
 Regenerate ONLY after an intentional format change that bumps `stae_jax.coding.bitstream.VERSION`
-(or CONTEXT_VERSION for the second fixture; old streams then are meant to stop decoding); a
-failing golden test without a version bump is a regression to fix, not a fixture to refresh:
+(or CONTEXT_VERSION for the second fixture: then write it to a new file named for the new version
+and keep the old one, whose stream the tests check is refused); a failing golden test without a
+version bump is a regression to fix, not a fixture to refresh:
 
-    python tests/golden_stream.py 1     # version 1 (python tests/golden_stream.py 2: version 2)
+    python tests/golden_stream.py 1     # version 1 (python tests/golden_stream.py 3: version 3)
 """
 
 from __future__ import annotations
@@ -38,8 +41,12 @@ from stae_jax.coding import bitstream  # pylint: disable=wrong-import-position
 from stae_jax.coding import tables as tables_lib  # pylint: disable=wrong-import-position
 
 PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream.json"
-#: The version-2 fixture: the same clip coded with conditional tables (residuals in context).
-CONTEXT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream_v2.json"
+#: The version-3 fixture: the clip coded with conditional tables (residuals in context, repeat
+#: flags).
+CONTEXT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream_v3.json"
+#: The retired version-2 fixture (conditional tables without repeat flags), never regenerated:
+#: today's decoder must refuse its stream by its version.
+RETIRED_CONTEXT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream_v2.json"
 #: Its context rule: a 3-block-wide grid (the clip's 6 blocks are 2 rows of 3), thresholds 1, 2,
 #: the previous channel's residual clipped to +-1.
 _CONTEXT_THRESHOLDS = (1, 2)
@@ -87,13 +94,17 @@ def make_tables(conditional: bool = False) -> tables_lib.CodingTables:
 def make_payload(tables: tables_lib.CodingTables) -> bitstream.ClipPayload:
   """An STAE-shaped clip: 3 of 8 frames, 2 of 6 blocks per kept frame, 2x1 latents per block.
 
-  Four latents are escaped: just above a support, far below one, and both int32 limits.
+  Four latents are escaped: just above a support, far below one, and both int32 limits. With
+  conditional tables the kept frames keep blocks 0 and 5, 0 and 3, 0 and 5 (version 3's repeat
+  flags: block 0 of the second kept frame repeats the first's exactly, its escape included; the
+  third kept frame's blocks 0 and 5 each differ from their last values in one latent, an escape).
   """
   rng = np.random.default_rng(2026)
   frame_mask = np.zeros(8, bool)
   frame_mask[[1, 4, 6]] = True
   block_masks = np.zeros((3, 6), bool)
-  for row, kept in zip(block_masks, ([0, 5], [2, 3], [1, 4])):
+  kept_blocks = ([0, 5], [0, 3], [0, 5]) if tables.conditional else ([0, 5], [2, 3], [1, 4])
+  for row, kept in zip(block_masks, kept_blocks):
     row[kept] = True
   latents = np.empty((3, 2, 2, 1, tables.channels), np.int32)
   for c in range(tables.channels):
@@ -102,6 +113,10 @@ def make_payload(tables: tables_lib.CodingTables) -> bitstream.ClipPayload:
     latents[..., c] = rng.choice(np.arange(tables.lower[r], tables.upper[r] + 1),
                                  size=latents.shape[:-1], p=p / p.sum())
   latents[0, 0, 0, 0, 0] = tables.upper[0] + 2 + (3 if tables.conditional else 0)
+  if tables.conditional:
+    latents[1, 0] = latents[0, 0]  # a repeat
+    latents[2, 0] = latents[1, 0]  # ... and two blocks that are not (the escapes below)
+    latents[2, 1] = latents[0, 1]
   latents[1, 1, 1, 0, 0] = -77777
   latents[2, 0, 0, 0, 1] = 2**31 - 1
   latents[2, 1, 1, 0, 2] = -2**31
@@ -155,8 +170,8 @@ def load(path: pathlib.Path = PATH) -> Golden:
 
 
 if __name__ == "__main__":
-  which = sys.argv[1:] or ["1", "2"]
+  which = sys.argv[1:] or ["1", "3"]
   if "1" in which:
     print(f"wrote {regenerate()}")
-  if "2" in which:
+  if "3" in which:
     print(f"wrote {regenerate(CONTEXT_PATH, conditional=True)}")

@@ -31,7 +31,7 @@ def _flip(rng, data: bytes, start: int = 0) -> bytes:
 
 
 def _header(version_byte: int, prefix: bytes, fields: dict) -> bytes:
-  """A version 1/2 header with the given mask sizes (None: mask absent) and explicit dims."""
+  """A version 1 or 3 header with the given mask sizes (None: mask absent) and explicit dims."""
   flags, values = 0, []
   if fields["frames"] is not None:
     flags |= 1

@@ -284,7 +284,7 @@ def _fix_crc(data: bytes, tables) -> bytes:
   return body + struct.pack("<I", zlib.crc32(body, bitstream._crc_seed(tables)))  # pylint: disable=protected-access
 
 
-@pytest.mark.parametrize("conditional", [False, True], ids=["version1", "version2"])
+@pytest.mark.parametrize("conditional", [False, True], ids=["version1", "version3"])
 def test_streams_extended_by_whole_words_are_refused_with_their_checksum_fixed(conditional,
                                                                               monkeypatch):
   """Words appended to the payload, CRC recomputed: the range coder alone decodes such a stream to

@@ -12,6 +12,7 @@ import pytest
 
 from configs import hmdb51, synthetic
 from stae_jax import systems
+from stae_jax.coding import bitstream
 from stae_jax.coding import tables as tables_lib
 from stae_jax.models.stae import keep_count, uniform_table
 from stae_jax.systems import deepisc as deepisc_method
@@ -418,7 +419,7 @@ def test_hmdb51_shapes_abstractly():
 
 def test_stae_with_the_conditional_prior_codes_what_its_forward_estimates():
   """`model.entropy.context=True`: the prior is a ContextPrior over the clip's block grid, the
-  codec's streams are version 2 and rebuild the forward's reconstruction, the codec's estimate is
+  codec's streams are version 3 and rebuild the forward's reconstruction, the codec's estimate is
   the inference forward's rate, and the training rate is differentiable into the prior and the
   attention."""
   config = tiny_config()
@@ -436,7 +437,7 @@ def test_stae_with_the_conditional_prior_codes_what_its_forward_estimates():
   video = np.asarray(clip())
   for point in codec.points[:1]:  # one point: each costs its compiles
     coded = codec.device(video, point)
-    assert all(s[0] == 0xB2 for s in coded.streams)
+    assert all(s[0] == bitstream.MAGIC | bitstream.CONTEXT_VERSION for s in coded.streams)
     rebuilt = np.asarray(codec.server(coded.streams, point))
     out = run_forward(entry, models, video, point=point, training=False)
     np.testing.assert_allclose(rebuilt, np.asarray(out["reconstruction"]), rtol=1e-5, atol=1e-3)

@@ -1,8 +1,8 @@
 """The clip bitstream: a small header, then the range-coded frame mask, block masks and latents.
 
-Layout (format versions 1 and 2, all integers little-endian):
+Layout (format versions 1 and 3, all integers little-endian):
 
-  magic and version: 0xB0 | version     1 byte (0xB1: factorized tables, 0xB2: conditional ones)
+  magic and version: 0xB0 | version     1 byte (0xB1: factorized tables, 0xB3: conditional ones)
   flags  bit 0: frame mask present      1 byte
          bit 1: block masks present
          bits 2-4: number of explicit extra latent dims (0..7); bits 5-7 zero
@@ -28,29 +28,42 @@ Payload order (the range coder is a queue, so decoding reads it in the same orde
   3. each escaped value: side (below/above the support, uniform over 2), then the distance d beyond
      the support as Elias-gamma-like fields: nb = floor(log2(d + 1)) uniform over 0..32, and the nb low
      bits of d + 1 in uniform chunks of at most 16 bits. Nothing is ever clipped.
-  Version 2 (conditional tables, STAE layout only: both masks): instead of 2 and 3, kept frame by
+  Version 3 (conditional tables, STAE layout only: both masks): instead of 2 and 3, kept frame by
   kept frame, two passes over the block grid (checkerboard anchors, then the rest), and in each
-  pass channel by channel: the residuals y - pred of that channel at the pass's blocks, in place
-  order, each under its table row (c * K + context; the row as stored, padding included), then
-  their escaped residuals as in 3. Prediction and context are the integer rule of `stae_jax.models.context`
-  over what is already decoded.
+  pass:
+    a. repeat flags: for each block of the pass, ascending, that the decoder's canvas already
+       holds (sent by an earlier kept frame), one bit, 1 = "repeat": every latent value of the
+       block (every position and channel) equals the canvas's values there. Blocks never sent
+       before carry no flag. Each bit under the masks' Bernoulli code with p(repeat) = (repeats
+       so far + 1) / (flags so far + 2), the clip's counts (integers, the same on both sides;
+       never 0 or 1).
+    b. channel by channel: the residuals y - pred of that channel at the pass's blocks not
+       flagged, in place order, each under its table row (c * K + context; the row as stored,
+       padding included), then their escaped residuals as in 3.
+  Prediction and context are the integer rule of `stae_jax.models.context` over what is already
+  decoded. A flagged block sends nothing more in its pass and leaves the canvas as it is (its
+  values are the ones it holds), so no other block's prediction or context depends on the flags:
+  the residuals of the blocks not flagged are coded as version 2 coded them. Version 2 (the same
+  without the flags) is no longer read: its streams are refused by their version.
 
 A stream is one clip and decodes alone. `encode_batch` and `decode_batch` code a batch's clips
-together to spend less Python per clip: version 2's contexts of a pass are computed for all clips
-at once and each clip's residuals go to its coder in one call, each symbol as its interval under
-its row (a model of 3 masses with exactly the edges constriction gives the row's symbol, so the
-words are the row's, with a cheaper model to build per symbol: `_interval_table`). Version 2's
+together to spend less Python per clip: version 3's contexts and repeats of a pass are computed
+for all clips at once and each clip's flags and residuals go to its coder in one call, each
+symbol as its interval (a residual's under its row: a model of 3 masses with exactly the edges
+constriction gives the row's symbol, so the words are the row's, with a cheaper model to build
+per symbol, `_interval_table`; a flag's under its Bernoulli, `_flag_intervals`). Version 3's
 streams are read by compiled code (`stae_jax.coding.range_decoder`, constriction's range decoder
 bit for bit): each stream's masks in one call, then the streams of one shape in lockstep, a call
-per pass for all of them (every channel of the pass, escapes included, each symbol under its
-row's integer edges, `_quantized_cdf`). The bytes are those `encode` makes of each clip alone.
+per pass for all of them (its flags, then every channel of the pass, escapes included, each
+symbol under its row's integer edges, `_quantized_cdf`). The bytes are those `encode` makes of
+each clip alone.
 
 The CRC makes truncated, extended or mutated streams fail loudly instead of decoding into a wrong clip
 (a range-coded stream otherwise decodes almost any bytes into *something*). Behind it, the payload
 must end where the encoder ends it: the decoder can code what it decoded again (`_ExactDecoder`) and
 refuse any word after the encoder's last one, so a stream extended by whole words with its CRC
 recomputed is refused as well (the range coder alone decodes it to the same clip); most honest
-streams are decided without coding again (`_Decoder`, and for version 2 `_CompiledDecoder`).
+streams are decided without coding again (`_Decoder`, and for version 3 `_CompiledDecoder`).
 Every decoding failure, including constriction's Rust panics (BaseException) and the compiled
 decoder's failures, surfaces as `DecodeError`.
 """
@@ -74,7 +87,9 @@ __all__ = ["ClipPayload", "CodingStats", "DecodeError", "Header", "encode", "enc
            "decode", "read_header", "encode_batch", "decode_batch", "MAGIC", "VERSION"]
 MAGIC = 0xB0       # high nibble of the first byte; the low nibble is the format version
 VERSION = 1              # streams coded with factorized tables
-CONTEXT_VERSION = 2      # streams coded with conditional tables (residuals in context)
+CONTEXT_VERSION = 3      # streams coded with conditional tables (residuals in context, repeat flags)
+#: Conditional streams before repeat flags: refused, with a message saying so.
+_RETIRED_CONTEXT_VERSION = 2
 _HASH_BYTES = 2    # header's table-hash prefix; the CRC, seeded with the full hash, does the rest
 _FLAG_FRAME_MASK = 1
 _FLAG_BLOCK_MASKS = 2
@@ -84,7 +99,7 @@ _CRC_BYTES = 4
 MAX_MASK_PLACES = 1 << 18
 #: Default bound on latent symbols per clip a decoder accepts (bounds memory: ~100 bytes/symbol peak).
 MAX_LATENT_SYMBOLS = 1 << 20
-#: Version 2 decodes a frame's whole block grid at a time: blocks x values per block is bounded too.
+#: Version 3 decodes a frame's whole block grid at a time: blocks x values per block is bounded too.
 MAX_FRAME_VALUES = 1 << 22
 #: ... and its kept frames (two passes each, some Python per pass: bounds the time of a stream).
 MAX_CONTEXT_FRAMES = 1024
@@ -94,7 +109,10 @@ _ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
 _MASK_TABLE_PLACES = 256
 #: constriction's fixed-point precision (`constriction.stream.model`'s default: 24-bit masses).
 _PRECISION = 24
-#: Version 2's decoders gather the tables of this many symbols' rows (floats) at a time, 256 KB:
+#: Clips with up to this many repeat flags code them as intervals among the residuals (one coder
+#: call, `_flag_intervals`); more (never within the decoders' default limits) a call a pass.
+_MAX_INLINE_FLAGS = 1 << 22
+#: Version 3's decoders gather the tables of this many symbols' rows (floats) at a time, 256 KB:
 #: they stay in the cache until read.
 _CACHED_TABLES = 1 << 15
 
@@ -134,11 +152,17 @@ class ClipPayload:
 
 @dataclasses.dataclass(frozen=True)
 class CodingStats:
-  """What encoding one clip produced: sizes in bytes and the number of escape-coded latents."""
+  """What encoding one clip produced: sizes in bytes, the number of escape-coded latents, and
+  (version 3) its repeat flags: how many were coded, how many said "repeat", and their
+  information content in bits, sum of -log2 p(flag) under the flags' adaptive model (what they
+  cost in the stream up to the range coder's fixed-point rounding)."""
   num_bytes: int
   header_bytes: int   # fixed header + varints + CRC trailer
   escapes: int
   latent_symbols: int
+  flags: int = 0
+  repeats: int = 0
+  flag_bits: float = 0.0
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -149,7 +173,7 @@ def _hash_prefix(tables: CodingTables) -> bytes:
 
 
 def _version(tables: CodingTables) -> int:
-  """The format version of streams coded with `tables` (conditional tables code version 2)."""
+  """The format version of streams coded with `tables` (conditional tables code version 3)."""
   return CONTEXT_VERSION if tables.conditional else VERSION
 
 
@@ -345,7 +369,7 @@ def _escape_fields(values: np.ndarray, lower: np.ndarray, upper: np.ndarray):
 
 
 def _context_passes(block_masks: np.ndarray, tables: CodingTables):
-  """The coding order of version 2, for a batch of clips in lockstep: yields (frame, the pass's
+  """The coding order of version 3, for a batch of clips in lockstep: yields (frame, the pass's
   blocks int [B, m], which of those are real bool [B, m]), anchors first. Each clip's blocks come
   first, ascending, then padding (blocks it does not send in this pass); a pass no clip has is
   skipped, and a clip with no block in a pass codes nothing there."""
@@ -380,7 +404,7 @@ def _quantize_rows(probabilities: np.ndarray) -> np.ndarray:
 def _quantized_cdf(tables: CodingTables) -> np.ndarray:
   """int64 [R, W + 1]: the cumulative masses (out of 2^24) that constriction gives each symbol of
   every stored row (padding included) under `Categorical(perfect=False)`, the model the decoder
-  reads a version-2 symbol with.
+  reads a version-3 symbol with.
 
   constriction's lazy categorical (`from_floating_point_probabilities_fast`) sums the row in
   order (float64), scales by (2^24 - W) / sum, and gives symbol s the left edge
@@ -432,7 +456,7 @@ def _interval_table(tables: CodingTables) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=8)
 def _decoder_tables(tables: CodingTables) -> tuple[np.ndarray, ...]:
-  """What `range_decoder.read_pass` reads a version-2 symbol with: (cdf int32 [R, W + 1] from
+  """What `range_decoder.read_pass` reads a version-3 symbol with: (cdf int32 [R, W + 1] from
   `_quantized_cdf`, sizes, lower, upper int64 [R]), built once per tables (kept for the last 8)."""
   arrays = (_quantized_cdf(tables).astype(np.int32), np.ascontiguousarray(tables.sizes, np.int64),
             tables.lower.astype(np.int64), tables.upper.astype(np.int64))
@@ -441,55 +465,84 @@ def _decoder_tables(tables: CodingTables) -> tuple[np.ndarray, ...]:
   return arrays
 
 
-def _encode_residuals(encoder, symbols: np.ndarray, masses: np.ndarray, rows: np.ndarray,
-                      escaped: np.ndarray, residual: np.ndarray, subpass: np.ndarray,
-                      tables: CodingTables):
-  """One clip's version-2 symbols in stream order, each with its row's interval (`masses`,
-  `symbols`, from `_interval_table`), each sub-pass's escapes after its symbols. Sub-passes
-  between escapes go in one coder call: the range coder codes symbol by symbol, so the bytes do
-  not depend on how the symbols are cut into calls."""
-  ends = [len(symbols)]
-  if escaped.any():  # cut after every sub-pass that has escapes
-    ends = np.searchsorted(subpass, np.unique(subpass[escaped]), side="right").tolist() + ends
+def _flag_intervals(repeat: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Repeat flags (bool [n]) with their p(repeat) (float64 [n]: integer counts, one correctly
+  rounded division, the same float on every machine) -> their `_interval_models`, the intervals
+  `Bernoulli(p, perfect=False)` gives them: symbol 1 from trunc((1 - p) * ((2^24 - 2) / ((1 - p)
+  + p))) + 1 (constriction's float64 arithmetic, `range_decoder.bernoulli_edge`), symbol 0 below.
+  The edge lies in [2, 2^24 - 2] while p >= 1 / (flags + 2) with fewer than `_MAX_INLINE_FLAGS`
+  flags, as `_interval_models` needs."""
+  q = 1.0 - p
+  edge = (q * (float((1 << _PRECISION) - 2) / (q + p))).astype(np.int64) + 1
+  return _interval_models(np.where(repeat, edge, 0), np.where(repeat, 1 << _PRECISION, edge))
+
+
+def _flag_model(repeats: int, flags: int):
+  """The Bernoulli of the next repeat flag after `flags` flags of which `repeats` were 1: the
+  masks' quantised `Bernoulli(p, perfect=False)` with p = (repeats + 1) / (flags + 2), which is
+  never 0 or 1 (and the coder gives either bit at least one unit of 2^24 besides)."""
+  return _mask_bit_model(repeats + 1, flags + 2)
+
+
+def _encode_clip(encoder, symbols: np.ndarray, masses: np.ndarray, escapes: list, flags: list):
+  """One clip's version-3 symbols in stream order: `symbols` with their intervals (`masses`: the
+  residuals' from `_interval_table`, the repeat flags' from `_flag_intervals` where they are
+  among them), then at their positions in that sequence, each sub-pass's escapes (`escapes`:
+  (position, residuals int64 [n], lower, upper int64 [n] of their rows)) and, where the flags
+  are not among the symbols, each pass's flags (`flags`: (position, bits int32 [n], p(repeat)
+  float64 [n])); at one position, a sub-pass's escapes come before the next pass's flags.
+  Symbols between them go in one coder call: the range coder codes symbol by symbol, so the
+  bytes do not depend on how the symbols are cut into calls."""
+  events = sorted([(e[0], 0, i) for i, e in enumerate(escapes)]
+                  + [(f[0], 1, i) for i, f in enumerate(flags)])
   start = 0
-  for end in ends:
-    if end > start:
-      encoder.encode(symbols[start:end], _CATEGORICAL, masses[start:end])
-    here = escaped[start:end]
-    if here.any():
-      row = rows[start:end][here]
-      head, head_sizes, chunks, chunk_sizes = _escape_fields(
-          residual[start:end][here], tables.lower[row].astype(np.int64),
-          tables.upper[row].astype(np.int64))
+  for position, kind, i in events + [(len(symbols), 2, 0)]:
+    if position > start:
+      encoder.encode(symbols[start:position], _CATEGORICAL, masses[start:position])
+      start = position
+    if kind == 1:
+      _, bits, p = flags[i]
+      encoder.encode(bits, _BERNOULLI, p)
+    elif kind == 0:
+      head, head_sizes, chunks, chunk_sizes = _escape_fields(*escapes[i][1:])
       encoder.encode(head, _UNIFORM, head_sizes)
       if chunks.size:
         encoder.encode(chunks, _UNIFORM, chunk_sizes)
-    start = end
 
 
 def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndarray,
-                       tables: CodingTables) -> np.ndarray:
-  """Version 2 latents of B clips of one shape, one encoder each (module doc's order).
+                       tables: CodingTables) -> dict[str, np.ndarray]:
+  """Version 3 latents of B clips of one shape, one encoder each (module doc's order).
 
-  The encoder holds every value, so each pass's contexts are computed for the whole batch at
-  once (`context_lib.Canvas`, as the decoder computes them), and each clip's
-  residuals then go to its coder in one call (more only around escapes). latents int [B, k_f,
-  k_s, *inner, C], block_masks bool [B, k_f, N]. Returns the number of escapes per clip.
+  The encoder holds every value, so each pass's contexts and repeats are computed for the whole
+  batch at once (`context_lib.Canvas`, as the decoder computes them), and each clip's flags and
+  residuals then go to its coder in one call (more only around escapes, or where the flags
+  cannot be intervals among the residuals: `_flag_intervals`). latents int [B, k_f, k_s, *inner,
+  C], block_masks bool [B, k_f, N]. Returns per-clip int64 [B] counts of escapes, flags and
+  repeats, and float64 [B] flag_bits (the flags' information content).
   """
   batch, k_f, n = block_masks.shape
+  stats = dict(escapes=np.zeros(batch, np.int64), flags=np.zeros(batch, np.int64),
+               repeats=np.zeros(batch, np.int64), flag_bits=np.zeros(batch))
   if not latents.size:
-    return np.zeros(batch, np.int64)
+    return stats
   channels = tables.channels
   values = latents.reshape(batch, k_f, latents.shape[2], -1, channels).astype(np.int64)
-  l = values.shape[3] * channels
+  positions = values.shape[3]
+  l = positions * channels
   canvas = context_lib.Canvas(batch, n, l, tables.grid_width, tables.thresholds)
   rank = np.cumsum(block_masks, axis=2) - 1  # a kept block's place among its frame's latents
   lanes = np.arange(batch)[:, None]
   clip = tables.channel_clip
   first_rows = np.arange(channels) * tables.num_contexts  # row of (channel, context 0)
-  residuals, rows, real, counts = [], [], [], []
+  residuals, rows, real, held_parts, repeat_parts, residual_counts = [], [], [], [], [], []
   for f, blocks, valid in _context_passes(block_masks, tables):
     pass_values = values[lanes, f, rank[lanes, f, blocks]]               # [B, m, P, C]
+    flat_values = pass_values.reshape(valid.shape + (l,))
+    held, previous = canvas.held(blocks)
+    held &= valid
+    repeat = held & (flat_values == previous).all(axis=-1)  # flagged: no residual in this pass
+    coded = valid & ~repeat
     pred, spatial = canvas.context(blocks)
     residual = pass_values - pred.reshape(pass_values.shape)
     # The rows of every channel at once: x from the previous channel's residual (0 for the first).
@@ -500,34 +553,77 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
     # Stream order within the pass: channel, then block, then position.
     residuals.append(np.moveaxis(residual, -1, 1).reshape(batch, -1))
     rows.append(np.moveaxis(row, -1, 1).reshape(batch, -1))
-    real.append(np.broadcast_to(valid[:, None, :, None], (batch, channels) + residual.shape[1:3])
+    real.append(np.broadcast_to(coded[:, None, :, None], (batch, channels) + residual.shape[1:3])
                 .reshape(batch, -1))
-    counts.append(valid.sum(axis=1))
-    canvas.send(np.nonzero(valid)[0], blocks[valid],
-                pass_values.reshape(valid.shape + (l,))[valid])
-  # Every clip sends k_f x k_s blocks, so its real symbols have one length.
+    residual_counts.append(coded.sum(axis=1) * l)
+    held_parts.append(held)
+    repeat_parts.append(repeat)
+    canvas.send(np.nonzero(coded)[0], blocks[coded], flat_values[coded])
+  # Every clip's residuals, clip by clip in stream order (its passes', each channel by channel).
   real = np.concatenate(real, axis=1)
-  every = real.all()
-  residual = np.concatenate(residuals, axis=1)
-  rows = np.concatenate(rows, axis=1)
-  if not every:
-    residual, rows = residual[real].reshape(batch, -1), rows[real].reshape(batch, -1)
+  residual = np.concatenate(residuals, axis=1)[real]
+  rows = np.concatenate(rows, axis=1)[real]
   index = residual - tables.lower[rows]
   sizes = tables.sizes[rows]
   escaped = (index < 0) | (index >= sizes)
-  masses, symbol = _interval_table(tables)
+  masses_of, symbol_of = _interval_table(tables)
   flat = rows * tables.probabilities.shape[1] + np.where(escaped, sizes, index)
-  masses, symbols = np.take(masses, flat, axis=0), np.take(symbol, flat)
-  # Each clip's sub-pass of every symbol (only to cut a clip's calls around its escapes).
-  subpass = None
-  if escaped.any():
-    lengths = np.repeat(np.stack(counts, axis=1) * (l // channels), channels, axis=1)
-    subpass = np.stack([np.repeat(np.arange(lengths.shape[1]), lengths[b])
-                        for b in range(batch)])
+  # Every clip's flags in stream order, each with its p(repeat) from the clip's counts before it.
+  held = np.concatenate(held_parts, axis=1)
+  repeat = np.concatenate(repeat_parts, axis=1)
+  p = ((np.cumsum(repeat, axis=1) - repeat + 1) / (np.cumsum(held, axis=1) - held + 2))[held]
+  bits = repeat[held]
+  flag_counts = np.stack([part.sum(axis=1) for part in held_parts], axis=1)  # [B, passes]
+  residual_counts = np.stack(residual_counts, axis=1)
+  stats["flags"], stats["repeats"] = flag_counts.sum(axis=1), repeat.sum(axis=1)
+  information = -np.log2(np.where(bits, p, 1 - p))
+  stats["flag_bits"] = np.bincount(np.repeat(np.arange(batch), stats["flags"]), information,
+                                   minlength=batch)
+  # The flags go into the residuals' coder call as their exact intervals (`_flag_intervals`)
+  # where the residuals' models are 3 masses wide; else each pass's flags get a call of their
+  # own: the same words either way. Each clip's sequence is its passes', each pass its flags
+  # (if among them) then its residuals: a group per (clip, pass), placed by counts.
+  inline = masses_of.shape[1] == 3 and int(stats["flags"].max(initial=0)) <= _MAX_INLINE_FLAGS
+  inlined = (flag_counts if inline else 0 * flag_counts).reshape(-1)
+  group_sizes = inlined + residual_counts.reshape(-1)
+  group_start = np.cumsum(group_sizes) - group_sizes
+  residual_start = np.cumsum(residual_counts.reshape(-1)) - residual_counts.reshape(-1)
+  flag_start = np.cumsum(flag_counts.reshape(-1)) - flag_counts.reshape(-1)
+  residual_at = np.arange(len(residual)) + np.repeat(group_start + inlined - residual_start,
+                                                     residual_counts.reshape(-1))
+  source = np.zeros(int(group_sizes.sum()), np.int64)  # what each symbol's interval is
+  source[residual_at] = flat
+  masses, symbols = np.take(masses_of, source, axis=0), np.take(symbol_of, source)
+  if inline and len(bits):
+    flag_at = np.arange(len(bits)) + np.repeat(group_start - flag_start, inlined)
+    masses[flag_at], symbols[flag_at] = _flag_intervals(bits, p)
+  passes = flag_counts.shape[1]
+  group_start, residual_start, flag_start = (a.reshape(batch, passes) for a in (
+      group_start, residual_start, flag_start))
+  clip_ends = np.cumsum(group_sizes.reshape(batch, passes).sum(axis=1)).tolist()
   for b, encoder in enumerate(encoders):
-    _encode_residuals(encoder, symbols[b], masses[b], rows[b], escaped[b], residual[b],
-                      None if subpass is None else subpass[b], tables)
-  return escaped.sum(axis=1)
+    first = int(group_start[b, 0])
+    flags, escapes = [], []
+    if not inline:
+      for q in np.flatnonzero(flag_counts[b]).tolist():
+        here = slice(flag_start[b, q], flag_start[b, q] + flag_counts[b, q])
+        flags.append((int(group_start[b, q]) - first, bits[here].astype(np.int32), p[here]))
+    stop = residual_start[b, -1] + residual_counts[b, -1]
+    clip_escaped = escaped[residual_start[b, 0]:stop]
+    if clip_escaped.any():  # each sub-pass's escapes, after its last residual
+      begin = int(residual_start[b, 0])
+      subpass = np.repeat(np.arange(passes * channels),
+                          np.repeat(residual_counts[b] // channels, channels))
+      for s in np.unique(subpass[clip_escaped]).tolist():
+        here = np.flatnonzero((subpass == s) & clip_escaped) + begin
+        last = begin + int(np.searchsorted(subpass, s, side="right")) - 1
+        escapes.append((int(residual_at[last]) + 1 - first, residual[here],
+                        tables.lower[rows[here]].astype(np.int64),
+                        tables.upper[rows[here]].astype(np.int64)))
+    _encode_clip(encoder, symbols[first:clip_ends[b]], masses[first:clip_ends[b]], escapes,
+                 flags)
+    stats["escapes"][b] = int(clip_escaped.sum())
+  return stats
 
 
 def _mask_encoders(batch: int, frame_masks, block_masks) -> list:
@@ -567,22 +663,26 @@ def _encode_factorized(encoder, symbols: np.ndarray, escaped: np.ndarray, values
 
 
 def _encode_clips(headers: list[bytes], frame_masks, block_masks, latents: np.ndarray,
-                  tables: CodingTables) -> tuple[list[bytes], np.ndarray]:
+                  tables: CodingTables) -> tuple[list[bytes], dict[str, np.ndarray]]:
   """Range-codes B validated clips of one latent shape (headers from `_check_payload`; masks
-  None or bool arrays [B, ...]); returns (the streams, escapes per clip)."""
+  None or bool arrays [B, ...]); returns (the streams, per-clip stats: escapes, and version 3's
+  flags, repeats and flag_bits, 0 in version 1)."""
   batch = len(headers)
+  stats = dict(escapes=np.zeros(batch, np.int64), flags=np.zeros(batch, np.int64),
+               repeats=np.zeros(batch, np.int64), flag_bits=np.zeros(batch))
   if not batch:
-    return [], np.zeros(0, np.int64)
+    return [], stats
   encoders = _mask_encoders(batch, frame_masks, block_masks)
   if tables.conditional:
-    escapes = _encode_in_context(encoders, latents, block_masks, tables)
+    stats = _encode_in_context(encoders, latents, block_masks, tables)
   else:
     flat = latents.reshape(batch, -1, tables.channels).astype(np.int64)
     symbols, escaped = _latent_symbols(flat, tables)
     values_cm = np.swapaxes(flat, 1, 2)
-    escapes = np.array([_encode_factorized(encoder, symbols[b], escaped[b], values_cm[b], tables)
-                        for b, encoder in enumerate(encoders)], np.int64)
-  return [_finish(encoder, header, tables) for encoder, header in zip(encoders, headers)], escapes
+    stats["escapes"] = np.array([_encode_factorized(encoder, symbols[b], escaped[b],
+                                                    values_cm[b], tables)
+                                 for b, encoder in enumerate(encoders)], np.int64)
+  return [_finish(encoder, header, tables) for encoder, header in zip(encoders, headers)], stats
 
 
 def _finish(encoder, header: bytes, tables: CodingTables) -> bytes:
@@ -599,11 +699,13 @@ def encode_with_stats(payload: ClipPayload, tables: CodingTables | None, *,
   tables = require_tables(tables, model)
   flat, header = _check_payload(payload, tables)
   masks = lambda mask: None if mask is None else np.asarray(mask)[None]
-  (data,), (escapes,) = _encode_clips([header], masks(payload.frame_mask),
+  (data,), clip_stats = _encode_clips([header], masks(payload.frame_mask),
                                       masks(payload.block_masks),
                                       np.asarray(payload.latents)[None], tables)
   stats = CodingStats(num_bytes=len(data), header_bytes=len(header) + _CRC_BYTES,
-                      escapes=int(escapes), latent_symbols=int(flat.size))
+                      escapes=int(clip_stats["escapes"][0]), latent_symbols=int(flat.size),
+                      flags=int(clip_stats["flags"][0]), repeats=int(clip_stats["repeats"][0]),
+                      flag_bits=float(clip_stats["flag_bits"][0]))
   return data, stats
 
 
@@ -622,6 +724,10 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
   if data[0] & 0xF0 != MAGIC:
     raise DecodeError(f"bad first byte 0x{data[0]:02x} (expected 0x{MAGIC | VERSION:02x}): not a "
                       "stae-jax clip bitstream")
+  if data[0] & 0x0F == _RETIRED_CONTEXT_VERSION:
+    raise DecodeError(f"bitstream format version {_RETIRED_CONTEXT_VERSION} (conditional tables "
+                      "without repeat flags) is no longer read: this decoder reads versions "
+                      f"{VERSION} and {CONTEXT_VERSION}; encode the clip again with this version")
   if data[0] & 0x0F not in (VERSION, CONTEXT_VERSION):
     raise DecodeError(f"bitstream format version {data[0] & 0x0F} is not supported (this decoder "
                       f"reads versions {VERSION} and {CONTEXT_VERSION})")
@@ -669,12 +775,12 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
     lead.append(size)
   if tables.conditional:
     if frames is None or blocks is None or blocks % tables.grid_width:
-      raise DecodeError("a version-2 stream needs a frame mask and block masks whose block count "
-                        f"fills rows of the tables' grid width {tables.grid_width} (malformed "
-                        "header)")
+      raise DecodeError(f"a version-{CONTEXT_VERSION} stream needs a frame mask and block masks "
+                        "whose block count fills rows of the tables' grid width "
+                        f"{tables.grid_width} (malformed header)")
     if frame_keep > MAX_CONTEXT_FRAMES:
-      raise DecodeError(f"header claims {frame_keep} kept frames, more than a version-2 decoder "
-                        f"accepts ({MAX_CONTEXT_FRAMES})")
+      raise DecodeError(f"header claims {frame_keep} kept frames, more than a version-"
+                        f"{CONTEXT_VERSION} decoder accepts ({MAX_CONTEXT_FRAMES})")
     frame_values = blocks * math.prod(lead[2:]) * tables.channels
     if frame_values > MAX_FRAME_VALUES and math.prod(lead):
       raise DecodeError(f"header claims {frame_values} latent values per frame grid, more than "
@@ -739,7 +845,7 @@ def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray,
 def _decode_residuals(decoders: list, work: list, real: np.ndarray, rows: np.ndarray,
                       probabilities: np.ndarray, tables: CodingTables,
                       failures: dict) -> np.ndarray:
-  """One sub-pass of version 2 for a batch of streams (the mirror of `_encode_residuals`).
+  """One sub-pass of version 3 for a batch of streams (the mirror of `_encode_residuals`).
 
   rows int [B, M]: every stream's rows, padded. work: groups (start, stop, [(lane, its decoder's
   `symbol_reader`, its symbols' tables: a view of `probabilities`), ...]) of a few streams, whose
@@ -793,7 +899,7 @@ def _decode_residuals(decoders: list, work: list, real: np.ndarray, rows: np.nda
 
 def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
                        tables: CodingTables) -> tuple[np.ndarray, dict]:
-  """Version 2 latents of B streams in lockstep (the mirror of `_encode_in_context`).
+  """Version 3 latents of B streams in lockstep (the mirror of `_encode_in_context`).
 
   Each pass's contexts are computed for the whole batch at once, then `_CompiledDecoder`s read
   the pass of every stream in one call (`_CompiledBatch`), other decoders (`_ExactDecoder`) each
@@ -818,18 +924,34 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
     batch_decoder = _CompiledBatch(decoders)
   else:
     buffer = np.empty(max(_CACHED_TABLES, k_s * positions * width))  # a pass has <= k_s blocks
+    tallies = np.zeros((batch, 2), np.int64)  # each stream's repeats and flags so far
   for f, blocks, valid in _context_passes(block_masks, tables):
+    held, previous = canvas.held(blocks)  # the pass's blocks with a repeat flag, their values
+    held &= valid
     pred, spatial = canvas.context(blocks)
     shape = blocks.shape + (positions, channels)
     pred, spatial = pred.reshape(shape), spatial.reshape(shape)
     spatial_rows = _rows_of(spatial, 0, np.arange(channels), tables)
-    if compiled:  # every channel of the pass in one call
+    if compiled:  # the pass's flags, then every channel of its other blocks, in one call
       places = valid.sum(axis=1) * positions
-      residual = batch_decoder.read_pass(spatial_rows.reshape(batch, -1, channels), places,
-                                         tables, failures).reshape(shape)
+      residual, repeat = batch_decoder.read_pass(spatial_rows.reshape(batch, -1, channels), places,
+                                                 held, positions, tables, failures)
+      residual = residual.reshape(shape)
     else:
-      residual = _decode_channels(decoders, spatial_rows, valid, buffer, tables, failures)
-    values = pred + residual
+      repeat = _read_flags(decoders, held, tallies, failures)
+      if repeat.any():  # the blocks still to read first in each stream's row, ascending
+        coded = valid & ~repeat
+        order = np.argsort(~coded, axis=1, kind="stable")
+        part = _decode_channels(decoders, np.take_along_axis(spatial_rows, order[..., None, None],
+                                                             axis=1),
+                                np.arange(blocks.shape[1]) < coded.sum(axis=1)[:, None], buffer,
+                                tables, failures)
+        residual = np.empty(shape, np.int64)
+        residual[np.arange(batch)[:, None], order] = part
+      else:
+        residual = _decode_channels(decoders, spatial_rows, valid, buffer, tables, failures)
+    # A flagged block's values are the canvas's (sent again unchanged: no context changes).
+    values = np.where(repeat[..., None, None], previous.reshape(shape), pred + residual)
     if values.min() < -2**31 or values.max() >= 2**31:  # which streams, only when one does
       outside = ((values < -2**31) | (values >= 2**31)).any(axis=(2, 3)) & valid
       for b in np.flatnonzero(outside.any(axis=1)).tolist():
@@ -844,6 +966,31 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
   if compiled:
     batch_decoder.close()
   return out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)), failures
+
+
+def _read_flags(decoders: list, held: np.ndarray, tallies: np.ndarray,
+                failures: dict) -> np.ndarray:
+  """A pass's repeat flags read by decoders with a `bit_reader` (`_ExactDecoder`), one a call,
+  each under `_flag_model` of its stream's tallies (int64 [B, 2]: repeats, flags; updated). held
+  bool [B, m]: the pass's blocks that carry a flag. Returns repeat bool [B, m]; a stream that
+  fails goes into `failures` (lane -> exception)."""
+  repeat = np.zeros(held.shape, np.bool_)
+  for b in np.flatnonzero(held.any(axis=1)).tolist():
+    if b in failures:
+      continue
+    read = decoders[b].bit_reader()
+    repeats, flags = int(tallies[b, 0]), int(tallies[b, 1])
+    try:
+      for i in np.flatnonzero(held[b]).tolist():
+        bit = bool(read(_flag_model(repeats, flags)))
+        repeat[b, i] = bit
+        repeats, flags = repeats + bit, flags + 1
+    except BaseException as e:  # pylint: disable=broad-except
+      if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        raise
+      failures[b] = e
+    tallies[b] = repeats, flags
+  return repeat
 
 
 def _decode_channels(decoders: list, spatial_rows: np.ndarray, valid: np.ndarray,
@@ -888,7 +1035,7 @@ class _Undecided(Exception):
 class _Decoder:
   """constriction's range decoder over the payload and one zero word after it, which answers
   whether anything follows the payload's last word (`check_end`) in the common case (version 1;
-  `_CompiledDecoder` reads version 2 so).
+  `_CompiledDecoder` reads version 3 so).
 
   The encoder ends a payload with one seal word, or two (the second 0) when its last interval's
   bounds share their top word; the decoder reads two words ahead, so after the last symbol it has
@@ -934,7 +1081,7 @@ _FAILURES = {
 
 class _CompiledDecoder:
   """`_Decoder` read by compiled code (`range_decoder`): the same words (the payload and one zero
-  word), the same symbols, the same `check_end`; version 2 only, whose streams it reads whole:
+  word), the same symbols, the same `check_end`; version 3 only, whose streams it reads whole:
   `read_masks` the masks, then `_decode_in_context` the latents of a batch's streams, a call per
   pass (`_CompiledBatch`)."""
 
@@ -974,24 +1121,29 @@ class _CompiledBatch:
     self.words = np.concatenate([d.words for d in decoders])
     self.states = np.stack([d.state for d in decoders])
     self.status = np.zeros(len(decoders), np.int64)
+    self.tallies = np.zeros((len(decoders), 2), np.int64)  # repeats and flags read so far
 
-  def read_pass(self, base_rows: np.ndarray, places: np.ndarray, tables: CodingTables,
-                failures: dict) -> np.ndarray:
-    """Residuals int64 [B, M, C] of a pass (base_rows int64 [B, M, C]: the rows at x = 0;
-    places int64 [B]: each stream's places, the first of M); new failures go into `failures`."""
+  def read_pass(self, base_rows: np.ndarray, places: np.ndarray, held: np.ndarray,
+                positions: int, tables: CodingTables,
+                failures: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A pass's repeat flags and residuals (base_rows int64 [B, M, C]: the rows at x = 0; places
+    int64 [B]: each stream's places, the first of M; held bool [B, M // positions]: the blocks
+    with a flag) -> (residuals int64 [B, M, C], 0 at flagged blocks; repeat bool [B, m]); new
+    failures go into `failures`."""
     for lane in failures:
       self.status[lane] = self.status[lane] or range_decoder.FAILED
     residual = np.zeros(base_rows.shape, np.int64)
+    repeat = np.zeros(held.shape, np.bool_)
     cdf, sizes, lower, upper = _decoder_tables(tables)
     range_decoder.read_pass(self.words, self.begins, self.counts, self.states, self.status,
-                            base_rows, places, cdf, sizes, lower, upper, tables.channel_clip,
-                            residual)
+                            base_rows, places, held, positions, self.tallies, repeat, cdf, sizes,
+                            lower, upper, tables.channel_clip, residual)
     for lane in np.flatnonzero(self.status).tolist():
       if lane not in failures:
         failures[lane] = DecodeError(_FAILURES[int(self.status[lane])])
     for lane in np.flatnonzero(places).tolist():
       self.decoders[lane].coded = True
-    return residual
+    return residual, repeat
 
   def close(self) -> None:
     for decoder, state in zip(self.decoders, self.states):
@@ -1015,7 +1167,7 @@ class _ExactDecoder:
     self._encoder = constriction.stream.queue.RangeEncoder()
 
   def symbol_reader(self):
-    """`decode`, for version 2's lockstep (`_decode_channels`: a call per stream and channel
+    """`decode`, for version 3's lockstep (`_decode_channels`: a call per stream and channel
     sub-pass, given at least one symbol to read)."""
     return self.decode
 
@@ -1049,7 +1201,7 @@ class _ExactDecoder:
 
 
 def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, exact: bool):
-  """`decode`'s work on one stream, as a generator: a version-2 stream yields (its decoder, block
+  """`decode`'s work on one stream, as a generator: a version-3 stream yields (its decoder, block
   masks, inner latent shape) once its masks are read and is sent back its latents, so that
   `_decode_streams` decodes a batch's latents in lockstep. Every other check of a stream is made
   here, one copy for `decode` and `decode_batch`; returns the ClipPayload. `exact`: decode with
@@ -1065,7 +1217,7 @@ def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, e
     frame_mask = block_masks = None
     if exact:
       decoder = _ExactDecoder(words)
-    elif tables.conditional:  # read whole by compiled code (a version-2 stream has both masks)
+    elif tables.conditional:  # read whole by compiled code (a version-3 stream has both masks)
       decoder = _CompiledDecoder(words)
       frame_mask, block_masks = decoder.read_masks(frames, frame_keep, blocks, block_keep, rows)
     else:
@@ -1111,9 +1263,9 @@ def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, e
 
 def _decode_round(indexed: list, tables: CodingTables, max_latent_symbols: int,
                   exact: bool) -> tuple[dict, dict, list]:
-  """Decodes (index, stream) pairs, each by `_decode_stream`, the version-2 latents of those of
+  """Decodes (index, stream) pairs, each by `_decode_stream`, the version-3 latents of those of
   one shape in lockstep. Returns ({index: ClipPayload}, {index: DecodeError}, [(index, its
-  decoded clip for version 2, else None) of the streams `_Decoder` could not decide the end of]).
+  decoded clip for version 3, else None) of the streams `_Decoder` could not decide the end of]).
   """
   results, errors, undecided, waiting = {}, {}, [], {}
 
@@ -1155,7 +1307,7 @@ def _decode_round(indexed: list, tables: CodingTables, max_latent_symbols: int,
 
 
 def _end_by_encoding(undecided: list, streams: list, tables: CodingTables) -> tuple[dict, dict]:
-  """`_ExactDecoder`'s verdict on decoded version-2 clips whose end `_Decoder` could not decide,
+  """`_ExactDecoder`'s verdict on decoded version-3 clips whose end `_Decoder` could not decide,
   from the encoder: a stream must be the bytes the encoder writes for its clip (the same symbols
   under the same models give the same words; the header follows from the clip). The clips of one
   shape are encoded as a batch. Returns ({index: ClipPayload}, {index: DecodeError})."""
@@ -1183,7 +1335,7 @@ def _end_by_encoding(undecided: list, streams: list, tables: CodingTables) -> tu
 def _decode_streams(streams: list, tables: CodingTables, max_latent_symbols: int, *,
                     by_encoding: bool) -> list[ClipPayload]:
   """Decodes streams; those whose end `_Decoder` cannot decide are decoded again with
-  `_ExactDecoder`, or with `by_encoding` (a batch), the version-2 ones among them are decided by
+  `_ExactDecoder`, or with `by_encoding` (a batch), the version-3 ones among them are decided by
   encoding their decoded clips again (`_end_by_encoding`: the few of a batch in one batch, rather
   than a lockstep of a few streams through every pass again). Raises the DecodeError of the first
   stream that fails, as decoding one by one would."""
@@ -1243,9 +1395,10 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
   """Encodes B clips of equal shapes (one stream each); returns (streams, per-clip stats arrays).
 
   latents int [B, *lead, C]; frame_masks bool [B, T] or None; block_masks bool [B, R, N] or None.
-  Symbol mapping, escape detection and version 2's contexts run vectorised over the whole batch;
-  only the range coder calls are per clip (one per channel, or per clip in version 2, more only
-  around escapes). Stats: num_bytes, bits, escapes (int64 [B] each).
+  Symbol mapping, escape detection and version 3's contexts run vectorised over the whole batch;
+  only the range coder calls are per clip (one per channel, or in version 3 two a pass, more only
+  around escapes). Stats: num_bytes, bits, escapes, and version 3's flags and repeats (int64 [B]
+  each) and flag_bits (float64 [B]), as `CodingStats` has them.
   """
   tables = require_tables(tables, model)
   latents = np.asarray(latents)
@@ -1257,17 +1410,15 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
       raise ValueError(f"{name} has {np.shape(masks)[0]} clips, latents {batch}")
   frame_masks = None if frame_masks is None else np.asarray(frame_masks)
   block_masks = None if block_masks is None else np.asarray(block_masks)
-  streams, escapes = _encode_clips(_batch_headers(latents, frame_masks, block_masks, tables),
-                                   frame_masks, block_masks, latents, tables)
+  streams, stats = _encode_clips(_batch_headers(latents, frame_masks, block_masks, tables),
+                                 frame_masks, block_masks, latents, tables)
   num_bytes = np.array([len(s) for s in streams], np.int64)
-  stats = dict(num_bytes=num_bytes, bits=8 * num_bytes,
-               escapes=escapes)
-  return streams, stats
+  return streams, dict(num_bytes=num_bytes, bits=8 * num_bytes, **stats)
 
 
 def decode_batch(streams, tables: CodingTables | None, *, model=None,
                  max_latent_symbols: int = MAX_LATENT_SYMBOLS) -> list[ClipPayload]:
-  """Decodes a list of clip streams as `decode` each, those of version 2 with one shape in lockstep
+  """Decodes a list of clip streams as `decode` each, those of version 3 with one shape in lockstep
   (contexts computed for all at once, one compiled decoder call per pass for all); the first bad
   one raises its DecodeError."""
   tables = require_tables(tables, model)

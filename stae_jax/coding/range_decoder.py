@@ -1,9 +1,10 @@
-"""A compiled reader of constriction's queue range coder, for version-2 streams (numba).
+"""A compiled reader of constriction's queue range coder, for version-3 streams (numba).
 
 `constriction.stream.queue.RangeEncoder` (constriction 0.5: 32-bit words, a 64-bit state, models
-of 24-bit precision) writes every stream; `bitstream` reads the version-2 ones here, bit for bit as
+of 24-bit precision) writes every stream; `bitstream` reads the version-3 ones here, bit for bit as
 constriction's `RangeDecoder` reads them, so that a batch's streams are read by one compiled call
-per pass instead of one constriction call per stream and channel sub-pass. What is reproduced
+per pass (`read_pass`: its repeat flags, then its residuals) instead of one constriction call per
+stream and channel sub-pass. What is reproduced
 (from constriction's source, src/stream/queue.rs and src/stream/model/):
 
 * The decoder's state: `lower` (0), `range` (2^64 - 1) and `point`, the first two words
@@ -14,10 +15,11 @@ per pass instead of one constriction call per stream and channel sub-pass. What 
   shift up a word and point takes the next word, if there is one (past the end nothing is read
   and point's low word stays 0). `maybe_exhausted`: every word read, and range = 2^64 - 1 or
   point - lower < 2^33 - 1.
-* The models' intervals: a version-2 symbol's row as `bitstream._quantized_cdf` gives it (the
+* The models' intervals: a version-3 symbol's row as `bitstream._quantized_cdf` gives it (the
   lazy `Categorical(perfect=False)` of the row); a mask bit's `Bernoulli(p, perfect=False)`, the
   categorical over [1 - p, p]: symbol 1 from trunc((1 - p) * (2^24 - 2) / ((1 - p) + p)) + 1,
-  all in float64 as constriction computes it, with p = picks left / places left; an escape
+  all in float64 as constriction computes it, with p = picks left / places left (a repeat
+  flag's: p = (repeats + 1) / (flags + 2), the same function of two integers); an escape
   field's `Uniform(size)`: 2^24 // size per symbol, the last symbol up to 2^24.
 
 tests/test_range_decoder.py checks each against constriction (every mask model up to 256
@@ -174,16 +176,21 @@ def read_masks(words, state, frames, frame_keep, blocks, block_keep, rows, frame
 
 
 @_jit
-def read_pass(words, begins, counts, states, status, base_rows, places, cdf, sizes, lower_bounds,
-              upper_bounds, channel_clip, residual):
-  """One pass of version 2 for a batch of streams: for each stream b still reading (status 0),
-  channel by channel, its places[b] residuals under their rows (base_rows int64 [B, M, C]: the
-  row of (channel, spatial context, x = 0); x = the previous channel's residual clipped to
-  +-channel_clip, plus channel_clip; 0 for channel 0), then that channel's escaped residuals
-  (side, nb, chunks as `bitstream._escape_fields` writes them). words: every stream's words one
-  after another, stream b's at begins[b], counts[b] of them; states uint64 [B, 4]. cdf int
-  [R, W + 1] (`bitstream._quantized_cdf`), sizes / lower_bounds / upper_bounds [R]. Writes
-  residual int64 [B, M, C] (its places past places[b]: untouched) and a failing stream's status."""
+def read_pass(words, begins, counts, states, status, base_rows, places, held, positions, tallies,
+              repeat, cdf, sizes, lower_bounds, upper_bounds, channel_clip, residual):
+  """One pass of version 3 for a batch of streams: for each stream b still reading (status 0),
+  first the pass's repeat flags: at each block i of held[b] (bool [B, m]: the pass's blocks sent
+  before), in order, one bit under `Bernoulli((repeats + 1) / (flags + 2), perfect=False)`
+  (`bernoulli_edge`) of the stream's counts tallies[b] = (repeats, flags) so far (updated), into
+  repeat[b, i] (bool [B, m], zeroed by the caller). Then channel by channel, its places[b]
+  residuals but those of flagged blocks (place i is block i // positions) under their rows
+  (base_rows int64 [B, M, C]: the row of (channel, spatial context, x = 0); x = the previous
+  channel's residual clipped to +-channel_clip, plus channel_clip; 0 for channel 0), then that
+  channel's escaped residuals (side, nb, chunks as `bitstream._escape_fields` writes them).
+  words: every stream's words one after another, stream b's at begins[b], counts[b] of them;
+  states uint64 [B, 4]. cdf int [R, W + 1] (`bitstream._quantized_cdf`), sizes / lower_bounds /
+  upper_bounds [R]. Writes residual int64 [B, M, C] (flagged blocks' places and places past
+  places[b]: untouched) and a failing stream's status."""
   batch, _, channels = base_rows.shape
   num_rows = cdf.shape[0]
   escaped = np.empty((base_rows.shape[1], 2), np.int64)  # place, row
@@ -194,10 +201,36 @@ def read_pass(words, begins, counts, states, status, base_rows, places, cdf, siz
     lower, range_, point, read = states[b, 0], states[b, 1], states[b, 2], np.int64(states[b, 3])
     begin, count, n = begins[b], counts[b], places[b]
     failure = OK
-    for c in range(channels):
+    # The flags.
+    repeats, flags = tallies[b, 0], tallies[b, 1]
+    for i in range(held.shape[1]):
+      if not held[b, i]:
+        continue
+      scale, quantile = _quantile(lower, range_, point)
+      if quantile >= _FULL:
+        failure = INVALID_DATA
+        break
+      edge = bernoulli_edge(repeats + 1, flags + 2)
+      if np.int64(quantile) >= edge:
+        bit, left, probability = 1, edge, (1 << PRECISION) - edge
+      else:
+        bit, left, probability = 0, 0, edge
+      lower, range_, point, read = _advance(lower, range_, point, read, scale, left, probability,
+                                            words, begin, count)
+      repeat[b, i] = bit == 1
+      repeats += bit
+      flags += 1
+    tallies[b, 0], tallies[b, 1] = repeats, flags
+    if failure != OK:
+      channels_left = 0
+    else:
+      channels_left = channels
+    for c in range(channels_left):
       # The channel's symbols.
       escapes = 0
       for i in range(n):
+        if repeat[b, i // positions]:
+          continue
         row = base_rows[b, i, c]
         if c > 0:
           x = residual[b, i, c - 1]

@@ -19,7 +19,10 @@ it is integer arithmetic on values both sides hold exactly, so the decoder on an
 the table the encoder used; no network runs inside the coder (the learned part is the table
 family, trained through `stae_jax.models.entropy.ContextPrior`, frozen into
 `stae_jax.coding.tables`). Measured against the factorized prior on the same latents:
-BENCHMARKS.md "Entropy coding: the conditional model".
+BENCHMARKS.md "Entropy coding: the conditional model". The stream (format version 3) adds one
+thing this rule and the training rate leave out: a flag per block sent before, saying whether it
+repeats its values as last sent exactly (then no residuals; `stae_jax.coding.bitstream`). Where
+blocks repeat, real streams are shorter than the learned rate; the rate stays the rule's.
 
 Two implementations of the one rule: `Canvas` and `channel_context` in NumPy integers, pass by
 pass over a batch of clips in lockstep, for the range coder (the encoder and the decoder run the
@@ -161,6 +164,14 @@ class Canvas:
     # |total| < 2^35, and a quotient's distance from an integer is 0 or >= 1/10.
     pred = np.floor(total / np.maximum(count, 1) + 0.5).astype(np.int64)
     return pred, spatial
+
+  def held(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the canvas holds at the blocks int [B, m] of a coming pass (each clip's own): (sent
+    bool [B, m]: the block was sent before, values int32 [B, m, L]: its values as last sent, 0
+    where never sent). The coder's repeat flags (`stae_jax.coding.bitstream`, version 3) compare
+    a block's new values with these."""
+    rows = blocks + (np.arange(len(blocks)) * self._stride)[:, None]
+    return np.take(self._sent, rows) > 0, np.take(self._values, rows, axis=0)
 
   def send(self, lanes: np.ndarray, blocks: np.ndarray, values: np.ndarray):
     """Records that clip lanes[i] sent values[i] (int32-valued [k, L]) at its block blocks[i]."""

@@ -6,7 +6,9 @@ value x to logits whose sigmoid is a cumulative distribution function. The proba
 latent is the mass of the unit bin around it, so the rate of a quantised latent under the model is
 exactly what an ideal entropy coder using the same density would spend. `stae_jax.coding.tables`
 freezes the same function into float64 tables for the real range coder, and the tests check that the
-two agree (the training rate is then an honest estimate of the bitstream, not a loose proxy).
+two agree (the training rate is then an honest estimate of the bitstream, not a loose proxy). The
+conditional streams' repeat flags (`stae_jax.coding.bitstream`, version 3) are not modelled: where
+blocks repeat their last values exactly, real streams are shorter than the learned rate.
 
 Everything here computes in float32 whatever the caller's dtype: latents in bfloat16 have 8 bits of
 mantissa, so at |y| ~ 100 the uniform noise of training would be rounded away and the rate would
