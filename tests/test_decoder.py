@@ -68,39 +68,6 @@ def test_temporal_fill_interpolates_between_received_frames():
   np.testing.assert_array_equal(known[0, :, 0, 1, 0], np.zeros(8))
 
 
-def _fill_reference(values, mask):
-  """The fill rule place by place in plain Python: the nearest received frame before and after,
-  each weighted by the other's distance (the one side alone at the ends)."""
-  b, t, h, w, c = values.shape
-  fill, known = np.zeros_like(values), np.zeros((b, t, h, w, 1), np.float32)
-  for i, y, x in np.ndindex(b, h, w):
-    sent = [s for s in range(t) if mask[i, s, y, x, 0] > 0.5]
-    for s in range(t):
-      before = [r for r in sent if r <= s]
-      after = [r for r in sent if r >= s]
-      if not sent:
-        continue
-      known[i, s, y, x] = 1.0
-      if before and after:
-        p, n = before[-1], after[0]
-        fill[i, s, y, x] = (values[i, p, y, x] if p == n else
-                            ((n - s) * values[i, p, y, x] + (s - p) * values[i, n, y, x]) / (n - p))
-      else:
-        fill[i, s, y, x] = values[i, (before or after)[-1 if before else 0], y, x]
-  return fill, known
-
-
-@pytest.mark.parametrize("density", [0.1, 0.5, 0.9])
-def test_temporal_fill_matches_the_rule_on_random_masks(density):
-  rng = np.random.default_rng(int(density * 10))
-  values = rng.normal(size=(2, 9, 3, 3, 2)).astype(np.float32)
-  mask = (rng.random((2, 9, 3, 3, 1)) < density).astype(np.float32)
-  fill, known = jax.jit(temporal_fill)(values * mask, mask)
-  want_fill, want_known = _fill_reference(values * mask, mask)
-  np.testing.assert_allclose(fill, want_fill, atol=1e-6)
-  np.testing.assert_array_equal(known, want_known)
-
-
 def test_temporal_fill_gradient_stays_bounded():
   """The interpolation weights take no gradient (a ratio over a vanishing denominator at received
   pixels made the mask's gradient explode in training); values still get theirs."""
@@ -126,31 +93,6 @@ def test_fresh_decoder_returns_the_temporal_fill():
   fill, _ = temporal_fill(received / 127.5 - 1.0, mask)
   np.testing.assert_allclose(run(decoder, received, mask), jnp.clip((fill + 1.0) * 127.5, 0, 255),
                              atol=1e-3)
-
-
-def test_holes_runs_the_frame_stage_on_the_dropped_frames_only_with_the_same_clip():
-  """`holes` (the frames that may miss pixels, every other frame received whole) gives the clip
-  the decoder gives without it, bit for bit; no holes returns what was received."""
-  decoder = Decoder(width=8, rngs=rngs(4))
-  # Trained-like weights: a zero output layer would make every prediction the fill alone.
-  decoder.out.kernel[...] = 0.05 * jax.random.normal(jax.random.key(9), decoder.out.kernel.shape)
-  k1, k2 = jax.random.split(jax.random.key(3))
-  received = jax.random.uniform(k1, (B, T, SIZE, SIZE, 3), jnp.float32, 0, 255)
-  holes = jnp.array([[1, 2, 4], [0, 3, 5]], jnp.int32)
-  mask = jnp.ones((B, T, SIZE, SIZE, 1)).at[jnp.arange(B)[:, None], holes].set(0.0)
-  # Frame 2 of the second clip is also received in part only: listed as a hole there.
-  mask = mask.at[1, 2, :8].set(0.0)
-  holes_second = jnp.array([[1, 2, 4, 5], [0, 2, 3, 5]], jnp.int32)
-  graphdef, state = nnx.split(decoder)
-  step = jax.jit(lambda s, r, m, h: nnx.merge(graphdef, s)(r, m, holes=h))
-  whole = run(decoder, received * mask, mask)
-  np.testing.assert_array_equal(step(state, received * mask, mask, holes_second), whole)
-  assert float(jnp.abs(whole[0, 1] - received[0, 1]).max()) > 1  # the holes were predicted
-  full = jnp.ones_like(mask)
-  np.testing.assert_array_equal(step(state, received, full, jnp.zeros((B, 0), jnp.int32)),
-                                received)
-  with pytest.raises(ValueError, match="holes must be"):
-    decoder(received, full, holes=jnp.zeros((B, T + 1), jnp.int32))
 
 
 def test_space_to_depth_round_trip():

@@ -370,16 +370,17 @@ def test_server_half_refuses_what_the_model_never_sends(built, tag):
     codec.encode(video.astype(np.float32), first)
 
 
-def test_dropped_frames_are_the_frames_a_point_does_not_keep():
-  """The decoder's `holes` at a static point: the frames not kept, ascending, where kept frames
-  send every block; None (every frame may miss pixels) where they send fewer."""
-  frame_index = jnp.array([[0, 3, 5], [1, 2, 4]], jnp.int32)
-  holes = stae_method.dropped_frames(frame_index, frames=6, k_s=16, blocks=16)
-  np.testing.assert_array_equal(holes, [[1, 2, 4], [0, 3, 5]])
-  assert holes.dtype == jnp.int32
-  assert stae_method.dropped_frames(frame_index, frames=6, k_s=8, blocks=16) is None
-  every = jnp.tile(jnp.arange(6, dtype=jnp.int32), (2, 1))
-  assert stae_method.dropped_frames(every, frames=6, k_s=16, blocks=16).shape == (2, 0)
+def test_a_point_that_sends_everything_is_rebuilt_without_the_decoder():
+  """`rebuild` at a complete point returns the received clip, which is what the decoder gives
+  there (received pixels pass through untouched), without running it."""
+  from stae_jax.models.decoder import Decoder  # pylint: disable=g-import-not-at-top
+  decoder = Decoder(width=4, rngs=rngs(0))
+  received = jax.random.uniform(jax.random.key(1), (2, T, SIZE, SIZE, 3), jnp.float32, 0, 255)
+  mask = jnp.ones((2, T, SIZE, SIZE, 1), jnp.float32)
+  np.testing.assert_array_equal(decoder(received, mask), received)
+  assert stae_method.rebuild(None, received, mask, complete=True) is received
+  np.testing.assert_array_equal(stae_method.rebuild(decoder, received, mask, complete=False),
+                                received)
 
 
 def test_payload_conversion_round_trips():

@@ -91,23 +91,27 @@ def temporal_fill(values, mask):
   """
   values = values.astype(jnp.float32)
   gate = mask.astype(jnp.float32)
-  t = values.shape[1]
-  # Per place, the frame last received at or before t and the first at or after it (-1 and T where
-  # there is none): running extrema over time of the received frames' indices, on the 1-channel
-  # mask, then one gather of each. Integer indices, so the rule has no gradient; the values do.
-  received = jax.lax.stop_gradient(gate) > 0.5
-  when = jax.lax.broadcasted_iota(jnp.int32, received.shape, 1)
-  before = jax.lax.cummax(jnp.where(received, when, -1), axis=1)
-  after = jax.lax.cummin(jnp.where(received, when, t), axis=1, reverse=True)
-  k_f, k_b = before >= 0, after < t
-  v_f = jnp.take_along_axis(values, jnp.maximum(before, 0), axis=1)
-  v_b = jnp.take_along_axis(values, jnp.minimum(after, t - 1), axis=1)
-  k_f, k_b = k_f.astype(jnp.float32), k_b.astype(jnp.float32)
-  a_f, a_b = (when - before).astype(jnp.float32), (after - when).astype(jnp.float32)
+  mask = jax.lax.stop_gradient(gate)
+
+  def sweep(xs, ms):
+    def step(carry, inputs):
+      value, known, age = carry
+      x, m = inputs
+      value = m * x + (1.0 - m) * value
+      known = m + (1.0 - m) * known
+      age = (1.0 - m) * (age + 1.0)
+      return (value, known, age), (value, known, age)
+    init = (jnp.zeros_like(xs[0]), jnp.zeros_like(ms[0]), jnp.zeros_like(ms[0]))
+    return jax.lax.scan(step, init, (xs, ms))[1]
+
+  xs, ms = jnp.moveaxis(values, 1, 0), jnp.moveaxis(mask, 1, 0)
+  v_f, k_f, a_f = sweep(xs, ms)
+  v_b, k_b, a_b = (a[::-1] for a in sweep(xs[::-1], ms[::-1]))
   w_f = k_f * (k_b * a_b + (1.0 - k_b))  # both sides known: weight by the other side's distance
   w_b = k_b * (k_f * a_f + (1.0 - k_f))
   fill = (w_f * v_f + w_b * v_b) / jnp.maximum(w_f + w_b, 1.0)  # w_f + w_b >= 1 where known
   known = 1.0 - (1.0 - k_f) * (1.0 - k_b)
+  fill, known = jnp.moveaxis(fill, 0, 1), jnp.moveaxis(known, 0, 1)
   return gate * values + (1.0 - gate) * fill, known
 
 
@@ -148,29 +152,15 @@ class Decoder(nnx.Module):
     self.out = nnx.Conv(w, 3 * self.cell * self.cell, kernel_init=nnx.initializers.zeros_init(),
                         **conv2)
 
-  def __call__(self, received, mask, *, holes=None):
+  def __call__(self, received, mask):
     """received float 0..255 [B,T,H,W,3] (anything where mask is 0), mask [B,T,H,W,1] in {0, 1}
-    -> clip float32 0..255 [B,T,H,W,3], equal to `received` wherever mask is 1.
-
-    holes: optional int32 [B,M], the only frames of each clip where the mask may be 0 (M static;
-    the caller vouches that every other frame was received whole). The per-frame stage then runs
-    on those M frames alone and the rest pass through: the same clip as without `holes` (each
-    frame's 2D stage sees only its own frame), for M/T of that stage's cost; M = 0 runs nothing.
-    A server knows them from the stream (STAE's points that keep every block of a kept frame:
-    the dropped frames), training passes None.
-    """
+    -> clip float32 0..255 [B,T,H,W,3], equal to `received` wherever mask is 1."""
     received = jnp.asarray(received, jnp.float32)
     mask = jnp.asarray(mask, jnp.float32)
     if received.ndim != 5 or received.shape[-1] != 3 or mask.shape != received.shape[:-1] + (1,):
       raise ValueError(f"decoder expects received [B,T,H,W,3] and mask [B,T,H,W,1]; got "
                        f"{tuple(received.shape)} and {tuple(mask.shape)}")
     b, t, h, w, _ = received.shape
-    if holes is not None and (jnp.ndim(holes) != 2 or jnp.shape(holes)[0] != b
-                              or jnp.shape(holes)[1] > t):
-      raise ValueError(f"holes must be int32 [B, M] with M <= T = {t} (the frames that may miss "
-                       f"pixels), got shape {tuple(jnp.shape(holes))}")
-    if holes is not None and jnp.shape(holes)[1] == 0:
-      return received  # nothing to fill: mask * received + (1 - mask) * anything, with mask 1
     unit = 2 * self.cell
     if h % unit or w % unit:
       raise ValueError(f"decoder needs H and W divisible by {unit} (cells of {self.cell} pixels, "
@@ -186,24 +176,12 @@ class Decoder(nnx.Module):
     coarse = jax.nn.gelu(self.down(feat))                              # [B,T,h'/2,w'/2,2w]
     for conv in self.temporal:
       coarse = coarse + jax.nn.gelu(conv(coarse))
-    cells = cells.reshape(b, t, hc, wc, -1)
-    out_received, out_mask = received, mask
-    if holes is not None:  # the per-frame stage at the frames that may miss pixels only
-      index = jnp.asarray(holes, jnp.int32)[:, :, None]
-      frame = lambda x: jnp.take_along_axis(x.reshape(b, t, -1), index, axis=1).reshape(
-          (b, -1) + x.shape[2:])
-      coarse, feat, cells, fill = frame(coarse), frame(feat), frame(cells), frame(fill)
-      out_received, out_mask = frame(received), frame(mask)
-    f = coarse.shape[1]
     # Back to cell resolution per frame (nearest upsampling + 3x3 conv: no checkerboard).
-    up = jnp.repeat(jnp.repeat(coarse, 2, axis=2), 2, axis=3).reshape(b * f, hc, wc, -1)
-    y = feat.reshape(b * f, hc, wc, -1) + jax.nn.gelu(self.up(up))
-    y = jnp.concatenate([y, cells.reshape(b * f, hc, wc, -1)], axis=-1)
+    up = jnp.repeat(jnp.repeat(coarse, 2, axis=2), 2, axis=3).reshape(b * t, hc, wc, -1)
+    y = feat.reshape(b * t, hc, wc, -1) + jax.nn.gelu(self.up(up))
+    y = jnp.concatenate([y, cells], axis=-1)
     for conv in self.spatial:
       y = jax.nn.gelu(conv(y))
-    residual = depth_to_space(self.out(y).astype(jnp.float32), self.cell).reshape(b, f, h, w, 3)
+    residual = depth_to_space(self.out(y).astype(jnp.float32), self.cell).reshape(b, t, h, w, 3)
     predicted = jnp.clip((fill + residual + 1.0) * 127.5, 0.0, 255.0)
-    out = out_mask * out_received + (1.0 - out_mask) * predicted
-    if holes is None:
-      return out
-    return received.at[jnp.arange(b)[:, None], jnp.asarray(holes, jnp.int32)].set(out)
+    return mask * received + (1.0 - mask) * predicted

@@ -317,15 +317,12 @@ def rate_bits(prior, latents, weight, *, frames: int, blocks: int, k_f, k_s,
 # Training forward
 # ------------------------------------------------------------------------------------------------
 
-def dropped_frames(frame_index, *, frames: int, k_s: int, blocks: int):
-  """The frames the receiver must fill, for the decoder's `holes`: int32 [B, T - k_f], ascending,
-  where a kept frame sends every block (k_s == N: its pixels are all received); None otherwise
-  (a kept frame misses blocks too, so every frame may have holes)."""
-  if k_s < blocks:
-    return None
-  b, k_f = frame_index.shape
-  kept = jnp.zeros((b, frames), jnp.int32).at[jnp.arange(b)[:, None], frame_index].set(1)
-  return jnp.argsort(kept, axis=1, stable=True)[:, :frames - k_f].astype(jnp.int32)
+def rebuild(decoder, received, pixel_mask, *, complete: bool):
+  """The receiver's clip from the kept blocks in place: the 3D-2D CNN decoder's fill, or, where
+  the point sends every block of every frame (`complete`, static), the received clip itself,
+  which is what the decoder returns there anyway (it passes received pixels through untouched),
+  without running it."""
+  return received if complete else decoder(received, pixel_mask)
 
 
 def forward(models, video, point, *, training: bool, rng=None) -> dict:
@@ -356,8 +353,8 @@ def forward(models, video, point, *, training: bool, rng=None) -> dict:
   bits = rate_bits(prior, encoded["rate_latents"], encoded["rate_weight"], frames=t, blocks=n,
                    k_f=k_f, k_s=k_s, rounded=encoded["rate_rounded"],
                    block_index=None if dense else encoded["block_index"])
-  holes = (None if dense else dropped_frames(encoded["frame_index"], frames=t, k_s=k_s, blocks=n))
-  reconstruction = decoder(encoded["received"], encoded["pixel_mask"], holes=holes)
+  complete = not dense and k_f == t and k_s == n
+  reconstruction = rebuild(decoder, encoded["received"], encoded["pixel_mask"], complete=complete)
   extra = {"synthesised": encoded["synthesised"]} if "synthesised" in encoded else {}
   if training and stae.selection_gradient == "task":
     # The same decoder input with the masks held constant: its pixel error trains the block
@@ -474,9 +471,8 @@ class STAECodec(base.Codec):
       models = nnx.merge(graphdef, params, rest)
       received, pixel_mask, _ = models["stae"].receive(frame_index, block_index, latents,
                                                        frames=frames, height=height, width=width)
-      holes = dropped_frames(frame_index, frames=frames, k_s=block_index.shape[2],
-                             blocks=self._blocks)
-      return models["decoder"](received, pixel_mask, holes=holes)
+      complete = block_index.shape[1:] == (frames, self._blocks)
+      return rebuild(models["decoder"], received, pixel_mask, complete=complete)
 
     def classify(params, rest, clip):
       return nnx.merge(graphdef, params, rest)["vit"](clip)
