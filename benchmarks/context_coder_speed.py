@@ -62,14 +62,20 @@ _JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
 def load_baseline(revision: str):
   """The bitstream module of `revision`, its context rule and compiled range decoder beside it
   (all from `git show`, into a folder left in place: numba compiles the decoder, and caches it
-  beside its file, at its first call)."""
+  beside its file, at its first call). A revision from before the compiled decoder has none."""
   modules = {}
   folder = tempfile.mkdtemp(prefix="coder_baseline_")
   for name, path in (("baseline_context", "stae_jax/models/context.py"),
                      ("baseline_range_decoder", "stae_jax/coding/range_decoder.py"),
                      ("baseline_bitstream", "stae_jax/coding/bitstream.py")):
-    source = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{revision}:{path}"],
-                            check=True, capture_output=True, text=True).stdout
+    shown = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"{revision}:{path}"],
+                           check=False, capture_output=True, text=True)
+    if shown.returncode and name == "baseline_range_decoder":
+      continue  # before the compiled decoder: the revision's bitstream does not import one
+    if shown.returncode:
+      raise SystemExit(f"--baseline={revision}: git show {revision}:{path} failed: "
+                       f"{shown.stderr.strip()}")
+    source = shown.stdout
     file = pathlib.Path(folder) / f"{name}.py"
     file.write_text(source)
     spec = importlib.util.spec_from_file_location(name, file)
@@ -78,7 +84,8 @@ def load_baseline(revision: str):
     spec.loader.exec_module(modules[name])
   baseline = modules["baseline_bitstream"]
   baseline.context_lib = modules["baseline_context"]  # the rule as that revision had it
-  baseline.range_decoder = modules["baseline_range_decoder"]  # ... and its compiled reader
+  if "baseline_range_decoder" in modules:
+    baseline.range_decoder = modules["baseline_range_decoder"]  # ... and its compiled reader
   return baseline
 
 
