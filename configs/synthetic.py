@@ -27,11 +27,13 @@ took 1.4-1.6x their idle times of the previous main job; about 1,771 s idle, STA
 alone: BENCHMARKS.md "Main job"): classifier 1000
 steps (top-1 92.3% on the 600 test clips; 52.3% with frames shuffled, 23.5% with one frame
 repeated), DeepISC 200 + 10 steps, STAE's frame choice, 200 + 10 steps. Then `python evaluate.py
---config=configs/synthetic.py --workdir=/tmp/mjI` (543 s, idle): only H.264 reaches the target
-(reference - 5 points, 87.3%), at 16.6 kbit per clip (95x); STAE spans 1,129-11,185 bits
-(1393x-141x), 36.3% to 82.8% (1 to 16 frames): above H.264's envelope at 1.1 and 1.9 kbit (+10.5
-[+7.0, +14.4] and +18.7 [+13.5, +23.3] points), level with it at 3.4, 6.0 and 11.2 kbit (-2.8
-[-6.1, +0.1] at the top), and 29-43 points above DeepISC's 4-16 tokens at their bits.
+--config=configs/synthetic.py --workdir=/tmp/mjI` (543 s, idle; version-2 streams), and the same
+models through bitstream version 3 (`evaluate.py` on /tmp/ablJ, a copy beside the ablation
+variants): only H.264 reaches the target (reference - 5 points, 87.3%), at 16.6 kbit per clip
+(95x); STAE spans 1,129-9,340 bits (1393x-168x), 36.3% to 82.8% (1 to 16 frames): above H.264's
+envelope at 1.1 and 1.9 kbit (+10.5 [+7.0, +14.4] and +18.9 [+13.7, +23.5] points), level with it
+at 3.4, 5.5 and 9.3 kbit (-1.8 [-5.0, +1.0] at the top), and 28-43 points above DeepISC's 4-16
+tokens at their bits.
 """
 
 from configs import common
