@@ -15,29 +15,15 @@ an idle machine; compare only figures of one run.
 import argparse
 import pathlib
 import sys
-import time
 
 import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-import jax  # pylint: disable=wrong-import-position
-
 from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
 from stae_jax.systems import loading  # pylint: disable=wrong-import-position
-
-
-def median_ms(fn, repeats: int) -> float:
-  """Median wall time of `fn()` over `repeats` calls after one untimed call, in ms (the result's
-  arrays waited for; the entropy decoder returns host arrays)."""
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times))
+from timing import median_ms_per_clip  # pylint: disable=wrong-import-position  (benchmarks/)
 
 
 def main():
@@ -64,9 +50,10 @@ def main():
       streams = codec.device(clips, point).streams
       received = codec.entropy_decode(streams, point)
       rebuilt = codec.decode(received, point)
-      ms = dict(entropy=median_ms(lambda: codec.entropy_decode(streams, point), args.repeats),
-                decode=median_ms(lambda: codec.decode(received, point), args.repeats),
-                classify=median_ms(lambda: codec.classify(rebuilt), args.repeats))
+      per_batch = lambda fn, *a: median_ms_per_clip(fn, *a, batch=1, repeats=args.repeats)
+      ms = dict(entropy=per_batch(codec.entropy_decode, streams, point),
+                decode=per_batch(codec.decode, received, point),
+                classify=per_batch(codec.classify, rebuilt))
       total = sum(ms.values())
       print(f"| {codec.tag} | {point.name} | {ms['entropy']:.1f} | {ms['decode']:.1f} | "
             f"{ms['classify']:.1f} | {total:.1f} | {1e3 * args.batch / total:.0f} |", flush=True)

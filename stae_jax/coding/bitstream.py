@@ -510,6 +510,13 @@ def _encode_clip(encoder, symbols: np.ndarray, masses: np.ndarray, escapes: list
         encoder.encode(chunks, _UNIFORM, chunk_sizes)
 
 
+def _no_stats(batch: int) -> dict[str, np.ndarray]:
+  """Per-clip coding stats, all 0: escapes, and version 3's flags, repeats (int64 [B]) and
+  flag_bits (float64 [B])."""
+  return dict(escapes=np.zeros(batch, np.int64), flags=np.zeros(batch, np.int64),
+              repeats=np.zeros(batch, np.int64), flag_bits=np.zeros(batch))
+
+
 def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndarray,
                        tables: CodingTables) -> dict[str, np.ndarray]:
   """Version 3 latents of B clips of one shape, one encoder each (module doc's order).
@@ -522,8 +529,7 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
   repeats, and float64 [B] flag_bits (the flags' information content).
   """
   batch, k_f, n = block_masks.shape
-  stats = dict(escapes=np.zeros(batch, np.int64), flags=np.zeros(batch, np.int64),
-               repeats=np.zeros(batch, np.int64), flag_bits=np.zeros(batch))
+  stats = _no_stats(batch)
   if not latents.size:
     return stats
   channels = tables.channels
@@ -584,7 +590,7 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
   # own: the same words either way. Each clip's sequence is its passes', each pass its flags
   # (if among them) then its residuals: a group per (clip, pass), placed by counts.
   inline = masses_of.shape[1] == 3 and int(stats["flags"].max(initial=0)) <= _MAX_INLINE_FLAGS
-  inlined = (flag_counts if inline else 0 * flag_counts).reshape(-1)
+  inlined = (flag_counts * inline).reshape(-1)
   group_sizes = inlined + residual_counts.reshape(-1)
   group_start = np.cumsum(group_sizes) - group_sizes
   residual_start = np.cumsum(residual_counts.reshape(-1)) - residual_counts.reshape(-1)
@@ -668,8 +674,7 @@ def _encode_clips(headers: list[bytes], frame_masks, block_masks, latents: np.nd
   None or bool arrays [B, ...]); returns (the streams, per-clip stats: escapes, and version 3's
   flags, repeats and flag_bits, 0 in version 1)."""
   batch = len(headers)
-  stats = dict(escapes=np.zeros(batch, np.int64), flags=np.zeros(batch, np.int64),
-               repeats=np.zeros(batch, np.int64), flag_bits=np.zeros(batch))
+  stats = _no_stats(batch)
   if not batch:
     return [], stats
   encoders = _mask_encoders(batch, frame_masks, block_masks)
@@ -845,7 +850,7 @@ def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray,
 def _decode_residuals(decoders: list, work: list, real: np.ndarray, rows: np.ndarray,
                       probabilities: np.ndarray, tables: CodingTables,
                       failures: dict) -> np.ndarray:
-  """One sub-pass of version 3 for a batch of streams (the mirror of `_encode_residuals`).
+  """One sub-pass of version 3 for a batch of streams (the mirror of `_encode_clip`'s residuals).
 
   rows int [B, M]: every stream's rows, padded. work: groups (start, stop, [(lane, its decoder's
   `symbol_reader`, its symbols' tables: a view of `probabilities`), ...]) of a few streams, whose
@@ -1396,9 +1401,10 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
 
   latents int [B, *lead, C]; frame_masks bool [B, T] or None; block_masks bool [B, R, N] or None.
   Symbol mapping, escape detection and version 3's contexts run vectorised over the whole batch;
-  only the range coder calls are per clip (one per channel, or in version 3 two a pass, more only
-  around escapes). Stats: num_bytes, bits, escapes, and version 3's flags and repeats (int64 [B]
-  each) and flag_bits (float64 [B]), as `CodingStats` has them.
+  only the range coder calls are per clip (one per channel in version 1; one per clip in version
+  3, more only around escapes, and a call a pass for the flags where they cannot be intervals
+  among the residuals). Stats: num_bytes, bits, escapes, and version 3's flags and repeats
+  (int64 [B] each) and flag_bits (float64 [B]), as `CodingStats` has them.
   """
   tables = require_tables(tables, model)
   latents = np.asarray(latents)
