@@ -40,9 +40,10 @@ def cpu_peak(cores: int, ghz: float) -> float:
   return cores * ghz * 1e9 * 32
 
 
-def bench(config, stage_name: str, tag: str | None, steps: int, peak: float, peak_note: str):
+def build_step(config, stage_name: str, tag: str | None):
   """One stage's compiled train step as `trainer.run_stage` builds it: the shared classifier (tag
-  None: the ViT alone) or a stage of system `config.systems[tag]`."""
+  None: the ViT alone) or a stage of system `config.systems[tag]`, on one batch of random uint8
+  clips. Returns (steps: trainer.Steps, state, batch, op: the training point)."""
   stage = trainer.stage_settings(config, stage_name, tag)
   entry = None if tag is None else trainer.system_entry(config, tag)
   method = None if entry is None else systems.get(entry.method)
@@ -64,6 +65,13 @@ def bench(config, stage_name: str, tag: str | None, steps: int, peak: float, pea
       label=rng.integers(0, int(config.model.vit.num_classes), (b,), dtype=np.int32)), mesh)
   # The training point: None for STAE and DeepISC (each clip draws its own inside the step).
   op = None if method is None else method.training_points(entry)[0]
+  return jitted, state, batch, op
+
+
+def bench(config, stage_name: str, tag: str | None, steps: int, peak: float, peak_note: str):
+  """Times `build_step`'s step: the first call (compile), then the median of `steps` calls."""
+  jitted, state, batch, op = build_step(config, stage_name, tag)
+  b = int(config.data.batch_size)
   t0 = time.perf_counter()
   state, metrics = jitted.train(state, batch, op)
   jax.block_until_ready(metrics)

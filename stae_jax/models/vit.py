@@ -342,7 +342,8 @@ class VideoViT(nnx.Module):
     check_video(video, tubelet=self.tubelet, patch=self.patch, pool=self.pool, who="VideoViT")
     x = normalize_video(video, self.dtype)
     if self.inputs == "motion":  # pools itself (its fine curl needs the full resolution)
-      x = motion.motion_features(x, self.pool)
+      with jax.named_scope("motion_features"):
+        x = motion.motion_features(x, self.pool)
     else:
       x = motion.average_pool(x, self.pool)
       if self.inputs == "differences":

@@ -345,16 +345,20 @@ def forward(models, video, point, *, training: bool, rng=None) -> dict:
     where = dict(frame_keep=point["frame_keep"], block_keep=point["block_keep"])
   else:
     where = dict(point_index=None if point is None else point["point_index"])
-  encoded = stae(video, **where, training=training, rng=rng)
+  # The named scopes name the parts of a compiled step in profiles (benchmarks/step_split.py).
+  with jax.named_scope("stae_encoder"):
+    encoded = stae(video, **where, training=training, rng=rng)
   t = encoded["frame_mask"].shape[1]
   n = encoded["block_mask"].shape[-1]
   k_f, k_s = encoded["keep"]
   dense = training or not isinstance(point, Point)  # the rate over [B,T,N] with masks
-  bits = rate_bits(prior, encoded["rate_latents"], encoded["rate_weight"], frames=t, blocks=n,
-                   k_f=k_f, k_s=k_s, rounded=encoded["rate_rounded"],
-                   block_index=None if dense else encoded["block_index"])
+  with jax.named_scope("entropy_rate"):
+    bits = rate_bits(prior, encoded["rate_latents"], encoded["rate_weight"], frames=t, blocks=n,
+                     k_f=k_f, k_s=k_s, rounded=encoded["rate_rounded"],
+                     block_index=None if dense else encoded["block_index"])
   complete = not dense and k_f == t and k_s == n
-  reconstruction = rebuild(decoder, encoded["received"], encoded["pixel_mask"], complete=complete)
+  with jax.named_scope("decoder"):
+    reconstruction = rebuild(decoder, encoded["received"], encoded["pixel_mask"], complete=complete)
   extra = {"synthesised": encoded["synthesised"]} if "synthesised" in encoded else {}
   if training and stae.selection_gradient == "task":
     # The same decoder input with the masks held constant: its pixel error trains the block
@@ -365,8 +369,10 @@ def forward(models, video, point, *, training: bool, rng=None) -> dict:
   for key in ("latents", "frame_index", "block_index"):
     if key in encoded:
       extra[key] = encoded[key]
+  with jax.named_scope("classifier"):
+    logits = models["vit"](reconstruction)
   return dict(**extra,
-      logits=models["vit"](reconstruction),
+      logits=logits,
       reconstruction=reconstruction,
       bits=bits,
       frame_mask=encoded["frame_mask"],

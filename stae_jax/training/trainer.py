@@ -243,8 +243,9 @@ class Steps:
       grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
       (_, (metrics, new_rest)), grads = grad_fn(state["params"], state["rest"], batch, rng,
                                                 point, True, rate_ramp(stage, state["step"]))
-      updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-      params = optax.apply_updates(state["params"], updates)
+      with jax.named_scope("optimizer"):  # named for profiles (benchmarks/step_split.py)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
       leaves = [g for g, t in zip(jax.tree_util.tree_leaves(grads), trainable) if t]
       metrics["grad_norm"] = optax.tree.norm(leaves)
       new_state = dict(step=state["step"] + 1, params=params, opt_state=opt_state, rest=new_rest)
