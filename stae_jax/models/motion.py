@@ -47,6 +47,8 @@ colour-opponent direction, none tied to a class's colour (d' 4 for the rotation 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -58,9 +60,21 @@ PRODUCT_GAIN, FLOW_GAIN, FIELD_GAIN, ANISOTROPY_GAIN = 3.0, 2.0, 12.0, 4.0
 DIFFERENCE_SCALE = 4.0
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _shift(a: jax.Array, offset: int, axis: int) -> jax.Array:
   """b[i] = a[clip(i + offset)] along `axis`: a shift whose borders repeat the edge value
-  (slices and a broadcast edge, no gather: XLA:CPU's gathers cost ~10x more here)."""
+  (slices and a broadcast edge, no gather: XLA:CPU's gathers cost ~10x more here).
+
+  Its gradient is `_shift_backward`, the adjoint written as one concatenation: XLA's own
+  transpose of the slices and the concatenation is a zero-padded full-size array per shift, and
+  those pads were 1.0 of the 3.0 s of a STAE training step on two cores (BENCHMARKS.md "Where a
+  codec step's time goes"). Each shift's gradient is the same to the bit; composed, the motion
+  features' gradient differs from autodiff's in rounding (its cotangents are summed in another
+  order), within 1e-6 of it."""
+  return _shift_forward(a, offset, axis)
+
+
+def _shift_forward(a: jax.Array, offset: int, axis: int) -> jax.Array:
   if offset == 0:
     return a
   n, k = a.shape[axis], abs(offset)
@@ -70,6 +84,28 @@ def _shift(a: jax.Array, offset: int, axis: int) -> jax.Array:
     return jnp.concatenate([take(k, n), edge], axis=axis)
   edge = jnp.repeat(take(0, 1), k, axis=axis)
   return jnp.concatenate([edge, take(0, n - k)], axis=axis)
+
+
+def _shift_backward(offset: int, axis: int, _, g: jax.Array) -> tuple[jax.Array]:
+  """The adjoint of `_shift`: each output's cotangent goes back to the input it copied; the
+  edge input, copied k + 1 times, takes the sum of theirs."""
+  if offset == 0:
+    return (g,)
+  n, k = g.shape[axis], abs(offset)
+  take = lambda start, stop: jax.lax.slice_in_dim(g, start, stop, axis=axis)
+  if k >= n:  # every output copies the edge
+    edge, zeros = jnp.sum(g, axis=axis, keepdims=True), jnp.zeros_like(take(0, n - 1))
+    return (jnp.concatenate([zeros, edge] if offset > 0 else [edge, zeros], axis=axis),)
+  zeros = jnp.zeros_like(take(0, k))
+  if offset > 0:  # b[i] = a[min(i + k, n - 1)]
+    edge = jnp.sum(take(n - k, n), axis=axis, keepdims=True)
+    return (jnp.concatenate([zeros, take(0, n - k - 1), take(n - k - 1, n - k) + edge],
+                            axis=axis),)
+  edge = jnp.sum(take(0, k), axis=axis, keepdims=True)  # b[i] = a[max(i - k, 0)]
+  return (jnp.concatenate([take(k, k + 1) + edge, take(k + 1, n), zeros], axis=axis),)
+
+
+_shift.defvjp(lambda a, offset, axis: (_shift_forward(a, offset, axis), None), _shift_backward)
 
 
 def _central(a: jax.Array, axis: int, spacing: int = 1) -> jax.Array:
