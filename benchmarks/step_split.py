@@ -59,8 +59,9 @@ def part_of(op_name: str) -> str:
 def instructions(hlo_text: str) -> dict[str, tuple[str, str]]:
   """{instruction name: (opcode, op_name)} of every computation of an HLO module's text. A fusion
   without a name of its own (XLA:CPU's library fusions of dots and convolutions) takes the first
-  name found inside the computation it calls."""
-  table, calls, inside, computation = {}, {}, {}, None
+  name found inside the computation it calls, or else its operands' (a convolution's weight
+  gradient, for one, is named by neither), a backward operand's first."""
+  table, calls, inside, operands, computation = {}, {}, {}, {}, None
   for line in hlo_text.splitlines():
     header = _COMPUTATION.match(line)
     if header:
@@ -76,11 +77,19 @@ def instructions(hlo_text: str) -> dict[str, tuple[str, str]]:
     called = _CALLS.search(line)
     if called:
       calls[match.group(1)] = called.group(1)
+    arguments = line[match.end():].split(")", 1)[0]
+    operands[match.group(1)] = re.findall(r"%([\w.\-]+)", arguments)
     table[match.group(1)] = (match.group(2), name)
   for instruction, computation in calls.items():
     opcode, name = table[instruction]
     if "/" not in name and computation in inside:
       table[instruction] = (opcode, inside[computation])
+  for instruction, (opcode, name) in list(table.items()):
+    if "/" not in name:
+      named = [table[o][1] for o in operands.get(instruction, ()) if o in table]
+      named = [n for n in named if "transpose(" in n] + [n for n in named if "/" in n]
+      if named:  # a backward operand makes it backward (a weight gradient reads activations)
+        table[instruction] = (opcode, named[0])
   return table
 
 
