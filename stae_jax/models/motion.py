@@ -67,10 +67,10 @@ def _shift(a: jax.Array, offset: int, axis: int) -> jax.Array:
 
   Its gradient is `_shift_backward`, the adjoint written as one concatenation: XLA's own
   transpose of the slices and the concatenation is a zero-padded full-size array per shift, and
-  those pads were 1.0 of the 3.0 s of a STAE training step on two cores (BENCHMARKS.md "Where a
-  codec step's time goes"). Each shift's gradient is the same to the bit; composed, the motion
-  features' gradient differs from autodiff's in rounding (its cotangents are summed in another
-  order), within 1e-6 of it."""
+  the motion features' gradient took 1.3-1.6 s of a 3.3-3.9 s STAE training step on two cores
+  (0.7 s now: BENCHMARKS.md "Where a codec step's time goes"). Each shift's gradient is autodiff's
+  to the bit; composed, the motion features' gradient differs from autodiff's in rounding only
+  (its cotangents are summed in another order)."""
   return _shift_forward(a, offset, axis)
 
 
