@@ -24,7 +24,8 @@ Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, a cle
 --config=configs/synthetic.py --workdir=/tmp/mjI` (the dataset, synthetic_actions 1.3.0, already
 built), took 2285 s with test runs sharing the two cores (load 3-4; the same classifier and DeepISC
 took 1.4-1.6x their idle times of the previous main job; about 1,771 s idle, STAE's part re-run
-alone: BENCHMARKS.md "Main job"): classifier 1000
+alone: BENCHMARKS.md "Main job"; on a 2-core Intel Xeon, 899a387's, 2,906 s idle and another draw
+of the recipe: "A second main job on another CPU"): classifier 1000
 steps (top-1 92.3% on the 600 test clips; 52.3% with frames shuffled, 23.5% with one frame
 repeated), DeepISC 200 + 10 steps, STAE's frame choice, 200 + 10 steps. Then `python evaluate.py
 --config=configs/synthetic.py --workdir=/tmp/mjI` (543 s, idle; version-2 streams), and the same
