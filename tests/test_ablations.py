@@ -2,19 +2,11 @@
 evaluate.py's, tested in their own files; the script was run whole on the synthetic default, see
 BENCHMARKS.md "One frame per stretch of the clip")."""
 
-import importlib.util
-import sys
-
-from stae_jax import REPO_ROOT
+import benchmark_modules
 
 
 def _benchmark():
-  sys.path.insert(0, str(REPO_ROOT / "benchmarks"))  # it imports paired_points beside it
-  spec = importlib.util.spec_from_file_location("ablations", REPO_ROOT / "benchmarks" /
-                                                "ablations.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return benchmark_modules.load("ablations")  # it imports paired_points beside it
 
 
 def _point(name, bits, correct):

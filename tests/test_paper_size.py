@@ -4,7 +4,6 @@ with only the ViT (and DeepISC's transformer) narrowed and 4 frames, so the full
 and coding shapes stay covered. Plus the ViT's rematerialisation option."""
 
 import contextlib
-import importlib.util
 import io
 import json
 
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stae_jax import REPO_ROOT
+import benchmark_modules
 from stae_jax.data import pipeline
 from stae_jax.evaluation import deadlines
 from stae_jax.evaluation import evaluate
@@ -26,11 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def _paper_size_module():
-  spec = importlib.util.spec_from_file_location("paper_size", REPO_ROOT / "benchmarks" /
-                                                "paper_size.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return benchmark_modules.load("paper_size")
 
 
 def narrow_paper_config(real_data, data_dir):

@@ -2,19 +2,13 @@
 drives are the trainer's and evaluate's, tested in their own files; the script itself was run on a
 tiny config, see its docstring)."""
 
-import importlib.util
-
 import pytest
 
-from stae_jax import REPO_ROOT
+import benchmark_modules
 
 
 def _benchmark():
-  spec = importlib.util.spec_from_file_location("seed_spread",
-                                                REPO_ROOT / "benchmarks" / "seed_spread.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return benchmark_modules.load("seed_spread")
 
 
 def _results(points, reference=0.5, at_target=None):

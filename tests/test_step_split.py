@@ -2,25 +2,18 @@
 
 import glob
 import gzip
-import importlib.util
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stae_jax import REPO_ROOT
+import benchmark_modules
 
 
 def _benchmark():
-  sys.path.insert(0, str(REPO_ROOT / "benchmarks"))  # it imports train_step beside it
-  spec = importlib.util.spec_from_file_location("step_split", REPO_ROOT / "benchmarks" /
-                                                "step_split.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return benchmark_modules.load("step_split")  # it imports train_step beside it
 
 
 def test_part_names_follow_the_most_specific_scope():
