@@ -306,9 +306,9 @@ def test_command_line_round_trip(workdir, real_data, tmp_path):
   out = tmp_path / "out"
   out.mkdir()
   # two inputs in one call (one restore, one compile) into a folder
-  done, _ = _run_timed("compress.py", f"--workdir={workdir}",
-                       f"--input={real_data / VIDEO},{dropped}", f"--output={out}",
-                       "--point=keep=1x0.5")
+  done, loaded_cpu = _run_timed("compress.py", f"--workdir={workdir}",
+                                f"--input={real_data / VIDEO},{dropped}", f"--output={out}",
+                                "--point=keep=1x0.5")
   assert done.returncode == 0, done.stderr[-2000:]
   assert _no_library_noise(done.stderr), done.stderr[-2000:]
   stae_file = out / pathlib.Path(VIDEO).with_suffix(".stae").name
@@ -333,8 +333,9 @@ def test_command_line_round_trip(workdir, real_data, tmp_path):
   assert done.stdout.count("%") == 3 and picture.stat().st_size > 100
   assert "\x1b" not in done.stdout and "\x07" not in done.stdout
   assert "source clip\\x1b[2J\\x1b]0;owned\\x07.avi" in done.stdout
-  # Mistakes refused before the model loads: each costs well under 3 s of CPU (a restore and
-  # compile take ~20 s on this machine).
+  # Mistakes refused before the model loads: each costs less than half the CPU of the call above,
+  # which restored and compiled the model (about 3 s against 20 s on the AMD EPYC; a fixed 3 s
+  # failed on a slower Intel Xeon, where starting Python and JAX alone takes 3 s).
   (tmp_path / "a.avi").write_bytes((real_data / VIDEO).read_bytes())
   (tmp_path / "bad.stae").write_bytes(b"STAE" + stae_file.read_bytes()[4:40])
   fast_failures = [
@@ -351,5 +352,6 @@ def test_command_line_round_trip(workdir, real_data, tmp_path):
   for args, message in fast_failures:
     done, cpu_seconds = _run_timed(*args[:1], f"--workdir={workdir}", *args[1:])
     assert done.returncode == 1 and message in done.stderr, (args, done.stderr[-2000:])
-    assert "Traceback" not in done.stderr and cpu_seconds < 3.0, (args, cpu_seconds)
+    assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])
+    assert cpu_seconds < 0.5 * loaded_cpu, (args, cpu_seconds, loaded_cpu)
   assert not (tmp_path / "a.stae").exists()
