@@ -36,6 +36,7 @@ from absl import flags  # pylint: disable=wrong-import-position
 import jax  # pylint: disable=wrong-import-position
 
 import train_step  # pylint: disable=wrong-import-position
+from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 
 #: Named scopes, the most specific first (motion_features sits inside classifier).
 PARTS = (("optimizer", "optimizer"), ("motion_features", "classifier: motion features"),
@@ -116,7 +117,7 @@ def main():
   flags.FLAGS.mark_as_parsed()
   from configs import synthetic  # pylint: disable=g-import-not-at-top
   config = synthetic.get_config(None)
-  tag = None if args.stage == "classifier" else args.tag
+  tag = None if args.stage == loading.CLASSIFIER else args.tag  # the shared stage: no system
   jitted, state, batch, op = train_step.build_step(config, args.stage, tag)
   state, metrics = jitted.train(state, batch, op)  # compiles
   jax.block_until_ready(metrics)

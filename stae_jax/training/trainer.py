@@ -175,7 +175,8 @@ def stage_loss(stage, method, models, batch, *, operating_point, training, rng, 
   weights = batch.get("mask")
   w = stage.loss
   if method is None:
-    logits = models["vit"](video)
+    with jax.named_scope("classifier"):  # as in the systems' forwards (benchmarks/step_split.py)
+      logits = models["vit"](video)
     task = losses.cross_entropy(logits, labels, weights)
     return task, dict(loss=task, task=task, accuracy=losses.accuracy(logits, labels, weights))
   out = method.forward(models, video, operating_point, training=training, rng=rng)
