@@ -145,11 +145,15 @@ def stae_system(*, stae: dict, decoder: dict, entropy: dict, context: bool,
                           joint=dict(loss=dict(loss))))
 
 
-def deepisc_system(*, deepisc: dict, entropy: dict, loss: dict | None = None) -> dict:
-  """A `config.systems` entry of method "deepisc" (the same entropy settings as STAE's)."""
+def deepisc_system(*, deepisc: dict, entropy: dict, loss: dict | None = None,
+                   compressor: dict | None = None) -> dict:
+  """A `config.systems` entry of method "deepisc" (the same entropy settings as STAE's).
+  compressor: DeepISC's own settings of that stage over `config.stages.compressor` (e.g. its
+  budget, where its own learning curve flattens)."""
   loss = dict(SYSTEM_LOSS, **(loss or {}))
   return dict(method="deepisc", model=dict(deepisc=deepisc, entropy=entropy),
-              stages=dict(compressor=dict(loss=loss), joint=dict(loss=dict(loss))))
+              stages=dict(compressor=dict(compressor or {}, loss=loss),
+                          joint=dict(loss=dict(loss))))
 
 
 #: How a system tag names a frame rule that differs from the config's default (learned frames only).

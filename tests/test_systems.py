@@ -343,6 +343,29 @@ def test_choose_frames_finds_the_frames_the_classifier_needs():
     stae_method.choose_frames(classify, videos, labels[:3], (2,))
 
 
+def test_choose_frames_race_scores_only_the_best_candidates_on_every_clip():
+  """With `race`, every candidate is scored on the first batch and only the `race` best of them
+  (and the evenly spaced subset) on every clip; the frames the classifier needs still win."""
+  rng = np.random.default_rng(1)
+  videos = rng.integers(0, 256, (24, T, 4, 4, 3)).astype(np.uint8)
+  labels = np.zeros(24, np.int32)
+  reference = jnp.asarray(videos, jnp.float32)
+
+  def classify(filled):  # right only where frames 1 and 4 are the clip's own (either batch's)
+    error = jnp.min(jnp.stack([
+        jnp.abs(filled[:, jnp.array([1, 4])] - reference[s:s + filled.shape[0]][:, jnp.array([1, 4])]
+                ).sum(axis=(1, 2, 3, 4)) for s in (0, 12)]), axis=0)
+    return jnp.stack([-error, jnp.full_like(error, -1e-3)], axis=-1)
+
+  table, report = stae_method.choose_frames(classify, videos, labels, (2,), batch=12, race=4)
+  assert report[2]["frames"] == [1, 4] and report[2]["accuracy"] == 1.0
+  assert report[2]["raced"] == math.comb(T, 2)  # every pair on the first batch
+  assert report[2]["subsets"] <= 4 + 1          # the finalists and the evenly spaced pair
+  np.testing.assert_array_equal(np.flatnonzero(table[2]), [1, 4])
+  _, full = stae_method.choose_frames(classify, videos, labels, (2,), batch=12, race=0)
+  assert full[2]["frames"] == [1, 4] and full[2]["subsets"] == math.comb(T, 2)
+
+
 @pytest.mark.parametrize("tag", LEARNED)
 def test_server_half_refuses_what_the_model_never_sends(built, tag):
   codec = untrained_codec(built, tag)

@@ -141,7 +141,7 @@ def kept_frames_view(video, keep):
 
 
 def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: int = 128,
-                  batch: int = 32) -> tuple[np.ndarray, dict]:
+                  race: int = 24, batch: int = 32) -> tuple[np.ndarray, dict]:
   """For each k in `ks`, the k of the clips' T frames that `classify` reads best.
 
   classify: clips float32 0..255 [B,T,H,W,3] -> logits [B, classes] (the frozen classifier);
@@ -152,7 +152,13 @@ def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: in
   Search: every k-subset where there are at most `exhaustive` (C(16, 2) = 120); otherwise grown
   from the best `beam` subsets of the largest smaller size searched, one frame at a time, keeping
   the best `beam` of each size (with T = 16 and k = 2, 4, 8: 120 + 27 + 42 = 189 subsets at beam
-  1). The evenly spaced subset is always a candidate and wins ties.
+  1). The evenly spaced subset is always a candidate and wins ties. `race` > 0: where a search
+  step has more candidates than that, each is first scored on the first batch of clips only, and
+  only the `race` best of them go on to be scored on every clip (a race, as in successive
+  halving); 0 scores every candidate on every clip. Why 24: on the default's 160 validation clips
+  and classifier, every race of 16 or more kept the frames the full search chose at k = 1, 2, 4
+  and 8 (the best pair ranked 10th of 120 on the first batch; a race of 8 lost it at k = 3) with
+  40% fewer clips scored (BENCHMARKS.md "Frames chosen in a race").
 
   Why (issue 31): on exact pixels the best fixed pair of 16 frames, [7, 10], scored 69.5% against
   44.9% for random pairs, and no per-clip rule trained by straight-through (top-k, one per stretch,
@@ -182,47 +188,60 @@ def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: in
   parts = [(jnp.asarray(videos[s:s + batch]), jnp.asarray(labels[s:s + batch], jnp.int32))
            for s in range(0, used, batch)]
   scores: dict[tuple, tuple[float, float]] = {}
+  sums: dict[tuple, list] = {}  # subset -> (right, log-probability) of the batches scored so far
+
+  def scored_on(subset: tuple, count: int) -> tuple[float, float]:
+    done = sums.setdefault(subset, [])
+    if len(done) < count:
+      keep = np.zeros((t,), np.float32)
+      keep[list(subset)] = 1.0
+      done += [right(video, label, jnp.asarray(keep)) for video, label in parts[len(done):count]]
+    return (sum(float(a) for a, _ in done[:count]), sum(float(b) for _, b in done[:count]))
 
   def score(subset: tuple) -> tuple[float, float]:
     if subset not in scores:
-      keep = np.zeros((t,), np.float32)
-      keep[list(subset)] = 1.0
-      sums = [right(video, label, jnp.asarray(keep)) for video, label in parts]
-      scores[subset] = (sum(float(a) for a, _ in sums) / used,
-                        sum(float(b) for _, b in sums) / used)
+      right_sum, logp_sum = scored_on(subset, len(parts))
+      scores[subset] = (right_sum / used, logp_sum / used)
     return scores[subset]
+
+  def finalists(candidates: list) -> list:
+    """The candidates worth scoring on every clip: all of them, or the `race` best on the first
+    batch."""
+    if race <= 0 or len(parts) < 2 or len(candidates) <= race:
+      return candidates
+    return sorted(candidates, key=lambda c: scored_on(c, 1), reverse=True)[:race]
 
   table = uniform_table(t)
   report, frontier = {}, {}
   for k in sorted({int(k) for k in ks}):
     if not 1 <= k < t:
       continue  # k = T keeps every frame: nothing to choose
-    began, count = time.perf_counter(), len(scores)
+    began, count, tried = time.perf_counter(), len(scores), len(sums)
     evenly = tuple(int(i) for i in np.flatnonzero(table[k]))
     if math.comb(t, k) <= exhaustive:
       candidates = list(itertools.combinations(range(t), k))
     else:
       searched = [m for m in frontier if m < k]
       if not searched:  # grow from single frames
-        frontier[1] = sorted([(f,) for f in range(t)], key=score, reverse=True)[:beam]
+        frontier[1] = sorted(finalists([(f,) for f in range(t)]), key=score, reverse=True)[:beam]
         searched = [1]
       size = max(searched)
       while size < k:
         grown = {tuple(sorted(s + (f,))) for s in frontier[size] for f in range(t) if f not in s}
         size += 1
-        frontier[size] = sorted(sorted(grown), key=score, reverse=True)[:beam]
+        frontier[size] = sorted(finalists(sorted(grown)), key=score, reverse=True)[:beam]
       candidates = frontier[k]
-    ranked = sorted(candidates, key=score, reverse=True)
+    ranked = sorted(finalists(candidates), key=score, reverse=True)
     frontier[k] = ranked[:beam]
     best = max([evenly] + ranked, key=score)  # max keeps the first of equals: evenly spaced
     table[k] = 0.0
     table[k, list(best)] = 1.0
     report[k] = dict(frames=list(best), accuracy=score(best)[0], evenly_spaced=score(evenly)[0],
-                     subsets=len(scores) - count, clips=used)
+                     subsets=len(scores) - count, raced=len(sums) - tried, clips=used)
     logging.info("chosen frames at k=%d of %d: %s, %.1f%% on %d validation clips (evenly spaced "
-                 "%s: %.1f%%); %d subsets in %.0f s", k, t, list(best), 100 * score(best)[0],
-                 used, list(evenly), 100 * score(evenly)[0], len(scores) - count,
-                 time.perf_counter() - began)
+                 "%s: %.1f%%); %d subsets on every clip (%d tried) in %.0f s", k, t, list(best),
+                 100 * score(best)[0], used, list(evenly), 100 * score(evenly)[0],
+                 len(scores) - count, len(sums) - tried, time.perf_counter() - began)
   return table, report
 
 
