@@ -366,6 +366,28 @@ def test_choose_frames_race_scores_only_the_best_candidates_on_every_clip():
   assert full[2]["frames"] == [1, 4] and full[2]["subsets"] == math.comb(T, 2)
 
 
+def test_search_frames_asks_each_subset_and_batch_once():
+  """The search over any scorer (what benchmarks/frame_race.py replays): every (subset, batch) is
+  asked for at most once, every candidate on every batch without a race, fewer with one."""
+  def run(race):
+    asked = []
+
+    def score_batch(subset, index):  # a fixed, arbitrary score per subset and batch
+      asked.append((subset, index))
+      return float((7 * sum(subset) + 3 * index + len(subset)) % 11), -float(index)
+
+    _, report = stae_method.search_frames(score_batch, frames=T, batches=3, clips=30, ks=(2, 4),
+                                          beam=1, exhaustive=30, race=race)
+    assert len(asked) == len(set(asked))
+    return asked, report
+
+  full, report = run(0)
+  assert report[2]["subsets"] == math.comb(T, 2) and report[2]["clips"] == 30
+  assert len(full) == 3 * (math.comb(T, 2) + (T - 2) + (T - 3) + 1)  # + the evenly spaced 4
+  raced, _ = run(5)
+  assert len(raced) < len(full)
+
+
 @pytest.mark.parametrize("tag", LEARNED)
 def test_server_half_refuses_what_the_model_never_sends(built, tag):
   codec = untrained_codec(built, tag)

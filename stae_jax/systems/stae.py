@@ -147,34 +147,36 @@ def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: in
   classify: clips float32 0..255 [B,T,H,W,3] -> logits [B, classes] (the frozen classifier);
   videos uint8 [n,T,H,W,3] and labels int [n]: validation clips, never test clips. Score: top-1
   accuracy over the clips on `kept_frames_view` (the kept frames' exact pixels, the rest filled by
-  the receiver's rule), ties broken by the mean log-probability of the true class.
-
-  Search: every k-subset where there are at most `exhaustive` (C(16, 2) = 120); otherwise grown
-  from the best `beam` subsets of the largest smaller size searched, one frame at a time, keeping
-  the best `beam` of each size (with T = 16 and k = 2, 4, 8: 120 + 27 + 42 = 189 subsets at beam
-  1). The evenly spaced subset is always a candidate and wins ties. `race` > 0: where a search
-  step has more candidates than that, each is first scored on the first batch of clips only, and
-  only the `race` best of them go on to be scored on every clip (a race, as in successive
-  halving); 0 scores every candidate on every clip. Why 24: on the default's 160 validation clips
-  and classifier, every race of 16 or more kept the frames the full search chose at k = 1, 2, 4
-  and 8 (the best pair ranked 10th of 120 on the first batch; a race of 8 lost it at k = 3) with
-  40% fewer clips scored (BENCHMARKS.md "Frames chosen in a race").
+  the receiver's rule), ties broken by the mean log-probability of the true class. The search is
+  `search_frames` (beam, exhaustive, race), over batches of `batch` clips. Why a race of 24: on the
+  default's 160 validation clips and classifier, every race of 16 or more kept the frames the full
+  search chose at k = 1, 2, 4 and 8 (the best pair ranked 10th of 120 on the first batch; a race
+  of 8 lost it at k = 3) with 37% fewer batches scored (`python benchmarks/frame_race.py`;
+  BENCHMARKS.md "Frames chosen in a race").
 
   Why (issue 31): on exact pixels the best fixed pair of 16 frames, [7, 10], scored 69.5% against
   44.9% for random pairs, and no per-clip rule trained by straight-through (top-k, one per stretch,
   learned combs) found such a pair (BENCHMARKS.md "Frame attention: where the learned frames go").
 
   Returns (table float32 [T + 1, T]: row k marks the chosen frames, the evenly spaced ones for
-  every k not in `ks`; report {k: dict(frames, accuracy, evenly_spaced, subsets, clips)}; clips:
-  the clips scored, whole batches of `batch`).
+  every k not in `ks`; report {k: dict(frames, accuracy, evenly_spaced, subsets, raced, clips)};
+  clips: the clips scored, whole batches of `batch`).
   """
+  score_batch, batches, clips = frame_scorer(classify, videos, labels, batch=batch)
+  return search_frames(score_batch, frames=np.shape(videos)[1], batches=batches, clips=clips,
+                       ks=ks, beam=beam, exhaustive=exhaustive, race=race)
+
+
+def frame_scorer(classify, videos, labels, *, batch: int = 32):
+  """`choose_frames`' score of a frame subset on one batch of the clips: returns
+  (score_batch(subset, i) -> (clips right, summed log-probability of the true class) on batch i
+  with only the frames `subset` arriving exactly, the number of batches, the clips in them: whole
+  batches of `batch` only, so one compile)."""
   videos, labels = np.asarray(videos), np.asarray(labels)
   n, t = videos.shape[:2]
   if n == 0 or len(labels) != n:
     raise ValueError(f"choose_frames needs clips with one label each, got {n} clips and "
                      f"{len(labels)} labels")
-  if beam < 1:
-    raise ValueError(f"beam must be >= 1, got {beam}")
 
   @jax.jit
   def right(video, label, keep):  # keep float32 [T]
@@ -184,30 +186,54 @@ def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: in
             jnp.take_along_axis(logp, label[:, None], axis=-1).sum())
 
   batch = min(int(batch), n)
-  used = n - n % batch  # whole batches only: one compile
+  used = n - n % batch
   parts = [(jnp.asarray(videos[s:s + batch]), jnp.asarray(labels[s:s + batch], jnp.int32))
            for s in range(0, used, batch)]
+
+  def score_batch(subset: tuple, index: int) -> tuple[float, float]:
+    keep = np.zeros((t,), np.float32)
+    keep[list(subset)] = 1.0
+    hits, logp = right(*parts[index], jnp.asarray(keep))
+    return float(hits), float(logp)
+
+  return score_batch, len(parts), used
+
+
+def search_frames(score_batch, *, frames: int, batches: int, clips: int, ks, beam: int,
+                  exhaustive: int, race: int) -> tuple[np.ndarray, dict]:
+  """`choose_frames`' search, over any scorer: score_batch(subset, i) -> (clips right, summed
+  log-probability of the true class) of batch i (of `batches`, `clips` in all) with only the
+  frames `subset` (a sorted tuple) arriving. Each (subset, batch) is scored once.
+
+  Every k-subset where there are at most `exhaustive` (C(16, 2) = 120); otherwise grown from the
+  best `beam` subsets of the largest smaller size searched, one frame at a time, keeping the best
+  `beam` of each size (with T = 16 and k = 2, 4, 8: 120 + 27 + 42 = 189 subsets at beam 1). The
+  evenly spaced subset is always a candidate and wins ties. `race` > 0: where a search step has
+  more candidates than that, each is first scored on the first batch only, and only the `race`
+  best of them go on to be scored on every batch (a race, as in successive halving); 0 scores
+  every candidate on every batch. Returns (table, report) as `choose_frames` does.
+  """
+  if beam < 1:
+    raise ValueError(f"beam must be >= 1, got {beam}")
+  t = int(frames)
   scores: dict[tuple, tuple[float, float]] = {}
   sums: dict[tuple, list] = {}  # subset -> (right, log-probability) of the batches scored so far
 
   def scored_on(subset: tuple, count: int) -> tuple[float, float]:
     done = sums.setdefault(subset, [])
-    if len(done) < count:
-      keep = np.zeros((t,), np.float32)
-      keep[list(subset)] = 1.0
-      done += [right(video, label, jnp.asarray(keep)) for video, label in parts[len(done):count]]
-    return (sum(float(a) for a, _ in done[:count]), sum(float(b) for _, b in done[:count]))
+    done += [score_batch(subset, i) for i in range(len(done), count)]
+    return (sum(a for a, _ in done[:count]), sum(b for _, b in done[:count]))
 
   def score(subset: tuple) -> tuple[float, float]:
     if subset not in scores:
-      right_sum, logp_sum = scored_on(subset, len(parts))
-      scores[subset] = (right_sum / used, logp_sum / used)
+      right_sum, logp_sum = scored_on(subset, batches)
+      scores[subset] = (right_sum / clips, logp_sum / clips)
     return scores[subset]
 
   def finalists(candidates: list) -> list:
-    """The candidates worth scoring on every clip: all of them, or the `race` best on the first
-    batch."""
-    if race <= 0 or len(parts) < 2 or len(candidates) <= race:
+    """The candidates worth scoring on every batch: all of them, or the `race` best on the
+    first."""
+    if race <= 0 or batches < 2 or len(candidates) <= race:
       return candidates
     return sorted(candidates, key=lambda c: scored_on(c, 1), reverse=True)[:race]
 
@@ -237,10 +263,10 @@ def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: in
     table[k] = 0.0
     table[k, list(best)] = 1.0
     report[k] = dict(frames=list(best), accuracy=score(best)[0], evenly_spaced=score(evenly)[0],
-                     subsets=len(scores) - count, raced=len(sums) - tried, clips=used)
+                     subsets=len(scores) - count, raced=len(sums) - tried, clips=clips)
     logging.info("chosen frames at k=%d of %d: %s, %.1f%% on %d validation clips (evenly spaced "
                  "%s: %.1f%%); %d subsets on every clip (%d tried) in %.0f s", k, t, list(best),
-                 100 * score(best)[0], used, list(evenly), 100 * score(evenly)[0],
+                 100 * score(best)[0], clips, list(evenly), 100 * score(evenly)[0],
                  len(scores) - count, len(sums) - tried, time.perf_counter() - began)
   return table, report
 
