@@ -18,24 +18,22 @@ whose start and gap are learned), `:context=False` (STAE's latents under the fac
 instead of the conditional entropy model), `:size=64,frames=16`, `:codec_steps=1000` (the longer
 budget of STAE's compressor stage, at the shared learning rate 0.003, where that budget gained;
 default 200 at 0.012), `:deepisc_steps=N` (DeepISC's compressor budget; default 200: at 100 its
-accuracy was level but it sent more bits).
+accuracy was level at 1-6% more bits).
 
-Measured (BENCHMARKS.md, "Main job" and "Classifier controls"; 2-core CPU, a clean checkout):
-`python benchmarks/main_job.py --workdir=/tmp/mjI`, which runs `python train.py
---config=configs/synthetic.py --workdir=/tmp/mjI` (the dataset, synthetic_actions 1.3.0, already
-built), took 2285 s with test runs sharing the two cores (load 3-4; the same classifier and DeepISC
-took 1.4-1.6x their idle times of the previous main job; about 1,771 s idle, STAE's part re-run
-alone: BENCHMARKS.md "Main job"; on a 2-core Intel Xeon, 899a387's, 2,906 s idle and another draw
-of the recipe: "A second main job on another CPU"): classifier 1000
-steps (top-1 92.3% on the 600 test clips; 52.3% with frames shuffled, 23.5% with one frame
-repeated), DeepISC 200 + 10 steps, STAE's frame choice, 200 + 10 steps. Then `python evaluate.py
---config=configs/synthetic.py --workdir=/tmp/mjI` (543 s, idle; version-2 streams), and the same
-models through bitstream version 3 (`evaluate.py` on /tmp/ablJ, a copy beside the ablation
-variants): only H.264 reaches the target (reference - 5 points, 87.3%), at 16.6 kbit per clip
-(95x); STAE spans 1,129-9,340 bits (1393x-168x), 36.3% to 82.8% (1 to 16 frames): above H.264's
-envelope at 1.1 and 1.9 kbit (+10.5 [+7.0, +14.4] and +18.9 [+13.7, +23.5] points), level with it
-at 3.4, 5.5 and 9.3 kbit (-1.8 [-5.0, +1.0] at the top), and 28-43 points above DeepISC's 4-16
-tokens at their bits.
+Measured (BENCHMARKS.md, "The current main job" and "Classifier controls"; a clean checkout):
+`python benchmarks/main_job.py --workdir=/tmp/mjN` (6bbf2fd's code, which trained DeepISC 100
+steps; the dataset, synthetic_actions 1.3.0, already built) took 2,123 s on two idle Intel Xeon
+cores, about 2,400 s with the default's 200 DeepISC steps (that DeepISC the same code's run on the
+same classifier, copied in before the evaluation): classifier 1000 steps (top-1 90.0% on the 600
+test clips; 92.3% in the AMD EPYC run where its controls were measured: 52.3% with the frames
+shuffled, 23.5% with one frame repeated), DeepISC 200 + 10 steps, STAE's frame choice (344 s, in a
+race), 200 + 10 steps. Then `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mjN`
+(949 s, idle): only H.264 reaches the target (reference - 5 points, 85.0%), at 15.4 kbit per clip
+(102x); STAE spans 1,198-10,038 bits (1,313x-157x), 24.3% to 81.8% (1 to 16 frames): above H.264's
+envelope at 2.0 and 3.5 kbit (+30.3 [+26.0, +34.3] and +11.5 [+7.5, +15.4] points), level with it
+at 1.2, 6.0 and 10.0 kbit (+2.0 [-1.1, +5.2] at the top), and 49-62 points above DeepISC's 4-16
+tokens at their bits. Earlier runs of the recipe (AMD EPYC, /tmp/mjI; Intel Xeon before the
+hand-written motion gradient, /tmp/mjL) are other draws: BENCHMARKS.md "Main job".
 """
 
 from configs import common
@@ -214,9 +212,9 @@ def get_config(arg=None):
       stae=common.stae_system(stae=stae, decoder=decoder, entropy=entropy, context=a.context,
                               compressor=dict(lr=stae_lr), defaults=DEFAULTS),
       # DeepISC's own budget: its accuracy is level from 100 to 1000 steps at every point
-      # (BENCHMARKS.md "Learning curve of the default", DeepISC's table), but at 100 steps a main
-      # job's DeepISC sent 32-65% more bits at equal accuracy than at 200 (BENCHMARKS.md "DeepISC
-      # at 100 steps"), so it keeps 200, the stronger baseline.
+      # (BENCHMARKS.md "Learning curve of the default", DeepISC's table), and at 100 steps the
+      # main job's DeepISC sent 1-6% more bits than at 200 for level accuracy (BENCHMARKS.md
+      # "DeepISC at 100 steps"), so it keeps 200, the stronger baseline by that margin.
       deepisc=common.deepisc_system(deepisc=deepisc, entropy=entropy,
                                     compressor=dict(steps=a.deepisc_steps)))
   return c
