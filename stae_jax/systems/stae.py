@@ -151,8 +151,8 @@ def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: in
   `search_frames` (beam, exhaustive, race), over batches of `batch` clips. Why a race of 24: on the
   default's 160 validation clips and classifier, every race of 16 or more kept the frames the full
   search chose at k = 1, 2, 4 and 8 (the best pair ranked 10th of 120 on the first batch; a race
-  of 8 lost it at k = 3) with 37% fewer batches scored (`python benchmarks/frame_race.py`;
-  BENCHMARKS.md "Frames chosen in a race").
+  of 8 chose other frames at k = 1 and 2) with 37% fewer batches scored (`python
+  benchmarks/frame_race.py`; BENCHMARKS.md "Frames chosen in a race").
 
   Why (issue 31): on exact pixels the best fixed pair of 16 frames, [7, 10], scored 69.5% against
   44.9% for random pairs, and no per-clip rule trained by straight-through (top-k, one per stretch,
@@ -167,7 +167,7 @@ def choose_frames(classify, videos, labels, ks, *, beam: int = 1, exhaustive: in
                        ks=ks, beam=beam, exhaustive=exhaustive, race=race)
 
 
-def frame_scorer(classify, videos, labels, *, batch: int = 32):
+def frame_scorer(classify, videos, labels, *, batch: int):
   """`choose_frames`' score of a frame subset on one batch of the clips: returns
   (score_batch(subset, i) -> (clips right, summed log-probability of the true class) on batch i
   with only the frames `subset` arriving exactly, the number of batches, the clips in them: whole
