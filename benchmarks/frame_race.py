@@ -6,8 +6,8 @@ r"""How much a race saves the frame choice, and whether it keeps the frames the 
 STAE's frame choice (`stae_jax.systems.stae.choose_frames`, frame_rule="chosen") scores candidate
 frame subsets with the frozen classifier on validation clips. Here each (subset, batch of clips)
 is scored once with the workdir's classifier on the same clips `prepare` reads (the first
-`--clips` validation clips, in choose_frames' batches), kept in `--scores` (JSON; a rerun reads it and scores
-only what is missing), and the search (`search_frames`, the trainer's own code) is replayed on
+`--clips` validation clips, in choose_frames' batches), kept in `--scores` (JSON; a rerun reads it
+and scores only what is missing), and the search (`search_frames`, the trainer's own code) is replayed on
 those scores at each race size: the batches each race scores, and the frames and accuracy it
 chooses for every k of the default's points. Nothing is trained.
 """

@@ -17,8 +17,8 @@ of k stretches; `:frame_rule=top_k` the k best-scored, `:frame_rule=comb` k even
 whose start and gap are learned), `:context=False` (STAE's latents under the factorized prior
 instead of the conditional entropy model), `:size=64,frames=16`, `:codec_steps=1000` (the longer
 budget of both codecs' compressor stage, STAE's at the shared learning rate 0.003, where that
-budget gained; default 200 at 0.012), `:deepisc_steps=N` (DeepISC's own compressor budget; by default the shared
-200: at 100 its accuracy was level at 1-6% more bits).
+budget gained; default 200 at 0.012), `:deepisc_steps=N` (DeepISC's own compressor budget; by
+default the shared 200: at 100 its accuracy was level at 1-6% more bits).
 
 Measured (BENCHMARKS.md, "The current main job" and "Classifier controls"; a clean checkout):
 `python benchmarks/main_job.py --workdir=/tmp/mjN` (6bbf2fd's code, which trained DeepISC 100
@@ -214,8 +214,8 @@ def get_config(arg=None):
       # DeepISC trains the shared budget (`config.stages.compressor.steps`, 200) unless
       # `deepisc_steps` names its own: its accuracy is level from 100 to 1000 steps at every point
       # (BENCHMARKS.md "Learning curve of the default", DeepISC's table), but at 100 steps the
-      # main job's DeepISC sent 1-6% more bits than at 200 for level accuracy (BENCHMARKS.md
-      # "DeepISC at 100 steps"), so by default it keeps 200, the stronger baseline by that margin.
+      # main job's DeepISC sent 1-6% more bits than at 200 for level accuracy (BENCHMARKS.md "The
+      # current main job"), so by default it keeps 200, the stronger baseline by that margin.
       deepisc=common.deepisc_system(
           deepisc=deepisc, entropy=entropy,
           compressor=dict(steps=a.deepisc_steps) if a.deepisc_steps else None))
