@@ -27,28 +27,16 @@ from flax import nnx
 import numpy as np
 
 from stae_jax.data import pipeline
+from stae_jax.models.stae import STAE
 from stae_jax.systems import loading
 from stae_jax.systems import stae as stae_method
-
-
-def validation_clips(config, count: int):
-  """The first `count` validation clips and labels, as the trainer's `prepare` reads them."""
-  videos, labels = [], []
-  for batch in pipeline.make_loader(config.data, "validation", seed=int(config.seed), train=False,
-                                    num_epochs=1):
-    keep = np.asarray(batch["mask"])
-    videos.append(np.asarray(batch["video"])[keep])
-    labels.append(np.asarray(batch["label"])[keep])
-    if sum(len(x) for x in labels) >= count:
-      break
-  return np.concatenate(videos)[:count], np.concatenate(labels)[:count]
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True, help="a run with a finished classifier stage")
   parser.add_argument("--scores", required=True, help="JSON of per-batch scores (read, extended)")
-  parser.add_argument("--clips", type=int, default=160, help="STAE's choice_clips")
+  parser.add_argument("--clips", type=int, default=0, help="0: STAE's choice_clips")
   parser.add_argument("--batch", type=int, default=0, help="0: choose_frames' batch")
   parser.add_argument("--races", default="0,32,24,16,8")
   parser.add_argument("--ks", default="1,2,4,8")
@@ -59,9 +47,13 @@ def main():
   config = loading.read_record(loading.classifier_dir(args.workdir))
   classifier = loading.load_classifier(config, args.workdir)
   vit = nnx.merge(classifier.graphdef, classifier.params, classifier.rest)["vit"]
-  videos, labels = validation_clips(config, args.clips)
+  # The trainer's settings, each from its one source: STAE's clip count, choose_frames' search.
   defaults = inspect.signature(stae_method.choose_frames).parameters
+  clips = args.clips or inspect.signature(STAE.__init__).parameters["choice_clips"].default
   batch = args.batch or defaults["batch"].default
+  videos, labels = stae_method.choice_clips(
+      pipeline.make_loader(config.data, "validation", seed=int(config.seed), train=False,
+                           num_epochs=1), clips)
   score, batches, used = stae_method.frame_scorer(vit, videos, labels, batch=batch)
   began, fresh = time.perf_counter(), 0
 
@@ -74,7 +66,6 @@ def main():
     return tuple(cache[key])
 
   ks = [int(k) for k in args.ks.split(",")]
-  # The trainer's search settings but the race: choose_frames' own defaults.
   search = {name: defaults[name].default for name in ("beam", "exhaustive")}
   print(f"classifier of {args.workdir}; {used} validation clips in {batches} batches of "
         f"{batch}")

@@ -19,7 +19,6 @@ committed; `--override` adds train.py flags (e.g.
 """
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import re
@@ -28,18 +27,6 @@ import sys
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def entry_sets_steps(config_path: str, system: str, stage: str) -> bool:
-  """Whether the system's entry in the config sets its own steps for the stage (DeepISC's
-  compressor budget in configs/synthetic.py), which a budget must then override too."""
-  spec = importlib.util.spec_from_file_location("_curve_config", REPO_ROOT / config_path)
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, str(REPO_ROOT))
-  spec.loader.exec_module(module)
-  entry = module.get_config(f"system={system}").systems.to_dict()
-  entry = next(iter(entry.values()))
-  return "steps" in entry.get("stages", {}).get(stage, {})
 
 
 def run_budget(args, budget: int) -> tuple[pathlib.Path, float]:
@@ -56,8 +43,6 @@ def run_budget(args, budget: int) -> tuple[pathlib.Path, float]:
              f"--workdir={workdir}", f"--config.train.stage_order=('{args.stage}',)",
              f"--config.stages.{args.stage}.steps={budget}",
              f"--config.train.eval_every={args.eval_every}", *args.override]
-  if entry_sets_steps(args.config, args.system, args.stage):
-    command.append(f"--config.systems.{args.system}.stages.{args.stage}.steps={budget}")
   start = time.time()
   subprocess.run(command, cwd=REPO_ROOT, check=True)
   return workdir, time.time() - start

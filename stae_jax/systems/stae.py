@@ -271,6 +271,23 @@ def search_frames(score_batch, *, frames: int, batches: int, clips: int, ks, bea
   return table, report
 
 
+def choice_clips(batches, wanted: int) -> tuple[np.ndarray, np.ndarray]:
+  """The first `wanted` clips and labels of validation `batches` ({"video", "label"[, "mask"]}:
+  padding masked out), what the frames are chosen on."""
+  videos, labels = [], []
+  for batch in batches:
+    keep = np.asarray(batch.get("mask", np.ones(len(batch["label"]), bool)))
+    videos.append(np.asarray(batch["video"])[keep])
+    labels.append(np.asarray(batch["label"])[keep])
+    if sum(len(x) for x in labels) >= wanted:
+      break
+  if not labels or not sum(len(x) for x in labels):
+    raise ValueError("frame_rule='chosen' chooses frames on validation clips and found none: "
+                     "the dataset needs a validation split (config.data; see "
+                     "stae_jax/data/pipeline.py)")
+  return np.concatenate(videos)[:wanted], np.concatenate(labels)[:wanted]
+
+
 def prepare(entry, graphdef, state, shardings, validation) -> tuple[dict, dict]:
   """Before a stage's first step: with `frame_rule="chosen"`, choose the frames (`choose_frames`)
   with the frozen classifier (`vit`, restored from the classifier stage) on the first
@@ -281,19 +298,7 @@ def prepare(entry, graphdef, state, shardings, validation) -> tuple[dict, dict]:
   stae = models["stae"]
   if stae.chosen_frames is None or int(jax.device_get(stae.chosen_on[...])) > 0:
     return state, {}
-  wanted = stae.choice_clips
-  videos, labels = [], []
-  for batch in validation():
-    keep = np.asarray(batch.get("mask", np.ones(len(batch["label"]), bool)))
-    videos.append(np.asarray(batch["video"])[keep])
-    labels.append(np.asarray(batch["label"])[keep])
-    if sum(len(x) for x in labels) >= wanted:
-      break
-  if not labels or not sum(len(x) for x in labels):
-    raise ValueError("frame_rule='chosen' chooses frames on validation clips and found none: "
-                     "the dataset needs a validation split (config.data; see "
-                     "stae_jax/data/pipeline.py)")
-  videos, labels = np.concatenate(videos)[:wanted], np.concatenate(labels)[:wanted]
+  videos, labels = choice_clips(validation(), stae.choice_clips)
   t = videos.shape[1]
   ks = sorted({int(k_f) for k_f, _ in stae.keep_table(t, 1)})
   table, report = choose_frames(models["vit"], videos, labels, ks)
