@@ -1,0 +1,253 @@
+r"""A skip mode, measured before it is built: blocks the receiver copies from the previous kept
+frame's reconstruction, moved by a vector, instead of being sent (issue 28, item 3).
+
+  python benchmarks/skip_blocks.py --workdir=/tmp/mj [--tag=stae] [--clips=300]
+      [--lambdas=0,300,1000,3000] [--search=4]
+
+Why: "Where the bits go in time" (BENCHMARKS.md) found 72% of the blocks and 60% of the bits of
+the top point in content the previous kept frame already holds, static or moved by a few pixels,
+and the conditional coder's canvas charges a moved block what a new one costs. H.264 sends such
+blocks as P-blocks: a flag and a motion vector. This simulates that on a trained STAE, with no
+retraining, on validation clips, for every point that sends whole frames (block_keep 1), with the
+device's closed loop of `stae_jax.models.skip.choose_skips`:
+
+- the device codes every block of every kept frame as today (the block code's pixels, "intra");
+- from the second kept frame on, in time order, each block searches the previous kept frame's
+  reconstruction (what the receiver holds: intra blocks and earlier skips, edge-padded) within
+  +-`--search` px for the window nearest to the original block (squared error, SSE), and is
+  skipped, the window taking its place, when
+
+      SSE(window) + lambda * bits(vector)  <=  SSE(intra block) + lambda * (bits(intra block) + 1)
+
+  the window the one of least SSE + lambda * bits(vector) (lambda: squared error per bit; 0 skips
+  only where the copy is no worse than the block code; in the decision a flag costs 1 bit and a
+  vector other than no move log2((2S+1)^2 - 1) more, the real cost counted below);
+- the receiver's clip is then rebuilt as evaluate.py does (the trained decoder where frames are
+  missing, none at all where every frame is sent) and scored by the frozen reference classifier.
+
+Bits per clip, estimated: the latents of the blocks still sent under the system's own entropy
+model, a skipped block leaving the conditional coder's canvas as it was (as bitstream version 3's
+repeat flags do, so the contexts of the others are the ones a real stream would have); a flag per
+block that was sent before, coded adaptively per clip ((skips + 1) / (flags + 2), the exact code
+length of that estimator); each skip's vector, coded adaptively per clip over the (2S+1)^2 vectors
+(add-one counts: the exact code length, no table learnt on these clips), or, in the columns
+"vectors predicted in time" and "in space", first a flag "the vector of the same block in the
+previous kept frame" ("of the block to the left, else above") where that block was skipped too
+(adaptive likewise), the rest as before; and the frame mask. The
+row "today" estimates the same way what version 3 sends (its exact-repeat flags), and the
+real version-3 streams' length is printed beside it to calibrate the estimate. Intervals: 95%
+bootstrap of the top-1, and of each row's top-1 minus today's over the same clips (paired).
+Nothing here is trained; the model never saw a skipped block.
+"""
+
+import argparse
+import math
+import pathlib
+import sys
+import time
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
+from stae_jax.evaluation import curves  # pylint: disable=wrong-import-position
+from stae_jax.models.entropy import ContextPrior  # pylint: disable=wrong-import-position
+from stae_jax.models import skip as skip_lib  # pylint: disable=wrong-import-position
+from stae_jax.systems import loading  # pylint: disable=wrong-import-position
+from stae_jax.systems import stae as stae_system  # pylint: disable=wrong-import-position
+
+
+def clips_of(data_config, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+  videos, labels, count = [], [], 0
+  for batch in pipeline.make_loader(data_config, split, seed=0, train=False, num_epochs=1):
+    videos.append(batch["video"][batch["mask"]])
+    labels.append(batch["label"][batch["mask"]])
+    count += len(videos[-1])
+    if count >= limit:
+      break
+  return np.concatenate(videos)[:limit], np.concatenate(labels)[:limit]
+
+
+def latent_bits(prior, latents, block_index, blocks: int, sent):
+  """Bits of each block [B,K,N] under the system's entropy model, only blocks where `sent`
+  [B,K,N] counting (and, for the conditional model, only they updating the canvas)."""
+  dense, kept = stae_system._in_place(latents, block_index, blocks)  # pylint: disable=protected-access
+  sent = kept & sent
+  if isinstance(prior, ContextPrior):
+    bits = prior.bits(dense, rounded=dense, kept=sent)
+  else:
+    bits = prior.bits(dense)
+  return bits.sum(axis=(-3, -2, -1)) * sent
+
+
+def adaptive_flag_bits(flags: np.ndarray, ones: np.ndarray) -> np.ndarray:
+  """Exact code length of `ones` 1s among `flags` binary symbols under (ones + 1) / (seen + 2)."""
+  flags, ones = np.asarray(flags, np.float64), np.asarray(ones, np.float64)
+  return np.log2(flags + 1) + np.array(
+      [math.lgamma(f + 1) - math.lgamma(o + 1) - math.lgamma(f - o + 1)
+       for f, o in zip(flags, ones)]) / math.log(2)
+
+
+def adaptive_symbol_bits(counts: np.ndarray) -> np.ndarray:
+  """Exact code length of a clip's symbols [B, M counts] under add-one adaptive counts."""
+  m = counts.shape[-1]
+  total = counts.sum(axis=-1)
+  lg = np.vectorize(math.lgamma)
+  return (lg(total + m) - math.lgamma(m) - lg(counts + 1.0).sum(axis=-1)) / math.log(2)
+
+
+def predicted_vector_bits(skip: np.ndarray, vector: np.ndarray, windows: int, grid: int,
+                          where: str) -> np.ndarray:
+  """Per clip [B], the vectors of skip bool [B,K,N] / vector [B,K,N] coded with a prediction: a
+  skip whose predictor was skipped too first sends a flag "the predictor's vector" (adaptive per
+  clip, as the skip flags); the other vectors (no predictor, or the flag 0) go to the adaptive
+  code over every vector. The predictor: "time", the same block in the previous kept frame;
+  "space", the block to its left in the same frame (`grid` blocks a row), else the one above."""
+  out = np.zeros(len(skip))
+  k, n = skip.shape[1:]
+  for i in range(len(skip)):
+    has = np.zeros((k, n), bool)
+    guess = np.zeros((k, n), np.int64)
+    if where == "time":
+      has[1:], guess[1:] = skip[i, :-1], vector[i, :-1]
+    else:
+      column = np.arange(n) % grid
+      left, up = np.roll(np.arange(n), 1), np.roll(np.arange(n), grid)
+      has_left = (column > 0)[None] & skip[i][:, left]
+      has_up = (np.arange(n) >= grid)[None] & skip[i][:, up]
+      has = has_left | has_up
+      guess = np.where(has_left, vector[i][:, left], vector[i][:, up])
+    predicted = skip[i] & has
+    same = predicted & (vector[i] == guess)
+    counts = np.bincount(vector[i][skip[i] & ~same], minlength=windows).astype(np.float64)
+    out[i] = (adaptive_flag_bits(np.array([predicted.sum()]), np.array([same.sum()]))[0]
+              + adaptive_symbol_bits(counts[None])[0])
+  return out
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--tag", default="stae")
+  parser.add_argument("--clips", type=int, default=300)
+  parser.add_argument("--lambdas", default="0,300,1000,3000")
+  parser.add_argument("--search", type=int, default=4)
+  parser.add_argument("--batch", type=int, default=32)
+  args = parser.parse_args()
+  start = time.time()
+  workdir = pathlib.Path(args.workdir).absolute()
+  trained = loading.load_system(workdir, args.tag)
+  codec = stae_system.codec(trained)
+  models = nnx.merge(trained.graphdef, trained.params, trained.rest)
+  stae, prior, decoder = models["stae"], models["prior"], models["decoder"]
+  classify = loading.load_classifier(None, workdir)
+  videos, labels = clips_of(trained.data, "validation", args.clips)
+  t, height, width, _ = codec.clip_shape
+  p = codec.block_size
+  n = (height // p) * (width // p)
+  windows = skip_lib.vector_count(args.search)
+  lambdas = [float(x) for x in args.lambdas.split(",")]
+  key = jax.random.fold_in(jax.random.PRNGKey(stae_system.SELECTION_KEY), 0)
+
+  def run(video, lam, frame_keep, block_keep, mode):
+    """mode "today" (v3's exact repeats flagged) or "skip". Per clip: (received clip, mask,
+    latent bits, flags sent, flags set, vector counts [B,M], squared error of the kept frames)."""
+    sent = stae.encode(video, frame_keep=frame_keep, block_keep=block_keep, rng=key)
+    frame_index, block_index, latents = sent["frame_index"], sent["block_index"], sent["latents"]
+    received, pixel_mask, _ = stae.receive(frame_index, block_index, latents, frames=t,
+                                           height=height, width=width)
+    b, k = frame_index.shape
+    batch = jnp.arange(b)[:, None]
+    intra = received[batch, frame_index]                         # [B,K,H,W,3]
+    original = video.astype(jnp.float32)[batch, frame_index]
+    every = jnp.ones((b, k, n), bool)
+    bits_all = latent_bits(prior, latents, block_index, n, every)
+    if mode == "today":
+      flat = latents.reshape(b, k, n, -1)
+      repeat = jnp.concatenate([jnp.zeros((b, 1, n), bool),
+                                (flat[:, 1:] == flat[:, :-1]).all(axis=-1)], axis=1)
+      reconstruction, skip, vector = intra, repeat, jnp.zeros((b, k, n), jnp.int32)
+      counts = jnp.zeros((b, windows), jnp.int32)
+    else:
+      reconstruction, skip, vector = skip_lib.choose_skips(
+          intra, original, bits_all, lam, block_size=p, search=args.search)
+      counts = jnp.zeros((b, windows), jnp.int32).at[
+          batch[:, :, None], vector].add(skip.astype(jnp.int32))
+    bits = latent_bits(prior, latents, block_index, n, ~skip).sum(axis=(1, 2))
+    received = jnp.zeros(video.shape, jnp.float32).at[batch, frame_index].set(reconstruction)
+    complete = k == t
+    clip = stae_system.rebuild(decoder, received, pixel_mask, complete=complete)
+    error = jnp.square(reconstruction - original).mean(axis=(1, 2, 3, 4))
+    flags = jnp.full((b,), (k - 1) * n, jnp.int32)
+    return clip, bits, flags, skip.sum(axis=(1, 2)), counts, error, skip, vector
+
+  run = jax.jit(run, static_argnums=(2, 3, 4))
+  points = [pt for pt in codec.points if float(pt["block_keep"]) == 1.0]
+  reference = np.concatenate([np.argmax(classify(videos[i:i + args.batch]), -1)
+                              for i in range(0, len(videos), args.batch)]) == labels
+  low, high = curves.top1_interval(reference)
+  print(f"{args.tag} of {workdir}: {len(videos)} validation clips (the frozen reference classifier "
+        f"scores {100 * reference.mean():.1f}% [{100 * low:.1f}, {100 * high:.1f}] on them), "
+        f"search +-{args.search} px ({windows} vectors); estimated bits (module docstring)")
+  print("| point | mode | lambda | top-1 | vs today (paired) | bits per clip (latents + flags + "
+        "vectors) | vectors predicted in time | in space | skipped blocks | "
+        "PSNR kept frames dB |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  for point in points:
+    k = codec._keep[point][0]  # pylint: disable=protected-access
+    real = []
+    for i in range(0, len(videos), args.batch):
+      coded = codec.device(videos[i:i + args.batch], point)
+      real.extend(8 * len(s) for s in coded.streams)
+    rows = [("today", None)] + [("skip", lam) for lam in lambdas]
+    today = None
+    for mode, lam in rows:
+      if k == 1 and mode == "skip":
+        continue
+      correct, bits, errors, skipped = [], [], [], []
+      for i in range(0, len(videos), args.batch):
+        clip, latent, flags, ones, counts, error, skip, vector = jax.device_get(run(
+            jnp.asarray(videos[i:i + args.batch]), jnp.float32(lam or 0.0),
+            float(point["frame_keep"]), float(point["block_keep"]), mode))
+        logits = classify(np.asarray(clip))
+        correct.append(np.argmax(logits, -1) == labels[i:i + args.batch])
+        flag = adaptive_flag_bits(flags, ones) if (k > 1) else np.zeros(len(flags))
+        moves = adaptive_symbol_bits(counts.astype(np.float64)) if mode == "skip" else 0 * flag
+        in_time, in_space = (predicted_vector_bits(skip, vector, windows, width // p, where)
+                             if mode == "skip" else 0 * flag for where in ("time", "space"))
+        bits.append(np.stack([latent, flag, moves + 0 * flag,
+                              np.full(len(flag), math.log2(math.comb(t, k))),
+                              in_time + 0 * flag, in_space + 0 * flag], axis=1))
+        errors.append(error)
+        skipped.append(ones / (k * n))
+      correct = np.concatenate(correct).astype(np.float64)
+      bits = np.concatenate(bits)
+      low, high = curves.top1_interval(correct)
+      if mode == "today":
+        today = correct
+        paired = "-"
+      else:
+        diff = correct - today
+        index = np.random.default_rng(0).integers(0, len(diff), size=(1000, len(diff)))
+        samples = diff[index].mean(axis=1)
+        paired = (f"{100 * diff.mean():+.1f} [{100 * np.percentile(samples, 2.5):+.1f}, "
+                  f"{100 * np.percentile(samples, 97.5):+.1f}]")
+      psnr = 10 * np.log10(255.0 ** 2 / np.concatenate(errors).mean())
+      label = f"{mode} (real v3 streams: {np.mean(real):,.0f})" if mode == "today" else mode
+      print(f"| {point.name} | {label} | {'-' if lam is None else f'{lam:g}'} | "
+            f"{100 * correct.mean():.1f}% [{100 * low:.1f}, {100 * high:.1f}] | {paired} | "
+            f"{bits[:, :4].sum(axis=1).mean():,.0f} ({' + '.join(f'{x:,.0f}' for x in bits.mean(axis=0)[:3])}) | "
+            f"{(bits[:, [0, 1, 3, 4]].sum(axis=1)).mean():,.0f} | "
+            f"{(bits[:, [0, 1, 3, 5]].sum(axis=1)).mean():,.0f} | "
+            f"{100 * np.concatenate(skipped).mean():.1f}% | "
+            f"{psnr:.2f} |", flush=True)
+  print(f"wall {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+  main()

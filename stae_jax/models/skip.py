@@ -1,0 +1,147 @@
+"""Skipped blocks: a block the receiver copies from the previous kept frame's reconstruction, moved
+by a vector, instead of receiving its code (H.264's P-block skip, on STAE's block grid).
+
+Two halves that must agree bit for bit:
+
+  choose_skips        the device's closed loop: from the second kept frame on, in time order,
+                      each block takes the window of the previous kept frame's reconstruction
+                      (edge-padded, moved by up to `search` px) of least
+                      SSE + lam * bits(vector), and is skipped where that is no more than its
+                      code's SSE + lam * (its bits + 1); what the receiver then holds is the
+                      reference for the next kept frame (skips included)
+  rebuild_with_skips  the receiver: the same copies, from the decisions alone
+
+A vector is an index into `shifted`'s windows: (2*search+1)^2 of them, in raster order of the move
+(dy, dx), dy and dx in [-search, search]; `no_move(search)` is (0, 0). Measured on a trained STAE
+before being built into the bitstream: BENCHMARKS.md "A skip mode, measured before it is built"
+(`benchmarks/skip_blocks.py`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stae_jax.models.stae import blockify, unblockify
+
+
+def vector_count(search: int) -> int:
+  """How many vectors a search of +-search px has."""
+  if search < 0:
+    raise ValueError(f"search must be >= 0 pixels, got {search}")
+  return (2 * search + 1) ** 2
+
+
+def no_move(search: int) -> int:
+  """The index of the vector (0, 0)."""
+  return vector_count(search) // 2
+
+
+def move_of(vector: int, search: int) -> tuple[int, int]:
+  """(dy, dx) of a vector index: the window at row y + dy, column x + dx of the frame before."""
+  side = 2 * search + 1
+  if not 0 <= vector < side * side:
+    raise ValueError(f"vector {vector} is not one of the {side * side} of a +-{search} px search")
+  return vector // side - search, vector % side - search
+
+
+def nominal_vector_bits(search: int) -> np.ndarray:
+  """What the decision charges a skip with each vector, float32 [M]: its flag (1 bit), and for a
+  move log2 of the other vectors' count more (no move being the likely one)."""
+  m = vector_count(search)
+  bits = np.full(m, 1.0 + (math.log2(m - 1) if m > 1 else 0.0), np.float32)
+  bits[no_move(search)] = 1.0
+  return bits
+
+
+def shifted(frames, search: int):
+  """Every window of `frames` [B,H,W,C] moved by up to +-search px (edge-padded): [M,B,H,W,C]."""
+  h, w = frames.shape[1:3]
+  padded = jnp.pad(frames, ((0, 0), (search, search), (search, search), (0, 0)), mode="edge")
+  return jnp.stack([padded[:, search + dy:search + dy + h, search + dx:search + dx + w]
+                    for dy in range(-search, search + 1) for dx in range(-search, search + 1)])
+
+
+def _frame_blocks(frame, p: int):
+  """[B,H,W,C] -> [B,N,p,p,C]."""
+  return blockify(frame[:, None], p)[:, 0]
+
+
+def _check(intra, block_size: int):
+  if intra.ndim != 5:
+    raise ValueError(f"expected kept frames [B,K,H,W,C], got shape {tuple(intra.shape)}")
+  if intra.shape[2] % block_size or intra.shape[3] % block_size:
+    raise ValueError(f"frames {intra.shape[2]}x{intra.shape[3]} are not whole blocks of "
+                     f"{block_size}")
+
+
+def _with_first(first, rest):
+  """[B,...] the first kept frame's value and [K-1,B,...] the scan's -> [B,K,...]."""
+  return jnp.concatenate([first[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
+
+
+def choose_skips(intra, original, intra_bits, lam, *, block_size: int, search: int):
+  """The device's closed loop (module docstring).
+
+  intra float32 [B,K,H,W,C]: each kept frame as its block code rebuilds it (every block);
+  original [B,K,H,W,C]: the kept frames themselves; intra_bits [B,K,N]: each block's bits;
+  lam: squared error per bit (a scalar, may be traced); 0 skips only where the copy is no worse
+  than the code. Returns (reconstruction float32 [B,K,H,W,C], skip bool [B,K,N], vector int32
+  [B,K,N]); the first kept frame is never skipped (its vectors are `no_move`).
+  """
+  _check(intra, block_size)
+  intra = jnp.asarray(intra, jnp.float32)
+  original = jnp.asarray(original, jnp.float32)
+  b, _, h, w, _ = intra.shape
+  n = intra_bits.shape[-1]
+  charged = jnp.asarray(nominal_vector_bits(search))[:, None, None]  # [M,1,1]
+
+  def step(previous, xs):
+    current, target, bits = xs                                 # [B,H,W,C] x2, [B,N]
+    windows = blockify(shifted(previous, search), block_size)  # [M,B,N,p,p,C]
+    target_blocks = _frame_blocks(target, block_size)
+    current_blocks = _frame_blocks(current, block_size)
+    copy_error = jnp.square(windows - target_blocks[None]).sum(axis=(-3, -2, -1))  # [M,B,N]
+    cost = copy_error + lam * charged
+    vector = jnp.argmin(cost, axis=0).astype(jnp.int32)
+    code_error = jnp.square(current_blocks - target_blocks).sum(axis=(-3, -2, -1))
+    skip = jnp.min(cost, axis=0) <= code_error + lam * (bits + 1.0)
+    vector = jnp.where(skip, vector, no_move(search))
+    out = _place(windows, current_blocks, skip, vector, h, w)
+    return out, (out, skip, vector)
+
+  xs = tuple(jnp.moveaxis(x[:, 1:], 1, 0) for x in (intra, original, intra_bits))
+  _, (rest, skip, vector) = jax.lax.scan(step, intra[:, 0], xs)
+  return (_with_first(intra[:, 0], rest), _with_first(jnp.zeros((b, n), bool), skip),
+          _with_first(jnp.full((b, n), no_move(search), jnp.int32), vector))
+
+
+def _place(windows, current_blocks, skip, vector, h: int, w: int):
+  """The frame of `current_blocks` [B,N,p,p,C] with each skipped block's window [M,B,N,...]."""
+  copied = jnp.take_along_axis(windows, vector[None, :, :, None, None, None], axis=0)[0]
+  blocks = jnp.where(skip[..., None, None, None], copied, current_blocks)
+  return unblockify(blocks[:, None], h, w)[:, 0]
+
+
+def rebuild_with_skips(intra, skip, vector, *, block_size: int, search: int):
+  """The receiver: intra float32 [B,K,H,W,C] (the block code's pixels of the blocks sent; any
+  value where skipped), skip bool [B,K,N], vector int32 [B,K,N] -> the kept frames
+  [B,K,H,W,C], each skipped block the window `vector` of the frame before as rebuilt.
+  Vectors must lie in [0, vector_count(search)) (the bitstream's decoder checks them)."""
+  _check(intra, block_size)
+  intra = jnp.asarray(intra, jnp.float32)
+  h, w = intra.shape[2:4]
+
+  def step(previous, xs):
+    current, skipped, moved = xs
+    windows = blockify(shifted(previous, search), block_size)
+    out = _place(windows, _frame_blocks(current, block_size), skipped, moved, h, w)
+    return out, out
+
+  xs = (jnp.moveaxis(intra[:, 1:], 1, 0), jnp.moveaxis(skip[:, 1:], 1, 0),
+        jnp.moveaxis(vector[:, 1:], 1, 0))
+  _, rest = jax.lax.scan(step, intra[:, 0], xs)
+  return _with_first(intra[:, 0], rest)
