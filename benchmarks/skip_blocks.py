@@ -138,6 +138,8 @@ def main():
   parser.add_argument("--lambdas", default="0,300,1000,3000")
   parser.add_argument("--search", type=int, default=4)
   parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--prefer_previous", action="store_true",
+                      help="the decision charges each block's previous vector 1 bit (choose_skips)")
   args = parser.parse_args()
   start = time.time()
   workdir = pathlib.Path(args.workdir).absolute()
@@ -175,7 +177,8 @@ def main():
       counts = jnp.zeros((b, windows), jnp.int32)
     else:
       reconstruction, skip, vector = skip_lib.choose_skips(
-          intra, original, bits_all, lam, block_size=p, search=args.search)
+          intra, original, bits_all, lam, block_size=p, search=args.search,
+          prefer_previous=args.prefer_previous)
       counts = jnp.zeros((b, windows), jnp.int32).at[
           batch[:, :, None], vector].add(skip.astype(jnp.int32))
     bits = latent_bits(prior, latents, block_index, n, ~skip).sum(axis=(1, 2))

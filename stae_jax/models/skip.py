@@ -83,13 +83,16 @@ def _with_first(first, rest):
   return jnp.concatenate([first[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
 
 
-def choose_skips(intra, original, intra_bits, lam, *, block_size: int, search: int):
+def choose_skips(intra, original, intra_bits, lam, *, block_size: int, search: int,
+                 prefer_previous: bool = False):
   """The device's closed loop (module docstring).
 
   intra float32 [B,K,H,W,C]: each kept frame as its block code rebuilds it (every block);
   original [B,K,H,W,C]: the kept frames themselves; intra_bits [B,K,N]: each block's bits;
   lam: squared error per bit (a scalar, may be traced); 0 skips only where the copy is no worse
-  than the code. Returns (reconstruction float32 [B,K,H,W,C], skip bool [B,K,N], vector int32
+  than the code. prefer_previous: the decision charges a block's vector of the previous kept frame
+  (where it was skipped there) as little as no move (1 bit), for vectors a code predicting each
+  from that one would send cheaply. Returns (reconstruction float32 [B,K,H,W,C], skip bool [B,K,N], vector int32
   [B,K,N]); the first kept frame is never skipped (its vectors are `no_move`).
   """
   _check(intra, block_size)
@@ -99,22 +102,27 @@ def choose_skips(intra, original, intra_bits, lam, *, block_size: int, search: i
   n = intra_bits.shape[-1]
   charged = jnp.asarray(nominal_vector_bits(search))[:, None, None]  # [M,1,1]
 
-  def step(previous, xs):
+  def step(carry, xs):
+    previous, last = carry                                     # [B,H,W,C], [B,N] (-1: none)
     current, target, bits = xs                                 # [B,H,W,C] x2, [B,N]
     windows = blockify(shifted(previous, search), block_size)  # [M,B,N,p,p,C]
     target_blocks = _frame_blocks(target, block_size)
     current_blocks = _frame_blocks(current, block_size)
     copy_error = jnp.square(windows - target_blocks[None]).sum(axis=(-3, -2, -1))  # [M,B,N]
-    cost = copy_error + lam * charged
+    rate = charged
+    if prefer_previous:
+      rate = jnp.where(jnp.arange(charged.shape[0])[:, None, None] == last[None], 1.0, charged)
+    cost = copy_error + lam * rate
     vector = jnp.argmin(cost, axis=0).astype(jnp.int32)
     code_error = jnp.square(current_blocks - target_blocks).sum(axis=(-3, -2, -1))
     skip = jnp.min(cost, axis=0) <= code_error + lam * (bits + 1.0)
     vector = jnp.where(skip, vector, no_move(search))
     out = _place(windows, current_blocks, skip, vector, h, w)
-    return out, (out, skip, vector)
+    return (out, jnp.where(skip, vector, -1)), (out, skip, vector)
 
   xs = tuple(jnp.moveaxis(x[:, 1:], 1, 0) for x in (intra, original, intra_bits))
-  _, (rest, skip, vector) = jax.lax.scan(step, intra[:, 0], xs)
+  start = (intra[:, 0], jnp.full((b, n), -1, jnp.int32))
+  _, (rest, skip, vector) = jax.lax.scan(step, start, xs)
   return (_with_first(intra[:, 0], rest), _with_first(jnp.zeros((b, n), bool), skip),
           _with_first(jnp.full((b, n), no_move(search), jnp.int32), vector))
 
