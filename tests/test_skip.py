@@ -51,8 +51,9 @@ def test_moved_content_is_copied_with_its_vector():
   np.testing.assert_array_equal(np.asarray(recon)[:, 0], base)
 
 
-@pytest.mark.parametrize("lam", [0.0, 300.0, 1e5])
-def test_the_receiver_rebuilds_what_the_device_holds(lam):
+@pytest.mark.parametrize("lam,prefer_previous", [(0.0, False), (300.0, False), (300.0, True),
+                                                 (1e5, False)])
+def test_the_receiver_rebuilds_what_the_device_holds(lam, prefer_previous):
   """From the decisions alone (the intra pixels of skipped blocks replaced by garbage, as the
   receiver never has them), rebuild_with_skips gives the device's reconstruction bit for bit;
   at lam 0 no skipped block is further from the original than its code."""
@@ -62,7 +63,7 @@ def test_the_receiver_rebuilds_what_the_device_holds(lam):
                   ).astype(np.float32)
   bits = jnp.asarray(np.random.default_rng(5).uniform(2, 30, (2, 3, 9)), jnp.float32)
   recon, skip, vector = skip_lib.choose_skips(intra, original, bits, lam, block_size=P,
-                                              search=SEARCH)
+                                              search=SEARCH, prefer_previous=prefer_previous)
   assert np.asarray(skip).any() and not np.asarray(skip).all()
   pixel_skip = np.repeat(np.repeat(np.asarray(skip).reshape(2, 3, 3, 3), P, 2), P, 3)[..., None]
   garbage = np.where(pixel_skip, -1000.0, intra).astype(np.float32)
