@@ -77,7 +77,10 @@ def test_the_receiver_rebuilds_what_the_device_holds(lam, prefer_previous):
     assert (block_sse(recon) <= block_sse(intra) + 1e-3)[np.asarray(skip)].all()
 
 
-def test_clips_that_are_not_whole_blocks_are_refused():
+def test_inputs_of_the_wrong_shape_are_refused():
   with pytest.raises(ValueError, match="not whole blocks of 8"):
     skip_lib.choose_skips(np.zeros((1, 2, 12, 16, 3)), np.zeros((1, 2, 12, 16, 3)),
                           np.zeros((1, 2, 2)), 0.0, block_size=8, search=1)
+  with pytest.raises(ValueError, match=r"be \[B,K,N\] with N = 4"):
+    skip_lib.choose_skips(np.zeros((1, 2, 16, 16, 3)), np.zeros((1, 2, 16, 16, 3)),
+                          np.zeros((1, 2, 3)), 0.0, block_size=8, search=1)

@@ -92,10 +92,15 @@ def choose_skips(intra, original, intra_bits, lam, *, block_size: int, search: i
   lam: squared error per bit (a scalar, may be traced); 0 skips only where the copy is no worse
   than the code. prefer_previous: the decision charges a block's vector of the previous kept frame
   (where it was skipped there) as little as no move (1 bit), for vectors a code predicting each
-  from that one would send cheaply. Returns (reconstruction float32 [B,K,H,W,C], skip bool [B,K,N], vector int32
-  [B,K,N]); the first kept frame is never skipped (its vectors are `no_move`).
+  from that one would send cheaply.
+  Returns (reconstruction float32 [B,K,H,W,C], skip bool [B,K,N], vector int32 [B,K,N]); the
+  first kept frame is never skipped (its vectors are `no_move`).
   """
   _check(intra, block_size)
+  blocks = (intra.shape[2] // block_size) * (intra.shape[3] // block_size)
+  if original.shape != intra.shape or intra_bits.shape != intra.shape[:2] + (blocks,):
+    raise ValueError(f"original {tuple(original.shape)} must match intra {tuple(intra.shape)}, "
+                     f"and intra_bits {tuple(intra_bits.shape)} be [B,K,N] with N = {blocks}")
   intra = jnp.asarray(intra, jnp.float32)
   original = jnp.asarray(original, jnp.float32)
   b, _, h, w, _ = intra.shape
