@@ -2,7 +2,7 @@ r"""A skip mode, measured before it is built: blocks the receiver copies from th
 frame's reconstruction, moved by a vector, instead of being sent (issue 28, item 3).
 
   python benchmarks/skip_blocks.py --workdir=/tmp/mj [--tag=stae] [--clips=300]
-      [--lambdas=0,300,1000,3000] [--search=4]
+      [--lambdas=0,300,1000,3000] [--search=4] [--results=/tmp/mj/results.json]
 
 Why: "Where the bits go in time" (BENCHMARKS.md) found 72% of the blocks and 60% of the bits of
 the top point in content the previous kept frame already holds, static or moved by a few pixels,
@@ -37,10 +37,13 @@ previous kept frame" ("of the block to the left, else above") where that block w
 row "today" estimates the same way what version 3 sends (its exact-repeat flags), and the
 real version-3 streams' length is printed beside it to calibrate the estimate. Intervals: 95%
 bootstrap of the top-1, and of each row's top-1 minus today's over the same clips (paired).
-Nothing here is trained; the model never saw a skipped block.
+With `--results`, each row is also compared with H.264's envelope (`--envelope`) on the validation
+clips that evaluate.py scored (`against_envelope`). Nothing here is trained; the model never saw a
+skipped block.
 """
 
 import argparse
+import json
 import math
 import pathlib
 import sys
@@ -138,6 +141,10 @@ def main():
   parser.add_argument("--lambdas", default="0,300,1000,3000")
   parser.add_argument("--search", type=int, default=4)
   parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--results", default="",
+                      help="an evaluate.py results.json of this workdir: each row against "
+                           "--envelope's envelope on its validation clips (against_envelope)")
+  parser.add_argument("--envelope", default="h264")
   parser.add_argument("--prefer_previous", action="store_true",
                       help="the decision charges each block's previous vector 1 bit (choose_skips)")
   args = parser.parse_args()
@@ -201,6 +208,7 @@ def main():
         "vectors) | vectors predicted in time | in space | skipped blocks | "
         "PSNR kept frames dB |")
   print("|---|---|---|---|---|---|---|---|---|---|")
+  measured = {}
   for point in points:
     k = codec._keep[point][0]  # pylint: disable=protected-access
     real = []
@@ -240,6 +248,7 @@ def main():
         samples = diff[index].mean(axis=1)
         paired = (f"{100 * diff.mean():+.1f} [{100 * np.percentile(samples, 2.5):+.1f}, "
                   f"{100 * np.percentile(samples, 97.5):+.1f}]")
+      measured.setdefault(point.name, []).append((mode, lam, correct, bits[:, :4].sum(axis=1)))
       psnr = 10 * np.log10(255.0 ** 2 / np.concatenate(errors).mean())
       label = f"{mode} (real v3 streams: {np.mean(real):,.0f})" if mode == "today" else mode
       print(f"| {point.name} | {label} | {'-' if lam is None else f'{lam:g}'} | "
@@ -249,7 +258,47 @@ def main():
             f"{(bits[:, [0, 1, 3, 5]].sum(axis=1)).mean():,.0f} | "
             f"{100 * np.concatenate(skipped).mean():.1f}% | "
             f"{psnr:.2f} |", flush=True)
+  if args.results:
+    against_envelope(args.results, args.envelope, measured)
   print(f"wall {time.time() - start:.0f} s")
+
+
+def against_envelope(results_path: str, method: str, measured: dict):
+  """Each row against `method`'s envelope in an evaluate.py results.json of the same workdir, on
+  its validation clips (the first of the split, in the loader's order: checked by requiring the
+  "today" rows' answers to equal that run's STAE validation answers clip for clip). The envelope is
+  chosen and read on those clips (biased up by about a point's noise: in the baseline's favour);
+  bits are this script's estimates."""
+  import paired_points  # pylint: disable=g-import-not-at-top  (benchmarks/, beside this script)
+  results = json.loads(pathlib.Path(results_path).read_text())
+  stae = {p["name"]: p for p in results["methods"]["stae"]["points"]}
+  envelope = [paired_points.on_split(p, "validation") for p in results["methods"][method]["points"]]
+  print(f"\nagainst {method}'s envelope on the validation clips of {results_path} (paired, "
+        "1000 resamples)")
+  print(f"| point | mode | lambda | clips | top-1 | bits per clip | {method} envelope there | "
+        "difference |")
+  print("|---|---|---|---|---|---|---|---|")
+  for name, rows in measured.items():
+    theirs = np.asarray(stae[name]["validation"]["per_clip"]["correct"], np.float64)
+    count = len(theirs)
+    today = next(correct for mode, _, correct, _ in rows if mode == "today")
+    if not np.array_equal(today[:count], theirs):
+      raise SystemExit(f"{name}: today's answers on the first {count} validation clips differ "
+                       f"from {results_path}'s; not the same clips or not the same model")
+    index = curves._resample_index(count, curves.RESAMPLES, 0)  # pylint: disable=protected-access
+    for mode, lam, correct, total in rows:
+      bits = float(total[:count].mean())
+      env = paired_points.envelope_at(envelope, bits, index)
+      ours = correct[:count][index].mean(axis=1)
+      if env is None:
+        there, difference = "outside its points", "-"
+      else:
+        diff = ours - env
+        there = f"{100 * env.mean():.1f}%"
+        difference = (f"{100 * diff.mean():+.1f} [{100 * np.percentile(diff, 2.5):+.1f}, "
+                      f"{100 * np.percentile(diff, 97.5):+.1f}]")
+      print(f"| {name} | {mode} | {'-' if lam is None else f'{lam:g}'} | {count} | "
+            f"{100 * correct[:count].mean():.1f}% | {bits:,.0f} | {there} | {difference} |")
 
 
 if __name__ == "__main__":

@@ -84,3 +84,26 @@ def test_inputs_of_the_wrong_shape_are_refused():
   with pytest.raises(ValueError, match=r"be \[B,K,N\] with N = 4"):
     skip_lib.choose_skips(np.zeros((1, 2, 16, 16, 3)), np.zeros((1, 2, 16, 16, 3)),
                           np.zeros((1, 2, 3)), 0.0, block_size=8, search=1)
+
+
+def test_the_probes_code_lengths_are_those_of_coding_one_symbol_at_a_time():
+  """benchmarks/skip_blocks.py charges flags and vectors the exact code length of an adaptive
+  code: the closed forms equal the sum of -log2 p over the symbols coded in order, with the
+  counts before each (add-one: (count + 1) / (seen + M))."""
+  import benchmark_modules  # pylint: disable=g-import-not-at-top
+  probe = benchmark_modules.load("skip_blocks")
+  rng = np.random.default_rng(6)
+  symbols = rng.choice(7, size=40, p=[0.5, 0.2, 0.1, 0.1, 0.05, 0.03, 0.02])
+  counts, sequential = np.zeros(7), 0.0
+  for s in symbols:
+    sequential -= np.log2((counts[s] + 1) / (counts.sum() + 7))
+    counts[s] += 1
+  assert probe.adaptive_symbol_bits(counts[None])[0] == pytest.approx(sequential, rel=1e-9)
+  flags = rng.random(30) < 0.3
+  ones, sequential = 0, 0.0
+  for i, flag in enumerate(flags):
+    p_one = (ones + 1) / (i + 2)
+    sequential -= np.log2(p_one if flag else 1 - p_one)
+    ones += flag
+  assert probe.adaptive_flag_bits(np.array([30]), np.array([ones]))[0] == pytest.approx(
+      sequential, rel=1e-9)
