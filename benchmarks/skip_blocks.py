@@ -164,8 +164,9 @@ def main():
   key = jax.random.fold_in(jax.random.PRNGKey(stae_system.SELECTION_KEY), 0)
 
   def run(video, lam, frame_keep, block_keep, mode):
-    """mode "today" (v3's exact repeats flagged) or "skip". Per clip: (received clip, mask,
-    latent bits, flags sent, flags set, vector counts [B,M], squared error of the kept frames)."""
+    """mode "today" (v3's exact repeats flagged) or "skip". Per clip: the receiver's clip as the
+    classifier gets it, latent bits, flags sent, flags set, vector counts [B,M], the kept frames'
+    mean squared error; and skip, vector [B,K,N]."""
     sent = stae.encode(video, frame_keep=frame_keep, block_keep=block_keep, rng=key)
     frame_index, block_index, latents = sent["frame_index"], sent["block_index"], sent["latents"]
     received, pixel_mask, _ = stae.receive(frame_index, block_index, latents, frames=t,
