@@ -79,7 +79,8 @@ def clips_of(data_config, split: str, limit: int) -> tuple[np.ndarray, np.ndarra
 def latent_bits(prior, latents, block_index, blocks: int, sent):
   """Bits of each block [B,K,N] under the system's entropy model, only blocks where `sent`
   [B,K,N] counting (and, for the conditional model, only they updating the canvas)."""
-  dense, kept = stae_system._in_place(latents, block_index, blocks)  # pylint: disable=protected-access
+  place = stae_system._in_place  # pylint: disable=protected-access
+  dense, kept = place(latents, block_index, blocks)
   sent = kept & sent
   if isinstance(prior, ContextPrior):
     bits = prior.bits(dense, rounded=dense, kept=sent)
@@ -254,7 +255,8 @@ def main():
       label = f"{mode} (real v3 streams: {np.mean(real):,.0f})" if mode == "today" else mode
       print(f"| {point.name} | {label} | {'-' if lam is None else f'{lam:g}'} | "
             f"{100 * correct.mean():.1f}% [{100 * low:.1f}, {100 * high:.1f}] | {paired} | "
-            f"{bits[:, :4].sum(axis=1).mean():,.0f} ({' + '.join(f'{x:,.0f}' for x in bits.mean(axis=0)[:3])}) | "
+            f"{bits[:, :4].sum(axis=1).mean():,.0f} "
+            f"({' + '.join(f'{x:,.0f}' for x in bits.mean(axis=0)[:3])}) | "
             f"{(bits[:, [0, 1, 3, 4]].sum(axis=1)).mean():,.0f} | "
             f"{(bits[:, [0, 1, 3, 5]].sum(axis=1)).mean():,.0f} | "
             f"{100 * np.concatenate(skipped).mean():.1f}% | "

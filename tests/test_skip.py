@@ -20,7 +20,8 @@ def test_vectors_name_their_moves():
   assert skip_lib.vector_count(SEARCH) == 25
   assert skip_lib.move_of(skip_lib.no_move(SEARCH), SEARCH) == (0, 0)
   moves = [skip_lib.move_of(v, SEARCH) for v in range(skip_lib.vector_count(SEARCH))]
-  assert len(set(moves)) == 25 and min(min(m) for m in moves) == -2 and max(max(m) for m in moves) == 2
+  assert len(set(moves)) == 25
+  assert min(min(m) for m in moves) == -2 and max(max(m) for m in moves) == 2
   windows = skip_lib.shifted(jnp.asarray(_clip(0)[:, 0]), SEARCH)
   frame = np.asarray(_clip(0)[:, 0])
   for v, (dy, dx) in enumerate(moves):  # interior pixels: the window at (y + dy, x + dx)
