@@ -53,6 +53,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import special
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -63,17 +64,6 @@ from stae_jax.models.entropy import ContextPrior  # pylint: disable=wrong-import
 from stae_jax.models import skip as skip_lib  # pylint: disable=wrong-import-position
 from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 from stae_jax.systems import stae as stae_system  # pylint: disable=wrong-import-position
-
-
-def clips_of(data_config, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-  videos, labels, count = [], [], 0
-  for batch in pipeline.make_loader(data_config, split, seed=0, train=False, num_epochs=1):
-    videos.append(batch["video"][batch["mask"]])
-    labels.append(batch["label"][batch["mask"]])
-    count += len(videos[-1])
-    if count >= limit:
-      break
-  return np.concatenate(videos)[:limit], np.concatenate(labels)[:limit]
 
 
 def latent_bits(prior, latents, block_index, blocks: int, sent):
@@ -92,17 +82,16 @@ def latent_bits(prior, latents, block_index, blocks: int, sent):
 def adaptive_flag_bits(flags: np.ndarray, ones: np.ndarray) -> np.ndarray:
   """Exact code length of `ones` 1s among `flags` binary symbols under (ones + 1) / (seen + 2)."""
   flags, ones = np.asarray(flags, np.float64), np.asarray(ones, np.float64)
-  return np.log2(flags + 1) + np.array(
-      [math.lgamma(f + 1) - math.lgamma(o + 1) - math.lgamma(f - o + 1)
-       for f, o in zip(flags, ones)]) / math.log(2)
+  return (np.log2(flags + 1)
+          + (special.gammaln(flags + 1) - special.gammaln(ones + 1)
+             - special.gammaln(flags - ones + 1)) / math.log(2))
 
 
 def adaptive_symbol_bits(counts: np.ndarray) -> np.ndarray:
   """Exact code length of a clip's symbols [B, M counts] under add-one adaptive counts."""
   m = counts.shape[-1]
-  total = counts.sum(axis=-1)
-  lg = np.vectorize(math.lgamma)
-  return (lg(total + m) - math.lgamma(m) - lg(counts + 1.0).sum(axis=-1)) / math.log(2)
+  return (special.gammaln(counts.sum(axis=-1) + m) - special.gammaln(m)
+          - special.gammaln(counts + 1.0).sum(axis=-1)) / math.log(2)
 
 
 def predicted_vector_bits(skip: np.ndarray, vector: np.ndarray, windows: int, grid: int,
@@ -115,9 +104,8 @@ def predicted_vector_bits(skip: np.ndarray, vector: np.ndarray, windows: int, gr
   out = np.zeros(len(skip))
   k, n = skip.shape[1:]
   for i in range(len(skip)):
-    has = np.zeros((k, n), bool)
-    guess = np.zeros((k, n), np.int64)
     if where == "time":
+      has, guess = np.zeros((k, n), bool), np.zeros((k, n), np.int64)
       has[1:], guess[1:] = skip[i, :-1], vector[i, :-1]
     else:
       column = np.arange(n) % grid
@@ -156,7 +144,9 @@ def main():
   models = nnx.merge(trained.graphdef, trained.params, trained.rest)
   stae, prior, decoder = models["stae"], models["prior"], models["decoder"]
   classify = loading.load_classifier(None, workdir)
-  videos, labels = clips_of(trained.data, "validation", args.clips)
+  videos, labels = stae_system.choice_clips(  # the first --clips validation clips, in order
+      pipeline.make_loader(trained.data, "validation", seed=0, train=False, num_epochs=1),
+      args.clips)
   t, height, width, _ = codec.clip_shape
   p = codec.block_size
   n = (height // p) * (width // p)
@@ -176,8 +166,6 @@ def main():
     batch = jnp.arange(b)[:, None]
     intra = received[batch, frame_index]                         # [B,K,H,W,3]
     original = video.astype(jnp.float32)[batch, frame_index]
-    every = jnp.ones((b, k, n), bool)
-    bits_all = latent_bits(prior, latents, block_index, n, every)
     if mode == "today":
       flat = latents.reshape(b, k, n, -1)
       repeat = jnp.concatenate([jnp.zeros((b, 1, n), bool),
@@ -185,8 +173,9 @@ def main():
       reconstruction, skip, vector = intra, repeat, jnp.zeros((b, k, n), jnp.int32)
       counts = jnp.zeros((b, windows), jnp.int32)
     else:
+      every = latent_bits(prior, latents, block_index, n, jnp.ones((b, k, n), bool))
       reconstruction, skip, vector = skip_lib.choose_skips(
-          intra, original, bits_all, lam, block_size=p, search=args.search,
+          intra, original, every, lam, block_size=p, search=args.search,
           prefer_previous=args.prefer_previous)
       counts = jnp.zeros((b, windows), jnp.int32).at[
           batch[:, :, None], vector].add(skip.astype(jnp.int32))
@@ -229,13 +218,14 @@ def main():
             float(point["frame_keep"]), float(point["block_keep"]), mode))
         logits = classify(np.asarray(clip))
         correct.append(np.argmax(logits, -1) == labels[i:i + args.batch])
-        flag = adaptive_flag_bits(flags, ones) if (k > 1) else np.zeros(len(flags))
-        moves = adaptive_symbol_bits(counts.astype(np.float64)) if mode == "skip" else 0 * flag
-        in_time, in_space = (predicted_vector_bits(skip, vector, windows, width // p, where)
-                             if mode == "skip" else 0 * flag for where in ("time", "space"))
-        bits.append(np.stack([latent, flag, moves + 0 * flag,
-                              np.full(len(flag), math.log2(math.comb(t, k))),
-                              in_time + 0 * flag, in_space + 0 * flag], axis=1))
+        none = np.zeros(len(flags))
+        flag = adaptive_flag_bits(flags, ones) if k > 1 else none
+        moves, in_time, in_space = (none, none, none) if mode == "today" else (
+            adaptive_symbol_bits(counts.astype(np.float64)),
+            *(predicted_vector_bits(skip, vector, windows, width // p, where)
+              for where in ("time", "space")))
+        bits.append(np.stack([latent, flag, moves, none + math.log2(math.comb(t, k)),
+                              in_time, in_space], axis=1))
         errors.append(error)
         skipped.append(ones / (k * n))
       correct = np.concatenate(correct).astype(np.float64)
