@@ -13,14 +13,17 @@ initialisation and no floating-point library.
 A second fixture, tests/data/golden_stream_v3.json, pins version 3 (conditional tables: residuals
 under an integer context, and repeat flags) the same way; its clip has one block that repeats its
 previous latents exactly (flag 1) and two that do not (flag 0). The version-2 fixture,
-tests/data/golden_stream_v2.json, stays as it was written: its stream must now be refused.
+tests/data/golden_stream_v2.json, stays as it was written: its stream must now be refused. A third,
+tests/data/golden_stream_v3_skip.json, pins version 3's skip vectors (header bit 5, set by no
+earlier stream, so the version-3 fixture stays valid byte for byte and older decoders refuse the
+new streams by that bit): the same clip with its repeating block skipped.
 
 Regenerate ONLY after an intentional format change that bumps `stae_jax.coding.bitstream.VERSION`
 (or CONTEXT_VERSION for the second fixture: then write it to a new file named for the new version
 and keep the old one, whose stream the tests check is refused); a failing golden test without a
 version bump is a regression to fix, not a fixture to refresh:
 
-    python tests/golden_stream.py 1     # version 1 (python tests/golden_stream.py 3: version 3)
+    python tests/golden_stream.py 1     # version 1 (... 3: version 3; ... skip: its skip vectors)
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ CONTEXT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream
 #: The retired version-2 fixture (conditional tables without repeat flags), never regenerated:
 #: today's decoder must refuse its stream by its version.
 RETIRED_CONTEXT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream_v2.json"
+#: Version 3 with skip vectors: `make_payload(tables, skip=True)`.
+SKIP_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream_v3_skip.json"
+#: Its skip vectors: a +-1 px search (9 vectors); the repeating block moved by (dy, dx) = (1, -1).
+_VECTOR_COUNT = 9
+_SKIP_VECTOR = 6
 #: Its context rule: a 3-block-wide grid (the clip's 6 blocks are 2 rows of 3), thresholds 1, 2,
 #: the previous channel's residual clipped to +-1.
 _CONTEXT_THRESHOLDS = (1, 2)
@@ -91,13 +99,15 @@ def make_tables(conditional: bool = False) -> tables_lib.CodingTables:
                                  model_hash=model_hash, table_hash=table_hash, context=context)
 
 
-def make_payload(tables: tables_lib.CodingTables) -> bitstream.ClipPayload:
+def make_payload(tables: tables_lib.CodingTables, skip: bool = False) -> bitstream.ClipPayload:
   """An STAE-shaped clip: 3 of 8 frames, 2 of 6 blocks per kept frame, 2x1 latents per block.
 
   Four latents are escaped: just above a support, far below one, and both int32 limits. With
   conditional tables the kept frames keep blocks 0 and 5, 0 and 3, 0 and 5 (version 3's repeat
   flags: block 0 of the second kept frame repeats the first's exactly, its escape included; the
   third kept frame's blocks 0 and 5 each differ from their last values in one latent, an escape).
+  skip (conditional tables): that repeating block is skipped with vector `_SKIP_VECTOR` of
+  `_VECTOR_COUNT`, the others not.
   """
   rng = np.random.default_rng(2026)
   frame_mask = np.zeros(8, bool)
@@ -120,6 +130,10 @@ def make_payload(tables: tables_lib.CodingTables) -> bitstream.ClipPayload:
   latents[1, 1, 1, 0, 0] = -77777
   latents[2, 0, 0, 0, 1] = 2**31 - 1
   latents[2, 1, 1, 0, 2] = -2**31
+  if skip:
+    vectors = np.full(latents.shape[:2], -1, np.int32)
+    vectors[1, 0] = _SKIP_VECTOR
+    return bitstream.ClipPayload(latents, frame_mask, block_masks, vectors, _VECTOR_COUNT)
   return bitstream.ClipPayload(latents, frame_mask, block_masks)
 
 
@@ -130,10 +144,11 @@ def _tables_json(tables: tables_lib.CodingTables) -> dict:
               context=tables.context.tolist())
 
 
-def regenerate(path: pathlib.Path = PATH, conditional: bool = False) -> pathlib.Path:
+def regenerate(path: pathlib.Path = PATH, conditional: bool = False,
+               skip: bool = False) -> pathlib.Path:
   """Encodes the fixed clip with today's code and writes the fixture (see the module docstring)."""
   tables = make_tables(conditional)
-  payload = make_payload(tables)
+  payload = make_payload(tables, skip)
   stream = bitstream.encode(payload, tables)
   record = dict(
       format=FORMAT,
@@ -143,7 +158,9 @@ def regenerate(path: pathlib.Path = PATH, conditional: bool = False) -> pathlib.
       tables=_tables_json(tables),
       payload=dict(latents_shape=list(payload.latents.shape), latents=payload.latents.tolist(),
                    frame_mask=payload.frame_mask.tolist(),
-                   block_masks=payload.block_masks.tolist()),
+                   block_masks=payload.block_masks.tolist(),
+                   **(dict(vectors=payload.vectors.tolist(), vector_count=payload.vector_count)
+                      if skip else {})),
       stream_hex=stream.hex())
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(record, indent=1) + "\n")
@@ -163,8 +180,10 @@ def load(path: pathlib.Path = PATH) -> Golden:
       context=np.array(t.get("context", []), np.int32))
   p = record["payload"]
   latents = np.array(p["latents"], np.int32).reshape(p["latents_shape"])
+  vectors = np.array(p["vectors"], np.int32) if "vectors" in p else None
   payload = bitstream.ClipPayload(latents, np.array(p["frame_mask"], bool),
-                                  np.array(p["block_masks"], bool))
+                                  np.array(p["block_masks"], bool), vectors,
+                                  int(p.get("vector_count", 0)))
   return Golden(tables=tables, payload=payload, stream=bytes.fromhex(record["stream_hex"]),
                 version=int(record["bitstream_version"]))
 
@@ -175,3 +194,5 @@ if __name__ == "__main__":
     print(f"wrote {regenerate()}")
   if "3" in which:
     print(f"wrote {regenerate(CONTEXT_PATH, conditional=True)}")
+  if "skip" in which:
+    print(f"wrote {regenerate(SKIP_PATH, conditional=True, skip=True)}")

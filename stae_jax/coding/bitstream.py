@@ -5,11 +5,13 @@ Layout (format versions 1 and 3, all integers little-endian):
   magic and version: 0xB0 | version     1 byte (0xB1: factorized tables, 0xB3: conditional ones)
   flags  bit 0: frame mask present      1 byte
          bit 1: block masks present
-         bits 2-4: number of explicit extra latent dims (0..7); bits 5-7 zero
+         bits 2-4: number of explicit extra latent dims (0..7)
+         bit 5: skip vectors present (version 3 only); bits 6-7 zero
   table hash prefix                     2 bytes (first bytes of CodingTables.table_hash)
   varints (LEB128, minimal):            frame mask:  T, k_f
                                         block masks: N, k_s, then rows R only without a frame mask
                                         the explicit latent dims (those not implied by the masks)
+                                        with bit 5: V, the number of skip vectors (1..MAX_VECTORS)
   payload                               constriction range coder words (uint32, 4-byte aligned)
   crc32 of everything above, seeded     4 bytes
   with the CRC of the full table hash
@@ -93,6 +95,7 @@ _RETIRED_CONTEXT_VERSION = 2
 _HASH_BYTES = 2    # header's table-hash prefix; the CRC, seeded with the full hash, does the rest
 _FLAG_FRAME_MASK = 1
 _FLAG_BLOCK_MASKS = 2
+_FLAG_VECTORS = 32
 _FIXED_HEADER = 1 + 1 + _HASH_BYTES
 _CRC_BYTES = 4
 #: Decoding refuses headers claiming more than this many mask places (bounds Python-loop time).
@@ -103,6 +106,8 @@ MAX_LATENT_SYMBOLS = 1 << 20
 MAX_FRAME_VALUES = 1 << 22
 #: ... and its kept frames (two passes each, some Python per pass: bounds the time of a stream).
 MAX_CONTEXT_FRAMES = 1024
+#: Skip vectors a header may declare (a search of up to +-31 px has 63^2 = 3969).
+MAX_VECTORS = 1 << 12
 _MAX_DIM = (1 << 32) - 1
 _ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
 #: Masks of up to this many places decode from a table of their bits' models (built once a size).
@@ -132,10 +137,15 @@ class ClipPayload:
   """What one clip sends: integer latents and the optional masks that say where they belong.
 
   latents: int32 [*lead, C]. frame_mask: bool [T] or None. block_masks: bool [R, N] or None.
+  vectors: int32 [k_f, k_s] or None (version 3 only, with both masks): each kept block's skip
+  vector, -1 where the block is not skipped, else in [0, vector_count); a skipped block's latents
+  must be the values last sent at its place (module docstring, "Skip vectors").
   """
   latents: np.ndarray
   frame_mask: np.ndarray | None = None
   block_masks: np.ndarray | None = None
+  vectors: np.ndarray | None = None
+  vector_count: int = 0
 
   def __eq__(self, other):
     if not isinstance(other, ClipPayload):
@@ -145,7 +155,8 @@ class ClipPayload:
         return a is None and b is None
       return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b))
     return (same(self.latents, other.latents) and same(self.frame_mask, other.frame_mask)
-            and same(self.block_masks, other.block_masks))
+            and same(self.block_masks, other.block_masks) and same(self.vectors, other.vectors)
+            and self.vector_count == other.vector_count)
 
   __hash__ = None
 
@@ -163,6 +174,7 @@ class CodingStats:
   flags: int = 0
   repeats: int = 0
   flag_bits: float = 0.0
+  skips: int = 0      # repeats that are skipped blocks (skip vectors other than "not skipped")
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -237,9 +249,29 @@ def _check_payload(payload: ClipPayload, tables: CodingTables):
   if any(d > _MAX_DIM for d in fields + explicit):
     raise ValueError("a dimension exceeds 2^32 - 1")
   flags |= len(explicit) << 2
+  if payload.vectors is not None:
+    _check_vectors(payload, lead, tables)
+    flags |= _FLAG_VECTORS
+    explicit.append(int(payload.vector_count))
   header = (bytes([MAGIC | _version(tables), flags]) + _hash_prefix(tables)
             + b"".join(_varint(v) for v in fields + explicit))
   return latents.reshape(-1, tables.channels).astype(np.int64), header
+
+
+def _check_vectors(payload: ClipPayload, lead: tuple, tables: CodingTables) -> None:
+  """A payload's skip vectors: version 3, int [k_f, k_s] in [-1, vector_count)."""
+  vectors, count = np.asarray(payload.vectors), payload.vector_count
+  if not tables.conditional:
+    raise ValueError("skip vectors need conditional coding tables (version 3): a skipped block "
+                     "is a repeat of the values last sent at its place")
+  if not isinstance(count, (int, np.integer)) or not 1 <= count <= MAX_VECTORS:
+    raise ValueError(f"vector_count must be an int in [1, {MAX_VECTORS}], got {count!r}")
+  if not np.issubdtype(vectors.dtype, np.integer) or vectors.shape != tuple(lead[:2]):
+    raise ValueError(f"vectors must be integers [k_f, k_s] = {list(lead[:2])} (one per kept "
+                     f"block), got {vectors.dtype} {list(vectors.shape)}")
+  if vectors.size and (vectors.min() < -1 or vectors.max() >= count):
+    raise ValueError(f"vectors must lie in [-1, {count}) (-1: not skipped), got "
+                     f"{vectors.min()}..{vectors.max()}")
 
 
 def _varint(value: int) -> bytes:
@@ -511,22 +543,62 @@ def _encode_clip(encoder, symbols: np.ndarray, masses: np.ndarray, escapes: list
 
 
 def _no_stats(batch: int) -> dict[str, np.ndarray]:
-  """Per-clip coding stats, all 0: escapes, and version 3's flags, repeats (int64 [B]) and
-  flag_bits (float64 [B])."""
+  """Per-clip coding stats, all 0: escapes, and version 3's flags, repeats, skips (int64 [B])
+  and flag_bits (float64 [B])."""
   return dict(escapes=np.zeros(batch, np.int64), flags=np.zeros(batch, np.int64),
-              repeats=np.zeros(batch, np.int64), flag_bits=np.zeros(batch))
+              repeats=np.zeros(batch, np.int64), skips=np.zeros(batch, np.int64),
+              flag_bits=np.zeros(batch))
+
+
+def _vector_intervals(symbols: np.ndarray, alphabet: int) -> tuple[np.ndarray, np.ndarray]:
+  """A clip's skip-vector symbols (int [n], in [0, alphabet)) -> their intervals [left, right) of
+  2^24 under the adaptive counts of the module docstring ("Skip vectors"), int64 [n] each."""
+  n = len(symbols)
+  seen = np.zeros((n + 1, alphabet + 1), np.int64)  # seen[i, s]: symbols < s among the first i
+  seen[np.arange(1, n + 1), symbols + 1] = 1
+  seen = np.cumsum(np.cumsum(seen, axis=0), axis=1)
+  before = seen[np.arange(n), symbols] + symbols           # weight below the symbol
+  weight = seen[np.arange(n), symbols + 1] - seen[np.arange(n), symbols] + 1
+  total = np.arange(n) + alphabet
+  spare = (1 << _PRECISION) - alphabet
+  left = before * spare // total + symbols
+  right = (before + weight) * spare // total + symbols + 1
+  return left, right
+
+
+def _encode_vectors(encoder, symbols: np.ndarray, alphabet: int) -> None:
+  """A clip's skip-vector symbols after its last pass, each exactly in its interval."""
+  if len(symbols):
+    masses, symbol = _interval_models(*_vector_intervals(symbols, alphabet))
+    encoder.encode(symbol, _CATEGORICAL, masses)
+
+
+def _vector_masses(seen: np.ndarray, total: int) -> np.ndarray:
+  """The next skip-vector symbol's model as `Categorical(perfect=False)` masses (float64 [1, A])
+  whose quantisation is exactly the intervals of `_vector_intervals`: integer masses (each
+  interval's width - 1) summing to 2^24 - A, so constriction's scale is 1. seen int64 [A]: each
+  symbol's count so far in the clip; total: their sum + A."""
+  alphabet = len(seen)
+  spare = (1 << _PRECISION) - alphabet
+  below = np.concatenate([[0], np.cumsum(seen + 1)])
+  left = below * spare // total + np.arange(alphabet + 1)
+  left[-1] = 1 << _PRECISION
+  return (np.diff(left) - 1).astype(np.float64)[None]
 
 
 def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndarray,
-                       tables: CodingTables) -> dict[str, np.ndarray]:
+                       tables: CodingTables, vectors: np.ndarray | None = None,
+                       vector_count: int = 0) -> dict[str, np.ndarray]:
   """Version 3 latents of B clips of one shape, one encoder each (module doc's order).
 
   The encoder holds every value, so each pass's contexts and repeats are computed for the whole
   batch at once (`context_lib.Canvas`, as the decoder computes them), and each clip's flags and
   residuals then go to its coder in one call (more only around escapes, or where the flags
   cannot be intervals among the residuals: `_flag_intervals`). latents int [B, k_f, k_s, *inner,
-  C], block_masks bool [B, k_f, N]. Returns per-clip int64 [B] counts of escapes, flags and
-  repeats, and float64 [B] flag_bits (the flags' information content).
+  C], block_masks bool [B, k_f, N]; vectors int [B, k_f, k_s] or None: each clip's skip vectors
+  (-1: not skipped; a skipped block must be a repeat), coded after its passes. Returns per-clip
+  int64 [B] counts of escapes, flags, repeats and skips, and float64 [B] flag_bits (the flags'
+  information content).
   """
   batch, k_f, n = block_masks.shape
   stats = _no_stats(batch)
@@ -542,12 +614,24 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
   clip = tables.channel_clip
   first_rows = np.arange(channels) * tables.num_contexts  # row of (channel, context 0)
   residuals, rows, real, held_parts, repeat_parts, residual_counts = [], [], [], [], [], []
+  vector_parts = []
   for f, blocks, valid in _context_passes(block_masks, tables):
     pass_values = values[lanes, f, rank[lanes, f, blocks]]               # [B, m, P, C]
     flat_values = pass_values.reshape(valid.shape + (l,))
     held, previous = canvas.held(blocks)
     held &= valid
     repeat = held & (flat_values == previous).all(axis=-1)  # flagged: no residual in this pass
+    if vectors is not None:
+      moved = vectors[lanes, f, rank[lanes, f, blocks]]
+      wrong = valid & (moved >= 0) & ~repeat
+      if wrong.any():
+        b, i = (int(x[0]) for x in np.nonzero(wrong))
+        raise ValueError(
+            f"clip {b}: the block at place {int(blocks[b, i])} of kept frame {f} is skipped "
+            "(a vector >= 0) but its latents are not the values last sent there: a skipped block "
+            "must carry them (stae_jax.models.skip), and the first kept frame none")
+      # Each flag 1's symbol: its vector, or vector_count for "not skipped".
+      vector_parts.append(np.where(moved >= 0, moved, vector_count))
     coded = valid & ~repeat
     pred, spatial = canvas.context(blocks)
     residual = pass_values - pred.reshape(pass_values.shape)
@@ -582,6 +666,12 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
   flag_counts = np.stack([part.sum(axis=1) for part in held_parts], axis=1)  # [B, passes]
   residual_counts = np.stack(residual_counts, axis=1)
   stats["flags"], stats["repeats"] = flag_counts.sum(axis=1), repeat.sum(axis=1)
+  if vectors is not None:
+    symbols_of = np.concatenate(vector_parts, axis=1)[repeat]  # every clip's, in stream order
+    vector_ends = np.cumsum(stats["repeats"])
+    stats["skips"] = np.bincount(np.repeat(np.arange(batch), stats["repeats"]),
+                                 (symbols_of < vector_count).astype(np.float64),
+                                 minlength=batch).astype(np.int64)
   information = -np.log2(np.where(bits, p, 1 - p))
   stats["flag_bits"] = np.bincount(np.repeat(np.arange(batch), stats["flags"]), information,
                                    minlength=batch)
@@ -628,6 +718,9 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
                         tables.upper[rows[here]].astype(np.int64)))
     _encode_clip(encoder, symbols[first:clip_ends[b]], masses[first:clip_ends[b]], escapes,
                  flags)
+    if vectors is not None:
+      _encode_vectors(encoder, symbols_of[vector_ends[b] - stats["repeats"][b]:vector_ends[b]],
+                      vector_count + 1)
     stats["escapes"][b] = int(clip_escaped.sum())
   return stats
 
@@ -669,17 +762,19 @@ def _encode_factorized(encoder, symbols: np.ndarray, escaped: np.ndarray, values
 
 
 def _encode_clips(headers: list[bytes], frame_masks, block_masks, latents: np.ndarray,
-                  tables: CodingTables) -> tuple[list[bytes], dict[str, np.ndarray]]:
+                  tables: CodingTables, vectors: np.ndarray | None = None,
+                  vector_count: int = 0) -> tuple[list[bytes], dict[str, np.ndarray]]:
   """Range-codes B validated clips of one latent shape (headers from `_check_payload`; masks
-  None or bool arrays [B, ...]); returns (the streams, per-clip stats: escapes, and version 3's
-  flags, repeats and flag_bits, 0 in version 1)."""
+  None or bool arrays [B, ...]; vectors None or int [B, k_f, k_s]); returns (the streams,
+  per-clip stats: escapes, and version 3's flags, repeats, skips and flag_bits, 0 in version
+  1)."""
   batch = len(headers)
   stats = _no_stats(batch)
   if not batch:
     return [], stats
   encoders = _mask_encoders(batch, frame_masks, block_masks)
   if tables.conditional:
-    stats = _encode_in_context(encoders, latents, block_masks, tables)
+    stats = _encode_in_context(encoders, latents, block_masks, tables, vectors, vector_count)
   else:
     flat = latents.reshape(batch, -1, tables.channels).astype(np.int64)
     symbols, escaped = _latent_symbols(flat, tables)
@@ -706,11 +801,13 @@ def encode_with_stats(payload: ClipPayload, tables: CodingTables | None, *,
   masks = lambda mask: None if mask is None else np.asarray(mask)[None]
   (data,), clip_stats = _encode_clips([header], masks(payload.frame_mask),
                                       masks(payload.block_masks),
-                                      np.asarray(payload.latents)[None], tables)
+                                      np.asarray(payload.latents)[None], tables,
+                                      masks(payload.vectors), int(payload.vector_count))
   stats = CodingStats(num_bytes=len(data), header_bytes=len(header) + _CRC_BYTES,
                       escapes=int(clip_stats["escapes"][0]), latent_symbols=int(flat.size),
                       flags=int(clip_stats["flags"][0]), repeats=int(clip_stats["repeats"][0]),
-                      flag_bits=float(clip_stats["flag_bits"][0]))
+                      flag_bits=float(clip_stats["flag_bits"][0]),
+                      skips=int(clip_stats["skips"][0]))
   return data, stats
 
 
@@ -752,8 +849,11 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
     raise DecodeError("checksum mismatch: the bitstream is truncated, extended or corrupted (or "
                       "was coded with other tables whose hash shares this prefix)")
   flags = data[1]
-  if flags >> 5:
+  if flags >> 6:
     raise DecodeError(f"header flags 0x{flags:02x} set reserved bits (malformed header)")
+  if flags & _FLAG_VECTORS and not tables.conditional:
+    raise DecodeError(f"header flags 0x{flags:02x} declare skip vectors in a version-{VERSION} "
+                      "stream (malformed header)")
   offset = _FIXED_HEADER
   frames = frame_keep = blocks = block_keep = None
   lead = []
@@ -778,6 +878,12 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
   for _ in range(flags >> 2 & 7):
     size, offset = _read_varint(data, offset, body_end)
     lead.append(size)
+  vector_count = 0
+  if flags & _FLAG_VECTORS:
+    vector_count, offset = _read_varint(data, offset, body_end)
+    if not 1 <= vector_count <= MAX_VECTORS:
+      raise DecodeError(f"header declares {vector_count} skip vectors, not in [1, {MAX_VECTORS}]"
+                        " (malformed header)")
   if tables.conditional:
     if frames is None or blocks is None or blocks % tables.grid_width:
       raise DecodeError(f"a version-{CONTEXT_VERSION} stream needs a frame mask and block masks "
@@ -801,18 +907,21 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
   if symbols > max_latent_symbols:
     raise DecodeError(f"header claims {symbols} latent symbols, more than max_latent_symbols="
                       f"{max_latent_symbols}; raise it if such clips are expected")
-  return offset, body_end, (frames, frame_keep, blocks, block_keep, rows), tuple(lead)
+  return (offset, body_end, (frames, frame_keep, blocks, block_keep, rows), tuple(lead),
+          vector_count)
 
 
 @dataclasses.dataclass(frozen=True)
 class Header:
-  """What a stream's header declares: the masks' sizes (None where a mask is absent) and the
-  latents' leading shape `lead` (latents are [*lead, C])."""
+  """What a stream's header declares: the masks' sizes (None where a mask is absent), the
+  latents' leading shape `lead` (latents are [*lead, C]) and the number of skip vectors (0: the
+  stream has none)."""
   frames: int | None
   frame_keep: int | None
   blocks: int | None
   block_keep: int | None
   lead: tuple[int, ...]
+  vector_count: int = 0
 
 
 def read_header(data: bytes, tables: CodingTables, *,
@@ -822,9 +931,9 @@ def read_header(data: bytes, tables: CodingTables, *,
   before any mask or latent is allocated. DecodeError for anything malformed."""
   if not isinstance(data, (bytes, bytearray, memoryview)):
     raise DecodeError(f"a bitstream is bytes, got {type(data).__name__}")
-  _, _, (frames, frame_keep, blocks, block_keep, _), lead = _parse_header(
+  _, _, (frames, frame_keep, blocks, block_keep, _), lead, vector_count = _parse_header(
       bytes(data), tables, max_latent_symbols)
-  return Header(frames, frame_keep, blocks, block_keep, lead)
+  return Header(frames, frame_keep, blocks, block_keep, lead, vector_count)
 
 
 def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray,
@@ -903,23 +1012,27 @@ def _decode_residuals(decoders: list, work: list, real: np.ndarray, rows: np.nda
 
 
 def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
-                       tables: CodingTables) -> tuple[np.ndarray, dict]:
+                       tables: CodingTables,
+                       vector_count: int = 0) -> tuple[np.ndarray, np.ndarray | None, dict]:
   """Version 3 latents of B streams in lockstep (the mirror of `_encode_in_context`).
 
   Each pass's contexts are computed for the whole batch at once, then `_CompiledDecoder`s read
   the pass of every stream in one call (`_CompiledBatch`), other decoders (`_ExactDecoder`) each
   stream's symbols of a channel in one call (`_decode_channels`); the streams stay independent
   (each its own decoder state, canvas and failure). block_masks bool [B, k_f, N], every row
-  keeping the same k_s.
-  Returns (latents int64 [B, k_f, k_s, *inner, C], {lane: the exception that stopped it}).
+  keeping the same k_s. vector_count > 0: the streams' skip vectors follow their passes.
+  Returns (latents int64 [B, k_f, k_s, *inner, C], vectors int32 [B, k_f, k_s] or None (-1: not
+  skipped), {lane: the exception that stopped it}).
   """
   batch, k_f, n = block_masks.shape
   k_s = int(block_masks[0, 0].sum()) if k_f else 0
   channels, positions = tables.channels, math.prod(inner)
   out = np.zeros((batch, k_f, k_s, positions, channels), np.int64)
+  vectors = np.full((batch, k_f * k_s), -1, np.int64) if vector_count else None
   failures = {}
   if not out.size:
-    return out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)), failures
+    return (out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)),
+            None if vectors is None else vectors.reshape(batch, k_f, k_s), failures)
   l = positions * channels
   canvas = context_lib.Canvas(batch, n, l, tables.grid_width, tables.thresholds)
   rank = np.cumsum(block_masks, axis=2) - 1  # a kept block's place among its frame's latents
@@ -930,6 +1043,8 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
   else:
     buffer = np.empty(max(_CACHED_TABLES, k_s * positions * width))  # a pass has <= k_s blocks
     tallies = np.zeros((batch, 2), np.int64)  # each stream's repeats and flags so far
+  lanes = np.arange(batch)[:, None]
+  flagged = []  # each pass's flags 1 as places f * k_s + rank (-1 elsewhere): the vectors' order
   for f, blocks, valid in _context_passes(block_masks, tables):
     held, previous = canvas.held(blocks)  # the pass's blocks with a repeat flag, their values
     held &= valid
@@ -968,9 +1083,44 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
       lane, block, values = np.nonzero(valid)[0], blocks[valid], values[valid]
     canvas.send(lane, block, values.reshape(-1, l))
     out[lane, f, rank[lane, f, block]] = values
+    if vectors is not None:
+      flagged.append(np.where(repeat, f * k_s + rank[lanes, f, blocks], -1))
+  if vectors is not None and flagged:
+    places = np.concatenate(flagged, axis=1)
+    wanted = (places >= 0).sum(axis=1)
+    wanted[list(failures)] = 0
+    if compiled:
+      symbols = batch_decoder.read_vectors(wanted, vector_count + 1, failures)
+    else:
+      symbols = _read_vectors(decoders, wanted, vector_count + 1, failures)
+    for b in np.flatnonzero(wanted).tolist():
+      if b not in failures:
+        read = symbols[b, :wanted[b]]
+        vectors[b, places[b][places[b] >= 0]] = np.where(read == vector_count, -1, read)
   if compiled:
     batch_decoder.close()
-  return out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)), failures
+  return (out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)),
+          None if vectors is None else vectors.reshape(batch, k_f, k_s), failures)
+
+
+def _read_vectors(decoders: list, wanted: np.ndarray, alphabet: int,
+                  failures: dict) -> np.ndarray:
+  """Skip-vector symbols read by decoders with `decode` (`_ExactDecoder`), one a call under
+  `_vector_masses`: wanted int [B] of each stream -> int64 [B, max wanted]; a stream that fails
+  goes into `failures`."""
+  out = np.zeros((len(wanted), int(wanted.max(initial=0))), np.int64)
+  for b in np.flatnonzero(wanted).tolist():
+    seen = np.zeros(alphabet, np.int64)
+    try:
+      for i in range(int(wanted[b])):
+        symbol = int(decoders[b].decode(_CATEGORICAL, _vector_masses(seen, i + alphabet))[0])
+        out[b, i] = symbol
+        seen[symbol] += 1
+    except BaseException as e:  # pylint: disable=broad-except
+      if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        raise
+      failures[b] = e
+  return out
 
 
 def _read_flags(decoders: list, held: np.ndarray, tallies: np.ndarray,
@@ -1150,6 +1300,21 @@ class _CompiledBatch:
       self.decoders[lane].coded = True
     return residual, repeat
 
+  def read_vectors(self, wanted: np.ndarray, alphabet: int, failures: dict) -> np.ndarray:
+    """Each stream's skip-vector symbols (wanted int [B] of them) -> int64 [B, max wanted]; new
+    failures go into `failures`."""
+    for lane in failures:
+      self.status[lane] = self.status[lane] or range_decoder.FAILED
+    out = np.zeros((len(wanted), int(wanted.max(initial=0))), np.int64)
+    range_decoder.read_vectors(self.words, self.begins, self.counts, self.states, self.status,
+                               np.asarray(wanted, np.int64), alphabet, out)
+    for lane in np.flatnonzero(self.status).tolist():
+      if lane not in failures:
+        failures[lane] = DecodeError(_FAILURES[int(self.status[lane])])
+    for lane in np.flatnonzero(wanted).tolist():
+      self.decoders[lane].coded = True
+    return out
+
   def close(self) -> None:
     for decoder, state in zip(self.decoders, self.states):
       decoder.state = state
@@ -1207,14 +1372,16 @@ class _ExactDecoder:
 
 def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, exact: bool):
   """`decode`'s work on one stream, as a generator: a version-3 stream yields (its decoder, block
-  masks, inner latent shape) once its masks are read and is sent back its latents, so that
+  masks, inner latent shape, vector count) once its masks are read and is sent back (its latents,
+  its skip vectors or None), so that
   `_decode_streams` decodes a batch's latents in lockstep. Every other check of a stream is made
   here, one copy for `decode` and `decode_batch`; returns the ClipPayload. `exact`: decode with
   `_ExactDecoder` (else `_Decoder`, which may raise `_Undecided` at the end)."""
   if not isinstance(data, (bytes, bytearray, memoryview)):
     raise DecodeError(f"decode expects bytes, got {type(data).__name__}")
   data = bytes(data)
-  offset, body_end, mask_dims, lead = _parse_header(data, tables, max_latent_symbols)
+  offset, body_end, mask_dims, lead, vector_count = _parse_header(data, tables,
+                                                                 max_latent_symbols)
   frames, frame_keep, blocks, block_keep, rows = mask_dims
   try:
     words = np.frombuffer(data, "<u4", count=(body_end - offset) // 4, offset=offset)
@@ -1235,9 +1402,11 @@ def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, e
     count = math.prod(lead)
     channels = tables.channels
     if tables.conditional:
-      values = yield decoder, block_masks, lead[2:]  # from `_decode_in_context`
+      values, vectors = yield decoder, block_masks, lead[2:], vector_count  # `_decode_in_context`
       payload = ClipPayload(latents=values.astype(np.int32), frame_mask=frame_mask,
-                            block_masks=block_masks)
+                            block_masks=block_masks,
+                            vectors=None if vectors is None else vectors.astype(np.int32),
+                            vector_count=vector_count)
       try:
         decoder.check_end()
       except _Undecided:
@@ -1284,21 +1453,22 @@ def _decode_round(indexed: list, tables: CodingTables, max_latent_symbols: int,
     except _Undecided as undecided_end:
       undecided.append((i, undecided_end.args[0] if undecided_end.args else None))
     else:
-      _, block_masks, inner = request
+      _, block_masks, inner, vector_count = request
       k_s = int(block_masks[0].sum()) if len(block_masks) else 0
-      waiting.setdefault((block_masks.shape, k_s, inner), []).append((i, steps, request))
+      waiting.setdefault((block_masks.shape, k_s, inner, vector_count), []).append(
+          (i, steps, request))
 
   for i, data in indexed:
     resume(i, _decode_stream(data, tables, max_latent_symbols, exact))
-  for (shape, _, inner), group in list(waiting.items()):
+  for (shape, _, inner, vector_count), group in list(waiting.items()):
     # Lanes at a time such that their canvases hold no more values than one frame grid may.
     lanes = max(1, MAX_FRAME_VALUES // max(1, shape[1] * math.prod(inner) * tables.channels))
     for start in range(0, len(group), lanes):
       chunk = group[start:start + lanes]
       try:
-        latents, failures = _decode_in_context([decoder for _, _, (decoder, _, _) in chunk],
-                                               np.stack([masks for _, _, (_, masks, _) in chunk]),
-                                               inner, tables)
+        latents, vectors, failures = _decode_in_context(
+            [request[0] for _, _, request in chunk],
+            np.stack([request[1] for _, _, request in chunk]), inner, tables, vector_count)
       except BaseException as e:  # pylint: disable=broad-except
         if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
           raise
@@ -1307,7 +1477,7 @@ def _decode_round(indexed: list, tables: CodingTables, max_latent_symbols: int,
         if lane in failures:
           resume(i, steps, failure=failures[lane])
         else:
-          resume(i, steps, latents=latents[lane])
+          resume(i, steps, latents=(latents[lane], None if vectors is None else vectors[lane]))
   return results, errors, undecided
 
 
@@ -1318,12 +1488,17 @@ def _end_by_encoding(undecided: list, streams: list, tables: CodingTables) -> tu
   shape are encoded as a batch. Returns ({index: ClipPayload}, {index: DecodeError})."""
   results, errors, groups = {}, {}, {}
   for i, payload in undecided:
-    key = (payload.latents.shape, payload.frame_mask.shape, payload.block_masks.shape)
+    key = (payload.latents.shape, payload.frame_mask.shape, payload.block_masks.shape,
+           payload.vector_count)
     groups.setdefault(key, []).append((i, payload))
   for group in groups.values():
-    expected, _ = encode_batch(np.stack([p.latents for _, p in group]), tables,
-                               frame_masks=np.stack([p.frame_mask for _, p in group]),
-                               block_masks=np.stack([p.block_masks for _, p in group]))
+    first = group[0][1]
+    expected, _ = encode_batch(
+        np.stack([p.latents for _, p in group]), tables,
+        frame_masks=np.stack([p.frame_mask for _, p in group]),
+        block_masks=np.stack([p.block_masks for _, p in group]),
+        vectors=None if first.vectors is None else np.stack([p.vectors for _, p in group]),
+        vector_count=first.vector_count)
     for (i, payload), stream in zip(group, expected):
       body, expected_body = bytes(streams[i])[:-_CRC_BYTES], stream[:-_CRC_BYTES]
       if body == expected_body:
@@ -1376,8 +1551,8 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
 # ----------------------------------------------------------------------------- batches
 
 
-def _batch_headers(latents: np.ndarray, frame_masks, block_masks,
-                   tables: CodingTables) -> list[bytes]:
+def _batch_headers(latents: np.ndarray, frame_masks, block_masks, tables: CodingTables,
+                   vectors=None, vector_count: int = 0) -> list[bytes]:
   """Every clip's header, after `_check_payload`'s checks. Clips of one shape whose masks keep the
   same counts share one header: the first clip is checked, the rest by batch-wide counts and
   range; a batch that fails those is checked clip by clip, so the error names what is wrong."""
@@ -1388,22 +1563,29 @@ def _batch_headers(latents: np.ndarray, frame_masks, block_masks,
     if masks is not None:
       same = same and masks.dtype == np.bool_ and masks.ndim == rank and bool(
           (masks.sum(axis=-1) == masks[:1].sum(axis=-1)).all())
+  if vectors is not None:
+    same = same and np.issubdtype(vectors.dtype, np.integer) and vectors.shape == (
+        latents.shape[:3]) and (not vectors.size or (vectors.min() >= -1
+                                                     and vectors.max() < vector_count))
   clip = lambda b: ClipPayload(latents[b], None if frame_masks is None else frame_masks[b],
-                               None if block_masks is None else block_masks[b])
+                               None if block_masks is None else block_masks[b],
+                               None if vectors is None else vectors[b], vector_count)
   if same:
     return [_check_payload(clip(0), tables)[1]] * batch
   return [_check_payload(clip(b), tables)[1] for b in range(batch)]
 
 
 def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, block_masks=None,
+                 vectors=None, vector_count: int = 0,
                  model=None) -> tuple[list[bytes], dict[str, np.ndarray]]:
   """Encodes B clips of equal shapes (one stream each); returns (streams, per-clip stats arrays).
 
-  latents int [B, *lead, C]; frame_masks bool [B, T] or None; block_masks bool [B, R, N] or None.
+  latents int [B, *lead, C]; frame_masks bool [B, T] or None; block_masks bool [B, R, N] or None;
+  vectors int [B, k_f, k_s] or None, with vector_count (`ClipPayload.vectors`).
   Symbol mapping, escape detection and version 3's contexts run vectorised over the whole batch;
   only the range coder calls are per clip (one per channel in version 1; one per clip in version
   3, more only around escapes, and a call a pass for the flags where they cannot be intervals
-  among the residuals). Stats: num_bytes, bits, escapes, and version 3's flags and repeats
+  among the residuals). Stats: num_bytes, bits, escapes, and version 3's flags, repeats and skips
   (int64 [B] each) and flag_bits (float64 [B]), as `CodingStats` has them.
   """
   tables = require_tables(tables, model)
@@ -1414,10 +1596,15 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
   for name, masks in (("frame_masks", frame_masks), ("block_masks", block_masks)):
     if masks is not None and np.shape(masks)[0] != batch:
       raise ValueError(f"{name} has {np.shape(masks)[0]} clips, latents {batch}")
+  if vectors is not None and np.shape(vectors)[0] != batch:
+    raise ValueError(f"vectors has {np.shape(vectors)[0]} clips, latents {batch}")
   frame_masks = None if frame_masks is None else np.asarray(frame_masks)
   block_masks = None if block_masks is None else np.asarray(block_masks)
-  streams, stats = _encode_clips(_batch_headers(latents, frame_masks, block_masks, tables),
-                                 frame_masks, block_masks, latents, tables)
+  vectors = None if vectors is None else np.asarray(vectors)
+  headers = _batch_headers(latents, frame_masks, block_masks, tables, vectors, vector_count)
+  streams, stats = _encode_clips(headers, frame_masks, block_masks, latents, tables,
+                                 None if vectors is None else vectors.astype(np.int64),
+                                 int(vector_count))
   num_bytes = np.array([len(s) for s in streams], np.int64)
   return streams, dict(num_bytes=num_bytes, bits=8 * num_bytes, **stats)
 

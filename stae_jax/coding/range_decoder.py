@@ -4,7 +4,7 @@
 of 24-bit precision) writes every stream; `bitstream` reads the version-3 ones here, bit for bit as
 constriction's `RangeDecoder` reads them, so that a batch's streams are read by one compiled call
 per pass (`read_pass`: its repeat flags, then its residuals) instead of one constriction call per
-stream and channel sub-pass. What is reproduced
+stream and channel sub-pass, and their skip vectors by one more (`read_vectors`). What is reproduced
 (from constriction's source, src/stream/queue.rs and src/stream/model/):
 
 * The decoder's state: `lower` (0), `range` (2^64 - 1) and `point`, the first two words
@@ -296,5 +296,49 @@ def read_pass(words, begins, counts, states, status, base_rows, places, held, po
           failure = ESCAPE_OUTSIDE
       if failure != OK:
         break
+    states[b, 0], states[b, 1], states[b, 2], states[b, 3] = lower, range_, point, np.uint64(read)
+    status[b] = failure
+
+
+@_jit
+def read_vectors(words, begins, counts, states, status, wanted, alphabet, out):
+  """The skip-vector symbols after a version-3 stream's last pass, for a batch of streams: for
+  each stream b still reading, wanted[b] symbols of the `alphabet` into out[b] (int64 [B, >=
+  max wanted]), each under the stream's adaptive counts (`bitstream`'s "Skip vectors": symbol s
+  has weight (times it came before) + 1; with W the weights' sum and c(s) the weight below s, its
+  interval starts at c(s) * (2^24 - alphabet) // W + s; integers only). A failing stream's
+  status is written."""
+  cumulative = np.empty(alphabet + 1, np.int64)  # c(s): the weight below s
+  spare = np.int64(1 << PRECISION) - alphabet
+  for b in range(len(wanted)):
+    if status[b] != OK or wanted[b] == 0:
+      continue
+    lower, range_, point, read = states[b, 0], states[b, 1], states[b, 2], np.int64(states[b, 3])
+    begin, count = begins[b], counts[b]
+    for s in range(alphabet + 1):
+      cumulative[s] = s
+    total = np.int64(alphabet)
+    failure = OK
+    for i in range(wanted[b]):
+      scale, quantile = _quantile(lower, range_, point)
+      if quantile >= _FULL:
+        failure = INVALID_DATA
+        break
+      q = np.int64(quantile)
+      low, high = 0, alphabet  # the last symbol whose left edge is <= q
+      while high - low > 1:
+        middle = (low + high) >> 1
+        if cumulative[middle] * spare // total + middle <= q:
+          low = middle
+        else:
+          high = middle
+      left = cumulative[low] * spare // total + low
+      right = cumulative[low + 1] * spare // total + low + 1
+      lower, range_, point, read = _advance(lower, range_, point, read, scale, left, right - left,
+                                            words, begin, count)
+      out[b, i] = low
+      for s in range(low + 1, alphabet + 1):
+        cumulative[s] += 1
+      total += 1
     states[b, 0], states[b, 1], states[b, 2], states[b, 3] = lower, range_, point, np.uint64(read)
     status[b] = failure
