@@ -43,6 +43,7 @@ skipped block.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import pathlib
@@ -52,6 +53,7 @@ import time
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from scipy import special
 
@@ -140,7 +142,12 @@ def main():
   start = time.time()
   workdir = pathlib.Path(args.workdir).absolute()
   trained = loading.load_system(workdir, args.tag)
-  codec = stae_system.codec(trained)
+  # The codec as it was before skipping (every kept block's code sent): the "today" rows and the
+  # real streams beside them; the skips are simulated here (the built mode is the codec's own
+  # at the points `stae_jax.models.skip.Settings` names).
+  entry = ml_collections.ConfigDict(trained.entry.to_dict())
+  entry.model.skip = dict(lam=None)
+  codec = stae_system.codec(dataclasses.replace(trained, entry=entry))
   models = nnx.merge(trained.graphdef, trained.params, trained.rest)
   stae, prior, decoder = models["stae"], models["prior"], models["decoder"]
   classify = loading.load_classifier(None, workdir)

@@ -28,9 +28,11 @@ def rngs(seed=0):
   return nnx.Rngs(jax.random.key(seed, impl="rbg"))
 
 
-def tiny_config(switches: str = ""):
+def tiny_config(switches: str = "", skip: bool = False):
   """The synthetic config shrunk to a 8x32x32 clip and models of a few thousand parameters
-  (`switches`: more config switches, e.g. ",frame_rule=comb", whose STAE entry is shrunk too)."""
+  (`switches`: more config switches, e.g. ",frame_rule=comb", whose STAE entry is shrunk too).
+  STAE skips no block unless `skip` (its default settings then): these tests compare the codec
+  with the forward, which sends every kept block; tests/test_skip_codec.py tests skipping."""
   config = synthetic.get_config(f"frames={T},size={SIZE}{switches}")
   # Frames in: the systems do not depend on the classifier's front end, whose motion inputs
   # (tests/test_vit.py, tests/test_motion.py) would be most of each compile here.
@@ -49,6 +51,8 @@ def tiny_config(switches: str = ""):
       if entry.model.stae.frame_rule not in ("comb", "chosen") and "frames" in entry.model.stae:
         del entry.model.stae["frames"]
       entry.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
+      if not skip:
+        entry.model.skip = dict(lam=None)
   if "deepisc" in config.systems:
     config.systems.deepisc.model.deepisc.update(dict(patch=8, width=32, encoder_depth=1,
                                                    decoder_depth=1, num_heads=2, max_tokens=4,
@@ -288,8 +292,9 @@ def test_chosen_frames_round_trip_through_the_bitstream():
 
 def test_the_defaults_frames_only_points_round_trip_through_the_bitstream():
   """The synthetic default as configured (chosen frames, no spatial attention, points that keep
-  every block of 1/4 and all of the frames): every block of the kept frames is sent, and what the
-  server rebuilds from the real streams is what the forward does."""
+  every block of 1/4 and all of the frames), without skipping (`tiny_config`): every block of
+  the kept frames is sent, and what the server rebuilds from the real streams is what the forward
+  does."""
   config = tiny_config(",frame_rule=chosen,spatial_attention=False")
   assert list(config.systems) == ["stae"]  # the config's default system
   entry = config.systems.stae

@@ -14,11 +14,14 @@ Two halves that must agree bit for bit:
 A vector is an index into `shifted`'s windows: (2*search+1)^2 of them, in raster order of the move
 (dy, dx), dy and dx in [-search, search]; `no_move(search)` is (0, 0). Measured on a trained STAE
 before being built into the bitstream: BENCHMARKS.md "A skip mode, measured before it is built"
-(`benchmarks/skip_blocks.py`).
+(`benchmarks/skip_blocks.py`). In the codec (`stae_jax.systems.stae`), a skipped block sends the
+latents last sent at its place (a repeat flag of bitstream version 3) and its vector after the
+payload (`stae_jax.coding.bitstream`, "Skip vectors"); `Settings` says at which points.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -26,6 +29,57 @@ import jax.numpy as jnp
 import numpy as np
 
 from stae_jax.models.stae import blockify, unblockify
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Where and how a STAE system skips blocks (its entry's `model.skip`; these are the defaults).
+
+  lam: squared error (0..255 pixels, summed over a block) per bit in the device's decision
+    (`choose_skips`); None: no skipping at any point. 1000: on the default's 300 validation clips
+    keep 1x1 gained 5.7 points [+1.7, +10.0] at 39% fewer bits, 3000 fewer bits still but less
+    accuracy (BENCHMARKS.md "A skip mode, measured before it is built").
+  search: the copies' moves, +-search px in each direction ((2 search + 1)^2 vectors); +-1 and +-2
+    sent 4-5% fewer bits with worse pictures.
+  min_frame_keep: skip only at points keeping at least this share of the frames (and every block
+    of each): with 2 of 16 frames, 3 apart, the nearest window erased the motion between them
+    (-4.7 to -5.3 points, significant); 4 or more frames gained.
+  Skipping needs the conditional entropy model (a skipped block is a repeat flag of version 3).
+  """
+  lam: float | None = 1000.0
+  search: int = 4
+  min_frame_keep: float = 0.25
+
+  def __post_init__(self):
+    if self.lam is not None and not (math.isfinite(self.lam) and self.lam >= 0):
+      raise ValueError(f"skip lam must be a finite number >= 0 (or None: off), got {self.lam}")
+    vector_count(self.search)
+
+  def lam_at(self, frame_keep: float, block_keep: float, conditional: bool) -> float | None:
+    """The point's lambda, or None where it does not skip."""
+    if self.lam is None or not conditional or float(block_keep) != 1.0 or (
+        float(frame_keep) < self.min_frame_keep):
+      return None
+    return float(self.lam)
+
+
+def flag_bits(flags, ones):
+  """Exact code length (bits) of `ones` 1s among `flags` bits under the adaptive
+  (ones + 1) / (seen + 2) estimator (the repeat flags'), elementwise in jax."""
+  flags, ones = jnp.asarray(flags, jnp.float32), jnp.asarray(ones, jnp.float32)
+  ln = jax.scipy.special.gammaln
+  return (jnp.log2(flags + 1.0) + (ln(flags + 1.0) - ln(ones + 1.0) - ln(flags - ones + 1.0))
+          / math.log(2.0))
+
+
+def symbol_bits(counts):
+  """Exact code length (bits) of symbols with counts [..., A] under add-one adaptive counts (the
+  skip vectors' code, up to the coder's rounding), in jax."""
+  counts = jnp.asarray(counts, jnp.float32)
+  a = counts.shape[-1]
+  ln = jax.scipy.special.gammaln
+  return (ln(counts.sum(axis=-1) + a) - ln(jnp.float32(a)) - ln(counts + 1.0).sum(axis=-1)) / (
+      math.log(2.0))
 
 
 def vector_count(search: int) -> int:

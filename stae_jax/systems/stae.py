@@ -9,6 +9,9 @@ keyword arguments of one constructor:
                     the conditional `ContextPrior` (optionally `context_thresholds`,
                     `context_channel_clip`), whose context is the canvas of blocks as last sent
                     and the previous channel's residual
+  model.skip     -> `stae_jax.models.skip.Settings` (optional; its defaults otherwise): the
+                    points at which the codec skips blocks (copies them from the previous kept
+                    frame, moved, instead of sending their code); nothing of training changes
 Its models, under the parameter path prefixes the trainer freezes by regex: `vit` (shared, built by
 the trainer), `stae`, `prior`, `decoder`.
 
@@ -36,6 +39,7 @@ from stae_jax.coding import bitstream
 from stae_jax.models.decoder import Decoder, temporal_fill
 # ContextPrior: also for callers.
 from stae_jax.models.entropy import ContextPrior, FactorizedPrior, mask_bits, mask_bits_traced
+from stae_jax.models import skip as skip_lib
 from stae_jax.models.stae import STAE, uniform_table
 from stae_jax.systems import base
 from stae_jax.systems.base import DecodeError, Point
@@ -50,15 +54,27 @@ SELECTION_KEY = 0
 PRIOR_KEYS = ("filters", "init_scale", "likelihood_bound")
 
 
-def point(frame_keep: float, block_keep: float) -> Point:
+def point(frame_keep: float, block_keep: float, skip: float | None = None) -> Point:
+  """A keep-ratio point; `skip`: its skip lambda (`stae_jax.models.skip`), None where it sends
+  every kept block's code (the setting is absent then)."""
   frame_keep, block_keep = float(frame_keep), float(block_keep)
+  extra = {} if skip is None else dict(skip=float(skip))
   return Point.of(f"keep={frame_keep:g}x{block_keep:g}", frame_keep=frame_keep,
-                  block_keep=block_keep)
+                  block_keep=block_keep, **extra)
+
+
+def skip_settings(entry) -> skip_lib.Settings:
+  """The entry's `model.skip` over `skip_lib.Settings`' defaults."""
+  return skip_lib.Settings(**dict(entry.model.get("skip", None) or {}))
 
 
 def operating_points(entry) -> tuple[Point, ...]:
-  """The keep-ratio pairs (rho_f, rho_s) of `model.stae.keep_ratios`, as Points."""
-  return tuple(point(*pair) for pair in entry.model.stae.keep_ratios)
+  """The keep-ratio pairs (rho_f, rho_s) of `model.stae.keep_ratios`, as Points, each with its
+  skip lambda where `skip_settings` skips there (conditional entropy model only)."""
+  settings = skip_settings(entry)
+  conditional = bool(entry.model.get("entropy", {}).get("context", False))
+  return tuple(point(f, b, settings.lam_at(f, b, conditional))
+               for f, b in entry.model.stae.keep_ratios)
 
 
 def training_points(entry) -> tuple[None]:
@@ -118,8 +134,10 @@ def entropy_model(models) -> FactorizedPrior | ContextPrior:
 
 def summary(entry) -> dict:
   s = entry.model.stae
+  skip = skip_settings(entry)
   return dict(method="stae", frame_attention=bool(s.get("frame_attention", True)),
               spatial_attention=bool(s.get("spatial_attention", True)),
+              skip=dict(lam=skip.lam, search=skip.search, min_frame_keep=skip.min_frame_keep),
               selection=s.get("selection", "attention"),
               frame_rule=s.get("frame_rule", "top_k"), block_size=int(s.block_size),
               latent_channels=int(s.get("latent_channels", 8)), mode=s.get("mode", "latent"),
@@ -363,6 +381,53 @@ def rate_bits(prior, latents, weight, *, frames: int, blocks: int, k_f, k_s,
               payload=payload, total=payload + masks)
 
 
+def _block_bits(prior, dense, kept):
+  """Bits of each block [B,K,N] of latents in place [B,K,N,h,w,C] under the entropy model, only
+  the blocks `kept` [B,K,N] counting (and, for the conditional model, being context)."""
+  if isinstance(prior, ContextPrior):
+    bits = prior.bits(dense, rounded=dense, kept=kept)
+  else:
+    bits = prior.bits(dense)
+  return bits.sum(axis=(-3, -2, -1)) * kept
+
+
+def skip_blocks(stae, prior, video, frame_index, block_index, latents, lam, *, search: int):
+  """The device's skip decisions at a point that sends every block of its kept frames
+  (`stae_jax.models.skip.choose_skips` on the kept frames as the block code rebuilds them, each
+  block's bits under the entropy model as the cost of its code).
+
+  video [B,T,H,W,3]; frame_index [B,K], block_index [B,K,N] (every block), latents
+  [B,K,N,h,w,C] from `STAE.encode`. Returns (latents with each skipped block's replaced by the
+  values last sent at its place, as the bitstream needs; vectors int32 [B,K,N], -1 where not
+  skipped; estimated bits per clip [B] beside the masks: the blocks still coded, their repeat
+  flags and the vectors, each by its adaptive code's exact length)."""
+  b, k_f, k_s = block_index.shape
+  t, height, width = video.shape[1:4]
+  p = stae.block_size
+  n = (height // p) * (width // p)
+  if k_s != n:
+    raise ValueError(f"skipping needs every block of the kept frames ({n}), the point keeps {k_s}")
+  received, _, _ = stae.receive(frame_index, block_index, latents, frames=t, height=height,
+                                width=width)
+  batch = jnp.arange(b)[:, None]
+  intra = received[batch, frame_index]
+  original = jnp.asarray(video, jnp.float32)[batch, frame_index]
+  dense, kept = _in_place(latents, block_index, n)
+  _, skip, vector = skip_lib.choose_skips(intra, original, _block_bits(prior, dense, kept), lam,
+                                          block_size=p, search=search)
+  last_sent = jax.lax.cummax(jnp.where(skip, 0, jnp.arange(k_f)[None, :, None]), axis=1)
+  latents = jnp.take_along_axis(latents, last_sent.reshape(last_sent.shape + (1,) * (
+      latents.ndim - 3)), axis=1)
+  vectors = jnp.where(skip, vector, -1).astype(jnp.int32)
+  count = skip_lib.vector_count(search)
+  skips = skip.sum(axis=(1, 2))
+  counts = jax.nn.one_hot(jnp.where(skip, vector, count), count + 1).sum(axis=(1, 2))
+  bits = (_block_bits(prior, dense, kept & ~skip).sum(axis=(1, 2))
+          + skip_lib.flag_bits(jnp.full((b,), (k_f - 1) * n), skips)
+          + jnp.where(skips > 0, skip_lib.symbol_bits(counts.at[:, count].set(0.0)), 0.0))
+  return latents, vectors, bits
+
+
 # ------------------------------------------------------------------------------------------------
 # Training forward
 # ------------------------------------------------------------------------------------------------
@@ -463,7 +528,7 @@ def to_payloads(frame_index, block_index, latents, *, frames: int, blocks: int) 
   return dict(latents=latents.astype(np.int32), frame_masks=frame_masks, block_masks=block_masks)
 
 
-def from_payloads(payloads) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def from_payloads(payloads) -> tuple[np.ndarray, ...]:
   """Decoded payloads (checked to one shape) -> frame_index [B,k_f], block_index [B,k_f,k_s]
   int32 (ascending) and latents float32 [B,k_f,k_s,h,w,C]."""
   frame_index = np.stack([np.flatnonzero(p.frame_mask) for p in payloads]).astype(np.int32)
@@ -478,11 +543,14 @@ def from_payloads(payloads) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------------
 
 class Received:
-  """What the server decoded from a batch of STAE streams (payloads and their indices)."""
+  """What the server decoded from a batch of STAE streams (payloads and their indices, and their
+  skip vectors int32 [B,k_f,k_s], -1 where not skipped, at a point that skips)."""
 
   def __init__(self, payloads):
     self.payloads = payloads
     self.frame_index, self.block_index, self.latents = from_payloads(payloads)
+    skipping = bool(payloads) and payloads[0].vectors is not None
+    self.vectors = np.stack([p.vectors for p in payloads]).astype(np.int32) if skipping else None
 
 
 class STAECodec(base.Codec):
@@ -500,6 +568,8 @@ class STAECodec(base.Codec):
     self.points = operating_points(entry)
     self.clip_shape = trained.clip_shape
     self.block_size = int(entry.model.stae.block_size)
+    self._search = skip_settings(entry).search
+    self._vector_count = skip_lib.vector_count(self._search)
     self._entry = entry
     frames, height, width, _ = self.clip_shape
     self._frames, self._blocks = frames, (height // self.block_size) * (width // self.block_size)
@@ -520,13 +590,26 @@ class STAECodec(base.Codec):
       bits = rate_bits(models["prior"], sent["latents"], jnp.ones(sent["block_index"].shape),
                        frames=video.shape[1], blocks=self._blocks, k_f=k_f, k_s=k_s,
                        block_index=sent["block_index"])
-      return dict(frame_index=sent["frame_index"], block_index=sent["block_index"],
-                  latents=sent["latents"], estimated_bits=bits["total"])
+      out = dict(frame_index=sent["frame_index"], block_index=sent["block_index"],
+                 latents=sent["latents"], estimated_bits=bits["total"])
+      lam = point.as_dict().get("skip")
+      if lam is not None:
+        out["latents"], out["vectors"], payload_bits = skip_blocks(
+            models["stae"], models["prior"], video, sent["frame_index"], sent["block_index"],
+            sent["latents"], lam, search=self._search)
+        out["estimated_bits"] = bits["masks"] + payload_bits
+      return out
 
-    def decode(params, rest, frame_index, block_index, latents):
+    def decode(params, rest, frame_index, block_index, latents, vectors, search):
       models = nnx.merge(graphdef, params, rest)
       received, pixel_mask, _ = models["stae"].receive(frame_index, block_index, latents,
                                                        frames=frames, height=height, width=width)
+      if vectors is not None:  # skipped blocks: copies from the kept frame before, as rebuilt
+        batch = jnp.arange(frame_index.shape[0])[:, None]
+        kept = skip_lib.rebuild_with_skips(received[batch, frame_index], vectors >= 0,
+                                           jnp.maximum(vectors, 0), block_size=self.block_size,
+                                           search=search)
+        received = received.at[batch, frame_index].set(kept)
       complete = block_index.shape[1:] == (frames, self._blocks)
       return rebuild(models["decoder"], received, pixel_mask, complete=complete)
 
@@ -534,7 +617,7 @@ class STAECodec(base.Codec):
       return nnx.merge(graphdef, params, rest)["vit"](clip)
 
     self._encode = jax.jit(encode, static_argnums=3)
-    self._decode = jax.jit(decode)
+    self._decode = jax.jit(decode, static_argnums=6)
     self._classify = jax.jit(classify)
 
   def summary(self) -> dict:
@@ -543,8 +626,9 @@ class STAECodec(base.Codec):
   def max_stream_bytes(self, point: Point) -> int:
     k_f, k_s = self._keep[point]
     symbols = k_f * k_s * int(np.prod(self._latent_shape))
-    # Header and masks, then at most 9 bytes per symbol (an escaped value's fields included).
-    return 64 + (self._frames + k_f * self._blocks) // 8 + 9 * symbols
+    # Header and masks, then at most 9 bytes per symbol (an escaped value's fields included),
+    # and at most 3 bytes per skip vector (a 24-bit coder cannot spend more on one symbol).
+    return 64 + (self._frames + k_f * self._blocks) // 8 + 9 * symbols + 3 * k_f * k_s
 
   # --- device -----------------------------------------------------------------------------------
 
@@ -556,6 +640,8 @@ class STAECodec(base.Codec):
   def entropy_encode(self, encoded: dict, point: Point) -> base.Coded:
     args = to_payloads(encoded["frame_index"], encoded["block_index"], encoded["latents"],
                        frames=self._frames, blocks=self._blocks)
+    if "vectors" in encoded:
+      args.update(vectors=np.asarray(encoded["vectors"]), vector_count=self._vector_count)
     streams, _ = bitstream.encode_batch(args.pop("latents"), self.tables, **args)
     return base.Coded(streams=streams, estimated_bits=np.asarray(encoded["estimated_bits"]))
 
@@ -566,8 +652,10 @@ class STAECodec(base.Codec):
     k_f, k_s = self._keep[point]
     streams = base.check_streams(streams, self.max_stream_bytes(point))
     symbols = k_f * k_s * int(np.prod(self._latent_shape))
+    skipping = point.as_dict().get("skip") is not None
     want = bitstream.Header(self._frames, k_f, self._blocks, k_s,
-                            (k_f, k_s) + tuple(self._latent_shape[:-1]))
+                            (k_f, k_s) + tuple(self._latent_shape[:-1]),
+                            self._vector_count if skipping else 0)
     for i, stream in enumerate(streams):  # what each header declares, before anything is decoded
       header = bitstream.read_header(stream, self.tables, max_latent_symbols=symbols)
       if header != want:
@@ -585,8 +673,10 @@ class STAECodec(base.Codec):
     return Received(payloads)
 
   def decode(self, received: Received, point: Point):
+    vectors = None if received.vectors is None else jnp.asarray(received.vectors)
     out = self._decode(*self._state, jnp.asarray(received.frame_index),
-                       jnp.asarray(received.block_index), jnp.asarray(received.latents))
+                       jnp.asarray(received.block_index), jnp.asarray(received.latents), vectors,
+                       self._search)
     return jax.block_until_ready(out)
 
   def classify(self, clips) -> np.ndarray:
@@ -610,6 +700,8 @@ def _declared(header: bitstream.Header) -> str:
     parts.append(f"{header.frame_keep} of {header.frames} frames")
   if header.blocks is not None:
     parts.append(f"{header.block_keep} of {header.blocks} blocks")
+  if header.vector_count:
+    parts.append(f"{header.vector_count} skip vectors")
   return ", ".join(parts + [f"latents {list(header.lead)} x C"])
 
 
