@@ -27,13 +27,15 @@ cores, about 2,400 s with the default's 200 DeepISC steps (that DeepISC the same
 same classifier, copied in before the evaluation): classifier 1000 steps (top-1 90.0% on the 600
 test clips; 92.3% in the AMD EPYC run where its controls were measured: 52.3% with the frames
 shuffled, 23.5% with one frame repeated), DeepISC 200 + 10 steps, STAE's frame choice (344 s, in a
-race), 200 + 10 steps. Then `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mjN`
-(949 s, idle): only H.264 reaches the target (reference - 5 points, 85.0%), at 15.4 kbit per clip
-(102x); STAE spans 1,198-10,038 bits (1,313x-157x), 24.3% to 81.8% (1 to 16 frames): above H.264's
-envelope at 2.0 and 3.5 kbit (+30.3 [+26.0, +34.3] and +11.5 [+7.5, +15.4] points), level with it
-at 1.2, 6.0 and 10.0 kbit (+2.0 [-1.1, +5.2] at the top), and 49-62 points above DeepISC's 4-16
-tokens at their bits. Earlier runs of the recipe (AMD EPYC, /tmp/mjI; Intel Xeon before the
-hand-written motion gradient, /tmp/mjL) are other draws: BENCHMARKS.md "Main job".
+race), 200 + 10 steps. Then, with the skip mode (571941c; those models copied to /tmp/mjS),
+`python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mjS` (1,041 s, idle): only H.264
+reaches the target (reference - 5 points, 85.0%), at 15.4 kbit per clip (102x); STAE spans
+1,198-6,221 bits (1,313x-253x), 24.3% to 84.0% (1 to 16 frames), 1.0 point short of the target:
+above H.264's envelope from 2.0 kbit to its top (+30.3 [+26.0, +34.3] points at 2.0 kbit, +8.7
+[+5.5, +11.7] at 6.2), level with it at 1.2 kbit, and 49-61 points above DeepISC's 4 and 8 tokens
+at their bits. Without skipping (/tmp/mjN's evaluation, 949 s) its top point was 81.8% at 10,038
+bits, level with the envelope. Earlier runs of the recipe (AMD EPYC, /tmp/mjI; Intel Xeon before
+the hand-written motion gradient, /tmp/mjL) are other draws: BENCHMARKS.md "Main job".
 """
 
 from configs import common
@@ -182,6 +184,11 @@ def get_config(arg=None):
       # the frames and half their blocks).
       keep_ratios=((0.0625, 1.0), (0.125, 1.0), (0.25, 1.0), (0.5, 1.0), (1.0, 1.0)),
   )
+  # Skipped blocks: STAE's entry takes no `model.skip`, so `stae_jax.models.skip.Settings`' defaults
+  # apply: at 4, 8 and 16 frames the codec copies a block from the previous kept frame's picture,
+  # moved by up to 4 px, where that is about as close as its code (lambda 1000); not at 1 or 2
+  # frames, where it cost accuracy. Training does not see it. `model.skip=dict(lam=None)` sends
+  # every kept block's code.
   if a.frame_rule in ("comb", "chosen"):
     stae["frames"] = a.frames     # T: the comb rule's priors and the chosen frames are per frame
   # Receiver's 3D-2D CNN (stae_jax/models/decoder.py).
