@@ -31,6 +31,15 @@ def system():
   return entry, loading.build_models(config, entry, rngs(0))
 
 
+@pytest.fixture(scope="module")
+def codecs(system):
+  """The codec that skips and the same models' codec that does not, built once (each compiles
+  its device and server halves per point on first use)."""
+  entry, models = system
+  _, off = frames_only(skip=dict(lam=None))
+  return codec_of("stae", entry, models), codec_of("stae", off, models)
+
+
 def panning_clip(batch=2, seed=0):
   """A random texture moving 1 px right and 1 px down per frame: each frame is the one before,
   moved (what a skip copies), but for its new edges."""
@@ -57,13 +66,13 @@ def test_points_skip_where_the_settings_say():
   assert [p.name for p in stae_method.operating_points(other)] == list(settings)
 
 
-def test_skipped_blocks_reach_the_server_as_the_device_decided(system):
+def test_skipped_blocks_reach_the_server_as_the_device_decided(system, codecs):
   """At each skipping point: the stream declares the vectors, the server's vectors are the
   device's decisions (most blocks of a panning clip's later frames, copied with a move), and the
   server's clip is the device's closed-loop picture (through the decoder where frames are
   missing), so device and receiver agree on every copy."""
-  entry, models = system
-  codec = codec_of("stae", entry, models)
+  _, models = system
+  codec = codecs[0]
   video = panning_clip()
   stae, prior, decoder = models["stae"], models["prior"], models["decoder"]
   p = stae.block_size
@@ -97,14 +106,11 @@ def test_skipped_blocks_reach_the_server_as_the_device_decided(system):
                                rtol=1e-5, atol=1e-3)
 
 
-def test_skipping_sends_fewer_bits_and_estimates_them(system):
+def test_skipping_sends_fewer_bits_and_estimates_them(codecs):
   """On the panning clip the skipping points' real streams are far shorter than the same points
   without skipping, and the device's estimate is within a tenth of their payloads (the estimate
   leaves out the header and the CRC)."""
-  entry, models = system
-  skipping = codec_of("stae", entry, models)
-  _, off = frames_only(skip=dict(lam=None))
-  plain = codec_of("stae", off, models)
+  skipping, plain = codecs
   video = panning_clip()
   for with_skip, without in zip(skipping.points[1:], plain.points[1:]):
     coded, reference = skipping.device(video, with_skip), plain.device(video, without)
@@ -116,11 +122,8 @@ def test_skipping_sends_fewer_bits_and_estimates_them(system):
     np.testing.assert_allclose(coded.estimated_bits, bits - 8 * headers, rtol=0.1)
 
 
-def test_server_refuses_streams_of_the_other_kind(system):
-  entry, models = system
-  skipping = codec_of("stae", entry, models)
-  _, off = frames_only(skip=dict(lam=None))
-  plain = codec_of("stae", off, models)
+def test_server_refuses_streams_of_the_other_kind(codecs):
+  skipping, plain = codecs
   video = panning_clip()
   point = skipping.points[-1]
   with pytest.raises(DecodeError, match="81 skip vectors"):
