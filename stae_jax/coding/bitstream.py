@@ -1238,7 +1238,7 @@ class _CompiledDecoder:
   """`_Decoder` read by compiled code (`range_decoder`): the same words (the payload and one zero
   word), the same symbols, the same `check_end`; version 3 only, whose streams it reads whole:
   `read_masks` the masks, then `_decode_in_context` the latents of a batch's streams, a call per
-  pass (`_CompiledBatch`)."""
+  pass, and their skip vectors, one call (`_CompiledBatch`)."""
 
   def __init__(self, words: np.ndarray):
     self.words = np.append(words, np.uint32(0))

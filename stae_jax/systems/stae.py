@@ -528,7 +528,7 @@ def to_payloads(frame_index, block_index, latents, *, frames: int, blocks: int) 
   return dict(latents=latents.astype(np.int32), frame_masks=frame_masks, block_masks=block_masks)
 
 
-def from_payloads(payloads) -> tuple[np.ndarray, ...]:
+def from_payloads(payloads) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Decoded payloads (checked to one shape) -> frame_index [B,k_f], block_index [B,k_f,k_s]
   int32 (ascending) and latents float32 [B,k_f,k_s,h,w,C]."""
   frame_index = np.stack([np.flatnonzero(p.frame_mask) for p in payloads]).astype(np.int32)
