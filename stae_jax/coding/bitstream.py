@@ -550,6 +550,13 @@ def _no_stats(batch: int) -> dict[str, np.ndarray]:
               flag_bits=np.zeros(batch))
 
 
+def _vector_edge(below, symbol, total, alphabet: int):
+  """Left edge (of 2^24) of skip-vector symbol `symbol` whose symbols below weigh `below` of the
+  clip's `total` (module docstring, "Skip vectors"; `range_decoder.read_vectors` computes the
+  same in compiled code): integer arithmetic, elementwise."""
+  return below * ((1 << _PRECISION) - alphabet) // total + symbol
+
+
 def _vector_intervals(symbols: np.ndarray, alphabet: int) -> tuple[np.ndarray, np.ndarray]:
   """A clip's skip-vector symbols (int [n], in [0, alphabet)) -> their intervals [left, right) of
   2^24 under the adaptive counts of the module docstring ("Skip vectors"), int64 [n] each."""
@@ -560,10 +567,8 @@ def _vector_intervals(symbols: np.ndarray, alphabet: int) -> tuple[np.ndarray, n
   before = seen[np.arange(n), symbols] + symbols           # weight below the symbol
   weight = seen[np.arange(n), symbols + 1] - seen[np.arange(n), symbols] + 1
   total = np.arange(n) + alphabet
-  spare = (1 << _PRECISION) - alphabet
-  left = before * spare // total + symbols
-  right = (before + weight) * spare // total + symbols + 1
-  return left, right
+  return (_vector_edge(before, symbols, total, alphabet),
+          _vector_edge(before + weight, symbols + 1, total, alphabet))
 
 
 def _encode_vectors(encoder, symbols: np.ndarray, alphabet: int) -> None:
@@ -579,10 +584,8 @@ def _vector_masses(seen: np.ndarray, total: int) -> np.ndarray:
   interval's width - 1) summing to 2^24 - A, so constriction's scale is 1. seen int64 [A]: each
   symbol's count so far in the clip; total: their sum + A."""
   alphabet = len(seen)
-  spare = (1 << _PRECISION) - alphabet
   below = np.concatenate([[0], np.cumsum(seen + 1)])
-  left = below * spare // total + np.arange(alphabet + 1)
-  left[-1] = 1 << _PRECISION
+  left = _vector_edge(below, np.arange(alphabet + 1), total, alphabet)  # the last: 2^24
   return (np.diff(left) - 1).astype(np.float64)[None]
 
 
@@ -616,13 +619,14 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
   residuals, rows, real, held_parts, repeat_parts, residual_counts = [], [], [], [], [], []
   vector_parts = []
   for f, blocks, valid in _context_passes(block_masks, tables):
-    pass_values = values[lanes, f, rank[lanes, f, blocks]]               # [B, m, P, C]
+    place = rank[lanes, f, blocks]  # the pass's blocks' places among their frame's latents
+    pass_values = values[lanes, f, place]                                # [B, m, P, C]
     flat_values = pass_values.reshape(valid.shape + (l,))
     held, previous = canvas.held(blocks)
     held &= valid
     repeat = held & (flat_values == previous).all(axis=-1)  # flagged: no residual in this pass
     if vectors is not None:
-      moved = vectors[lanes, f, rank[lanes, f, blocks]]
+      moved = vectors[lanes, f, place]
       wrong = valid & (moved >= 0) & ~repeat
       if wrong.any():
         b, i = (int(x[0]) for x in np.nonzero(wrong))
@@ -669,9 +673,7 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
   if vectors is not None:
     symbols_of = np.concatenate(vector_parts, axis=1)[repeat]  # every clip's, in stream order
     vector_ends = np.cumsum(stats["repeats"])
-    stats["skips"] = np.bincount(np.repeat(np.arange(batch), stats["repeats"]),
-                                 (symbols_of < vector_count).astype(np.float64),
-                                 minlength=batch).astype(np.int64)
+    stats["skips"] = (vectors >= 0).sum(axis=(1, 2))  # each one a repeat (checked above)
   information = -np.log2(np.where(bits, p, 1 - p))
   stats["flag_bits"] = np.bincount(np.repeat(np.arange(batch), stats["flags"]), information,
                                    minlength=batch)
@@ -1285,35 +1287,33 @@ class _CompiledBatch:
     int64 [B]: each stream's places, the first of M; held bool [B, M // positions]: the blocks
     with a flag) -> (residuals int64 [B, M, C], 0 at flagged blocks; repeat bool [B, m]); new
     failures go into `failures`."""
-    for lane in failures:
-      self.status[lane] = self.status[lane] or range_decoder.FAILED
     residual = np.zeros(base_rows.shape, np.int64)
     repeat = np.zeros(held.shape, np.bool_)
     cdf, sizes, lower, upper = _decoder_tables(tables)
-    range_decoder.read_pass(self.words, self.begins, self.counts, self.states, self.status,
-                            base_rows, places, held, positions, self.tallies, repeat, cdf, sizes,
-                            lower, upper, tables.channel_clip, residual)
-    for lane in np.flatnonzero(self.status).tolist():
-      if lane not in failures:
-        failures[lane] = DecodeError(_FAILURES[int(self.status[lane])])
-    for lane in np.flatnonzero(places).tolist():
-      self.decoders[lane].coded = True
+    self._call(range_decoder.read_pass, failures, places, base_rows, places, held, positions,
+               self.tallies, repeat, cdf, sizes, lower, upper, tables.channel_clip, residual)
     return residual, repeat
 
   def read_vectors(self, wanted: np.ndarray, alphabet: int, failures: dict) -> np.ndarray:
     """Each stream's skip-vector symbols (wanted int [B] of them) -> int64 [B, max wanted]; new
     failures go into `failures`."""
+    out = np.zeros((len(wanted), int(wanted.max(initial=0))), np.int64)
+    self._call(range_decoder.read_vectors, failures, wanted, np.asarray(wanted, np.int64),
+               alphabet, out)
+    return out
+
+  def _call(self, read, failures: dict, reading: np.ndarray, *args) -> None:
+    """`read(words, begins, counts, states, status, *args)` for the batch: streams that failed
+    before are not read (their status set), those that fail in it go into `failures`, and those
+    with anything to read (`reading` [B] nonzero) have coded symbols."""
     for lane in failures:
       self.status[lane] = self.status[lane] or range_decoder.FAILED
-    out = np.zeros((len(wanted), int(wanted.max(initial=0))), np.int64)
-    range_decoder.read_vectors(self.words, self.begins, self.counts, self.states, self.status,
-                               np.asarray(wanted, np.int64), alphabet, out)
+    read(self.words, self.begins, self.counts, self.states, self.status, *args)
     for lane in np.flatnonzero(self.status).tolist():
       if lane not in failures:
         failures[lane] = DecodeError(_FAILURES[int(self.status[lane])])
-    for lane in np.flatnonzero(wanted).tolist():
+    for lane in np.flatnonzero(reading).tolist():
       self.decoders[lane].coded = True
-    return out
 
   def close(self) -> None:
     for decoder, state in zip(self.decoders, self.states):
