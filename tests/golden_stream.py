@@ -16,14 +16,18 @@ previous latents exactly (flag 1) and two that do not (flag 0). The version-2 fi
 tests/data/golden_stream_v2.json, stays as it was written: its stream must now be refused. A third,
 tests/data/golden_stream_v3_skip.json, pins version 3's skip vectors (header bit 5, set by no
 earlier stream, so the version-3 fixture stays valid byte for byte and older decoders refuse the
-new streams by that bit): the same clip with its repeating block skipped.
+new streams by that bit): the same clip with its repeating block skipped. A fourth,
+tests/data/golden_stream_v3_refine.json, pins refined blocks (header bit 6, likewise set by no
+earlier stream): the skipping clip with its first two kept frames' blocks refined (but the
+skipped one), levels with zeros, a block of all zeros, small values and escapes.
 
 Regenerate ONLY after an intentional format change that bumps `stae_jax.coding.bitstream.VERSION`
 (or CONTEXT_VERSION for the second fixture: then write it to a new file named for the new version
 and keep the old one, whose stream the tests check is refused); a failing golden test without a
 version bump is a regression to fix, not a fixture to refresh:
 
-    python tests/golden_stream.py 1     # version 1 (... 3: version 3; ... skip: its skip vectors)
+    python tests/golden_stream.py 1     # version 1 (... 3: version 3; ... skip: its skip vectors;
+                                        # ... refine: its refined blocks)
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ CONTEXT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream
 RETIRED_CONTEXT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream_v2.json"
 #: Version 3 with skip vectors: `make_payload(tables, skip=True)`.
 SKIP_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream_v3_skip.json"
+#: Version 3 with skip vectors and refined blocks: `make_payload(tables, skip=True, refine=True)`.
+REFINE_PATH = pathlib.Path(__file__).resolve().parent / "data" / "golden_stream_v3_refine.json"
+#: Its refinement: the step code (quarter levels) and the kept frames refined.
+_REFINE_STEP = 64
+_REFINE_FRAMES = 2
 #: Its skip vectors: a +-1 px search (9 vectors); the repeating block moved by (dy, dx) = (1, -1).
 _VECTOR_COUNT = 9
 _SKIP_VECTOR = 6
@@ -99,7 +108,8 @@ def make_tables(conditional: bool = False) -> tables_lib.CodingTables:
                                  model_hash=model_hash, table_hash=table_hash, context=context)
 
 
-def make_payload(tables: tables_lib.CodingTables, skip: bool = False) -> bitstream.ClipPayload:
+def make_payload(tables: tables_lib.CodingTables, skip: bool = False,
+                 refine: bool = False) -> bitstream.ClipPayload:
   """An STAE-shaped clip: 3 of 8 frames, 2 of 6 blocks per kept frame, 2x1 latents per block.
 
   Four latents are escaped: just above a support, far below one, and both int32 limits. With
@@ -107,7 +117,10 @@ def make_payload(tables: tables_lib.CodingTables, skip: bool = False) -> bitstre
   flags: block 0 of the second kept frame repeats the first's exactly, its escape included; the
   third kept frame's blocks 0 and 5 each differ from their last values in one latent, an escape).
   skip (conditional tables): that repeating block is skipped with vector `_SKIP_VECTOR` of
-  `_VECTOR_COUNT`, the others not.
+  `_VECTOR_COUNT`, the others not. refine (with skip): the blocks of the first `_REFINE_FRAMES`
+  kept frames but the skipped one carry levels: block 0 of the first kept frame a few small ones
+  and a zero run, its block 5 none at all, block 3 of the second an escape each way (+-40, and
+  the largest level) and a last level in the last position.
   """
   rng = np.random.default_rng(2026)
   frame_mask = np.zeros(8, bool)
@@ -133,6 +146,15 @@ def make_payload(tables: tables_lib.CodingTables, skip: bool = False) -> bitstre
   if skip:
     vectors = np.full(latents.shape[:2], -1, np.int32)
     vectors[1, 0] = _SKIP_VECTOR
+    if refine:
+      levels = np.zeros(latents.shape[:2] + (3, 64), np.int32)
+      levels[0, 0, 0, [0, 1, 2, 5, 9]] = [7, -3, 1, 2, -1]
+      levels[0, 0, 1, 0] = -2
+      levels[0, 0, 2, [0, 3]] = [1, 1]
+      levels[1, 1, 0, [0, 4, 63]] = [40, -bitstream.MAX_REFINE_LEVEL, 1]
+      levels[1, 1, 2, 1] = -15
+      return bitstream.ClipPayload(latents, frame_mask, block_masks, vectors, _VECTOR_COUNT,
+                                   levels, _REFINE_STEP, _REFINE_FRAMES)
     return bitstream.ClipPayload(latents, frame_mask, block_masks, vectors, _VECTOR_COUNT)
   return bitstream.ClipPayload(latents, frame_mask, block_masks)
 
@@ -145,10 +167,10 @@ def _tables_json(tables: tables_lib.CodingTables) -> dict:
 
 
 def regenerate(path: pathlib.Path = PATH, conditional: bool = False,
-               skip: bool = False) -> pathlib.Path:
+               skip: bool = False, refine: bool = False) -> pathlib.Path:
   """Encodes the fixed clip with today's code and writes the fixture (see the module docstring)."""
   tables = make_tables(conditional)
-  payload = make_payload(tables, skip)
+  payload = make_payload(tables, skip, refine)
   stream = bitstream.encode(payload, tables)
   record = dict(
       format=FORMAT,
@@ -160,7 +182,10 @@ def regenerate(path: pathlib.Path = PATH, conditional: bool = False,
                    frame_mask=payload.frame_mask.tolist(),
                    block_masks=payload.block_masks.tolist(),
                    **(dict(vectors=payload.vectors.tolist(), vector_count=payload.vector_count)
-                      if skip else {})),
+                      if skip else {}),
+                   **(dict(refinement=payload.refinement.tolist(),
+                           refine_step=payload.refine_step, refine_frames=payload.refine_frames)
+                      if refine else {})),
       stream_hex=stream.hex())
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(record, indent=1) + "\n")
@@ -181,9 +206,11 @@ def load(path: pathlib.Path = PATH) -> Golden:
   p = record["payload"]
   latents = np.array(p["latents"], np.int32).reshape(p["latents_shape"])
   vectors = np.array(p["vectors"], np.int32) if "vectors" in p else None
+  refinement = np.array(p["refinement"], np.int32) if "refinement" in p else None
   payload = bitstream.ClipPayload(latents, np.array(p["frame_mask"], bool),
                                   np.array(p["block_masks"], bool), vectors,
-                                  int(p.get("vector_count", 0)))
+                                  int(p.get("vector_count", 0)), refinement,
+                                  int(p.get("refine_step", 0)), int(p.get("refine_frames", 0)))
   return Golden(tables=tables, payload=payload, stream=bytes.fromhex(record["stream_hex"]),
                 version=int(record["bitstream_version"]))
 
@@ -196,3 +223,5 @@ if __name__ == "__main__":
     print(f"wrote {regenerate(CONTEXT_PATH, conditional=True)}")
   if "skip" in which:
     print(f"wrote {regenerate(SKIP_PATH, conditional=True, skip=True)}")
+  if "refine" in which:
+    print(f"wrote {regenerate(REFINE_PATH, conditional=True, skip=True, refine=True)}")

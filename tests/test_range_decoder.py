@@ -216,8 +216,9 @@ def test_hostile_streams_read_nothing_outside_their_arrays(tmp_path):
                               "public decoded", "vectors read"], 0)
     for body in bodies:
       data = body + struct.pack("<I", zlib.crc32(body, bitstream._crc_seed(tables)))
-      offset, body_end, (frames, frame_keep, blocks, block_keep, rows), lead, count = (
+      offset, body_end, (frames, frame_keep, blocks, block_keep, rows), lead, extra = (
           bitstream._parse_header(data, tables, bitstream.MAX_LATENT_SYMBOLS))
+      count, _, refine_frames = extra
       words = np.frombuffer(data, "<u4", count=(body_end - offset) // 4, offset=offset)
       decoder = bitstream._CompiledDecoder(words.astype(np.uint32))
       try:
@@ -225,8 +226,8 @@ def test_hostile_streams_read_nothing_outside_their_arrays(tmp_path):
       except bitstream.DecodeError:
         outcomes["refused"] += 1
         continue
-      _, vectors, failures = bitstream._decode_in_context([decoder], masks[None], lead[2:],
-                                                          tables, count)
+      _, vectors, _, failures = bitstream._decode_in_context([decoder], masks[None], lead[2:],
+                                                             tables, count, refine_frames)
       outcomes["vectors read"] += int(vectors is not None and (vectors >= 0).any())
       if failures:
         assert all(isinstance(e, bitstream.DecodeError) for e in failures.values()), failures

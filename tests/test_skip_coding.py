@@ -137,7 +137,7 @@ def test_hostile_skip_streams_raise_decode_error(tables):
   with_crc = lambda body: body + struct.pack("<I", zlib.crc32(body, seed))
   body = data[:-4]
   with pytest.raises(DecodeError, match="reserved bits"):
-    decode(with_crc(body[:1] + bytes([body[1] | 64]) + body[2:]), tables)
+    decode(with_crc(body[:1] + bytes([body[1] | 128]) + body[2:]), tables)
   count_at = len(bitstream._check_payload(clip, tables)[1]) - 1  # the header's last field: V  # pylint: disable=protected-access
   assert body[count_at] == 81
   for count, message in ((0, "skip vectors, not in"), (bitstream.MAX_VECTORS + 1, "not in")):

@@ -6,12 +6,15 @@ Layout (format versions 1 and 3, all integers little-endian):
   flags  bit 0: frame mask present      1 byte
          bit 1: block masks present
          bits 2-4: number of explicit extra latent dims (0..7)
-         bit 5: skip vectors present (version 3 only); bits 6-7 zero
+         bit 5: skip vectors present (version 3 only)
+         bit 6: refined blocks present (version 3 only); bit 7 zero
   table hash prefix                     2 bytes (first bytes of CodingTables.table_hash)
   varints (LEB128, minimal):            frame mask:  T, k_f
                                         block masks: N, k_s, then rows R only without a frame mask
                                         the explicit latent dims (those not implied by the masks)
                                         with bit 5: V, the number of skip vectors (1..MAX_VECTORS)
+                                        with bit 6: Q, the refinement's step code (1..65535),
+                                        and F, the kept frames refined (1..k_f)
   payload                               constriction range coder words (uint32, 4-byte aligned)
   crc32 of everything above, seeded     4 bytes
   with the CRC of the full table hash
@@ -47,6 +50,28 @@ Payload order (the range coder is a queue, so decoding reads it in the same orde
   values are the ones it holds), so no other block's prediction or context depends on the flags:
   the residuals of the blocks not flagged are coded as version 2 coded them. Version 2 (the same
   without the flags) is no longer read: its streams are refused by their version.
+
+Skip vectors (version 3, header bit 5; `stae_jax.models.skip`): a skipped block sends the latents
+last sent at its place, so its repeat flag is 1. After the last pass, one symbol per repeat flag 1,
+in the flags' order: its vector (0..V-1) or V, "not skipped". Every adaptive section of the stream
+(these symbols, and each section of the refined blocks below) is coded the same way: symbols of an
+alphabet of A under the clip's counts for that section, symbol s weighing (times it came before in
+the section) + 1; with W the weights' sum and c(s) the weight below s, the interval of s is
+[c(s) * (2^24 - A) // W + s, c(s + 1) * (2^24 - A) // W + s + 1) of 2^24: integers only, the same
+on every machine.
+
+Refined blocks (version 3, header bit 6; `stae_jax.models.refine`): levels int [k_f, k_s, 3, 64]
+(three channels in scan order) for each block of the first F kept frames that is not skipped
+(every block of them without bit 5), zero elsewhere. After the skip vectors, adaptive sections
+in this order: for each channel group (channel 0; channels 1 and 2) the ends, one per refined
+block and channel of the group (blocks in the latents' order): 0 where every level is zero, else
+the last nonzero scan position + 1 (A = 65); then for each group and each band of scan positions
+([0, 1), [1, 6), [6, 15), [15, 64)) the levels before their block's end, block by block, channel
+by channel, ascending, each clipped to +-15 and offset by 15 (A = 31); then the excess |level| -
+15 of each level sent as +-15, in that order, as two digits: every high digit (excess // 64,
+A = 64), then every low one (excess % 64, A = 64). A level is at most 15 + 64^2 - 1 in size. Q
+is carried for the receiver (the quantiser's step in quarter pixel levels); the coder does not
+use it.
 
 A stream is one clip and decodes alone. `encode_batch` and `decode_batch` code a batch's clips
 together to spend less Python per clip: version 3's contexts and repeats of a pass are computed
@@ -96,6 +121,7 @@ _HASH_BYTES = 2    # header's table-hash prefix; the CRC, seeded with the full h
 _FLAG_FRAME_MASK = 1
 _FLAG_BLOCK_MASKS = 2
 _FLAG_VECTORS = 32
+_FLAG_REFINEMENT = 64
 _FIXED_HEADER = 1 + 1 + _HASH_BYTES
 _CRC_BYTES = 4
 #: Decoding refuses headers claiming more than this many mask places (bounds Python-loop time).
@@ -108,6 +134,18 @@ MAX_FRAME_VALUES = 1 << 22
 MAX_CONTEXT_FRAMES = 1024
 #: Skip vectors a header may declare (a search of up to +-31 px has 63^2 = 3969).
 MAX_VECTORS = 1 << 12
+#: Refined blocks (module docstring): levels per block and channel, the channel groups, where the
+#: bands of scan positions start, the size coded directly, the escape's digit, the largest level.
+REFINE_POSITIONS = 64
+REFINE_CHANNELS = 3
+REFINE_GROUPS = ((0,), (1, 2))
+REFINE_BAND_STARTS = (0, 1, 6, 15)
+REFINE_CLIP = 15
+_REFINE_DIGIT = 64
+MAX_REFINE_LEVEL = REFINE_CLIP + _REFINE_DIGIT * _REFINE_DIGIT - 1
+MAX_REFINE_STEP = (1 << 16) - 1
+_REFINE_BAND = np.searchsorted(np.array(REFINE_BAND_STARTS), np.arange(REFINE_POSITIONS),
+                               side="right") - 1
 _MAX_DIM = (1 << 32) - 1
 _ESCAPE_FIELD_SIZES = (2, 33)  # side, nb
 #: Masks of up to this many places decode from a table of their bits' models (built once a size).
@@ -140,12 +178,18 @@ class ClipPayload:
   vectors: int32 [k_f, k_s] or None (version 3 only, with both masks): each kept block's skip
   vector, -1 where the block is not skipped, else in [0, vector_count); a skipped block's latents
   must be the values last sent at its place (module docstring, "Skip vectors").
+  refinement: int32 [k_f, k_s, 3, 64] or None (version 3 only): the refined blocks' levels, zero
+  at every block that is not refined (those of kept frames >= refine_frames, and skipped ones);
+  refine_step the receiver's step code (module docstring, "Refined blocks").
   """
   latents: np.ndarray
   frame_mask: np.ndarray | None = None
   block_masks: np.ndarray | None = None
   vectors: np.ndarray | None = None
   vector_count: int = 0
+  refinement: np.ndarray | None = None
+  refine_step: int = 0
+  refine_frames: int = 0
 
   def __eq__(self, other):
     if not isinstance(other, ClipPayload):
@@ -156,7 +200,9 @@ class ClipPayload:
       return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b))
     return (same(self.latents, other.latents) and same(self.frame_mask, other.frame_mask)
             and same(self.block_masks, other.block_masks) and same(self.vectors, other.vectors)
-            and self.vector_count == other.vector_count)
+            and self.vector_count == other.vector_count
+            and same(self.refinement, other.refinement) and self.refine_step == other.refine_step
+            and self.refine_frames == other.refine_frames)
 
   __hash__ = None
 
@@ -253,6 +299,10 @@ def _check_payload(payload: ClipPayload, tables: CodingTables):
     _check_vectors(payload, lead, tables)
     flags |= _FLAG_VECTORS
     explicit.append(int(payload.vector_count))
+  if payload.refinement is not None:
+    _check_refinement(payload, lead, tables)
+    flags |= _FLAG_REFINEMENT
+    explicit += [int(payload.refine_step), int(payload.refine_frames)]
   header = (bytes([MAGIC | _version(tables), flags]) + _hash_prefix(tables)
             + b"".join(_varint(v) for v in fields + explicit))
   return latents.reshape(-1, tables.channels).astype(np.int64), header
@@ -272,6 +322,40 @@ def _check_vectors(payload: ClipPayload, lead: tuple, tables: CodingTables) -> N
   if vectors.size and (vectors.min() < -1 or vectors.max() >= count):
     raise ValueError(f"vectors must lie in [-1, {count}) (-1: not skipped), got "
                      f"{vectors.min()}..{vectors.max()}")
+
+
+def refined_blocks(k_f: int, k_s: int, refine_frames: int, vectors=None) -> np.ndarray:
+  """Which kept blocks carry levels, bool [k_f, k_s] (or [..., k_f, k_s] with vectors [...,
+  k_f, k_s]): those of the first `refine_frames` kept frames that are not skipped."""
+  frames = np.arange(k_f)[:, None] < refine_frames
+  if vectors is None:
+    return np.broadcast_to(frames, (k_f, k_s))
+  return frames & (np.asarray(vectors) < 0)
+
+
+def _check_refinement(payload: ClipPayload, lead: tuple, tables: CodingTables) -> None:
+  """A payload's refined blocks: version 3, int [k_f, k_s, 3, 64] within +-MAX_REFINE_LEVEL,
+  zero outside the refined blocks, a step code and 1..k_f frames."""
+  levels = np.asarray(payload.refinement)
+  if not tables.conditional:
+    raise ValueError("refined blocks need conditional coding tables (version 3)")
+  shape = tuple(lead[:2]) + (REFINE_CHANNELS, REFINE_POSITIONS)
+  if not np.issubdtype(levels.dtype, np.integer) or levels.shape != shape:
+    raise ValueError(f"refinement must be integers {list(shape)} (per kept block, 3 channels of "
+                     f"64 levels), got {levels.dtype} {list(levels.shape)}")
+  step, frames = payload.refine_step, payload.refine_frames
+  if not isinstance(step, (int, np.integer)) or not 1 <= step <= MAX_REFINE_STEP:
+    raise ValueError(f"refine_step must be an int in [1, {MAX_REFINE_STEP}], got {step!r}")
+  if not isinstance(frames, (int, np.integer)) or not 1 <= frames <= lead[0]:
+    raise ValueError(f"refine_frames must be an int in [1, {lead[0]}] (kept frames), got "
+                     f"{frames!r}")
+  if levels.size and np.abs(levels).max() > MAX_REFINE_LEVEL:
+    raise ValueError(f"refinement levels must lie within +-{MAX_REFINE_LEVEL}, got "
+                     f"{levels.min()}..{levels.max()}")
+  refined = refined_blocks(lead[0], lead[1], frames, payload.vectors)
+  if levels[~refined].any():
+    raise ValueError("refinement levels are nonzero at a block that is not refined (a kept frame "
+                     f">= refine_frames={frames}, or a skipped block)")
 
 
 def _varint(value: int) -> bytes:
@@ -572,7 +656,8 @@ def _vector_intervals(symbols: np.ndarray, alphabet: int) -> tuple[np.ndarray, n
 
 
 def _encode_vectors(encoder, symbols: np.ndarray, alphabet: int) -> None:
-  """A clip's skip-vector symbols after its last pass, each exactly in its interval."""
+  """A clip's symbols of one adaptive section (its skip vectors, or a section of its refined
+  blocks), each exactly in its interval."""
   if len(symbols):
     masses, symbol = _interval_models(*_vector_intervals(symbols, alphabet))
     encoder.encode(symbol, _CATEGORICAL, masses)
@@ -589,9 +674,82 @@ def _vector_masses(seen: np.ndarray, total: int) -> np.ndarray:
   return (np.diff(left) - 1).astype(np.float64)[None]
 
 
+def _refinement_sections(levels: np.ndarray) -> list[tuple[np.ndarray, int]]:
+  """A clip's refined blocks' levels int [S, 3, 64] (in the latents' order) -> its adaptive
+  sections in stream order, (symbols, alphabet) each (module docstring, "Refined blocks")."""
+  levels = np.asarray(levels, np.int64)
+  nonzero = levels != 0
+  end = np.where(nonzero.any(-1), REFINE_POSITIONS - np.argmax(nonzero[..., ::-1], axis=-1), 0)
+  sections = [(end[:, list(g)].reshape(-1), REFINE_POSITIONS + 1) for g in REFINE_GROUPS]
+  below = np.arange(REFINE_POSITIONS) < end[..., None]
+  excess = []
+  for g in REFINE_GROUPS:
+    for k in range(len(REFINE_BAND_STARTS)):
+      values = levels[:, list(g)][below[:, list(g)] & (_REFINE_BAND == k)]
+      sections.append((np.clip(values, -REFINE_CLIP, REFINE_CLIP) + REFINE_CLIP,
+                       2 * REFINE_CLIP + 1))
+      excess.append(np.abs(values[np.abs(values) >= REFINE_CLIP]) - REFINE_CLIP)
+  excess = np.concatenate(excess)
+  return sections + [(excess // _REFINE_DIGIT, _REFINE_DIGIT),
+                     (excess % _REFINE_DIGIT, _REFINE_DIGIT)]
+
+
+def _read_refinement(read, refined: np.ndarray, failures: dict) -> np.ndarray:
+  """The refined blocks' levels of B streams (the mirror of `_refinement_sections`): read(wanted
+  int [B], alphabet) -> int64 [B, >= max wanted], each stream's next symbols of a section (new
+  failures into `failures`); refined bool [B, M]: the blocks with levels. Returns int64
+  [B, M, 3, 64]; a stream whose levels cannot be an encoder's goes into `failures`."""
+  batch, m = refined.shape
+  out = np.zeros((batch, m, REFINE_CHANNELS, REFINE_POSITIONS), np.int64)
+  count = refined.sum(axis=1)
+  live = lambda: [b for b in range(batch) if b not in failures and count[b]]
+
+  def section(wanted: dict, alphabet: int) -> dict:
+    sizes = np.zeros(batch, np.int64)
+    for b, n in wanted.items():
+      if b not in failures:
+        sizes[b] = n
+    symbols = read(sizes, alphabet)
+    return {b: symbols[b, :sizes[b]] for b in wanted if b not in failures}
+
+  levels = {b: np.zeros((int(count[b]), REFINE_CHANNELS, REFINE_POSITIONS), np.int64)
+            for b in live()}
+  ends = {b: np.zeros((int(count[b]), REFINE_CHANNELS), np.int64) for b in levels}
+  for g in REFINE_GROUPS:
+    got = section({b: int(count[b]) * len(g) for b in live()}, REFINE_POSITIONS + 1)
+    for b, symbols in got.items():
+      ends[b][:, list(g)] = symbols.reshape(-1, len(g))
+  escaped = {b: [] for b in levels}  # the levels sent as +-15, in stream order
+  for g in REFINE_GROUPS:
+    for k in range(len(REFINE_BAND_STARTS)):
+      where = {b: (np.arange(REFINE_POSITIONS) < ends[b][:, list(g), None])
+               & (_REFINE_BAND == k) for b in live()}
+      got = section({b: int(w.sum()) for b, w in where.items()}, 2 * REFINE_CLIP + 1)
+      for b, symbols in got.items():
+        index = np.nonzero(where[b])
+        index = (index[0], np.asarray(g)[index[1]], index[2])
+        levels[b][index] = symbols - REFINE_CLIP
+        sent = np.abs(symbols - REFINE_CLIP) == REFINE_CLIP
+        escaped[b].append(tuple(i[sent] for i in index))
+  joined = {b: tuple(np.concatenate(parts) for parts in zip(*escaped[b])) for b in live()}
+  high = section({b: len(i[0]) for b, i in joined.items()}, _REFINE_DIGIT)
+  low = section({b: len(i[0]) for b, i in joined.items()}, _REFINE_DIGIT)
+  for b in live():
+    index = joined[b]
+    if len(index[0]):
+      levels[b][index] += np.sign(levels[b][index]) * (high[b] * _REFINE_DIGIT + low[b])
+    last = np.take_along_axis(levels[b], np.maximum(ends[b] - 1, 0)[..., None], axis=-1)[..., 0]
+    if ((ends[b] > 0) & (last == 0)).any():
+      failures[b] = DecodeError("a refined block's last coded level is 0 (corrupted payload)")
+      continue
+    out[b, refined[b]] = levels[b]
+  return out
+
+
 def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndarray,
                        tables: CodingTables, vectors: np.ndarray | None = None,
-                       vector_count: int = 0) -> dict[str, np.ndarray]:
+                       vector_count: int = 0, refinement: np.ndarray | None = None,
+                       refine_frames: int = 0) -> dict[str, np.ndarray]:
   """Version 3 latents of B clips of one shape, one encoder each (module doc's order).
 
   The encoder holds every value, so each pass's contexts and repeats are computed for the whole
@@ -599,7 +757,9 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
   residuals then go to its coder in one call (more only around escapes, or where the flags
   cannot be intervals among the residuals: `_flag_intervals`). latents int [B, k_f, k_s, *inner,
   C], block_masks bool [B, k_f, N]; vectors int [B, k_f, k_s] or None: each clip's skip vectors
-  (-1: not skipped; a skipped block must be a repeat), coded after its passes. Returns per-clip
+  (-1: not skipped; a skipped block must be a repeat), coded after its passes; refinement int
+  [B, k_f, k_s, 3, 64] or None: the levels of the blocks refined (the first `refine_frames` kept
+  frames', not skipped), coded after the vectors. Returns per-clip
   int64 [B] counts of escapes, flags, repeats and skips, and float64 [B] flag_bits (the flags'
   information content).
   """
@@ -723,6 +883,11 @@ def _encode_in_context(encoders: list, latents: np.ndarray, block_masks: np.ndar
     if vectors is not None:
       _encode_vectors(encoder, symbols_of[vector_ends[b] - stats["repeats"][b]:vector_ends[b]],
                       vector_count + 1)
+    if refinement is not None:
+      refined = refined_blocks(k_f, latents.shape[2], refine_frames,
+                               None if vectors is None else vectors[b])
+      for section, alphabet in _refinement_sections(refinement[b][refined]):
+        _encode_vectors(encoder, section, alphabet)
     stats["escapes"][b] = int(clip_escaped.sum())
   return stats
 
@@ -765,9 +930,11 @@ def _encode_factorized(encoder, symbols: np.ndarray, escaped: np.ndarray, values
 
 def _encode_clips(headers: list[bytes], frame_masks, block_masks, latents: np.ndarray,
                   tables: CodingTables, vectors: np.ndarray | None = None,
-                  vector_count: int = 0) -> tuple[list[bytes], dict[str, np.ndarray]]:
+                  vector_count: int = 0, refinement: np.ndarray | None = None,
+                  refine_frames: int = 0) -> tuple[list[bytes], dict[str, np.ndarray]]:
   """Range-codes B validated clips of one latent shape (headers from `_check_payload`; masks
-  None or bool arrays [B, ...]; vectors None or int [B, k_f, k_s]); returns (the streams,
+  None or bool arrays [B, ...]; vectors None or int [B, k_f, k_s]; refinement None or int
+  [B, k_f, k_s, 3, 64]); returns (the streams,
   per-clip stats: escapes, and version 3's flags, repeats, skips and flag_bits, 0 in version
   1)."""
   batch = len(headers)
@@ -776,7 +943,8 @@ def _encode_clips(headers: list[bytes], frame_masks, block_masks, latents: np.nd
     return [], stats
   encoders = _mask_encoders(batch, frame_masks, block_masks)
   if tables.conditional:
-    stats = _encode_in_context(encoders, latents, block_masks, tables, vectors, vector_count)
+    stats = _encode_in_context(encoders, latents, block_masks, tables, vectors, vector_count,
+                               refinement, refine_frames)
   else:
     flat = latents.reshape(batch, -1, tables.channels).astype(np.int64)
     symbols, escaped = _latent_symbols(flat, tables)
@@ -804,7 +972,8 @@ def encode_with_stats(payload: ClipPayload, tables: CodingTables | None, *,
   (data,), clip_stats = _encode_clips([header], masks(payload.frame_mask),
                                       masks(payload.block_masks),
                                       np.asarray(payload.latents)[None], tables,
-                                      masks(payload.vectors), int(payload.vector_count))
+                                      masks(payload.vectors), int(payload.vector_count),
+                                      masks(payload.refinement), int(payload.refine_frames))
   stats = CodingStats(num_bytes=len(data), header_bytes=len(header) + _CRC_BYTES,
                       escapes=int(clip_stats["escapes"][0]), latent_symbols=int(flat.size),
                       flags=int(clip_stats["flags"][0]), repeats=int(clip_stats["repeats"][0]),
@@ -851,11 +1020,11 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
     raise DecodeError("checksum mismatch: the bitstream is truncated, extended or corrupted (or "
                       "was coded with other tables whose hash shares this prefix)")
   flags = data[1]
-  if flags >> 6:
+  if flags >> 7:
     raise DecodeError(f"header flags 0x{flags:02x} set reserved bits (malformed header)")
-  if flags & _FLAG_VECTORS and not tables.conditional:
-    raise DecodeError(f"header flags 0x{flags:02x} declare skip vectors in a version-{VERSION} "
-                      "stream (malformed header)")
+  if flags & (_FLAG_VECTORS | _FLAG_REFINEMENT) and not tables.conditional:
+    raise DecodeError(f"header flags 0x{flags:02x} declare skip vectors or refined blocks in a "
+                      f"version-{VERSION} stream (malformed header)")
   offset = _FIXED_HEADER
   frames = frame_keep = blocks = block_keep = None
   lead = []
@@ -886,6 +1055,16 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
     if not 1 <= vector_count <= MAX_VECTORS:
       raise DecodeError(f"header declares {vector_count} skip vectors, not in [1, {MAX_VECTORS}]"
                         " (malformed header)")
+  refine_step = refine_frames = 0
+  if flags & _FLAG_REFINEMENT:
+    refine_step, offset = _read_varint(data, offset, body_end)
+    refine_frames, offset = _read_varint(data, offset, body_end)
+    if not 1 <= refine_step <= MAX_REFINE_STEP:
+      raise DecodeError(f"header declares refinement step code {refine_step}, not in [1, "
+                        f"{MAX_REFINE_STEP}] (malformed header)")
+    if frame_keep is None or not 1 <= refine_frames <= frame_keep:
+      raise DecodeError(f"header declares {refine_frames} refined frames of "
+                        f"{frame_keep} kept (malformed header)")
   if tables.conditional:
     if frames is None or blocks is None or blocks % tables.grid_width:
       raise DecodeError(f"a version-{CONTEXT_VERSION} stream needs a frame mask and block masks "
@@ -910,20 +1089,22 @@ def _parse_header(data: bytes, tables: CodingTables, max_latent_symbols: int):
     raise DecodeError(f"header claims {symbols} latent symbols, more than max_latent_symbols="
                       f"{max_latent_symbols}; raise it if such clips are expected")
   return (offset, body_end, (frames, frame_keep, blocks, block_keep, rows), tuple(lead),
-          vector_count)
+          (vector_count, refine_step, refine_frames))
 
 
 @dataclasses.dataclass(frozen=True)
 class Header:
   """What a stream's header declares: the masks' sizes (None where a mask is absent), the
-  latents' leading shape `lead` (latents are [*lead, C]) and the number of skip vectors (0: the
-  stream has none)."""
+  latents' leading shape `lead` (latents are [*lead, C]), the number of skip vectors (0: the
+  stream has none) and the refinement's step code and refined frames (0: none)."""
   frames: int | None
   frame_keep: int | None
   blocks: int | None
   block_keep: int | None
   lead: tuple[int, ...]
   vector_count: int = 0
+  refine_step: int = 0
+  refine_frames: int = 0
 
 
 def read_header(data: bytes, tables: CodingTables, *,
@@ -933,9 +1114,9 @@ def read_header(data: bytes, tables: CodingTables, *,
   before any mask or latent is allocated. DecodeError for anything malformed."""
   if not isinstance(data, (bytes, bytearray, memoryview)):
     raise DecodeError(f"a bitstream is bytes, got {type(data).__name__}")
-  _, _, (frames, frame_keep, blocks, block_keep, _), lead, vector_count = _parse_header(
+  _, _, (frames, frame_keep, blocks, block_keep, _), lead, extra = _parse_header(
       bytes(data), tables, max_latent_symbols)
-  return Header(frames, frame_keep, blocks, block_keep, lead, vector_count)
+  return Header(frames, frame_keep, blocks, block_keep, lead, *extra)
 
 
 def _decode_escapes(decoder, count: int, lower: np.ndarray, upper: np.ndarray,
@@ -1014,27 +1195,32 @@ def _decode_residuals(decoders: list, work: list, real: np.ndarray, rows: np.nda
 
 
 def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
-                       tables: CodingTables,
-                       vector_count: int = 0) -> tuple[np.ndarray, np.ndarray | None, dict]:
+                       tables: CodingTables, vector_count: int = 0,
+                       refine_frames: int = 0) -> tuple[np.ndarray, np.ndarray | None,
+                                                        np.ndarray | None, dict]:
   """Version 3 latents of B streams in lockstep (the mirror of `_encode_in_context`).
 
   Each pass's contexts are computed for the whole batch at once, then `_CompiledDecoder`s read
   the pass of every stream in one call (`_CompiledBatch`), other decoders (`_ExactDecoder`) each
   stream's symbols of a channel in one call (`_decode_channels`); the streams stay independent
   (each its own decoder state, canvas and failure). block_masks bool [B, k_f, N], every row
-  keeping the same k_s. vector_count > 0: the streams' skip vectors follow their passes.
+  keeping the same k_s. vector_count > 0: the streams' skip vectors follow their passes;
+  refine_frames > 0: then their refined blocks' levels.
   Returns (latents int64 [B, k_f, k_s, *inner, C], vectors int32 [B, k_f, k_s] or None (-1: not
-  skipped), {lane: the exception that stopped it}).
+  skipped), refinement int64 [B, k_f, k_s, 3, 64] or None, {lane: the exception that stopped
+  it}).
   """
   batch, k_f, n = block_masks.shape
   k_s = int(block_masks[0, 0].sum()) if k_f else 0
   channels, positions = tables.channels, math.prod(inner)
   out = np.zeros((batch, k_f, k_s, positions, channels), np.int64)
   vectors = np.full((batch, k_f * k_s), -1, np.int64) if vector_count else None
+  refinement = np.zeros((batch, k_f, k_s, REFINE_CHANNELS, REFINE_POSITIONS), np.int64) if (
+      refine_frames) else None
   failures = {}
   if not out.size:
     return (out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)),
-            None if vectors is None else vectors.reshape(batch, k_f, k_s), failures)
+            None if vectors is None else vectors.reshape(batch, k_f, k_s), refinement, failures)
   l = positions * channels
   canvas = context_lib.Canvas(batch, n, l, tables.grid_width, tables.thresholds)
   rank = np.cumsum(block_masks, axis=2) - 1  # a kept block's place among its frame's latents
@@ -1099,10 +1285,19 @@ def _decode_in_context(decoders: list, block_masks: np.ndarray, inner: tuple,
       if b not in failures:
         read = symbols[b, :wanted[b]]
         vectors[b, places[b][places[b] >= 0]] = np.where(read == vector_count, -1, read)
+  if refinement is not None:
+    if compiled:
+      read = lambda wanted, alphabet: batch_decoder.read_vectors(wanted, alphabet, failures)
+    else:
+      read = lambda wanted, alphabet: _read_vectors(decoders, wanted, alphabet, failures)
+    refined = refined_blocks(k_f, k_s, refine_frames,
+                             None if vectors is None else vectors.reshape(batch, k_f, k_s))
+    refined = np.broadcast_to(refined, (batch, k_f, k_s)).reshape(batch, -1)
+    refinement[:] = _read_refinement(read, refined, failures).reshape(refinement.shape)
   if compiled:
     batch_decoder.close()
   return (out.reshape((batch, k_f, k_s) + tuple(inner) + (channels,)),
-          None if vectors is None else vectors.reshape(batch, k_f, k_s), failures)
+          None if vectors is None else vectors.reshape(batch, k_f, k_s), refinement, failures)
 
 
 def _read_vectors(decoders: list, wanted: np.ndarray, alphabet: int,
@@ -1372,16 +1567,16 @@ class _ExactDecoder:
 
 def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, exact: bool):
   """`decode`'s work on one stream, as a generator: a version-3 stream yields (its decoder, block
-  masks, inner latent shape, vector count) once its masks are read and is sent back (its latents,
-  its skip vectors or None), so that
+  masks, inner latent shape, vector count, refined frames) once its masks are read and is sent
+  back (its latents, its skip vectors or None, its refinement or None), so that
   `_decode_streams` decodes a batch's latents in lockstep. Every other check of a stream is made
   here, one copy for `decode` and `decode_batch`; returns the ClipPayload. `exact`: decode with
   `_ExactDecoder` (else `_Decoder`, which may raise `_Undecided` at the end)."""
   if not isinstance(data, (bytes, bytearray, memoryview)):
     raise DecodeError(f"decode expects bytes, got {type(data).__name__}")
   data = bytes(data)
-  offset, body_end, mask_dims, lead, vector_count = _parse_header(data, tables,
-                                                                 max_latent_symbols)
+  offset, body_end, mask_dims, lead, (vector_count, refine_step, refine_frames) = _parse_header(
+      data, tables, max_latent_symbols)
   frames, frame_keep, blocks, block_keep, rows = mask_dims
   try:
     words = np.frombuffer(data, "<u4", count=(body_end - offset) // 4, offset=offset)
@@ -1402,11 +1597,14 @@ def _decode_stream(data: bytes, tables: CodingTables, max_latent_symbols: int, e
     count = math.prod(lead)
     channels = tables.channels
     if tables.conditional:
-      values, vectors = yield decoder, block_masks, lead[2:], vector_count  # `_decode_in_context`
+      values, vectors, refinement = yield (decoder, block_masks, lead[2:], vector_count,
+                                           refine_frames)  # `_decode_in_context`
       payload = ClipPayload(latents=values.astype(np.int32), frame_mask=frame_mask,
                             block_masks=block_masks,
                             vectors=None if vectors is None else vectors.astype(np.int32),
-                            vector_count=vector_count)
+                            vector_count=vector_count,
+                            refinement=None if refinement is None else refinement.astype(np.int32),
+                            refine_step=refine_step, refine_frames=refine_frames)
       try:
         decoder.check_end()
       except _Undecided:
@@ -1453,22 +1651,23 @@ def _decode_round(indexed: list, tables: CodingTables, max_latent_symbols: int,
     except _Undecided as undecided_end:
       undecided.append((i, undecided_end.args[0] if undecided_end.args else None))
     else:
-      _, block_masks, inner, vector_count = request
+      _, block_masks, inner, vector_count, refine_frames = request
       k_s = int(block_masks[0].sum()) if len(block_masks) else 0
-      waiting.setdefault((block_masks.shape, k_s, inner, vector_count), []).append(
+      waiting.setdefault((block_masks.shape, k_s, inner, vector_count, refine_frames), []).append(
           (i, steps, request))
 
   for i, data in indexed:
     resume(i, _decode_stream(data, tables, max_latent_symbols, exact))
-  for (shape, _, inner, vector_count), group in list(waiting.items()):
+  for (shape, _, inner, vector_count, refine_frames), group in list(waiting.items()):
     # Lanes at a time such that their canvases hold no more values than one frame grid may.
     lanes = max(1, MAX_FRAME_VALUES // max(1, shape[1] * math.prod(inner) * tables.channels))
     for start in range(0, len(group), lanes):
       chunk = group[start:start + lanes]
       try:
-        latents, vectors, failures = _decode_in_context(
+        latents, vectors, refinement, failures = _decode_in_context(
             [request[0] for _, _, request in chunk],
-            np.stack([request[1] for _, _, request in chunk]), inner, tables, vector_count)
+            np.stack([request[1] for _, _, request in chunk]), inner, tables, vector_count,
+            refine_frames)
       except BaseException as e:  # pylint: disable=broad-except
         if isinstance(e, (KeyboardInterrupt, SystemExit, GeneratorExit)):
           raise
@@ -1477,7 +1676,8 @@ def _decode_round(indexed: list, tables: CodingTables, max_latent_symbols: int,
         if lane in failures:
           resume(i, steps, failure=failures[lane])
         else:
-          resume(i, steps, latents=(latents[lane], None if vectors is None else vectors[lane]))
+          resume(i, steps, latents=(latents[lane], None if vectors is None else vectors[lane],
+                                    None if refinement is None else refinement[lane]))
   return results, errors, undecided
 
 
@@ -1489,7 +1689,7 @@ def _end_by_encoding(undecided: list, streams: list, tables: CodingTables) -> tu
   results, errors, groups = {}, {}, {}
   for i, payload in undecided:
     key = (payload.latents.shape, payload.frame_mask.shape, payload.block_masks.shape,
-           payload.vector_count)
+           payload.vector_count, payload.refine_step, payload.refine_frames)
     groups.setdefault(key, []).append((i, payload))
   for group in groups.values():
     first = group[0][1]
@@ -1498,7 +1698,10 @@ def _end_by_encoding(undecided: list, streams: list, tables: CodingTables) -> tu
         frame_masks=np.stack([p.frame_mask for _, p in group]),
         block_masks=np.stack([p.block_masks for _, p in group]),
         vectors=None if first.vectors is None else np.stack([p.vectors for _, p in group]),
-        vector_count=first.vector_count)
+        vector_count=first.vector_count,
+        refinement=None if first.refinement is None else np.stack(
+            [p.refinement for _, p in group]),
+        refine_step=first.refine_step, refine_frames=first.refine_frames)
     for (i, payload), stream in zip(group, expected):
       body, expected_body = bytes(streams[i])[:-_CRC_BYTES], stream[:-_CRC_BYTES]
       if body == expected_body:
@@ -1552,7 +1755,8 @@ def decode(data: bytes, tables: CodingTables | None, *, model=None,
 
 
 def _batch_headers(latents: np.ndarray, frame_masks, block_masks, tables: CodingTables,
-                   vectors=None, vector_count: int = 0) -> list[bytes]:
+                   vectors=None, vector_count: int = 0, refinement=None, refine_step: int = 0,
+                   refine_frames: int = 0) -> list[bytes]:
   """Every clip's header, after `_check_payload`'s checks. Clips of one shape whose masks keep the
   same counts share one header: the first clip is checked, the rest by batch-wide counts and
   range; a batch that fails those is checked clip by clip, so the error names what is wrong."""
@@ -1567,21 +1771,27 @@ def _batch_headers(latents: np.ndarray, frame_masks, block_masks, tables: Coding
     same = same and np.issubdtype(vectors.dtype, np.integer) and vectors.shape == (
         latents.shape[:3]) and (not vectors.size or (vectors.min() >= -1
                                                      and vectors.max() < vector_count))
+  if refinement is not None:  # its values are checked clip by clip (zero where not refined)
+    same = False
   clip = lambda b: ClipPayload(latents[b], None if frame_masks is None else frame_masks[b],
                                None if block_masks is None else block_masks[b],
-                               None if vectors is None else vectors[b], vector_count)
+                               None if vectors is None else vectors[b], vector_count,
+                               None if refinement is None else refinement[b], refine_step,
+                               refine_frames)
   if same:
     return [_check_payload(clip(0), tables)[1]] * batch
   return [_check_payload(clip(b), tables)[1] for b in range(batch)]
 
 
 def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, block_masks=None,
-                 vectors=None, vector_count: int = 0,
+                 vectors=None, vector_count: int = 0, refinement=None, refine_step: int = 0,
+                 refine_frames: int = 0,
                  model=None) -> tuple[list[bytes], dict[str, np.ndarray]]:
   """Encodes B clips of equal shapes (one stream each); returns (streams, per-clip stats arrays).
 
   latents int [B, *lead, C]; frame_masks bool [B, T] or None; block_masks bool [B, R, N] or None;
-  vectors int [B, k_f, k_s] or None, with vector_count (`ClipPayload.vectors`).
+  vectors int [B, k_f, k_s] or None, with vector_count (`ClipPayload.vectors`); refinement int
+  [B, k_f, k_s, 3, 64] or None, with refine_step and refine_frames (`ClipPayload.refinement`).
   Symbol mapping, escape detection and version 3's contexts run vectorised over the whole batch;
   only the range coder calls are per clip (one per channel in version 1; one per clip in version
   3, more only around escapes, and a call a pass for the flags where they cannot be intervals
@@ -1596,15 +1806,20 @@ def encode_batch(latents, tables: CodingTables | None, *, frame_masks=None, bloc
   for name, masks in (("frame_masks", frame_masks), ("block_masks", block_masks)):
     if masks is not None and np.shape(masks)[0] != batch:
       raise ValueError(f"{name} has {np.shape(masks)[0]} clips, latents {batch}")
-  if vectors is not None and np.shape(vectors)[0] != batch:
-    raise ValueError(f"vectors has {np.shape(vectors)[0]} clips, latents {batch}")
+  for name, extra in (("vectors", vectors), ("refinement", refinement)):
+    if extra is not None and np.shape(extra)[0] != batch:
+      raise ValueError(f"{name} has {np.shape(extra)[0]} clips, latents {batch}")
   frame_masks = None if frame_masks is None else np.asarray(frame_masks)
   block_masks = None if block_masks is None else np.asarray(block_masks)
   vectors = None if vectors is None else np.asarray(vectors)
-  headers = _batch_headers(latents, frame_masks, block_masks, tables, vectors, vector_count)
+  refinement = None if refinement is None else np.asarray(refinement)
+  headers = _batch_headers(latents, frame_masks, block_masks, tables, vectors, vector_count,
+                           refinement, refine_step, refine_frames)
   streams, stats = _encode_clips(headers, frame_masks, block_masks, latents, tables,
                                  None if vectors is None else vectors.astype(np.int64),
-                                 int(vector_count))
+                                 int(vector_count),
+                                 None if refinement is None else refinement.astype(np.int64),
+                                 int(refine_frames))
   num_bytes = np.array([len(s) for s in streams], np.int64)
   return streams, dict(num_bytes=num_bytes, bits=8 * num_bytes, **stats)
 
