@@ -147,6 +147,7 @@ def main():
   # at the points `stae_jax.models.skip.Settings` names).
   entry = ml_collections.ConfigDict(trained.entry.to_dict())
   entry.model.skip = dict(lam=None)
+  entry.model.refine = dict(points=())  # the keep-ratio points only
   codec = stae_system.codec(dataclasses.replace(trained, entry=entry))
   models = nnx.merge(trained.graphdef, trained.params, trained.rest)
   stae, prior, decoder = models["stae"], models["prior"], models["decoder"]

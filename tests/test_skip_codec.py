@@ -14,14 +14,18 @@ from stae_jax.systems.base import DecodeError
 from test_systems import SIZE, T, codec_of, rngs, tiny_config
 
 
-def frames_only(switches: str = "", skip=None):
+def frames_only(switches: str = "", skip=None, refine="none"):
   """The default's kind of STAE (chosen frames, every block of them) at 1, 4 and 8 of 8 frames;
-  `skip`: its model.skip."""
-  config = tiny_config(",frame_rule=chosen,spatial_attention=False" + switches, skip=True)
+  `skip`: its model.skip; `refine`: its model.refine ("none": no refined point; None: the
+  defaults)."""
+  config = tiny_config(",frame_rule=chosen,spatial_attention=False" + switches, skip=True,
+                       refine=refine != "none")
   (entry,) = config.systems.values()
   entry.model.stae.keep_ratios = ((0.125, 1.0), (0.5, 1.0), (1.0, 1.0))
   if skip is not None:
     entry.model.skip = skip
+  if refine != "none" and refine is not None:
+    entry.model.refine = refine
   return config, entry
 
 

@@ -28,11 +28,13 @@ def rngs(seed=0):
   return nnx.Rngs(jax.random.key(seed, impl="rbg"))
 
 
-def tiny_config(switches: str = "", skip: bool = False):
+def tiny_config(switches: str = "", skip: bool = False, refine: bool = False):
   """The synthetic config shrunk to a 8x32x32 clip and models of a few thousand parameters
   (`switches`: more config switches, e.g. ",frame_rule=comb", whose STAE entry is shrunk too).
-  STAE skips no block unless `skip` (its default settings then): these tests compare the codec
-  with the forward, which sends every kept block; tests/test_skip_codec.py tests skipping."""
+  STAE skips no block unless `skip` (its default settings then) and has no refined point unless
+  `refine` (the defaults that its keep ratios allow): these tests compare the codec with the
+  forward, which sends every kept block's code; tests/test_skip_codec.py tests skipping,
+  tests/test_refine_codec.py refining."""
   config = synthetic.get_config(f"frames={T},size={SIZE}{switches}")
   # Frames in: the systems do not depend on the classifier's front end, whose motion inputs
   # (tests/test_vit.py, tests/test_motion.py) would be most of each compile here.
@@ -53,6 +55,8 @@ def tiny_config(switches: str = "", skip: bool = False):
       entry.model.decoder.update(dict(width=8, temporal_layers=1, spatial_layers=1))
       if not skip:
         entry.model.skip = dict(lam=None)
+      if not refine:
+        entry.model.refine = dict(points=())
   if "deepisc" in config.systems:
     config.systems.deepisc.model.deepisc.update(dict(patch=8, width=32, encoder_depth=1,
                                                    decoder_depth=1, num_heads=2, max_tokens=4,

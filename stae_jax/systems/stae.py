@@ -12,6 +12,10 @@ keyword arguments of one constructor:
   model.skip     -> `stae_jax.models.skip.Settings` (optional; its defaults otherwise): the
                     points at which the codec skips blocks (copies them from the previous kept
                     frame, moved, instead of sending their code); nothing of training changes
+  model.refine   -> `stae_jax.models.refine.Settings` (optional; its defaults otherwise): the
+                    codec's refined points beside the keep ratios (each coded block of the
+                    first or every kept frame also sends a quantised DCT of what its code
+                    misses); nothing of training changes
 Its models, under the parameter path prefixes the trainer freezes by regex: `vit` (shared, built by
 the trainer), `stae`, `prior`, `decoder`.
 
@@ -39,6 +43,7 @@ from stae_jax.coding import bitstream
 from stae_jax.models.decoder import Decoder, temporal_fill
 # ContextPrior: also for callers.
 from stae_jax.models.entropy import ContextPrior, FactorizedPrior, mask_bits, mask_bits_traced
+from stae_jax.models import refine as refine_lib
 from stae_jax.models import skip as skip_lib
 from stae_jax.models.stae import STAE, uniform_table
 from stae_jax.systems import base
@@ -54,13 +59,20 @@ SELECTION_KEY = 0
 PRIOR_KEYS = ("filters", "init_scale", "likelihood_bound")
 
 
-def point(frame_keep: float, block_keep: float, skip: float | None = None) -> Point:
+def point(frame_keep: float, block_keep: float, skip: float | None = None,
+          refine: tuple | None = None) -> Point:
   """A keep-ratio point; `skip`: its skip lambda (`stae_jax.models.skip`), None where it sends
-  every kept block's code (the setting is absent then)."""
+  every kept block's code (the setting is absent then); `refine`: (step, "first" or "all") where
+  its coded blocks are refined (`stae_jax.models.refine`; named ",refine=<step>", "@first" for
+  the first kept frame only)."""
   frame_keep, block_keep = float(frame_keep), float(block_keep)
   extra = {} if skip is None else dict(skip=float(skip))
-  return Point.of(f"keep={frame_keep:g}x{block_keep:g}", frame_keep=frame_keep,
-                  block_keep=block_keep, **extra)
+  name = f"keep={frame_keep:g}x{block_keep:g}"
+  if refine is not None:
+    step, frames = float(refine[0]), str(refine[1])
+    extra.update(refine=step, refine_frames=frames)
+    name += f",refine={step:g}" + ("@first" if frames == "first" else "")
+  return Point.of(name, frame_keep=frame_keep, block_keep=block_keep, **extra)
 
 
 def skip_settings(entry) -> skip_lib.Settings:
@@ -68,13 +80,47 @@ def skip_settings(entry) -> skip_lib.Settings:
   return skip_lib.Settings(**dict(entry.model.get("skip", None) or {}))
 
 
+def refine_settings(entry) -> refine_lib.Settings:
+  """The entry's `model.refine` over `refine_lib.Settings`' defaults."""
+  return refine_lib.Settings(**dict(entry.model.get("refine", None) or {}))
+
+
 def operating_points(entry) -> tuple[Point, ...]:
   """The keep-ratio pairs (rho_f, rho_s) of `model.stae.keep_ratios`, as Points, each with its
-  skip lambda where `skip_settings` skips there (conditional entropy model only)."""
+  skip lambda where `skip_settings` skips there (conditional entropy model only): the points the
+  model is trained and the trainer evaluates at. The codec has `refined_points` too."""
   settings = skip_settings(entry)
   conditional = bool(entry.model.get("entropy", {}).get("context", False))
   return tuple(point(f, b, settings.lam_at(f, b, conditional))
                for f, b in entry.model.stae.keep_ratios)
+
+
+def refined_points(entry) -> tuple[Point, ...]:
+  """The codec's refined points (`refine_settings`): each at a keep ratio (frame_keep, 1) of
+  `model.stae.keep_ratios`, skipping as that point does. They need the conditional entropy model
+  (version 3 carries refinements), mode "latent" and 8x8 blocks; where an entry sets no
+  `model.refine`, the defaults' points that it cannot have (those conditions, or no such keep
+  ratio: the attention switches' keep ratios, other datasets' configs) are left out, and an
+  entry that names one it cannot have is refused."""
+  stae = entry.model.stae
+  conditional = bool(entry.model.get("entropy", {}).get("context", False))
+  explicit = entry.model.get("refine", None) is not None
+  pairs = {(float(f), float(b)) for f, b in stae.keep_ratios}
+  fits = conditional and stae.get("mode", "latent") != "pixel" and (
+      int(stae.block_size) == refine_lib.SIZE)
+  out = []
+  for frame_keep, step, frames in refine_settings(entry).points:
+    if not fits or (float(frame_keep), 1.0) not in pairs:
+      if explicit:
+        raise ValueError(
+            f"model.refine's point at frame_keep {frame_keep} needs the conditional entropy "
+            f"model, mode 'latent', block_size {refine_lib.SIZE} and the keep ratio "
+            f"({frame_keep}, 1.0) in model.stae.keep_ratios {sorted(pairs)}; remove it "
+            "(model.refine=dict(points=()) for none)")
+      continue
+    lam = skip_settings(entry).lam_at(frame_keep, 1.0, conditional)
+    out.append(point(frame_keep, 1.0, lam, (step, frames)))
+  return tuple(out)
 
 
 def training_points(entry) -> tuple[None]:
@@ -138,6 +184,7 @@ def summary(entry) -> dict:
   return dict(method="stae", frame_attention=bool(s.get("frame_attention", True)),
               spatial_attention=bool(s.get("spatial_attention", True)),
               skip=dict(lam=skip.lam, search=skip.search, min_frame_keep=skip.min_frame_keep),
+              refine=[list(p) for p in refine_settings(entry).points],
               selection=s.get("selection", "attention"),
               frame_rule=s.get("frame_rule", "top_k"), block_size=int(s.block_size),
               latent_channels=int(s.get("latent_channels", 8)), mode=s.get("mode", "latent"),
@@ -391,41 +438,61 @@ def _block_bits(prior, dense, kept):
   return bits.sum(axis=(-3, -2, -1)) * kept
 
 
-def skip_blocks(stae, prior, video, frame_index, block_index, latents, lam, *, search: int):
-  """The device's skip decisions at a point that sends every block of its kept frames
-  (`stae_jax.models.skip.choose_skips` on the kept frames as the block code rebuilds them, each
-  block's bits under the entropy model as the cost of its code).
+def code_blocks(stae, prior, video, frame_index, block_index, latents, *, lam, search: int,
+                refine_step: float | None = None, refine_frames: int = 0):
+  """The device's closed loop at a point that sends every block of its kept frames: the refined
+  blocks' levels (`stae_jax.models.refine`: the first `refine_frames` kept frames' blocks, where
+  `refine_step` is not None), then the skip decisions (`stae_jax.models.skip.choose_skips`, where
+  `lam` is not None) on the kept frames as the receiver will hold them (refinements included),
+  each block's cost its bits under the entropy model (and its refinement's guessed bits).
 
   video [B,T,H,W,3]; frame_index [B,K], block_index [B,K,N] (every block), latents
   [B,K,N,h,w,C] from `STAE.encode`. Returns (latents with each skipped block's replaced by the
   values last sent at its place, as the bitstream needs; vectors int32 [B,K,N], -1 where not
-  skipped; estimated bits per clip [B] beside the masks: the blocks still coded, their repeat
-  flags and the vectors, each by its adaptive code's exact length)."""
+  skipped; levels int32 [B,K,N,3,64], zero where not refined; estimated bits per clip [B] beside
+  the masks: the blocks still coded, their repeat flags, the vectors and the refinements, each by
+  its adaptive code's exact length)."""
   b, k_f, k_s = block_index.shape
   t, height, width = video.shape[1:4]
   p = stae.block_size
   n = (height // p) * (width // p)
   if k_s != n:
-    raise ValueError(f"skipping needs every block of the kept frames ({n}), the point keeps {k_s}")
+    raise ValueError(f"skipping and refining need every block of the kept frames ({n}), the "
+                     f"point keeps {k_s}")
   received, _, _ = stae.receive(frame_index, block_index, latents, frames=t, height=height,
                                 width=width)
   batch = jnp.arange(b)[:, None]
   intra = received[batch, frame_index]
   original = jnp.asarray(video, jnp.float32)[batch, frame_index]
   dense, kept = _in_place(latents, block_index, n)
-  _, skip, vector = skip_lib.choose_skips(intra, original, _block_bits(prior, dense, kept), lam,
-                                          block_size=p, search=search)
-  last_sent = jax.lax.cummax(jnp.where(skip, 0, jnp.arange(k_f)[None, :, None]), axis=1)
-  latents = jnp.take_along_axis(latents, last_sent.reshape(last_sent.shape + (1,) * (
-      latents.ndim - 3)), axis=1)
-  vectors = jnp.where(skip, vector, -1).astype(jnp.int32)
-  count = skip_lib.vector_count(search)
-  skips = skip.sum(axis=(1, 2))
-  counts = jax.nn.one_hot(jnp.where(skip, vector, count), count + 1).sum(axis=(1, 2))
-  bits = (_block_bits(prior, dense, kept & ~skip).sum(axis=(1, 2))
-          + skip_lib.flag_bits(jnp.full((b,), (k_f - 1) * n), skips)
-          + jnp.where(skips > 0, skip_lib.symbol_bits(counts.at[:, count].set(0.0)), 0.0))
-  return latents, vectors, bits
+  cost = _block_bits(prior, dense, kept)
+  in_frames = jnp.broadcast_to(jnp.arange(k_f)[None, :, None] < refine_frames, (b, k_f, n))
+  levels = jnp.zeros((b, k_f, n, 3, refine_lib.SIZE ** 2), jnp.int32)
+  if refine_step is not None:
+    levels = jnp.where(in_frames[..., None, None], refine_lib.analyse(intra, original, refine_step),
+                       0)
+    intra = refine_lib.apply(intra, levels, refine_step)
+    cost = cost + jnp.where(in_frames, refine_lib.decision_bits(levels), 0.0)
+  skip = jnp.zeros((b, k_f, n), bool)
+  bits = jnp.zeros((b,), jnp.float32)
+  vectors = jnp.full((b, k_f, n), -1, jnp.int32)
+  if lam is not None:
+    _, skip, vector = skip_lib.choose_skips(intra, original, cost, lam, block_size=p,
+                                            search=search)
+    last_sent = jax.lax.cummax(jnp.where(skip, 0, jnp.arange(k_f)[None, :, None]), axis=1)
+    latents = jnp.take_along_axis(latents, last_sent.reshape(last_sent.shape + (1,) * (
+        latents.ndim - 3)), axis=1)
+    vectors = jnp.where(skip, vector, -1).astype(jnp.int32)
+    count = skip_lib.vector_count(search)
+    skips = skip.sum(axis=(1, 2))
+    counts = jax.nn.one_hot(jnp.where(skip, vector, count), count + 1).sum(axis=(1, 2))
+    bits = (skip_lib.flag_bits(jnp.full((b,), (k_f - 1) * n), skips)
+            + jnp.where(skips > 0, skip_lib.symbol_bits(counts.at[:, count].set(0.0)), 0.0))
+  bits = bits + _block_bits(prior, dense, kept & ~skip).sum(axis=(1, 2))
+  if refine_step is not None:
+    levels = jnp.where(skip[..., None, None], 0, levels)
+    bits = bits + refine_lib.bits(levels, in_frames & ~skip)
+  return latents, vectors, levels, bits
 
 
 # ------------------------------------------------------------------------------------------------
@@ -543,14 +610,16 @@ def from_payloads(payloads) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------------
 
 class Received:
-  """What the server decoded from a batch of STAE streams (payloads and their indices, and their
-  skip vectors int32 [B,k_f,k_s], -1 where not skipped, at a point that skips)."""
+  """What the server decoded from a batch of STAE streams (payloads and their indices, their
+  skip vectors int32 [B,k_f,k_s], -1 where not skipped, at a point that skips, and their refined
+  blocks' levels int32 [B,k_f,k_s,3,64] at a refined point)."""
 
   def __init__(self, payloads):
     self.payloads = payloads
     self.frame_index, self.block_index, self.latents = from_payloads(payloads)
-    skipping = bool(payloads) and payloads[0].vectors is not None
-    self.vectors = np.stack([p.vectors for p in payloads]).astype(np.int32) if skipping else None
+    stack = lambda key: np.stack([getattr(p, key) for p in payloads]).astype(np.int32) if (
+        payloads and getattr(payloads[0], key) is not None) else None
+    self.vectors, self.refinement = stack("vectors"), stack("refinement")
 
 
 class STAECodec(base.Codec):
@@ -565,7 +634,7 @@ class STAECodec(base.Codec):
     self.headline = self.variant_of is None
     self.tuned_classifier = f"its own ViT (as its {trained.directory.name} stage left it)" if (
         trained.directory is not None) else "its own ViT"
-    self.points = operating_points(entry)
+    self.points = operating_points(entry) + refined_points(entry)
     self.clip_shape = trained.clip_shape
     self.block_size = int(entry.model.stae.block_size)
     self._search = skip_settings(entry).search
@@ -592,20 +661,30 @@ class STAECodec(base.Codec):
                        block_index=sent["block_index"])
       out = dict(frame_index=sent["frame_index"], block_index=sent["block_index"],
                  latents=sent["latents"], estimated_bits=bits["total"])
-      lam = point.as_dict().get("skip")
-      if lam is not None:
-        out["latents"], out["vectors"], payload_bits = skip_blocks(
+      settings = point.as_dict()
+      lam, step = settings.get("skip"), settings.get("refine")
+      if lam is not None or step is not None:
+        latents, vectors, levels, payload_bits = code_blocks(
             models["stae"], models["prior"], video, sent["frame_index"], sent["block_index"],
-            sent["latents"], lam, search=self._search)
-        out["estimated_bits"] = bits["masks"] + payload_bits
+            sent["latents"], lam=lam, search=self._search, refine_step=step,
+            refine_frames=self._refine_frames(point))
+        out.update(latents=latents, estimated_bits=bits["masks"] + payload_bits)
+        if lam is not None:
+          out["vectors"] = vectors
+        if step is not None:
+          out["refinement"] = levels
       return out
 
-    def decode(params, rest, frame_index, block_index, latents, vectors, search):
+    def decode(params, rest, frame_index, block_index, latents, vectors, refinement, search,
+               step):
       models = nnx.merge(graphdef, params, rest)
       received, pixel_mask, _ = models["stae"].receive(frame_index, block_index, latents,
                                                        frames=frames, height=height, width=width)
+      batch = jnp.arange(frame_index.shape[0])[:, None]
+      if refinement is not None:  # refined blocks: the code's pixels + the levels' residual
+        refined = refine_lib.apply(received[batch, frame_index], refinement, step)
+        received = received.at[batch, frame_index].set(refined)
       if vectors is not None:  # skipped blocks: copies from the kept frame before, as rebuilt
-        batch = jnp.arange(frame_index.shape[0])[:, None]
         kept = skip_lib.rebuild_with_skips(received[batch, frame_index], vectors >= 0,
                                            jnp.maximum(vectors, 0), block_size=self.block_size,
                                            search=search)
@@ -617,18 +696,26 @@ class STAECodec(base.Codec):
       return nnx.merge(graphdef, params, rest)["vit"](clip)
 
     self._encode = jax.jit(encode, static_argnums=3)
-    self._decode = jax.jit(decode, static_argnums=6)
+    self._decode = jax.jit(decode, static_argnums=(7, 8))
     self._classify = jax.jit(classify)
 
   def summary(self) -> dict:
     return summary(self._entry)
 
+  def _refine_frames(self, point: Point) -> int:
+    """How many kept frames a point refines (0: none)."""
+    frames = point.as_dict().get("refine_frames")
+    return 0 if frames is None else 1 if frames == "first" else self._keep[point][0]
+
   def max_stream_bytes(self, point: Point) -> int:
     k_f, k_s = self._keep[point]
     symbols = k_f * k_s * int(np.prod(self._latent_shape))
     # Header and masks, then at most 9 bytes per symbol (an escaped value's fields included),
-    # and at most 3 bytes per skip vector (a 24-bit coder cannot spend more on one symbol).
-    return 64 + (self._frames + k_f * self._blocks) // 8 + 9 * symbols + 3 * k_f * k_s
+    # and at most 3 bytes per skip vector or refinement symbol (a 24-bit coder cannot spend more
+    # on one symbol; a refined block's three channels send at most 1 + 64 + 2 * 64 each).
+    refined = self._refine_frames(point) * k_s * 3 * (1 + 3 * 64)
+    return 64 + (self._frames + k_f * self._blocks) // 8 + 9 * symbols + 3 * k_f * k_s + (
+        3 * refined)
 
   # --- device -----------------------------------------------------------------------------------
 
@@ -642,6 +729,10 @@ class STAECodec(base.Codec):
                        frames=self._frames, blocks=self._blocks)
     if "vectors" in encoded:
       args.update(vectors=np.asarray(encoded["vectors"]), vector_count=self._vector_count)
+    if "refinement" in encoded:
+      args.update(refinement=np.asarray(encoded["refinement"]),
+                  refine_step=refine_lib.step_code(point["refine"]),
+                  refine_frames=self._refine_frames(point))
     streams, _ = bitstream.encode_batch(args.pop("latents"), self.tables, **args)
     return base.Coded(streams=streams, estimated_bits=np.asarray(encoded["estimated_bits"]))
 
@@ -653,9 +744,12 @@ class STAECodec(base.Codec):
     streams = base.check_streams(streams, self.max_stream_bytes(point))
     symbols = k_f * k_s * int(np.prod(self._latent_shape))
     skipping = point.as_dict().get("skip") is not None
+    step = point.as_dict().get("refine")
     want = bitstream.Header(self._frames, k_f, self._blocks, k_s,
                             (k_f, k_s) + tuple(self._latent_shape[:-1]),
-                            self._vector_count if skipping else 0)
+                            self._vector_count if skipping else 0,
+                            0 if step is None else refine_lib.step_code(step),
+                            self._refine_frames(point))
     for i, stream in enumerate(streams):  # what each header declares, before anything is decoded
       header = bitstream.read_header(stream, self.tables, max_latent_symbols=symbols)
       if header != want:
@@ -674,9 +768,10 @@ class STAECodec(base.Codec):
 
   def decode(self, received: Received, point: Point):
     vectors = None if received.vectors is None else jnp.asarray(received.vectors)
+    refinement = None if received.refinement is None else jnp.asarray(received.refinement)
     out = self._decode(*self._state, jnp.asarray(received.frame_index),
                        jnp.asarray(received.block_index), jnp.asarray(received.latents), vectors,
-                       self._search)
+                       refinement, self._search, point.as_dict().get("refine"))
     return jax.block_until_ready(out)
 
   def classify(self, clips) -> np.ndarray:
@@ -702,6 +797,8 @@ def _declared(header: bitstream.Header) -> str:
     parts.append(f"{header.block_keep} of {header.blocks} blocks")
   if header.vector_count:
     parts.append(f"{header.vector_count} skip vectors")
+  if header.refine_frames:
+    parts.append(f"{header.refine_frames} refined frames at step code {header.refine_step}")
   return ", ".join(parts + [f"latents {list(header.lead)} x C"])
 
 
