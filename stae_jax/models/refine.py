@@ -156,6 +156,15 @@ def _adaptive_bits(counts):
       math.log(2.0))
 
 
+def _counts(symbols, weight, alphabet: int):
+  """Per clip [B, alphabet]: the summed `weight` [B, ...] of each symbol in `symbols` [B, ...]
+  (a scatter-add: no one-hot of the whole array)."""
+  b = symbols.shape[0]
+  lanes = jnp.broadcast_to(jnp.arange(b).reshape((b,) + (1,) * (symbols.ndim - 1)), symbols.shape)
+  return jnp.zeros((b, alphabet), jnp.float32).at[lanes.reshape(-1), symbols.reshape(-1)].add(
+      weight.astype(jnp.float32).reshape(-1))
+
+
 def bits(levels, refined):
   """The exact code length (bits, float32 [B]) of the refinement sections of the bitstream for
   levels int [B,K,N,3,64] of the blocks `refined` bool [B,K,N] (the others' levels must be 0):
@@ -167,25 +176,23 @@ def bits(levels, refined):
   b = levels.shape[0]
   levels = levels.reshape(b, -1, 3, SIZE * SIZE)
   refined = jnp.asarray(refined, bool).reshape(b, -1)
-  position = jnp.arange(SIZE * SIZE)
   nonzero = levels != 0
   end = jnp.where(nonzero.any(-1), SIZE * SIZE - jnp.argmax(nonzero[..., ::-1], axis=-1), 0)
-  sent = refined[:, :, None, None] & (position < end[..., None])       # [B,S,3,64]
-  band = jnp.asarray(_band_of())
+  sent = refined[:, :, None, None] & (jnp.arange(SIZE * SIZE) < end[..., None])  # [B,S,3,64]
+  # One section index per (channel group, band): its symbols are counted in its own row.
+  group = jnp.asarray([0, 1, 1])[:, None]
+  section = group * len(BAND_STARTS) + jnp.asarray(_band_of())[None]          # [3,64]
+  clipped = jnp.clip(levels, -CLIP, CLIP) + CLIP
   total = jnp.zeros((b,), jnp.float32)
-  for channels in ((0,), (1, 2)):
-    group = jnp.asarray(channels)
-    ends = jax.nn.one_hot(end[:, :, group], SIZE * SIZE + 1) * refined[:, :, None, None]
-    total += _adaptive_bits(ends.sum(axis=(1, 2)))
-    clipped = jnp.clip(levels[:, :, group], -CLIP, CLIP) + CLIP
-    coded = sent[:, :, group]
-    for k in range(len(BAND_STARTS)):
-      here = coded & (band == k)
-      counts = (jax.nn.one_hot(clipped, 2 * CLIP + 1) * here[..., None]).sum(axis=(1, 2, 3))
-      total += _adaptive_bits(counts)
-  excess = jnp.abs(levels) - CLIP
-  escaped = sent & (excess >= 0)
+  for g, channels in enumerate(((0,), (1, 2))):
+    ends = end[:, :, list(channels)]
+    total += _adaptive_bits(_counts(ends, jnp.broadcast_to(refined[:, :, None], ends.shape),
+                                    SIZE * SIZE + 1))
+  counts = _counts(section * (2 * CLIP + 1) + clipped, sent,
+                   2 * len(BAND_STARTS) * (2 * CLIP + 1))
+  total += _adaptive_bits(counts.reshape(b, 2 * len(BAND_STARTS), 2 * CLIP + 1)).sum(axis=-1)
+  excess = jnp.maximum(jnp.abs(levels) - CLIP, 0)
+  escaped = sent & (jnp.abs(levels) >= CLIP)
   for digit in (excess // 64, excess % 64):
-    counts = (jax.nn.one_hot(jnp.clip(digit, 0, 63), 64) * escaped[..., None]).sum(axis=(1, 2, 3))
-    total += jnp.where(escaped.any(axis=(1, 2, 3)), _adaptive_bits(counts), 0.0)
+    total += _adaptive_bits(_counts(digit, escaped, 64))
   return total
