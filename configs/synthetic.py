@@ -27,14 +27,15 @@ cores, about 2,400 s with the default's 200 DeepISC steps (that DeepISC the same
 same classifier, copied in before the evaluation): classifier 1000 steps (top-1 90.0% on the 600
 test clips; 92.3% in the AMD EPYC run where its controls were measured: 52.3% with the frames
 shuffled, 23.5% with one frame repeated), DeepISC 200 + 10 steps, STAE's frame choice (344 s, in a
-race), 200 + 10 steps. Then, with the skip mode (571941c; those models copied to /tmp/mjS),
-`python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mjS` (1,041 s, idle): only H.264
-reaches the target (reference - 5 points, 85.0%), at 15.4 kbit per clip (102x); STAE spans
-1,198-6,221 bits (1,313x-253x), 24.3% to 84.0% (1 to 16 frames), 1.0 point short of the target:
-above H.264's envelope from 2.0 kbit to its top (+30.3 [+26.0, +34.3] points at 2.0 kbit, +8.7
-[+5.5, +11.7] at 6.2), level with it at 1.2 kbit, and 49-61 points above DeepISC's 4 and 8 tokens
-at their bits. Without skipping (/tmp/mjN's evaluation, 949 s) its top point was 81.8% at 10,038
-bits, level with the envelope. Earlier runs of the recipe (AMD EPYC, /tmp/mjI; Intel Xeon before
+race), 200 + 10 steps. Then, with the skip mode and the refined points (d2ea73b; those models
+copied to /tmp/mjR2), `python evaluate.py --config=configs/synthetic.py --workdir=/tmp/mjR2`
+(1,318 s, idle): STAE reaches the target (reference - 5 points, 85.0%) at 7.1 kbit per clip
+(222x), H.264's envelope at 15.4 kbit (102x), STAE / H.264 bits 0.46 [0, 0.63]; STAE spans
+1,198-18,266 bits (1,313x-86x), 24.3% (1 frame) to 88.0% (all 16, refined at step 32, 12.1 kbit,
++6.0 [+3.4, +8.6] points above H.264's envelope there), above that envelope from 2.0 kbit to its
+end, level with it at 1.2 kbit, and 49-61 points above DeepISC's 4, 8 and 16 tokens at their bits.
+Without refining (/tmp/mjS, 571941c) its top point was 84.0% at 6.2 kbit, 1.0 point short of the
+target; without skipping either (/tmp/mjN) 81.8% at 10.0 kbit. Earlier runs of the recipe (AMD EPYC, /tmp/mjI; Intel Xeon before
 the hand-written motion gradient, /tmp/mjL) are other draws: BENCHMARKS.md "Main job".
 """
 
@@ -189,6 +190,11 @@ def get_config(arg=None):
   # moved by up to 4 px, where that is about as close as its code (lambda 1000); not at 1 or 2
   # frames, where it cost accuracy. Training does not see it. `model.skip=dict(lam=None)` sends
   # every kept block's code.
+  # Refined points: no `model.refine` either, so `stae_jax.models.refine.Settings`' defaults add
+  # three codec points at all 16 frames beside the keep ratios: the first kept frame's blocks
+  # refined at DCT step 64, every coded block at 32 and at 8 (a quantised DCT of what each block's
+  # code misses, before the skip decisions; chosen on 300 validation clips, BENCHMARKS.md "Refined
+  # blocks"). Training does not see them. `model.refine=dict(points=())` has none.
   if a.frame_rule in ("comb", "chosen"):
     stae["frames"] = a.frames     # T: the comb rule's priors and the chosen frames are per frame
   # Receiver's 3D-2D CNN (stae_jax/models/decoder.py).
