@@ -30,16 +30,13 @@ top-1 minus the unrefined skip mode's over the same clips (paired). Nothing here
 """
 
 import argparse
-import dataclasses
 import math
 import pathlib
 import sys
 import time
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -47,11 +44,9 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import skip_blocks  # pylint: disable=wrong-import-position
-from stae_jax.data import pipeline  # pylint: disable=wrong-import-position
 from stae_jax.evaluation import curves  # pylint: disable=wrong-import-position
 from stae_jax.models import refine as refine_lib  # pylint: disable=wrong-import-position
 from stae_jax.models import skip as skip_lib  # pylint: disable=wrong-import-position
-from stae_jax.systems import loading  # pylint: disable=wrong-import-position
 from stae_jax.systems import stae as stae_system  # pylint: disable=wrong-import-position
 
 P = refine_lib.SIZE
@@ -72,31 +67,19 @@ def main():
   args = parser.parse_args()
   start = time.time()
   workdir = pathlib.Path(args.workdir).absolute()
-  trained = loading.load_system(workdir, args.tag)
-  entry = ml_collections.ConfigDict(trained.entry.to_dict())
-  entry.model.skip = dict(lam=None)
-  entry.model.refine = dict(points=())
-  codec = stae_system.codec(dataclasses.replace(trained, entry=entry))
-  models = nnx.merge(trained.graphdef, trained.params, trained.rest)
-  stae, prior, decoder = models["stae"], models["prior"], models["decoder"]
-  classify = loading.load_classifier(None, workdir)
-  videos, labels = stae_system.choice_clips(
-      pipeline.make_loader(trained.data, "validation", seed=0, train=False, num_epochs=1),
-      args.clips)
+  codec, stae, prior, decoder, classify, videos, labels = skip_blocks.set_up(
+      workdir, args.tag, args.clips)
   t, height, width, _ = codec.clip_shape
   n = (height // P) * (width // P)
   windows = skip_lib.vector_count(args.search)
   key = jax.random.fold_in(jax.random.PRNGKey(stae_system.SELECTION_KEY), 0)
 
   def run(video, lam, frame_keep, block_keep, q, which):
-    sent = stae.encode(video, frame_keep=frame_keep, block_keep=block_keep, rng=key)
+    sent, received, pixel_mask, intra, original = skip_blocks.kept_frames(
+        stae, video, frame_keep, block_keep, key, t)
     frame_index, block_index, latents = sent["frame_index"], sent["block_index"], sent["latents"]
-    received, pixel_mask, _ = stae.receive(frame_index, block_index, latents, frames=t,
-                                           height=height, width=width)
     b, k = frame_index.shape
     batch = jnp.arange(b)[:, None]
-    intra = received[batch, frame_index]
-    original = video.astype(jnp.float32)[batch, frame_index]
     every = skip_blocks.latent_bits(prior, latents, block_index, n, jnp.ones((b, k, n), bool))
     frames = jnp.broadcast_to(jnp.arange(k)[None, :, None] < (1 if which == "first" else k),
                               (b, k, n))

@@ -124,6 +124,36 @@ def predicted_vector_bits(skip: np.ndarray, vector: np.ndarray, windows: int, gr
   return out
 
 
+def set_up(workdir: pathlib.Path, tag: str, clips: int):
+  """A trained STAE and its codec at the keep-ratio points without skipping or refining (what the
+  simulations here start from: the "today" rows and their real streams), its models, the frozen
+  reference classifier and the first `clips` validation clips, in order. Returns (codec, stae,
+  prior, decoder, classify, videos, labels)."""
+  trained = loading.load_system(workdir, tag)
+  entry = ml_collections.ConfigDict(trained.entry.to_dict())
+  entry.model.skip = dict(lam=None)
+  entry.model.refine = dict(points=())  # the keep-ratio points only
+  codec = stae_system.codec(dataclasses.replace(trained, entry=entry))
+  models = nnx.merge(trained.graphdef, trained.params, trained.rest)
+  videos, labels = stae_system.choice_clips(
+      pipeline.make_loader(trained.data, "validation", seed=0, train=False, num_epochs=1), clips)
+  return (codec, models["stae"], models["prior"], models["decoder"],
+          loading.load_classifier(None, workdir), videos, labels)
+
+
+def kept_frames(stae, video, frame_keep: float, block_keep: float, key, frames: int):
+  """The device's selection and code of clips [B,T,H,W,3] at a point: (STAE.encode's dict, the
+  receiver's clip before the decoder [B,T,H,W,3], its pixel mask, the kept frames as the block
+  code rebuilds them [B,K,H,W,3], the kept frames themselves [B,K,H,W,3])."""
+  height, width = video.shape[2:4]
+  sent = stae.encode(video, frame_keep=frame_keep, block_keep=block_keep, rng=key)
+  received, pixel_mask, _ = stae.receive(sent["frame_index"], sent["block_index"], sent["latents"],
+                                         frames=frames, height=height, width=width)
+  batch = jnp.arange(video.shape[0])[:, None]
+  return (sent, received, pixel_mask, received[batch, sent["frame_index"]],
+          video.astype(jnp.float32)[batch, sent["frame_index"]])
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True)
@@ -141,20 +171,10 @@ def main():
   args = parser.parse_args()
   start = time.time()
   workdir = pathlib.Path(args.workdir).absolute()
-  trained = loading.load_system(workdir, args.tag)
   # The codec as it was before skipping (every kept block's code sent): the "today" rows and the
   # real streams beside them; the skips are simulated here (the built mode is the codec's own
   # at the points `stae_jax.models.skip.Settings` names).
-  entry = ml_collections.ConfigDict(trained.entry.to_dict())
-  entry.model.skip = dict(lam=None)
-  entry.model.refine = dict(points=())  # the keep-ratio points only
-  codec = stae_system.codec(dataclasses.replace(trained, entry=entry))
-  models = nnx.merge(trained.graphdef, trained.params, trained.rest)
-  stae, prior, decoder = models["stae"], models["prior"], models["decoder"]
-  classify = loading.load_classifier(None, workdir)
-  videos, labels = stae_system.choice_clips(  # the first --clips validation clips, in order
-      pipeline.make_loader(trained.data, "validation", seed=0, train=False, num_epochs=1),
-      args.clips)
+  codec, stae, prior, decoder, classify, videos, labels = set_up(workdir, args.tag, args.clips)
   t, height, width, _ = codec.clip_shape
   p = codec.block_size
   n = (height // p) * (width // p)
@@ -166,14 +186,11 @@ def main():
     """mode "today" (v3's exact repeats flagged) or "skip". Per clip: the receiver's clip as the
     classifier gets it, latent bits, flags sent, flags set, vector counts [B,M], the kept frames'
     mean squared error; and skip, vector [B,K,N]."""
-    sent = stae.encode(video, frame_keep=frame_keep, block_keep=block_keep, rng=key)
+    sent, received, pixel_mask, intra, original = kept_frames(stae, video, frame_keep, block_keep,
+                                                              key, t)
     frame_index, block_index, latents = sent["frame_index"], sent["block_index"], sent["latents"]
-    received, pixel_mask, _ = stae.receive(frame_index, block_index, latents, frames=t,
-                                           height=height, width=width)
     b, k = frame_index.shape
     batch = jnp.arange(b)[:, None]
-    intra = received[batch, frame_index]                         # [B,K,H,W,3]
-    original = video.astype(jnp.float32)[batch, frame_index]
     if mode == "today":
       flat = latents.reshape(b, k, n, -1)
       repeat = jnp.concatenate([jnp.zeros((b, 1, n), bool),
