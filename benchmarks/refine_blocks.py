@@ -107,7 +107,8 @@ def main():
   print(f"{args.tag} of {workdir}: {len(videos)} validation clips (reference "
         f"{100 * reference.mean():.1f}% [{100 * low:.1f}, {100 * high:.1f}]), skip lambda "
         f"{args.lam}, search +-{args.search} px; estimated bits (module docstring)", flush=True)
-  print("| point | refined | step | lambda | top-1 | vs unrefined (paired) | bits per clip (latents + "
+  print("| point | refined | step | lambda | top-1 | vs unrefined (paired) | bits per clip "
+        "(latents + "
         "flags + vectors + residuals) | skipped | PSNR kept frames dB |")
   print("|---|---|---|---|---|---|---|---|---|")
   wanted = args.points.split(",")
@@ -139,11 +140,7 @@ def main():
       if base is None:
         base, paired = correct, "-"
       else:
-        diff = correct - base
-        index = np.random.default_rng(0).integers(0, len(diff), size=(1000, len(diff)))
-        samples = diff[index].mean(axis=1)
-        paired = (f"{100 * diff.mean():+.1f} [{100 * np.percentile(samples, 2.5):+.1f}, "
-                  f"{100 * np.percentile(samples, 97.5):+.1f}]")
+        paired = skip_blocks.paired_difference(correct, base)
       psnr = 10 * np.log10(255.0 ** 2 / np.concatenate(errors).mean())
       print(f"| {point.name} | {which} | {q:g} | {lam:g} | {100 * correct.mean():.1f}% "
             f"[{100 * low:.1f}, {100 * high:.1f}] | {paired} | {bits.sum(axis=1).mean():,.0f} "

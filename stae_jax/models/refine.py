@@ -1,5 +1,5 @@
-"""Refined blocks: a sent block's code corrected by a quantised DCT of what it misses, STAE's quality
-dimension beside the keep ratios (an I-frame's detail, as H.264 sends it).
+"""Refined blocks: a sent block's code corrected by a quantised DCT of what it misses, STAE's
+quality dimension beside the keep ratios (an I-frame's detail, as H.264 sends it).
 
 The block code rebuilds each 8x8 block from 8 numbers, a mosaic the skip mode's copies then inherit
 (`stae_jax.models.skip`). At a refined point the device also sends, for each block it codes (not
@@ -8,7 +8,8 @@ the skipped ones) of the first `frames` kept frames, the residual original - cod
   colour   an orthonormal basis: luma (R+G+B)/sqrt(3), chroma (R-B)/sqrt(2) and (R-2G+B)/sqrt(6)
   DCT      each channel's 8x8 block through the orthonormal 2D DCT-II
   levels   round(coefficient / step(u, v)), step = s (1 + (u+v)/4) for luma, twice that for chroma
-           (s: the point's step, in pixel levels), clipped to +-MAX_LEVEL; in a zigzag scan (JPEG's, transposed)
+           (s: the point's step, in pixel levels), clipped to +-MAX_LEVEL; in a zigzag scan
+           (JPEG's, transposed)
   picture  the code's block + the inverse of those levels, clipped to 0..255: what both sides use
 
 The levels go into the bitstream after the skip vectors (`stae_jax.coding.bitstream`, "Refined
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stae_jax.coding import bitstream
+from stae_jax.models import skip as skip_lib
 from stae_jax.models.stae import blockify, unblockify
 
 #: The block side the DCT works on (STAE's block_size must be it).
@@ -100,16 +102,9 @@ def steps(step: float) -> np.ndarray:
   return np.stack([base, 2 * base, 2 * base]).astype(np.float32)
 
 
-def _check(frames):
-  if frames.shape[-3] % SIZE or frames.shape[-2] % SIZE:
-    raise ValueError(f"refined blocks are {SIZE}x{SIZE}: frames {frames.shape[-3]}x"
-                     f"{frames.shape[-2]} are not whole blocks")
-
-
 def analyse(intra, original, step: float):
   """The levels of `original - intra` (float32 [B,K,H,W,3], 0..255) at `step`: int32
   [B,K,N,3,64], each block's three channels in scan order."""
-  _check(intra)
   residual = blockify(jnp.asarray(original, jnp.float32) - intra, SIZE)  # [B,K,N,8,8,3]
   colour = jnp.einsum("...yxc,dc->...dyx", residual, COLOUR)
   coefficients = jnp.einsum("uy,...yx,vx->...uv", DCT, colour, DCT)
@@ -148,14 +143,6 @@ def _band_of() -> np.ndarray:
   return np.searchsorted(np.array(BAND_STARTS), np.arange(SIZE * SIZE), side="right") - 1
 
 
-def _adaptive_bits(counts):
-  """Exact code length of symbols with counts [..., A] under add-one adaptive counts."""
-  a = counts.shape[-1]
-  ln = jax.scipy.special.gammaln
-  return (ln(counts.sum(axis=-1) + a) - ln(jnp.float32(a)) - ln(counts + 1.0).sum(axis=-1)) / (
-      math.log(2.0))
-
-
 def _counts(symbols, weight, alphabet: int):
   """Per clip [B, alphabet]: the summed `weight` [B, ...] of each symbol in `symbols` [B, ...]
   (a scatter-add: no one-hot of the whole array)."""
@@ -184,15 +171,15 @@ def bits(levels, refined):
   section = group * len(BAND_STARTS) + jnp.asarray(_band_of())[None]          # [3,64]
   clipped = jnp.clip(levels, -CLIP, CLIP) + CLIP
   total = jnp.zeros((b,), jnp.float32)
-  for g, channels in enumerate(((0,), (1, 2))):
+  for channels in ((0,), (1, 2)):
     ends = end[:, :, list(channels)]
-    total += _adaptive_bits(_counts(ends, jnp.broadcast_to(refined[:, :, None], ends.shape),
-                                    SIZE * SIZE + 1))
+    weight = jnp.broadcast_to(refined[:, :, None], ends.shape)
+    total += skip_lib.symbol_bits(_counts(ends, weight, SIZE * SIZE + 1))
   counts = _counts(section * (2 * CLIP + 1) + clipped, sent,
                    2 * len(BAND_STARTS) * (2 * CLIP + 1))
-  total += _adaptive_bits(counts.reshape(b, 2 * len(BAND_STARTS), 2 * CLIP + 1)).sum(axis=-1)
+  total += skip_lib.symbol_bits(counts.reshape(b, 2 * len(BAND_STARTS), 2 * CLIP + 1)).sum(-1)
   excess = jnp.maximum(jnp.abs(levels) - CLIP, 0)
   escaped = sent & (jnp.abs(levels) >= CLIP)
   for digit in (excess // 64, excess % 64):
-    total += _adaptive_bits(_counts(digit, escaped, 64))
+    total += skip_lib.symbol_bits(_counts(digit, escaped, 64))
   return total

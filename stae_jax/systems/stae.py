@@ -468,10 +468,11 @@ def code_blocks(stae, prior, video, frame_index, block_index, latents, *, lam, s
   cost = _block_bits(prior, dense, kept)
   in_frames = jnp.broadcast_to(jnp.arange(k_f)[None, :, None] < refine_frames, (b, k_f, n))
   levels = jnp.zeros((b, k_f, n, 3, refine_lib.SIZE ** 2), jnp.int32)
-  if refine_step is not None:
-    levels = jnp.where(in_frames[..., None, None], refine_lib.analyse(intra, original, refine_step),
-                       0)
-    intra = refine_lib.apply(intra, levels, refine_step)
+  if refine_step is not None:  # only the refined frames are analysed (`refine_frames`: static)
+    first = refine_lib.analyse(intra[:, :refine_frames], original[:, :refine_frames], refine_step)
+    levels = levels.at[:, :refine_frames].set(first)
+    intra = intra.at[:, :refine_frames].set(
+        refine_lib.apply(intra[:, :refine_frames], first, refine_step))
     cost = cost + jnp.where(in_frames, refine_lib.decision_bits(levels), 0.0)
   skip = jnp.zeros((b, k_f, n), bool)
   bits = jnp.zeros((b,), jnp.float32)
